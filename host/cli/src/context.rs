@@ -1,0 +1,66 @@
+//! What every command needs: the state directory, the site configuration, logging.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use wulf_core::{Config, StateDir};
+use wulf_plugin::{Registry, Runtime};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn init_tracing(verbose: u8, format: LogFormat) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub struct Context {
+    pub state: StateDir,
+    pub config: Config,
+}
+
+impl Context {
+    pub fn new(state_dir: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<Self> {
+        let state = StateDir::new(state_dir.map(Ok).unwrap_or_else(default_state_dir)?);
+        let config = match config {
+            Some(path) => Config::load(&path, &state, true)?,
+            None => Config::load(&state.config_file(), &state, false)?,
+        };
+        Ok(Context { state, config })
+    }
+
+    pub fn registry(&self) -> Registry {
+        Registry::new(&self.config.plugins.dir, crate::embedded::EMBEDDED)
+    }
+
+    pub fn runtime(&self) -> anyhow::Result<Runtime> {
+        Ok(Runtime::new(self.config.plugins.cache_dir.join("plugins"))?)
+    }
+}
+
+/// `/var/lib/wulf` for root; otherwise the XDG data directory.
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    if rustix::process::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/wulf"));
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+        .context("cannot choose a state directory: set --state-dir, WULF_STATE_DIR or HOME")?;
+    Ok(data.join("wulf"))
+}

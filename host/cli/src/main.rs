@@ -1,0 +1,57 @@
+//! `wulf`: the command-line front of the provisioning host. Parses flags, loads the site
+//! configuration and wires the library crates together; no domain logic lives here.
+
+mod command;
+mod context;
+mod embedded;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "wulf", version, about = "Stateless cluster provisioning with sandboxed WebAssembly plugins")]
+struct Cli {
+    /// State directory [default: /var/lib/wulf as root, else $XDG_DATA_HOME/wulf]
+    #[arg(long, global = true, env = "WULF_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Site configuration [default: wulf.toml in the state directory; absent means defaults]
+    #[arg(long, global = true, env = "WULF_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Log format
+    #[arg(long, global = true, value_enum, default_value_t = context::LogFormat::Text)]
+    log_format: context::LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage plugins: overlay generators, inventory backends, image transforms
+    #[command(subcommand)]
+    Plugin(command::plugin::PluginCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    context::init_tracing(cli.verbose, cli.log_format);
+    let result = context::Context::new(cli.state_dir, cli.config).and_then(|ctx| match cli.command {
+        Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

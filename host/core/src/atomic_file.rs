@@ -1,0 +1,91 @@
+//! Crash-safe file replacement and the state directory's write lock.
+//!
+//! A reader sees the old file or the new one, never a mix: the new content goes to a temporary
+//! file in the same directory, is fsynced, renamed over the target, and the directory is
+//! fsynced so the rename itself survives a crash.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use fs4::fs_std::FileExt;
+
+/// Replaces `path` with `contents` atomically.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// An exclusive advisory lock, held until dropped. Every writer of the state directory takes
+/// it, so concurrent `wulf` commands serialize their read-modify-write cycles.
+#[derive(Debug)]
+pub struct WriteLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl WriteLock {
+    /// Blocks until the lock at `path` is ours.
+    pub fn acquire(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        file.lock_exclusive()?;
+        Ok(WriteLock { file, path: path.to_path_buf() })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let _ = FileExt::unlock(&self.file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_content_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("sub/nodes.toml");
+        write_atomic(&path, b"one").unwrap_or_else(|e| panic!("{e}"));
+        write_atomic(&path, b"two").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(std::fs::read(&path).unwrap_or_default(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("nodes.toml")]);
+    }
+
+    #[test]
+    fn lock_is_exclusive_across_handles() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("lock");
+        let held = WriteLock::acquire(&path).unwrap_or_else(|e| panic!("{e}"));
+        let other = OpenOptions::new().write(true).open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!other.try_lock_exclusive().unwrap_or(true));
+        drop(held);
+        assert!(other.try_lock_exclusive().unwrap_or(false));
+    }
+}

@@ -1,0 +1,243 @@
+//! The site configuration (`wulf.toml`), parsed strictly and then validated into [`Config`].
+//!
+//! An absent file means built-in defaults; an unknown key is an error naming the key and file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::state_dir::StateDir;
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: `{key}` = {value}: {reason}")]
+    Invalid { path: PathBuf, key: String, value: String, reason: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct RawConfig {
+    plugins: RawPlugins,
+    plugin: BTreeMap<String, RawPluginSite>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct RawPlugins {
+    dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    limits: RawLimits,
+    backends: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct RawLimits {
+    timeout_ms: Option<u64>,
+    memory_mib: Option<u64>,
+    output_mib: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct RawPluginSite {
+    config: toml::Table,
+    grant_read_dirs: Vec<PathBuf>,
+    limits: RawLimits,
+}
+
+/// The validated site configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from (`None`: built-in defaults).
+    pub source: Option<PathBuf>,
+    pub plugins: PluginsConfig,
+}
+
+/// Plugin settings: where they live, their default limits, and per-plugin site settings.
+#[derive(Debug, Clone)]
+pub struct PluginsConfig {
+    pub dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub limits: Limits,
+    /// Inventory backend plugins, consulted in this order after the built-in store.
+    pub backends: Vec<String>,
+    pub sites: BTreeMap<String, PluginSite>,
+}
+
+/// Resource limits of one plugin call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory_bytes: u64,
+    pub output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { timeout: Duration::from_secs(2), memory_bytes: 64 << 20, output_bytes: 64 << 20 }
+    }
+}
+
+/// What the admin set for one plugin.
+#[derive(Debug, Clone, Default)]
+pub struct PluginSite {
+    /// Overlaid on the `[config]` defaults of the plugin's manifest.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Directories the plugin may read, if its manifest asks for them.
+    pub grant_read_dirs: Vec<PathBuf>,
+    limits: RawLimits,
+}
+
+impl PluginsConfig {
+    /// The limits of `plugin`: its site overrides, else the defaults.
+    pub fn limits_for(&self, plugin: &str) -> Limits {
+        let Some(site) = self.sites.get(plugin) else { return self.limits };
+        apply_limits(self.limits, &site.limits)
+    }
+}
+
+fn apply_limits(base: Limits, raw: &RawLimits) -> Limits {
+    Limits {
+        timeout: raw.timeout_ms.map(Duration::from_millis).unwrap_or(base.timeout),
+        memory_bytes: raw.memory_mib.map(|m| m << 20).unwrap_or(base.memory_bytes),
+        output_bytes: raw.output_mib.map(|m| m << 20).unwrap_or(base.output_bytes),
+    }
+}
+
+impl Config {
+    /// Built-in defaults for a state directory.
+    pub fn defaults(state: &StateDir) -> Config {
+        Config {
+            source: None,
+            plugins: PluginsConfig {
+                dir: state.plugins_dir(),
+                cache_dir: state.cache_dir(),
+                limits: Limits::default(),
+                backends: Vec::new(),
+                sites: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// Loads `path`; a missing file gives the defaults unless `required`.
+    pub fn load(path: &Path, state: &StateDir, required: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path, state),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::defaults(state)),
+            Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        }
+    }
+
+    /// Parses and validates configuration text that came from `path`.
+    pub fn parse(text: &str, path: &Path, state: &StateDir) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })?;
+        let invalid = |key: String, value: String, reason: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            value,
+            reason: reason.to_string(),
+        };
+        let mut defaults = Config::defaults(state);
+        validate_limits(&raw.plugins.limits, "plugins.limits", &invalid)?;
+        let mut sites = BTreeMap::new();
+        for (name, site) in raw.plugin {
+            validate_limits(&site.limits, &format!("plugin.{name}.limits"), &invalid)?;
+            for dir in &site.grant_read_dirs {
+                if !dir.is_absolute() {
+                    return Err(invalid(
+                        format!("plugin.{name}.grant-read-dirs"),
+                        format!("{:?}", dir.display().to_string()),
+                        "must be an absolute path",
+                    ));
+                }
+            }
+            let config = serde_json::to_value(&site.config)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default();
+            sites.insert(name, PluginSite { config, grant_read_dirs: site.grant_read_dirs, limits: site.limits });
+        }
+        let plugins = &mut defaults.plugins;
+        if let Some(dir) = raw.plugins.dir {
+            plugins.dir = dir;
+        }
+        if let Some(dir) = raw.plugins.cache_dir {
+            plugins.cache_dir = dir;
+        }
+        plugins.limits = apply_limits(plugins.limits, &raw.plugins.limits);
+        plugins.backends = raw.plugins.backends;
+        plugins.sites = sites;
+        defaults.source = Some(path.to_path_buf());
+        Ok(defaults)
+    }
+}
+
+fn validate_limits(
+    raw: &RawLimits,
+    table: &str,
+    invalid: &impl Fn(String, String, &str) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let checks = [
+        ("timeout-ms", raw.timeout_ms, 1, 600_000),
+        ("memory-mib", raw.memory_mib, 1, 4096),
+        ("output-mib", raw.output_mib, 1, 4096),
+    ];
+    for (key, value, min, max) in checks {
+        if let Some(value) = value.filter(|v| !(min..=max).contains(v)) {
+            return Err(invalid(format!("{table}.{key}"), value.to_string(), &format!("must be between {min} and {max}")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        let state = StateDir::new("/var/lib/wulf");
+        Config::parse(text, Path::new("/etc/wulf.toml"), &state).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_per_plugin_overrides() {
+        let config = parse(
+            r#"
+[plugins.limits]
+timeout-ms = 500
+[plugin.csv]
+grant-read-dirs = ["/srv/inventory"]
+config = { file = "nodes.csv" }
+limits = { memory-mib = 16 }
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.plugins.dir, PathBuf::from("/var/lib/wulf/plugins"));
+        let csv = config.plugins.limits_for("csv");
+        assert_eq!((csv.timeout, csv.memory_bytes), (Duration::from_millis(500), 16 << 20));
+        assert_eq!(config.plugins.limits_for("other").memory_bytes, 64 << 20);
+        assert_eq!(config.plugins.sites["csv"].config["file"], "nodes.csv");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        insta::assert_snapshot!(parse("[plugins]\nspeed = 3\n").err().unwrap_or_default(), @r"
+        /etc/wulf.toml: TOML parse error at line 2, column 1
+          |
+        2 | speed = 3
+          | ^^^^^
+        unknown field `speed`, expected one of `dir`, `cache-dir`, `limits`, `backends`
+        ");
+        insta::assert_snapshot!(parse("[plugin.x.limits]\ntimeout-ms = 0\n").err().unwrap_or_default(), @"/etc/wulf.toml: `plugin.x.limits.timeout-ms` = 0: must be between 1 and 600000");
+        insta::assert_snapshot!(parse("[plugin.x]\ngrant-read-dirs = [\"srv\"]\n").err().unwrap_or_default(), @r#"/etc/wulf.toml: `plugin.x.grant-read-dirs` = "srv": must be an absolute path"#);
+    }
+}

@@ -1,0 +1,21 @@
+//! wulf's core: the domain model (nodes, profiles, merge rules), the site configuration, the
+//! inventory store and the extension-point traits that plugins and built-ins implement.
+//!
+//! No async, no wasmtime, no HTTP: everything else depends on this crate, and it depends on
+//! nothing of ours.
+
+pub mod atomic_file;
+pub mod config;
+pub mod extension;
+pub mod inventory;
+pub mod merge;
+pub mod node;
+pub mod overlay_file;
+pub mod state_dir;
+
+pub use config::{Config, Limits};
+pub use extension::{ExtensionError, ImageTransform, InventoryBackend, OverlayGenerator, Server};
+pub use inventory::{Inventory, InventoryStore};
+pub use node::Node;
+pub use overlay_file::{FileContent, OverlayFile};
+pub use state_dir::StateDir;

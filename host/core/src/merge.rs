@@ -1,0 +1,277 @@
+//! Warewulf's merge rules: a node's effective record from its profiles and itself.
+//!
+//! Profiles expand depth-first in order (a profile's own profiles before it), each at most once
+//! (which also breaks cycles); `~name` in a list removes `name` from the merged list. Scalars:
+//! the later non-empty value wins and the node wins last. Lists append. Maps merge per key.
+//! `comment` is never inherited; `profiles` stays the node's own list.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::node::{Disk, Filesystem, Ipmi, Kernel, NetDevice, Node, Partition};
+
+/// A node merged with its profiles, plus what the merge had to say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    pub node: Node,
+    /// The profiles applied, in order.
+    pub applied: Vec<String>,
+    /// Profiles named but not defined (Warewulf warns and goes on).
+    pub missing: Vec<String>,
+}
+
+/// Merges `node` with the profiles it names, looked up in `profiles`.
+pub fn merge(node: &Node, profiles: &BTreeMap<String, Node>) -> Merged {
+    let mut expansion = Expansion::default();
+    expansion.visit_list(&node.profiles, profiles);
+    let applied: Vec<String> =
+        expansion.order.into_iter().filter(|name| !expansion.negated.contains(name)).collect();
+
+    let mut merged = Node::new(node.id.clone());
+    for name in &applied {
+        if let Some(profile) = profiles.get(name) {
+            overlay_record(&mut merged, profile);
+        }
+    }
+    overlay_record(&mut merged, node);
+    merged.comment = node.comment.clone();
+    merged.profiles = node.profiles.clone();
+    merged.discoverable = node.discoverable;
+    merged.asset_key = node.asset_key.clone();
+    negate(&mut merged.system_overlays);
+    negate(&mut merged.runtime_overlays);
+    negate(&mut merged.kernel.args);
+    Merged { node: merged, applied, missing: expansion.missing }
+}
+
+#[derive(Default)]
+struct Expansion {
+    order: Vec<String>,
+    seen: BTreeSet<String>,
+    negated: BTreeSet<String>,
+    missing: Vec<String>,
+}
+
+impl Expansion {
+    fn visit_list(&mut self, names: &[String], profiles: &BTreeMap<String, Node>) {
+        for name in names {
+            match name.strip_prefix('~') {
+                Some(negated) => {
+                    self.negated.insert(negated.to_string());
+                }
+                None => self.visit(name, profiles),
+            }
+        }
+    }
+
+    fn visit(&mut self, name: &str, profiles: &BTreeMap<String, Node>) {
+        if !self.seen.insert(name.to_string()) {
+            return;
+        }
+        match profiles.get(name) {
+            Some(profile) => {
+                self.visit_list(&profile.profiles, profiles);
+                self.order.push(name.to_string());
+            }
+            None => self.missing.push(name.to_string()),
+        }
+    }
+}
+
+/// Removes every `~x` token and every `x` it names.
+fn negate(list: &mut Vec<String>) {
+    let removed: BTreeSet<String> =
+        list.iter().filter_map(|item| item.strip_prefix('~')).map(str::to_string).collect();
+    list.retain(|item| !item.starts_with('~') && !removed.contains(item));
+}
+
+fn set<T: Clone + NonEmpty>(dst: &mut Option<T>, src: &Option<T>) {
+    if let Some(value) = src.as_ref().filter(|v| v.non_empty()) {
+        *dst = Some(value.clone());
+    }
+}
+
+trait NonEmpty {
+    fn non_empty(&self) -> bool;
+}
+
+impl NonEmpty for String {
+    fn non_empty(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+macro_rules! always_non_empty {
+    ($($t:ty),*) => { $(impl NonEmpty for $t { fn non_empty(&self) -> bool { true } })* };
+}
+always_non_empty!(bool, u8, u16, u32, u64);
+
+fn merge_map<V: Default>(dst: &mut BTreeMap<String, V>, src: &BTreeMap<String, V>, each: impl Fn(&mut V, &V)) {
+    for (key, value) in src {
+        each(dst.entry(key.clone()).or_default(), value);
+    }
+}
+
+fn overlay_record(dst: &mut Node, src: &Node) {
+    set(&mut dst.cluster, &src.cluster);
+    set(&mut dst.image, &src.image);
+    set(&mut dst.ipxe_template, &src.ipxe_template);
+    dst.system_overlays.extend(src.system_overlays.iter().cloned());
+    dst.runtime_overlays.extend(src.runtime_overlays.iter().cloned());
+    set(&mut dst.init, &src.init);
+    set(&mut dst.root, &src.root);
+    overlay_kernel(&mut dst.kernel, &src.kernel);
+    set(&mut dst.primary_network, &src.primary_network);
+    merge_map(&mut dst.network_devices, &src.network_devices, overlay_netdev);
+    overlay_ipmi(&mut dst.ipmi, &src.ipmi);
+    dst.tags.extend(src.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    dst.resources.extend(src.resources.iter().map(|(k, v)| (k.clone(), v.clone())));
+    merge_map(&mut dst.disks, &src.disks, overlay_disk);
+    merge_map(&mut dst.filesystems, &src.filesystems, overlay_filesystem);
+}
+
+fn overlay_kernel(dst: &mut Kernel, src: &Kernel) {
+    set(&mut dst.version, &src.version);
+    dst.args.extend(src.args.iter().cloned());
+}
+
+fn overlay_netdev(dst: &mut NetDevice, src: &NetDevice) {
+    set(&mut dst.device_type, &src.device_type);
+    set(&mut dst.onboot, &src.onboot);
+    set(&mut dst.device, &src.device);
+    set(&mut dst.hwaddr, &src.hwaddr);
+    set(&mut dst.ipaddr, &src.ipaddr);
+    set(&mut dst.netmask, &src.netmask);
+    set(&mut dst.gateway, &src.gateway);
+    set(&mut dst.ipaddr6, &src.ipaddr6);
+    set(&mut dst.prefixlen6, &src.prefixlen6);
+    set(&mut dst.gateway6, &src.gateway6);
+    set(&mut dst.mtu, &src.mtu);
+    dst.tags.extend(src.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+}
+
+fn overlay_ipmi(dst: &mut Ipmi, src: &Ipmi) {
+    set(&mut dst.username, &src.username);
+    set(&mut dst.password, &src.password);
+    set(&mut dst.ipaddr, &src.ipaddr);
+    set(&mut dst.gateway, &src.gateway);
+    set(&mut dst.netmask, &src.netmask);
+    set(&mut dst.port, &src.port);
+    set(&mut dst.interface, &src.interface);
+    set(&mut dst.escape_char, &src.escape_char);
+    set(&mut dst.write, &src.write);
+    set(&mut dst.template, &src.template);
+    dst.tags.extend(src.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+}
+
+fn overlay_disk(dst: &mut Disk, src: &Disk) {
+    set(&mut dst.wipe_table, &src.wipe_table);
+    merge_map(&mut dst.partitions, &src.partitions, overlay_partition);
+}
+
+fn overlay_partition(dst: &mut Partition, src: &Partition) {
+    set(&mut dst.number, &src.number);
+    set(&mut dst.size_mib, &src.size_mib);
+    set(&mut dst.start_mib, &src.start_mib);
+    set(&mut dst.type_guid, &src.type_guid);
+    set(&mut dst.guid, &src.guid);
+    set(&mut dst.wipe_partition_entry, &src.wipe_partition_entry);
+    set(&mut dst.should_exist, &src.should_exist);
+    set(&mut dst.resize, &src.resize);
+}
+
+fn overlay_filesystem(dst: &mut Filesystem, src: &Filesystem) {
+    set(&mut dst.format, &src.format);
+    set(&mut dst.path, &src.path);
+    set(&mut dst.wipe_filesystem, &src.wipe_filesystem);
+    set(&mut dst.label, &src.label);
+    set(&mut dst.uuid, &src.uuid);
+    dst.options.extend(src.options.iter().cloned());
+    set(&mut dst.mount_options, &src.mount_options);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(id: &str, f: impl FnOnce(&mut Node)) -> (String, Node) {
+        let mut node = Node::new(id);
+        f(&mut node);
+        (id.to_string(), node)
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn nested_profiles_expand_depth_first_and_cycles_stop() {
+        let profiles = BTreeMap::from([
+            profile("base", |p| {
+                p.profiles = strings(&["net"]);
+                p.image = Some("rocky".into());
+                p.system_overlays = strings(&["wwinit"]);
+                p.comment = Some("base comment".into());
+            }),
+            profile("net", |p| {
+                p.profiles = strings(&["base"]);
+                p.system_overlays = strings(&["network"]);
+                p.image = Some("debian".into());
+            }),
+            profile("gpu", |p| {
+                p.system_overlays = strings(&["cuda", "~network"]);
+                p.kernel.args = strings(&["quiet", "nouveau.modeset=0"]);
+            }),
+        ]);
+        let mut node = Node::new("n1");
+        node.profiles = strings(&["base", "gpu", "nope"]);
+        node.kernel.args = strings(&["~quiet"]);
+        let merged = merge(&node, &profiles);
+        assert_eq!(merged.applied, strings(&["net", "base", "gpu"]));
+        assert_eq!(merged.missing, strings(&["nope"]));
+        assert_eq!(merged.node.image.as_deref(), Some("rocky"));
+        assert_eq!(merged.node.system_overlays, strings(&["wwinit", "cuda"]));
+        assert_eq!(merged.node.kernel.args, strings(&["nouveau.modeset=0"]));
+        assert_eq!(merged.node.comment, None);
+        assert_eq!(merged.node.profiles, node.profiles);
+    }
+
+    #[test]
+    fn negated_profile_is_dropped_even_when_included_by_another() {
+        let profiles = BTreeMap::from([
+            profile("p1", |p| p.init = Some("/sbin/p1".into())),
+            profile("p2", |p| p.profiles = strings(&["p1"])),
+        ]);
+        let mut node = Node::new("n1");
+        node.profiles = strings(&["p2", "~p1"]);
+        let merged = merge(&node, &profiles);
+        assert_eq!(merged.applied, strings(&["p2"]));
+        assert_eq!(merged.node.init, None);
+    }
+
+    #[test]
+    fn maps_merge_per_key_and_the_node_wins_scalars() {
+        let profiles = BTreeMap::from([profile("default", |p| {
+            p.network_devices.insert(
+                "default".into(),
+                NetDevice { netmask: Some("255.255.0.0".into()), mtu: Some(9000), ..NetDevice::default() },
+            );
+            p.tags.insert("rack".into(), "r1".into());
+            p.tags.insert("role".into(), "compute".into());
+            p.cluster = Some("c1".into());
+        })]);
+        let mut node = Node::new("n1");
+        node.profiles = strings(&["default"]);
+        node.network_devices.insert(
+            "default".into(),
+            NetDevice { ipaddr: Some("10.0.0.5".into()), mtu: Some(1500), ..NetDevice::default() },
+        );
+        node.tags.insert("rack".into(), "r7".into());
+        node.cluster = Some(String::new());
+        let merged = merge(&node, &profiles).node;
+        let dev = &merged.network_devices["default"];
+        assert_eq!((dev.netmask.as_deref(), dev.ipaddr.as_deref(), dev.mtu), (Some("255.255.0.0"), Some("10.0.0.5"), Some(1500)));
+        assert_eq!(merged.tags["rack"], "r7");
+        assert_eq!(merged.tags["role"], "compute");
+        assert_eq!(merged.cluster.as_deref(), Some("c1"), "an empty node value does not win");
+    }
+}

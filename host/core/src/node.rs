@@ -1,0 +1,249 @@
+//! Node and profile records, as stored and as merged.
+//!
+//! A profile is the same record as a node without the node-only fields (`discoverable`,
+//! `asset-key`); [`Node`] serves both so merging is one function.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A string map (Warewulf's tags).
+pub type Tags = BTreeMap<String, String>;
+
+/// A node or profile record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Node {
+    /// The node or profile name; the key of its table in the store.
+    #[serde(skip)]
+    pub id: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipxe_template: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub system_overlays: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runtime_overlays: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    #[serde(skip_serializing_if = "Kernel::is_empty")]
+    pub kernel: Kernel,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_network: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub network_devices: BTreeMap<String, NetDevice>,
+    #[serde(skip_serializing_if = "Ipmi::is_empty")]
+    pub ipmi: Ipmi,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
+    /// Free-form resources (fstab entries, users, ...), any JSON-compatible value.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub disks: BTreeMap<String, Disk>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub filesystems: BTreeMap<String, Filesystem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discoverable: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Kernel {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+impl Kernel {
+    fn is_empty(&self) -> bool {
+        self == &Kernel::default()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NetDevice {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onboot: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hwaddr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipaddr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netmask: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipaddr6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefixlen6: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Ipmi {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipaddr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netmask: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escape_char: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
+}
+
+impl Ipmi {
+    fn is_empty(&self) -> bool {
+        self == &Ipmi::default()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Disk {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wipe_table: Option<bool>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub partitions: BTreeMap<String, Partition>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Partition {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub type_guid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wipe_partition_entry: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub should_exist: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resize: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Filesystem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wipe_filesystem: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount_options: Option<String>,
+}
+
+impl Node {
+    /// An empty record with this name.
+    pub fn new(id: impl Into<String>) -> Self {
+        Node { id: id.into(), ..Node::default() }
+    }
+
+    /// The name of the primary network device: `primary-network` when it names a device,
+    /// else the lexically first device (Warewulf's rule).
+    pub fn primary_network(&self) -> Option<&str> {
+        self.primary_network
+            .as_deref()
+            .filter(|name| self.network_devices.contains_key(*name))
+            .or_else(|| self.network_devices.keys().next().map(String::as_str))
+    }
+
+    /// Every hardware address of this node's devices, lowercase.
+    pub fn hwaddrs(&self) -> impl Iterator<Item = String> + '_ {
+        self.network_devices.values().filter_map(|d| d.hwaddr.as_deref()).map(str::to_ascii_lowercase)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primary_network_falls_back_to_the_first_device() {
+        let mut node = Node::new("n1");
+        assert_eq!(node.primary_network(), None);
+        node.network_devices.insert("ib".into(), NetDevice::default());
+        node.network_devices.insert("default".into(), NetDevice::default());
+        assert_eq!(node.primary_network(), Some("default"));
+        node.primary_network = Some("ib".into());
+        assert_eq!(node.primary_network(), Some("ib"));
+        node.primary_network = Some("missing".into());
+        assert_eq!(node.primary_network(), Some("default"));
+    }
+
+    #[test]
+    fn toml_round_trip_keeps_every_field_and_rejects_unknown_keys() {
+        let text = r#"
+profiles = ["default"]
+image = "rocky-9"
+system-overlays = ["wwinit", "hostname"]
+kernel = { args = ["quiet"] }
+tags = { rack = "r1" }
+resources = { fstab = [{ spec = "head:/home", file = "/home" }] }
+[network-devices.default]
+type = "ethernet"
+hwaddr = "aa:bb:cc:dd:ee:01"
+ipaddr = "10.0.0.1"
+[ipmi]
+ipaddr = "10.1.0.1"
+write = true
+"#;
+        let node: Node = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(node.network_devices["default"].device_type.as_deref(), Some("ethernet"));
+        let again: Node = toml::from_str(&toml::to_string(&node).unwrap_or_default()).unwrap_or_default();
+        assert_eq!(node, again);
+        let err = toml::from_str::<Node>("colour = \"red\"").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+}

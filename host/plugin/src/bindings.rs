@@ -1,0 +1,38 @@
+//! Host bindings, generated in exactly one place. The shared `types` and `host` interfaces are
+//! generated with the overlay world and reused by the other two, so one `Host` impl serves all.
+//! Generated types never leave this crate: `conversion` maps them to `wulf-core` types.
+
+pub mod overlay {
+    wasmtime::component::bindgen!({
+        world: "overlay-generator",
+        path: "../../wit/v0.1",
+        imports: { default: trappable },
+    });
+}
+
+pub mod inventory {
+    wasmtime::component::bindgen!({
+        world: "inventory-backend",
+        path: "../../wit/v0.1",
+        imports: { default: trappable },
+        with: {
+            "wulf:plugin/types": super::overlay::wulf::plugin::types,
+            "wulf:plugin/host": super::overlay::wulf::plugin::host,
+        },
+    });
+}
+
+pub mod transform {
+    wasmtime::component::bindgen!({
+        world: "image-transform",
+        path: "../../wit/v0.1",
+        imports: { default: trappable },
+        with: {
+            "wulf:plugin/types": super::overlay::wulf::plugin::types,
+            "wulf:plugin/host": super::overlay::wulf::plugin::host,
+        },
+    });
+}
+
+pub use overlay::wulf::plugin::host::Level;
+pub use overlay::wulf::plugin::types as wit;

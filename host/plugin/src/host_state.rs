@@ -1,0 +1,112 @@
+//! What a plugin's store holds: its WASI context (empty unless a capability was granted), its
+//! memory limiter, captured stderr, and the host interface every plugin imports.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::{Level, overlay::wulf::plugin::host, wit};
+
+/// How much of a plugin's stderr is kept (panic messages land there).
+const STDERR_CAP: usize = 16 * 1024;
+
+/// What every store of one plugin starts from.
+#[derive(Debug, Clone)]
+pub struct StoreSpec {
+    pub plugin: Arc<str>,
+    pub config_json: Arc<str>,
+    pub memory_bytes: u64,
+    /// Read-only directories granted to the plugin, visible at the same path inside.
+    pub read_dirs: Arc<[PathBuf]>,
+}
+
+pub struct HostState {
+    pub plugin: Arc<str>,
+    config_json: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: MemoryLimiter,
+    pub stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    pub fn new(spec: &StoreSpec) -> wasmtime::Result<Self> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAP);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone());
+        for dir in spec.read_dirs.iter() {
+            let guest = dir.to_string_lossy();
+            wasi.preopened_dir(dir, guest.as_ref(), FsPerms::ReadOnly)?;
+        }
+        Ok(HostState {
+            plugin: spec.plugin.clone(),
+            config_json: spec.config_json.clone(),
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { cap: spec.memory_bytes as usize, exceeded: false },
+            stderr,
+        })
+    }
+
+    /// What the plugin wrote to stderr, trimmed.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents()).trim().to_string()
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Caps every linear memory and table, and remembers whether the cap was the reason a growth
+/// failed, so the error can name the limit instead of a bare trap.
+pub struct MemoryLimiter {
+    cap: usize,
+    pub exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.exceeded = true;
+            wasmtime::bail!("memory limit of {} bytes reached growing to {desired}", self.cap);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > 1_000_000 {
+            self.exceeded = true;
+            wasmtime::bail!("table limit reached growing to {desired} elements");
+        }
+        Ok(true)
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: Level, message: String, fields: Vec<wit::Tag>) -> wasmtime::Result<()> {
+        let fields: Vec<String> = fields.iter().map(|t| format!("{}={}", t.key, t.value)).collect();
+        let fields = fields.join(" ");
+        let plugin = &*self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(plugin, fields, "{message}"),
+            Level::Debug => tracing::debug!(plugin, fields, "{message}"),
+            Level::Info => tracing::info!(plugin, fields, "{message}"),
+            Level::Warn => tracing::warn!(plugin, fields, "{message}"),
+            Level::Error => tracing::error!(plugin, fields, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn config(&mut self) -> wasmtime::Result<String> {
+        Ok(self.config_json.to_string())
+    }
+}

@@ -1,0 +1,266 @@
+//! Loading components and calling them: one engine and one linker per world, a compiled and
+//! pre-linked component per plugin, and a fresh store per call that is thrown away afterwards,
+//! so a trap, a timeout or a memory blow-up can never poison the next call.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, Store, Trap};
+use wulf_core::config::{Limits, PluginsConfig};
+use wulf_core::{ExtensionError, OverlayFile, extension::Limit, overlay_file};
+
+use crate::bindings::{inventory, overlay, transform};
+use crate::cache::{CompileCache, Origin};
+use crate::component_check::{self, SurfaceError};
+use crate::bindings::wit;
+use crate::conversion::{error_message, file_from_wit};
+use crate::host_state::{HostState, StoreSpec};
+use crate::manifest::{Manifest, World};
+
+/// A plugin that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin `{plugin}` is refused: {source}")]
+    Surface { plugin: String, source: SurfaceError },
+    #[error("plugin `{plugin}` asks to read {dir}, which the site configuration does not grant; to allow it add the directory to `grant-read-dirs` under [plugin.{plugin}] in wulf.toml")]
+    CapabilityRefused { plugin: String, dir: PathBuf },
+    #[error("plugin `{plugin}` cannot be compiled: {message}")]
+    Compile { plugin: String, message: String },
+    #[error("plugin `{plugin}` cannot be linked: {message}")]
+    Link { plugin: String, message: String },
+    #[error("the plugin engine cannot start: {0}")]
+    Engine(String),
+}
+
+/// A plugin ready to load: its manifest and component bytes.
+#[derive(Debug, Clone)]
+pub struct PluginPackage {
+    pub manifest: Manifest,
+    pub wasm: Arc<[u8]>,
+}
+
+/// The engine, the per-world linkers and the compile cache.
+pub struct Runtime {
+    engine: Engine,
+    overlay: Linker<HostState>,
+    inventory: Linker<HostState>,
+    transform: Linker<HostState>,
+    cache: CompileCache,
+}
+
+enum Pre {
+    Overlay(overlay::OverlayGeneratorPre<HostState>),
+    Inventory(inventory::InventoryBackendPre<HostState>),
+    Transform(transform::ImageTransformPre<HostState>),
+}
+
+/// A compiled, linked plugin. Cheap to call from many threads at once.
+pub struct LoadedPlugin {
+    pub manifest: Manifest,
+    pub limits: Limits,
+    /// Whether the native code came from the on-disk cache.
+    pub origin: Origin,
+    /// How long loading took (cache read or compile, plus linking).
+    pub load_time: Duration,
+    spec: StoreSpec,
+    pre: Pre,
+    engine: Engine,
+}
+
+impl Runtime {
+    /// An engine whose compiled components are cached in `cache_dir`.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Result<Self, LoadError> {
+        let engine = crate::engine::new_engine().map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let linker = || -> wasmtime::Result<Linker<HostState>> {
+            let mut linker = Linker::new(&engine);
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+            Ok(linker)
+        };
+        let build = || -> wasmtime::Result<_> {
+            let mut overlay_linker = linker()?;
+            overlay::OverlayGenerator::add_to_linker::<_, HasSelf<_>>(&mut overlay_linker, |s| s)?;
+            let mut inventory_linker = linker()?;
+            inventory::InventoryBackend::add_to_linker::<_, HasSelf<_>>(&mut inventory_linker, |s| s)?;
+            let mut transform_linker = linker()?;
+            transform::ImageTransform::add_to_linker::<_, HasSelf<_>>(&mut transform_linker, |s| s)?;
+            Ok((overlay_linker, inventory_linker, transform_linker))
+        };
+        let (overlay, inventory, transform) = build().map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        Ok(Runtime { engine, overlay, inventory, transform, cache: CompileCache::new(cache_dir) })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Checks, compiles (or loads from cache) and links a plugin with its site settings.
+    pub fn load(&self, package: &PluginPackage, config: &PluginsConfig) -> Result<LoadedPlugin, LoadError> {
+        let started = Instant::now();
+        let manifest = &package.manifest;
+        let plugin = manifest.name.clone();
+        let surface = component_check::surface(&package.wasm)
+            .map_err(|source| LoadError::Surface { plugin: plugin.clone(), source })?;
+        component_check::check(&surface, manifest.world)
+            .map_err(|source| LoadError::Surface { plugin: plugin.clone(), source })?;
+
+        let site = config.sites.get(&plugin).cloned().unwrap_or_default();
+        if let Some(dir) = manifest.read_dirs.iter().find(|d| !site.grant_read_dirs.contains(d)) {
+            return Err(LoadError::CapabilityRefused { plugin, dir: dir.clone() });
+        }
+        let mut plugin_config = manifest.config.clone();
+        plugin_config.extend(site.config);
+        let limits = config.limits_for(&plugin);
+
+        let (component, origin) = self
+            .cache
+            .load(&self.engine, &package.wasm)
+            .map_err(|e| LoadError::Compile { plugin: plugin.clone(), message: format!("{e:#}") })?;
+        let link = |e: wasmtime::Error| LoadError::Link { plugin: plugin.clone(), message: format!("{e:#}") };
+        let pre = match manifest.world {
+            World::OverlayGenerator => Pre::Overlay(
+                overlay::OverlayGeneratorPre::new(self.overlay.instantiate_pre(&component).map_err(link)?)
+                    .map_err(link)?,
+            ),
+            World::InventoryBackend => Pre::Inventory(
+                inventory::InventoryBackendPre::new(self.inventory.instantiate_pre(&component).map_err(link)?)
+                    .map_err(link)?,
+            ),
+            World::ImageTransform => Pre::Transform(
+                transform::ImageTransformPre::new(self.transform.instantiate_pre(&component).map_err(link)?)
+                    .map_err(link)?,
+            ),
+        };
+        let spec = StoreSpec {
+            plugin: plugin.as_str().into(),
+            config_json: serde_json::Value::Object(plugin_config).to_string().into(),
+            memory_bytes: limits.memory_bytes,
+            read_dirs: manifest.read_dirs.clone().into(),
+        };
+        Ok(LoadedPlugin {
+            manifest: manifest.clone(),
+            limits,
+            origin,
+            load_time: started.elapsed(),
+            spec,
+            pre,
+            engine: self.engine.clone(),
+        })
+    }
+}
+
+impl LoadedPlugin {
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// A fresh store with this plugin's limits and deadline armed.
+    pub(crate) fn new_store(&self) -> Result<Store<HostState>, ExtensionError> {
+        let state = HostState::new(&self.spec).map_err(|e| self.host_error(e))?;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        self.arm_deadline(&mut store);
+        Ok(store)
+    }
+
+    /// Runs one call in a fresh store and sorts out its failure modes.
+    pub(crate) fn call<T>(
+        &self,
+        call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<T, wit::PluginError>>,
+    ) -> Result<T, ExtensionError> {
+        let mut store = self.new_store()?;
+        let outcome = call(&mut store);
+        self.finish_call(&store, outcome)
+    }
+
+    /// Maps the three ways a call ends: a value, the guest's own error, or a trap/limit.
+    pub(crate) fn finish_call<T>(
+        &self,
+        store: &Store<HostState>,
+        outcome: wasmtime::Result<Result<T, wit::PluginError>>,
+    ) -> Result<T, ExtensionError> {
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                Err(ExtensionError::Guest { plugin: self.name().to_string(), message: error_message(error) })
+            }
+            Err(error) => Err(self.classify(store, error)),
+        }
+    }
+
+    pub(crate) fn arm_deadline(&self, store: &mut Store<HostState>) {
+        store.set_epoch_deadline(crate::engine::ticks(self.limits.timeout));
+    }
+
+    pub(crate) fn host_error(&self, e: impl std::fmt::Display) -> ExtensionError {
+        ExtensionError::Host { plugin: self.name().to_string(), message: e.to_string() }
+    }
+
+    /// Turns a failed call into an error that says whose fault it was.
+    pub(crate) fn classify(&self, store: &Store<HostState>, error: wasmtime::Error) -> ExtensionError {
+        let plugin = self.name().to_string();
+        let state = store.data();
+        if state.limiter.exceeded {
+            return ExtensionError::Limit { plugin, limit: Limit::Memory { bytes: self.limits.memory_bytes } };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => ExtensionError::Limit {
+                plugin,
+                limit: Limit::Time { millis: self.limits.timeout.as_millis() as u64 },
+            },
+            Some(trap) => {
+                let stderr = state.stderr_text();
+                let message = if stderr.is_empty() { trap.to_string() } else { format!("{trap}: {stderr}") };
+                ExtensionError::Trap { plugin, message }
+            }
+            None => ExtensionError::Trap { plugin, message: format!("{error:#}") },
+        }
+    }
+
+    /// Converts and validates returned files.
+    pub(crate) fn accept_files(&self, files: Vec<wit::FileEntry>) -> Result<Vec<OverlayFile>, ExtensionError> {
+        self.accept_overlay_files(files.into_iter().map(file_from_wit).collect())
+    }
+
+    /// Validates returned files: clean paths, sane modes, total size under the output cap.
+    pub(crate) fn accept_overlay_files(&self, files: Vec<OverlayFile>) -> Result<Vec<OverlayFile>, ExtensionError> {
+        let total: u64 = files.iter().map(|f| f.size() + f.path.len() as u64).sum();
+        if total > self.limits.output_bytes {
+            return Err(ExtensionError::Limit {
+                plugin: self.name().to_string(),
+                limit: Limit::Output { bytes: self.limits.output_bytes },
+            });
+        }
+        files
+            .iter()
+            .map(|file| {
+                overlay_file::validate(file).map_err(|e| ExtensionError::InvalidOutput {
+                    plugin: self.name().to_string(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn overlay_pre(&self) -> Option<&overlay::OverlayGeneratorPre<HostState>> {
+        match &self.pre {
+            Pre::Overlay(pre) => Some(pre),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn inventory_pre(&self) -> Option<&inventory::InventoryBackendPre<HostState>> {
+        match &self.pre {
+            Pre::Inventory(pre) => Some(pre),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn transform_pre(&self) -> Option<&transform::ImageTransformPre<HostState>> {
+        match &self.pre {
+            Pre::Transform(pre) => Some(pre),
+            _ => None,
+        }
+    }
+}
