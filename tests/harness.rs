@@ -1,0 +1,115 @@
+//! Shared by the black-box tests: the real `wulf` binary, fixture plugins, scratch state
+//! directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `wulf` binary of this workspace, built once per test run with the same profile as the
+/// tests, so the tests never run a stale binary.
+pub fn wulf_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+        // <target>/<profile>/deps/suite-<hash>
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| panic!("odd test path {exe:?}"));
+        let target_dir = profile_dir.parent().unwrap_or_else(|| panic!("odd test path {exe:?}"));
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => "dev",
+        };
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "wulf", "--bin", "wulf", "--profile", profile, "--target-dir"])
+            .arg(target_dir)
+            .arg("--manifest-path")
+            .arg(workspace().join("Cargo.toml"))
+            .status()
+            .unwrap_or_else(|e| panic!("running cargo: {e}"));
+        assert!(status.success(), "building the wulf binary failed");
+        profile_dir.join("wulf")
+    })
+}
+
+/// A fixture plugin's component.
+pub fn fixture_wasm(package: &str) -> PathBuf {
+    Path::new(env!("WULF_FIXTURE_WASM_DIR")).join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+/// A fixture plugin's source directory (with its `plugin.toml`).
+pub fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// A scratch state directory for one test, and the commands run against it.
+pub struct Wulf {
+    pub state: tempfile::TempDir,
+}
+
+impl Default for Wulf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Wulf {
+    pub fn new() -> Self {
+        Wulf { state: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")) }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.state.path()
+    }
+
+    /// `wulf <args>` with this state directory and no inherited configuration.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(wulf_bin());
+        cmd.args(args).env("WULF_STATE_DIR", self.path()).env_remove("WULF_CONFIG").env_remove("RUST_LOG");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap_or_else(|e| panic!("running wulf: {e}"))
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "wulf {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and expects failure; returns stderr with the state path redacted.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "wulf {args:?} succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
+        self.redact(&String::from_utf8_lossy(&out.stderr))
+    }
+
+    /// Text with the state directory and the workspace replaced by placeholders.
+    pub fn redact(&self, text: &str) -> String {
+        let workspace = workspace().canonicalize().unwrap_or_else(|_| workspace());
+        text.replace(&self.path().display().to_string(), "[STATE]")
+            .replace(&workspace.display().to_string(), "[WORKSPACE]")
+            .replace(env!("WULF_FIXTURE_WASM_DIR"), "[FIXTURES]")
+    }
+
+    /// Writes a file into the state directory.
+    pub fn write(&self, relative: &str, contents: &str) {
+        let path = self.path().join(relative);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        }
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {path:?}: {e}"));
+    }
+}

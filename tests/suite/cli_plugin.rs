@@ -1,0 +1,1 @@
+//! `wulf plugin ...` through the real binary.

@@ -1,0 +1,4 @@
+//! All black-box and integration tests, in one binary.
+
+mod cli_plugin;
+mod plugin_runtime;
