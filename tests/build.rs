@@ -10,12 +10,21 @@ fn main() {
     let plugins = workspace.join("plugins");
     let result = wulf_plugin_build::discover(&fixtures).and_then(|mut crates| {
         crates.extend(wulf_plugin_build::discover(&plugins)?);
-        let watch = [fixtures.as_path(), &plugins, &workspace.join("sdk"), &workspace.join("wit")];
+        let watch = [
+            fixtures.as_path(),
+            &plugins,
+            &workspace.join("sdk"),
+            &workspace.join("wit"),
+        ];
         wulf_plugin_build::build(&workspace, &crates, &watch)
     });
     match result {
         Ok(built) => {
-            let dir = built.first().and_then(|b| b.wasm.parent()).map(|d| d.display().to_string()).unwrap_or_default();
+            let dir = built
+                .first()
+                .and_then(|b| b.wasm.parent())
+                .map(|d| d.display().to_string())
+                .unwrap_or_default();
             println!("cargo:rustc-env=WULF_FIXTURE_WASM_DIR={dir}");
         }
         Err(message) => {

@@ -17,15 +17,30 @@ pub fn wulf_bin() -> &'static Path {
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
         // <target>/<profile>/deps/suite-<hash>
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| panic!("odd test path {exe:?}"));
-        let target_dir = profile_dir.parent().unwrap_or_else(|| panic!("odd test path {exe:?}"));
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| panic!("odd test path {exe:?}"));
+        let target_dir = profile_dir
+            .parent()
+            .unwrap_or_else(|| panic!("odd test path {exe:?}"));
         let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") => "dev",
             Some(other) => other,
             None => "dev",
         };
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "wulf", "--bin", "wulf", "--profile", profile, "--target-dir"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "wulf",
+                "--bin",
+                "wulf",
+                "--profile",
+                profile,
+                "--target-dir",
+            ])
             .arg(target_dir)
             .arg("--manifest-path")
             .arg(workspace().join("Cargo.toml"))
@@ -43,7 +58,9 @@ pub fn fixture_wasm(package: &str) -> PathBuf {
 
 /// A fixture plugin's source directory (with its `plugin.toml`).
 pub fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// A scratch state directory for one test, and the commands run against it.
@@ -59,7 +76,9 @@ impl Default for Wulf {
 
 impl Wulf {
     pub fn new() -> Self {
-        Wulf { state: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")) }
+        Wulf {
+            state: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -69,12 +88,17 @@ impl Wulf {
     /// `wulf <args>` with this state directory and no inherited configuration.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(wulf_bin());
-        cmd.args(args).env("WULF_STATE_DIR", self.path()).env_remove("WULF_CONFIG").env_remove("RUST_LOG");
+        cmd.args(args)
+            .env("WULF_STATE_DIR", self.path())
+            .env_remove("WULF_CONFIG")
+            .env_remove("RUST_LOG");
         cmd
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap_or_else(|e| panic!("running wulf: {e}"))
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running wulf: {e}"))
     }
 
     /// Runs and expects success; returns stdout.
@@ -92,7 +116,11 @@ impl Wulf {
     /// Runs and expects failure; returns stderr with the state path redacted.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(!out.status.success(), "wulf {args:?} succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "wulf {args:?} succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         self.redact(&String::from_utf8_lossy(&out.stderr))
     }
 

@@ -9,7 +9,11 @@ fn main() {
     let workspace = manifest_dir.join("../..");
     let plugins_dir = workspace.join("plugins");
     let result = wulf_plugin_build::discover(&plugins_dir).and_then(|crates| {
-        let watch = [plugins_dir.as_path(), &workspace.join("sdk"), &workspace.join("wit")];
+        let watch = [
+            plugins_dir.as_path(),
+            &workspace.join("sdk"),
+            &workspace.join("wit"),
+        ];
         wulf_plugin_build::build(&workspace, &crates, &watch)
     });
     let built = match result {

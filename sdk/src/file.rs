@@ -40,7 +40,15 @@ impl File {
     }
 
     fn new(path: String, mode: u32, content: FileContent) -> Self {
-        File { entry: FileEntry { path, mode, uid: 0, gid: 0, content } }
+        File {
+            entry: FileEntry {
+                path,
+                mode,
+                uid: 0,
+                gid: 0,
+                content,
+            },
+        }
     }
 
     /// Sets the permission bits (`0o600`, `0o755`, ...).
@@ -85,7 +93,10 @@ mod tests {
     #[test]
     fn builders_set_kind_mode_and_owner() {
         let f: FileEntry = File::text("/etc/hostname", "n1\n").owner(5, 6).into();
-        assert_eq!((f.mode, f.uid, f.gid, f.text()), (0o644, 5, 6, Some("n1\n")));
+        assert_eq!(
+            (f.mode, f.uid, f.gid, f.text()),
+            (0o644, 5, 6, Some("n1\n"))
+        );
         let d = File::dir("/var/empty").mode(0o700).build();
         assert_eq!((d.mode, d.content), (0o700, FileContent::Directory));
         let l = File::symlink("/a", "b").build();

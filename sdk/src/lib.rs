@@ -83,8 +83,8 @@ pub mod bindings {
 pub use wit_bindgen::rt as __rt;
 
 pub use bindings::overlay::wulf::plugin::types::{
-    Disk, FileContent, FileEntry, Filesystem, Ipmi, Kernel, NetDevice, Node, Partition, PluginError, Resource,
-    Server, Tag,
+    Disk, FileContent, FileEntry, Filesystem, Ipmi, Kernel, NetDevice, Node, Partition,
+    PluginError, Resource, Server, Tag,
 };
 
 /// This plugin's configuration: the `[config]` table of its `plugin.toml`, overlaid with the
@@ -113,7 +113,10 @@ fn raw_config() -> String {
 impl Tag {
     /// A tag from anything string-like.
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
-        Tag { key: key.into(), value: value.into() }
+        Tag {
+            key: key.into(),
+            value: value.into(),
+        }
     }
 }
 

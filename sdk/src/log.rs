@@ -7,7 +7,10 @@ pub use crate::bindings::overlay::wulf::plugin::host::Level;
 
 /// Logs `message` at `level` with structured `fields`.
 pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
-    let fields: Vec<crate::Tag> = fields.iter().map(|(k, v)| crate::Tag::new(*k, *v)).collect();
+    let fields: Vec<crate::Tag> = fields
+        .iter()
+        .map(|(k, v)| crate::Tag::new(*k, *v))
+        .collect();
     emit(level, message, &fields);
 }
 
@@ -18,7 +21,10 @@ fn emit(level: Level, message: &str, fields: &[crate::Tag]) {
 
 #[cfg(not(target_arch = "wasm32"))]
 fn emit(level: Level, message: &str, fields: &[crate::Tag]) {
-    let fields: Vec<String> = fields.iter().map(|t| format!("{}={}", t.key, t.value)).collect();
+    let fields: Vec<String> = fields
+        .iter()
+        .map(|t| format!("{}={}", t.key, t.value))
+        .collect();
     eprintln!("[{level:?}] {message} {}", fields.join(" "));
 }
 

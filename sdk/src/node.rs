@@ -16,7 +16,10 @@ impl Node {
             runtime_overlays: Vec::new(),
             init: None,
             root: None,
-            kernel: Kernel { version: None, args: Vec::new() },
+            kernel: Kernel {
+                version: None,
+                args: Vec::new(),
+            },
             primary_network: None,
             network_devices: Vec::new(),
             ipmi: Ipmi::default(),
@@ -36,7 +39,10 @@ impl Node {
 
     /// The primary network device: the one the host marked primary, else the first.
     pub fn primary_device(&self) -> Option<&NetDevice> {
-        self.network_devices.iter().find(|d| d.primary).or_else(|| self.network_devices.first())
+        self.network_devices
+            .iter()
+            .find(|d| d.primary)
+            .or_else(|| self.network_devices.first())
     }
 
     /// A free-form resource, parsed from its JSON.
@@ -82,6 +88,8 @@ impl NetDevice {
     }
 }
 
+// A generated type: `Default` cannot be derived on it from here.
+#[allow(clippy::derivable_impls)]
 impl Default for Ipmi {
     fn default() -> Self {
         Ipmi {

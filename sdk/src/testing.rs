@@ -29,6 +29,9 @@ mod tests {
         let c: C = crate::config().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.domain, "cluster.local");
         super::set_config(serde_json::json!({"domain": 3}));
-        assert!(matches!(crate::config::<C>(), Err(crate::PluginError::Config(_))));
+        assert!(matches!(
+            crate::config::<C>(),
+            Err(crate::PluginError::Config(_))
+        ));
     }
 }

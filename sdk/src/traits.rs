@@ -37,9 +37,11 @@ pub trait InventoryBackend {
     /// [`list_nodes`](Self::list_nodes).
     fn lookup_hwaddr(hwaddr: &str) -> Result<Option<Node>, PluginError> {
         Ok(Self::list_nodes()?.into_iter().find(|n| {
-            n.network_devices
-                .iter()
-                .any(|d| d.hwaddr.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(hwaddr)))
+            n.network_devices.iter().any(|d| {
+                d.hwaddr
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(hwaddr))
+            })
         }))
     }
 
@@ -90,7 +92,9 @@ impl<T: OverlayGenerator> overlay::exports::wulf::plugin::generator::Guest for _
 #[doc(hidden)]
 pub struct __InventoryAdapter<T>(std::marker::PhantomData<T>);
 
-impl<T: InventoryBackend> inventory::exports::wulf::plugin::backend::Guest for __InventoryAdapter<T> {
+impl<T: InventoryBackend> inventory::exports::wulf::plugin::backend::Guest
+    for __InventoryAdapter<T>
+{
     fn list_nodes() -> Result<Vec<Node>, PluginError> {
         T::list_nodes()
     }
@@ -116,16 +120,26 @@ thread_local! {
 fn with_transform<T: ImageTransform, R>(
     f: impl FnOnce(&mut T) -> Result<R, PluginError>,
 ) -> Result<R, PluginError> {
-    TRANSFORM.with(|cell| match cell.borrow_mut().as_mut().and_then(|b| b.downcast_mut::<T>()) {
-        Some(state) => f(state),
-        None => Err(PluginError::Failed("the host called the transform before `begin`".into())),
+    TRANSFORM.with(|cell| {
+        match cell
+            .borrow_mut()
+            .as_mut()
+            .and_then(|b| b.downcast_mut::<T>())
+        {
+            Some(state) => f(state),
+            None => Err(PluginError::Failed(
+                "the host called the transform before `begin`".into(),
+            )),
+        }
     })
 }
 
 #[doc(hidden)]
 pub struct __TransformAdapter<T>(std::marker::PhantomData<T>);
 
-impl<T: ImageTransform> transform::exports::wulf::plugin::transform::Guest for __TransformAdapter<T> {
+impl<T: ImageTransform> transform::exports::wulf::plugin::transform::Guest
+    for __TransformAdapter<T>
+{
     fn begin(image: String) -> Result<(), PluginError> {
         let state = T::begin(&image)?;
         TRANSFORM.with(|cell| *cell.borrow_mut() = Some(Box::new(state)));
@@ -149,7 +163,10 @@ impl<T: ImageTransform> transform::exports::wulf::plugin::transform::Guest for _
 #[macro_export]
 macro_rules! register_overlay_generator {
     ($t:ty) => {
+        #[cfg(target_arch = "wasm32")]
         type __WulfOverlayGenerator = $crate::__OverlayAdapter<$t>;
+        // Native builds (unit tests, benchmarks) link no component exports.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::overlay::__export_overlay_generator!(__WulfOverlayGenerator);
     };
 }
@@ -158,7 +175,10 @@ macro_rules! register_overlay_generator {
 #[macro_export]
 macro_rules! register_inventory_backend {
     ($t:ty) => {
+        #[cfg(target_arch = "wasm32")]
         type __WulfInventoryBackend = $crate::__InventoryAdapter<$t>;
+        // Native builds (unit tests, benchmarks) link no component exports.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::inventory::__export_inventory_backend!(__WulfInventoryBackend);
     };
 }
@@ -167,7 +187,10 @@ macro_rules! register_inventory_backend {
 #[macro_export]
 macro_rules! register_image_transform {
     ($t:ty) => {
+        #[cfg(target_arch = "wasm32")]
         type __WulfImageTransform = $crate::__TransformAdapter<$t>;
+        // Native builds (unit tests, benchmarks) link no component exports.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::transform::__export_image_transform!(__WulfImageTransform);
     };
 }

@@ -1,1 +1,223 @@
-//! `wulf plugin ...` through the real binary.
+//! `wulf plugin ...` through the real binary, against a scratch state directory.
+
+use wulf_tests::{Wulf, fixture_dir, fixture_wasm, workspace};
+
+/// A plugin directory (manifest + component) as an author would hand it over.
+fn plugin_dir(manifest_from: &std::path::Path, crate_name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(
+        manifest_from.join("plugin.toml"),
+        dir.path().join("plugin.toml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(fixture_wasm(crate_name), dir.path().join("plugin.wasm"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+const NODES: &str = r#"
+[profiles.default]
+image = "rocky-9"
+[nodes.n001]
+profiles = ["default"]
+[nodes.n001.network-devices.default]
+hwaddr = "aa:bb:cc:dd:ee:01"
+ipaddr = "10.0.0.1"
+"#;
+
+#[test]
+fn install_list_test_and_remove() {
+    let wulf = Wulf::new();
+    wulf.write("nodes.toml", NODES);
+    insta::assert_snapshot!(wulf.ok(&["plugin", "list"]), @r"
+     NAME      VERSION  WORLD              SOURCE    STATUS
+     hostname  0.1.0    overlay-generator  embedded  enabled
+    ");
+    insta::assert_snapshot!(wulf.ok(&["plugin", "test", "hostname", "--node", "n001"]), @r"
+    /etc/hostname 0644 0:0 5 file
+        n001
+    ");
+
+    // An installed plugin of the same name overrides the embedded one.
+    let src = plugin_dir(
+        &workspace().join("plugins/hostname"),
+        "wulf-plugin-hostname",
+    );
+    let installed = wulf.ok(&["plugin", "install", &src.path().display().to_string()]);
+    assert!(
+        installed.starts_with("installed plugin `hostname` 0.1.0 (overlay-generator)"),
+        "{installed}"
+    );
+    let list = wulf.redact(&wulf.ok(&["plugin", "list"]));
+    insta::assert_snapshot!(list, @"
+    NAME      VERSION  WORLD              SOURCE                            STATUS
+    hostname  0.1.0    overlay-generator  [STATE]/plugins/hostname  enabled (overrides embedded)
+    ");
+
+    // A bare component, named on the command line, configured by the site.
+    wulf.write(
+        "wulf.toml",
+        "[plugin.echo.config]\nnodes = [{ id = \"x001\", hwaddr = \"02:00:00:00:00:01\" }]\n",
+    );
+    wulf.ok(&[
+        "plugin",
+        "install",
+        &fixture_wasm("wulf-fixture-echo-backend")
+            .display()
+            .to_string(),
+        "--name",
+        "echo",
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["plugin", "list", "--json"])).unwrap_or_default();
+    let echo = json
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "echo"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (echo["world"].as_str(), echo["version"].as_str()),
+        (Some("inventory-backend"), Some("0.0.0"))
+    );
+
+    let show: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["plugin", "show", "echo", "--json"])).unwrap_or_default();
+    let load = show["load"].as_str().unwrap_or_default();
+    assert!(
+        load.starts_with("loads: from the compile cache"),
+        "install warms the cache: {load}"
+    );
+    insta::assert_snapshot!(wulf.ok(&["plugin", "test", "echo"]), @"
+    NODE  HWADDRS            PROFILES
+    x001  02:00:00:00:00:01  --
+    ");
+
+    let removed = wulf.redact(&wulf.ok(&["plugin", "remove", "hostname"]));
+    insta::assert_snapshot!(removed, @"
+    removed plugin `hostname` ([STATE]/plugins/hostname)
+    the embedded `hostname` is in use again
+    ");
+    wulf.ok(&["plugin", "remove", "echo"]);
+    insta::assert_snapshot!(wulf.ok(&["plugin", "list"]), @r"
+     NAME      VERSION  WORLD              SOURCE    STATUS
+     hostname  0.1.0    overlay-generator  embedded  enabled
+    ");
+}
+
+#[test]
+fn disable_and_enable() {
+    let wulf = Wulf::new();
+    wulf.write("nodes.toml", NODES);
+    insta::assert_snapshot!(wulf.ok(&["plugin", "disable", "hostname"]), @"disabled plugin `hostname`");
+    insta::assert_snapshot!(wulf.fails(&["plugin", "test", "hostname", "--node", "n001"]), @"error: plugin `hostname` is disabled (enable it with `wulf plugin enable hostname`)");
+    wulf.ok(&["plugin", "enable", "hostname"]);
+    wulf.ok(&["plugin", "test", "hostname", "--node", "n001"]);
+}
+
+#[test]
+fn bad_installs_change_nothing() {
+    let wulf = Wulf::new();
+    let old = plugin_dir(&fixture_dir("old-api"), "wulf-fixture-old-api");
+    let error = wulf.fails(&["plugin", "install", &old.path().display().to_string()]);
+    insta::assert_snapshot!(error.replace(&old.path().display().to_string(), "[SRC]"), @"error: [SRC]: it was built against wulf:plugin@0.2.0, but this host implements wulf:plugin@0.1.0; rebuild it with wulf-sdk 0.1");
+
+    let unknown_key = plugin_dir(
+        &workspace().join("plugins/hostname"),
+        "wulf-plugin-hostname",
+    );
+    let manifest = unknown_key.path().join("plugin.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap_or_default()
+        .replace("[config]", "colour = \"red\"\n[config]");
+    std::fs::write(&manifest, text).unwrap_or_else(|e| panic!("{e}"));
+    let error = wulf.fails(&[
+        "plugin",
+        "install",
+        &unknown_key.path().display().to_string(),
+    ]);
+    insta::assert_snapshot!(error.replace(&unknown_key.path().display().to_string(), "[SRC]"), @r#"
+    error: [SRC]/plugin.toml: TOML parse error at line 7, column 1
+      |
+    7 | colour = "red"
+      | ^^^^^^
+    unknown field `colour`, expected one of `name`, `version`, `world`, `api-version`, `description`, `capabilities`, `config`
+    "#);
+
+    let not_wasm = unknown_key.path().join("notes.wasm");
+    std::fs::write(&not_wasm, "hello").unwrap_or_else(|e| panic!("{e}"));
+    let error = wulf.fails(&["plugin", "install", &not_wasm.display().to_string()]);
+    insta::assert_snapshot!(error.replace(&unknown_key.path().display().to_string(), "[SRC]"), @"error: [SRC]/notes.wasm: not a WebAssembly component: the file has no WebAssembly header");
+
+    insta::assert_snapshot!(wulf.fails(&["plugin", "remove", "hostname"]), @"error: plugin `hostname` is built into wulf and cannot be removed; `wulf plugin disable hostname` turns it off");
+    insta::assert_snapshot!(wulf.fails(&["plugin", "show", "nope"]), @"error: no plugin named `nope` (see `wulf plugin list`)");
+    assert!(!wulf.path().join("plugins/old-api").exists());
+    assert_eq!(
+        wulf.ok(&["plugin", "list"]).lines().count(),
+        2,
+        "only the embedded plugin is listed"
+    );
+}
+
+#[test]
+fn capabilities_need_a_grant() {
+    let wulf = Wulf::new();
+    wulf.write("nodes.toml", NODES);
+    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(data.path().join("banner"), "granted\n").unwrap_or_else(|e| panic!("{e}"));
+    let src = plugin_dir(&fixture_dir("reader"), "wulf-fixture-reader");
+    let dir = data.path().display().to_string();
+    let manifest = format!(
+        "{}\n[capabilities]\nread-dirs = [\"{dir}\"]\n",
+        std::fs::read_to_string(src.path().join("plugin.toml")).unwrap_or_default()
+    );
+    std::fs::write(src.path().join("plugin.toml"), manifest).unwrap_or_else(|e| panic!("{e}"));
+
+    let error = wulf.fails(&["plugin", "install", &src.path().display().to_string()]);
+    insta::assert_snapshot!(error.replace(&dir, "[DATA]"), @"error: `reader` was not installed: plugin `reader` asks to read [DATA], which the site configuration does not grant; to allow it add the directory to `grant-read-dirs` under [plugin.reader] in wulf.toml");
+    assert!(
+        !wulf.path().join("plugins/reader").exists(),
+        "a refused plugin is not left installed"
+    );
+
+    wulf.write("wulf.toml", &format!("[plugin.reader]\ngrant-read-dirs = [\"{dir}\"]\nconfig = {{ file = \"{dir}/banner\" }}\n"));
+    wulf.ok(&["plugin", "install", &src.path().display().to_string()]);
+    insta::assert_snapshot!(wulf.ok(&["plugin", "test", "reader", "--node", "n001"]), @"
+    /etc/from-host 0644 0:0 8 file
+        granted
+    /etc/write-attempt 0644 0:0 13 file
+        write refused
+    ");
+}
+
+#[test]
+fn a_hostile_plugin_fails_with_its_name_and_cause() {
+    let wulf = Wulf::new();
+    wulf.write("nodes.toml", NODES);
+    wulf.write("wulf.toml", "[plugin.looping]\nlimits = { timeout-ms = 200 }\n[plugin.membomb]\nlimits = { memory-mib = 16 }\n");
+    for name in ["looping", "membomb", "panicking", "escaping"] {
+        let src = plugin_dir(&fixture_dir(name), &format!("wulf-fixture-{name}"));
+        wulf.ok(&["plugin", "install", &src.path().display().to_string()]);
+    }
+    let errors: Vec<String> = ["looping", "membomb", "panicking", "escaping"]
+        .iter()
+        .map(|name| wulf.fails(&["plugin", "test", name, "--node", "n001"]))
+        .collect();
+    insta::assert_snapshot!(errors.join(""), @r#"
+    error: plugin `looping` was stopped: it exceeded its time limit of 200 ms
+    error: plugin `membomb` was stopped: it exceeded its memory limit of 16 MiB
+    error: plugin `panicking` crashed: wasm trap: wasm `unreachable` instruction executed; its stderr: panicked at tests/fixtures/panicking/src/lib.rs:8:9: fixture panicked on purpose for n001
+    error: plugin `escaping` returned invalid output: path "/../../etc/passwd" contains `..`
+    "#);
+    insta::assert_snapshot!(wulf.fails(&["plugin", "test", "hostname", "--node", "n404"]), @"error: node `n404` does not exist");
+    insta::assert_snapshot!(wulf.fails(&["plugin", "test", "hostname"]), @"error: which node? pass --node <id> (see the nodes in nodes.toml)");
+    wulf.ok(&["plugin", "test", "hostname", "--node", "n001"]);
+}
+
+#[test]
+fn a_bad_site_config_names_file_and_key() {
+    let wulf = Wulf::new();
+    wulf.write("wulf.toml", "[plugins.limits]\ntimeout-ms = 0\n");
+    insta::assert_snapshot!(wulf.fails(&["plugin", "list"]), @"error: [STATE]/wulf.toml: `plugins.limits.timeout-ms` = 0: must be between 1 and 600000");
+    let missing = wulf.fails(&["--config", "/nonexistent/wulf.toml", "plugin", "list"]);
+    insta::assert_snapshot!(missing, @"error: cannot read /nonexistent/wulf.toml: No such file or directory (os error 2)");
+}

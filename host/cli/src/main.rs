@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "wulf", version, about = "Stateless cluster provisioning with sandboxed WebAssembly plugins")]
+#[command(
+    name = "wulf",
+    version,
+    about = "Stateless cluster provisioning with sandboxed WebAssembly plugins"
+)]
 struct Cli {
     /// State directory [default: /var/lib/wulf as root, else $XDG_DATA_HOME/wulf]
     #[arg(long, global = true, env = "WULF_STATE_DIR", value_name = "DIR")]
@@ -44,14 +48,31 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     context::init_tracing(cli.verbose, cli.log_format);
-    let result = context::Context::new(cli.state_dir, cli.config).and_then(|ctx| match cli.command {
-        Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
-    });
+    let result =
+        context::Context::new(cli.state_dir, cli.config).and_then(|ctx| match cli.command {
+            Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line. Our error types already spell out their cause in
+/// their own message, so a cause is only appended when it adds something.
+pub(crate) fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }

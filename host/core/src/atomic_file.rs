@@ -12,9 +12,15 @@ use fs4::fs_std::FileExt;
 
 /// Replaces `path` with `contents` atomically.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&tmp)?;
@@ -43,9 +49,16 @@ impl WriteLock {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
         file.lock_exclusive()?;
-        Ok(WriteLock { file, path: path.to_path_buf() })
+        Ok(WriteLock {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The lock file.
@@ -83,7 +96,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("lock");
         let held = WriteLock::acquire(&path).unwrap_or_else(|e| panic!("{e}"));
-        let other = OpenOptions::new().write(true).open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let other = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(!other.try_lock_exclusive().unwrap_or(true));
         drop(held);
         assert!(other.try_lock_exclusive().unwrap_or(false));

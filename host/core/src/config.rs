@@ -14,11 +14,19 @@ use crate::state_dir::StateDir;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: `{key}` = {value}: {reason}")]
-    Invalid { path: PathBuf, key: String, value: String, reason: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        value: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,7 +90,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout: Duration::from_secs(2), memory_bytes: 64 << 20, output_bytes: 64 << 20 }
+        Limits {
+            timeout: Duration::from_secs(2),
+            memory_bytes: 64 << 20,
+            output_bytes: 64 << 20,
+        }
     }
 }
 
@@ -99,14 +111,19 @@ pub struct PluginSite {
 impl PluginsConfig {
     /// The limits of `plugin`: its site overrides, else the defaults.
     pub fn limits_for(&self, plugin: &str) -> Limits {
-        let Some(site) = self.sites.get(plugin) else { return self.limits };
+        let Some(site) = self.sites.get(plugin) else {
+            return self.limits;
+        };
         apply_limits(self.limits, &site.limits)
     }
 }
 
 fn apply_limits(base: Limits, raw: &RawLimits) -> Limits {
     Limits {
-        timeout: raw.timeout_ms.map(Duration::from_millis).unwrap_or(base.timeout),
+        timeout: raw
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(base.timeout),
         memory_bytes: raw.memory_mib.map(|m| m << 20).unwrap_or(base.memory_bytes),
         output_bytes: raw.output_mib.map(|m| m << 20).unwrap_or(base.output_bytes),
     }
@@ -131,15 +148,22 @@ impl Config {
     pub fn load(path: &Path, state: &StateDir, required: bool) -> Result<Config, ConfigError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse(&text, path, state),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::defaults(state)),
-            Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::defaults(state))
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 
     /// Parses and validates configuration text that came from `path`.
     pub fn parse(text: &str, path: &Path, state: &StateDir) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
         let invalid = |key: String, value: String, reason: &str| ConfigError::Invalid {
             path: path.to_path_buf(),
             key,
@@ -164,7 +188,14 @@ impl Config {
                 .ok()
                 .and_then(|v| v.as_object().cloned())
                 .unwrap_or_default();
-            sites.insert(name, PluginSite { config, grant_read_dirs: site.grant_read_dirs, limits: site.limits });
+            sites.insert(
+                name,
+                PluginSite {
+                    config,
+                    grant_read_dirs: site.grant_read_dirs,
+                    limits: site.limits,
+                },
+            );
         }
         let plugins = &mut defaults.plugins;
         if let Some(dir) = raw.plugins.dir {
@@ -193,7 +224,11 @@ fn validate_limits(
     ];
     for (key, value, min, max) in checks {
         if let Some(value) = value.filter(|v| !(min..=max).contains(v)) {
-            return Err(invalid(format!("{table}.{key}"), value.to_string(), &format!("must be between {min} and {max}")));
+            return Err(invalid(
+                format!("{table}.{key}"),
+                value.to_string(),
+                &format!("must be between {min} and {max}"),
+            ));
         }
     }
     Ok(())
@@ -223,7 +258,10 @@ limits = { memory-mib = 16 }
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.plugins.dir, PathBuf::from("/var/lib/wulf/plugins"));
         let csv = config.plugins.limits_for("csv");
-        assert_eq!((csv.timeout, csv.memory_bytes), (Duration::from_millis(500), 16 << 20));
+        assert_eq!(
+            (csv.timeout, csv.memory_bytes),
+            (Duration::from_millis(500), 16 << 20)
+        );
         assert_eq!(config.plugins.limits_for("other").memory_bytes, 64 << 20);
         assert_eq!(config.plugins.sites["csv"].config["file"], "nodes.csv");
     }

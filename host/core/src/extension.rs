@@ -82,7 +82,11 @@ pub trait OverlayGenerator: Send + Sync {
     fn generate(&self, node: &Node, server: &Server) -> Result<Vec<OverlayFile>, ExtensionError>;
 
     /// Files shared by every node, computed once from all merged nodes.
-    fn generate_shared(&self, nodes: &[Node], server: &Server) -> Result<Vec<OverlayFile>, ExtensionError>;
+    fn generate_shared(
+        &self,
+        nodes: &[Node],
+        server: &Server,
+    ) -> Result<Vec<OverlayFile>, ExtensionError>;
 }
 
 /// A source of nodes and profiles besides the built-in store. Records are unmerged.
@@ -143,7 +147,11 @@ pub trait TransformRun: Send {
     /// One action per entry, in order.
     fn filter(&mut self, entries: &[ImageEntry]) -> Result<Vec<EntryAction>, ExtensionError>;
     /// Decides on an entry given its content; never answers [`EntryAction::WantContent`].
-    fn rewrite(&mut self, entry: &ImageEntry, content: Vec<u8>) -> Result<EntryAction, ExtensionError>;
+    fn rewrite(
+        &mut self,
+        entry: &ImageEntry,
+        content: Vec<u8>,
+    ) -> Result<EntryAction, ExtensionError>;
     /// Files to add after the last entry.
     fn finish(&mut self) -> Result<Vec<OverlayFile>, ExtensionError>;
 }

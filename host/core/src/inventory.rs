@@ -18,11 +18,17 @@ pub enum InventoryError {
     #[error("node `{id}` does not exist")]
     NodeNotFound { id: String },
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid inventory: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Every node and profile, unmerged.
@@ -36,8 +42,13 @@ pub struct Inventory {
 impl Inventory {
     /// Parses the TOML form.
     pub fn from_toml(text: &str) -> Result<Inventory, String> {
-        let mut inventory: Inventory = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
-        for (id, node) in inventory.nodes.iter_mut().chain(inventory.profiles.iter_mut()) {
+        let mut inventory: Inventory =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        for (id, node) in inventory
+            .nodes
+            .iter_mut()
+            .chain(inventory.profiles.iter_mut())
+        {
             node.id = id.clone();
         }
         Ok(inventory)
@@ -52,7 +63,10 @@ impl Inventory {
 
     /// A node merged with its profiles.
     pub fn merged(&self, id: &str) -> Result<Merged, InventoryError> {
-        let node = self.nodes.get(id).ok_or_else(|| InventoryError::NodeNotFound { id: id.to_string() })?;
+        let node = self
+            .nodes
+            .get(id)
+            .ok_or_else(|| InventoryError::NodeNotFound { id: id.to_string() })?;
         Ok(merge(node, &self.profiles))
     }
 }
@@ -66,7 +80,10 @@ pub struct InventoryStore {
 
 impl InventoryStore {
     pub fn new(state: &StateDir) -> Self {
-        InventoryStore { path: state.nodes_file(), lock: state.lock_file() }
+        InventoryStore {
+            path: state.nodes_file(),
+            lock: state.lock_file(),
+        }
     }
 
     /// The current inventory; empty when nothing was stored yet.
@@ -74,20 +91,37 @@ impl InventoryStore {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Inventory::default()),
-            Err(source) => return Err(InventoryError::Read { path: self.path.clone(), source }),
+            Err(source) => {
+                return Err(InventoryError::Read {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
         };
-        Inventory::from_toml(&text).map_err(|message| InventoryError::Parse { path: self.path.clone(), message })
+        Inventory::from_toml(&text).map_err(|message| InventoryError::Parse {
+            path: self.path.clone(),
+            message,
+        })
     }
 
     /// Applies `edit` under the write lock and stores the result atomically. Nothing is written
     /// when `edit` fails.
-    pub fn update<R, E: From<InventoryError>>(&self, edit: impl FnOnce(&mut Inventory) -> Result<R, E>) -> Result<R, E> {
-        let _lock = WriteLock::acquire(&self.lock)
-            .map_err(|source| InventoryError::Write { path: self.lock.clone(), source })?;
+    pub fn update<R, E: From<InventoryError>>(
+        &self,
+        edit: impl FnOnce(&mut Inventory) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let _lock = WriteLock::acquire(&self.lock).map_err(|source| InventoryError::Write {
+            path: self.lock.clone(),
+            source,
+        })?;
         let mut inventory = self.load()?;
         let result = edit(&mut inventory)?;
-        write_atomic(&self.path, inventory.to_toml().as_bytes())
-            .map_err(|source| InventoryError::Write { path: self.path.clone(), source })?;
+        write_atomic(&self.path, inventory.to_toml().as_bytes()).map_err(|source| {
+            InventoryError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
         Ok(result)
     }
 }
@@ -103,8 +137,20 @@ mod tests {
         assert_eq!(store.load().ok(), Some(Inventory::default()));
         store
             .update(|inv| {
-                inv.profiles.insert("default".into(), Node { image: Some("rocky".into()), ..Node::default() });
-                inv.nodes.insert("n1".into(), Node { profiles: vec!["default".into()], ..Node::default() });
+                inv.profiles.insert(
+                    "default".into(),
+                    Node {
+                        image: Some("rocky".into()),
+                        ..Node::default()
+                    },
+                );
+                inv.nodes.insert(
+                    "n1".into(),
+                    Node {
+                        profiles: vec!["default".into()],
+                        ..Node::default()
+                    },
+                );
                 Ok::<_, InventoryError>(())
             })
             .unwrap_or_else(|e| panic!("{e}"));
@@ -114,10 +160,24 @@ mod tests {
             Err::<(), _>(InventoryError::NodeNotFound { id: "x".into() })
         });
         assert!(failed.is_err());
-        assert_eq!(std::fs::read(dir.path().join("nodes.toml")).unwrap_or_default(), before);
+        assert_eq!(
+            std::fs::read(dir.path().join("nodes.toml")).unwrap_or_default(),
+            before
+        );
         let inventory = store.load().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(inventory.nodes["n1"].id, "n1");
-        assert_eq!(inventory.merged("n1").map(|m| m.node.image).ok().flatten().as_deref(), Some("rocky"));
-        assert!(matches!(inventory.merged("n2"), Err(InventoryError::NodeNotFound { .. })));
+        assert_eq!(
+            inventory
+                .merged("n1")
+                .map(|m| m.node.image)
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("rocky")
+        );
+        assert!(matches!(
+            inventory.merged("n2"),
+            Err(InventoryError::NodeNotFound { .. })
+        ));
     }
 }

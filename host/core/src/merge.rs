@@ -23,8 +23,11 @@ pub struct Merged {
 pub fn merge(node: &Node, profiles: &BTreeMap<String, Node>) -> Merged {
     let mut expansion = Expansion::default();
     expansion.visit_list(&node.profiles, profiles);
-    let applied: Vec<String> =
-        expansion.order.into_iter().filter(|name| !expansion.negated.contains(name)).collect();
+    let applied: Vec<String> = expansion
+        .order
+        .into_iter()
+        .filter(|name| !expansion.negated.contains(name))
+        .collect();
 
     let mut merged = Node::new(node.id.clone());
     for name in &applied {
@@ -40,7 +43,11 @@ pub fn merge(node: &Node, profiles: &BTreeMap<String, Node>) -> Merged {
     negate(&mut merged.system_overlays);
     negate(&mut merged.runtime_overlays);
     negate(&mut merged.kernel.args);
-    Merged { node: merged, applied, missing: expansion.missing }
+    Merged {
+        node: merged,
+        applied,
+        missing: expansion.missing,
+    }
 }
 
 #[derive(Default)]
@@ -79,8 +86,11 @@ impl Expansion {
 
 /// Removes every `~x` token and every `x` it names.
 fn negate(list: &mut Vec<String>) {
-    let removed: BTreeSet<String> =
-        list.iter().filter_map(|item| item.strip_prefix('~')).map(str::to_string).collect();
+    let removed: BTreeSet<String> = list
+        .iter()
+        .filter_map(|item| item.strip_prefix('~'))
+        .map(str::to_string)
+        .collect();
     list.retain(|item| !item.starts_with('~') && !removed.contains(item));
 }
 
@@ -105,7 +115,11 @@ macro_rules! always_non_empty {
 }
 always_non_empty!(bool, u8, u16, u32, u64);
 
-fn merge_map<V: Default>(dst: &mut BTreeMap<String, V>, src: &BTreeMap<String, V>, each: impl Fn(&mut V, &V)) {
+fn merge_map<V: Default>(
+    dst: &mut BTreeMap<String, V>,
+    src: &BTreeMap<String, V>,
+    each: impl Fn(&mut V, &V),
+) {
     for (key, value) in src {
         each(dst.entry(key.clone()).or_default(), value);
     }
@@ -115,16 +129,24 @@ fn overlay_record(dst: &mut Node, src: &Node) {
     set(&mut dst.cluster, &src.cluster);
     set(&mut dst.image, &src.image);
     set(&mut dst.ipxe_template, &src.ipxe_template);
-    dst.system_overlays.extend(src.system_overlays.iter().cloned());
-    dst.runtime_overlays.extend(src.runtime_overlays.iter().cloned());
+    dst.system_overlays
+        .extend(src.system_overlays.iter().cloned());
+    dst.runtime_overlays
+        .extend(src.runtime_overlays.iter().cloned());
     set(&mut dst.init, &src.init);
     set(&mut dst.root, &src.root);
     overlay_kernel(&mut dst.kernel, &src.kernel);
     set(&mut dst.primary_network, &src.primary_network);
-    merge_map(&mut dst.network_devices, &src.network_devices, overlay_netdev);
+    merge_map(
+        &mut dst.network_devices,
+        &src.network_devices,
+        overlay_netdev,
+    );
     overlay_ipmi(&mut dst.ipmi, &src.ipmi);
-    dst.tags.extend(src.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
-    dst.resources.extend(src.resources.iter().map(|(k, v)| (k.clone(), v.clone())));
+    dst.tags
+        .extend(src.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    dst.resources
+        .extend(src.resources.iter().map(|(k, v)| (k.clone(), v.clone())));
     merge_map(&mut dst.disks, &src.disks, overlay_disk);
     merge_map(&mut dst.filesystems, &src.filesystems, overlay_filesystem);
 }
@@ -146,7 +168,8 @@ fn overlay_netdev(dst: &mut NetDevice, src: &NetDevice) {
     set(&mut dst.prefixlen6, &src.prefixlen6);
     set(&mut dst.gateway6, &src.gateway6);
     set(&mut dst.mtu, &src.mtu);
-    dst.tags.extend(src.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    dst.tags
+        .extend(src.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
 }
 
 fn overlay_ipmi(dst: &mut Ipmi, src: &Ipmi) {
@@ -160,7 +183,8 @@ fn overlay_ipmi(dst: &mut Ipmi, src: &Ipmi) {
     set(&mut dst.escape_char, &src.escape_char);
     set(&mut dst.write, &src.write);
     set(&mut dst.template, &src.template);
-    dst.tags.extend(src.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    dst.tags
+        .extend(src.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
 }
 
 fn overlay_disk(dst: &mut Disk, src: &Disk) {
@@ -253,7 +277,11 @@ mod tests {
         let profiles = BTreeMap::from([profile("default", |p| {
             p.network_devices.insert(
                 "default".into(),
-                NetDevice { netmask: Some("255.255.0.0".into()), mtu: Some(9000), ..NetDevice::default() },
+                NetDevice {
+                    netmask: Some("255.255.0.0".into()),
+                    mtu: Some(9000),
+                    ..NetDevice::default()
+                },
             );
             p.tags.insert("rack".into(), "r1".into());
             p.tags.insert("role".into(), "compute".into());
@@ -263,15 +291,26 @@ mod tests {
         node.profiles = strings(&["default"]);
         node.network_devices.insert(
             "default".into(),
-            NetDevice { ipaddr: Some("10.0.0.5".into()), mtu: Some(1500), ..NetDevice::default() },
+            NetDevice {
+                ipaddr: Some("10.0.0.5".into()),
+                mtu: Some(1500),
+                ..NetDevice::default()
+            },
         );
         node.tags.insert("rack".into(), "r7".into());
         node.cluster = Some(String::new());
         let merged = merge(&node, &profiles).node;
         let dev = &merged.network_devices["default"];
-        assert_eq!((dev.netmask.as_deref(), dev.ipaddr.as_deref(), dev.mtu), (Some("255.255.0.0"), Some("10.0.0.5"), Some(1500)));
+        assert_eq!(
+            (dev.netmask.as_deref(), dev.ipaddr.as_deref(), dev.mtu),
+            (Some("255.255.0.0"), Some("10.0.0.5"), Some(1500))
+        );
         assert_eq!(merged.tags["rack"], "r7");
         assert_eq!(merged.tags["role"], "compute");
-        assert_eq!(merged.cluster.as_deref(), Some("c1"), "an empty node value does not win");
+        assert_eq!(
+            merged.cluster.as_deref(),
+            Some("c1"),
+            "an empty node value does not win"
+        );
     }
 }

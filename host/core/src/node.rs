@@ -187,7 +187,10 @@ pub struct Filesystem {
 impl Node {
     /// An empty record with this name.
     pub fn new(id: impl Into<String>) -> Self {
-        Node { id: id.into(), ..Node::default() }
+        Node {
+            id: id.into(),
+            ..Node::default()
+        }
     }
 
     /// The name of the primary network device: `primary-network` when it names a device,
@@ -201,7 +204,10 @@ impl Node {
 
     /// Every hardware address of this node's devices, lowercase.
     pub fn hwaddrs(&self) -> impl Iterator<Item = String> + '_ {
-        self.network_devices.values().filter_map(|d| d.hwaddr.as_deref()).map(str::to_ascii_lowercase)
+        self.network_devices
+            .values()
+            .filter_map(|d| d.hwaddr.as_deref())
+            .map(str::to_ascii_lowercase)
     }
 }
 
@@ -213,8 +219,10 @@ mod tests {
     fn primary_network_falls_back_to_the_first_device() {
         let mut node = Node::new("n1");
         assert_eq!(node.primary_network(), None);
-        node.network_devices.insert("ib".into(), NetDevice::default());
-        node.network_devices.insert("default".into(), NetDevice::default());
+        node.network_devices
+            .insert("ib".into(), NetDevice::default());
+        node.network_devices
+            .insert("default".into(), NetDevice::default());
         assert_eq!(node.primary_network(), Some("default"));
         node.primary_network = Some("ib".into());
         assert_eq!(node.primary_network(), Some("ib"));
@@ -240,10 +248,17 @@ ipaddr = "10.1.0.1"
 write = true
 "#;
         let node: Node = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(node.network_devices["default"].device_type.as_deref(), Some("ethernet"));
-        let again: Node = toml::from_str(&toml::to_string(&node).unwrap_or_default()).unwrap_or_default();
+        assert_eq!(
+            node.network_devices["default"].device_type.as_deref(),
+            Some("ethernet")
+        );
+        let again: Node =
+            toml::from_str(&toml::to_string(&node).unwrap_or_default()).unwrap_or_default();
         assert_eq!(node, again);
-        let err = toml::from_str::<Node>("colour = \"red\"").err().map(|e| e.to_string()).unwrap_or_default();
+        let err = toml::from_str::<Node>("colour = \"red\"")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("unknown field `colour`"), "{err}");
     }
 }

@@ -38,7 +38,14 @@ impl OverlayFile {
             FileContent::Directory => "dir".to_string(),
             FileContent::Symlink(target) => format!("-> {target}"),
         };
-        format!("{} {:04o} {}:{} {} {kind}", self.path, self.mode, self.uid, self.gid, self.size())
+        format!(
+            "{} {:04o} {}:{} {} {kind}",
+            self.path,
+            self.mode,
+            self.uid,
+            self.gid,
+            self.size()
+        )
     }
 }
 
@@ -86,9 +93,15 @@ pub fn clean_path(path: &str) -> Result<String, PathError> {
 pub fn validate(file: &OverlayFile) -> Result<OverlayFile, PathError> {
     let path = clean_path(&file.path)?;
     if file.mode & !0o7777 != 0 {
-        return Err(PathError::BadMode { path, mode: file.mode });
+        return Err(PathError::BadMode {
+            path,
+            mode: file.mode,
+        });
     }
-    Ok(OverlayFile { path, ..file.clone() })
+    Ok(OverlayFile {
+        path,
+        ..file.clone()
+    })
 }
 
 impl fmt::Display for OverlayFile {
@@ -104,11 +117,23 @@ mod tests {
     #[test]
     fn clean_paths_fold_and_refuse_escapes() {
         assert_eq!(clean_path("//etc/./hosts"), Ok("/etc/hosts".to_string()));
-        assert!(matches!(clean_path("etc/hosts"), Err(PathError::NotAbsolute { .. })));
-        assert!(matches!(clean_path("/etc/../../x"), Err(PathError::ParentComponent { .. })));
-        assert!(matches!(clean_path("/.."), Err(PathError::ParentComponent { .. })));
+        assert!(matches!(
+            clean_path("etc/hosts"),
+            Err(PathError::NotAbsolute { .. })
+        ));
+        assert!(matches!(
+            clean_path("/etc/../../x"),
+            Err(PathError::ParentComponent { .. })
+        ));
+        assert!(matches!(
+            clean_path("/.."),
+            Err(PathError::ParentComponent { .. })
+        ));
         assert!(matches!(clean_path("/"), Err(PathError::Root { .. })));
-        assert!(matches!(clean_path("/a\0b"), Err(PathError::BadCharacter { .. })));
+        assert!(matches!(
+            clean_path("/a\0b"),
+            Err(PathError::BadCharacter { .. })
+        ));
     }
 
     #[test]

@@ -66,7 +66,11 @@ fn package_name(manifest: &str) -> Option<String> {
 
 /// Builds `crates` for [`TARGET`] with the workspace at `workspace` and tells cargo to rerun the
 /// calling build script when any of `watch` changes.
-pub fn build(workspace: &Path, crates: &[PluginCrate], watch: &[&Path]) -> Result<Vec<BuiltPlugin>, String> {
+pub fn build(
+    workspace: &Path,
+    crates: &[PluginCrate],
+    watch: &[&Path],
+) -> Result<Vec<BuiltPlugin>, String> {
     for path in watch {
         println!("cargo:rerun-if-changed={}", path.display());
     }
@@ -81,7 +85,14 @@ pub fn build(workspace: &Path, crates: &[PluginCrate], watch: &[&Path]) -> Resul
         .join("wasm-plugins");
     let mut cmd = clean_command(&cargo());
     cmd.current_dir(workspace)
-        .args(["build", "--profile", "plugin", "--target", TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            "plugin",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(&target_dir)
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"));
@@ -101,23 +112,40 @@ pub fn build(workspace: &Path, crates: &[PluginCrate], watch: &[&Path]) -> Resul
         .map(|krate| {
             let wasm = out.join(format!("{}.wasm", krate.package.replace('-', "_")));
             if wasm.is_file() {
-                Ok(BuiltPlugin { krate: krate.clone(), wasm })
+                Ok(BuiltPlugin {
+                    krate: krate.clone(),
+                    wasm,
+                })
             } else {
-                Err(format!("{} built, but {} is missing (is it a cdylib?)", krate.package, wasm.display()))
+                Err(format!(
+                    "{} built, but {} is missing (is it a cdylib?)",
+                    krate.package,
+                    wasm.display()
+                ))
             }
         })
         .collect()
 }
 
 fn cargo() -> PathBuf {
-    std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| "cargo".into())
+    std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "cargo".into())
 }
 
 /// A command with only the variables a nested cargo needs.
 fn clean_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear();
-    for key in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "TMPDIR", "LANG"] {
+    for key in [
+        "PATH",
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "TMPDIR",
+        "LANG",
+    ] {
         if let Some(value) = std::env::var_os(key) {
             cmd.env(key, value);
         }
@@ -153,8 +181,12 @@ mod tests {
 
     #[test]
     fn reads_the_package_name_only() {
-        let manifest = "[lib]\nname = \"x\"\n\n[package]\nversion = \"1\"\nname = \"wulf-plugin-hostname\"\n";
-        assert_eq!(package_name(manifest).as_deref(), Some("wulf-plugin-hostname"));
+        let manifest =
+            "[lib]\nname = \"x\"\n\n[package]\nversion = \"1\"\nname = \"wulf-plugin-hostname\"\n";
+        assert_eq!(
+            package_name(manifest).as_deref(),
+            Some("wulf-plugin-hostname")
+        );
         assert_eq!(package_name("[dependencies]\nname = \"y\"\n"), None);
     }
 }

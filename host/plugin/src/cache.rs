@@ -35,7 +35,8 @@ impl CompileCache {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let digest = hex::encode(Sha256::digest(wasm));
-        self.dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()))
+        self.dir
+            .join(format!("{digest}-{:016x}.cwasm", hasher.finish()))
     }
 
     /// The compiled component, from the cache when a trusted entry exists, else compiled and
@@ -62,7 +63,8 @@ impl CompileCache {
             .map_err(|e| e.to_string())?;
         let bytes = component.serialize().map_err(|e| e.to_string())?;
         wulf_core::atomic_file::write_atomic(path, &bytes).map_err(|e| e.to_string())?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -71,7 +73,8 @@ impl CompileCache {
 fn trusted(path: &Path) -> bool {
     let me = rustix::process::geteuid().as_raw();
     let ours = |p: &Path| {
-        std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == me && m.mode() & 0o022 == 0 && !m.file_type().is_symlink())
+        std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.uid() == me && m.mode() & 0o022 == 0 && !m.file_type().is_symlink())
     };
     ours(path) && path.parent().is_some_and(ours)
 }

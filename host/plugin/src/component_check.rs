@@ -25,14 +25,25 @@ pub enum SurfaceError {
         API_VERSION.minor
     )]
     IncompatibleApi { found: Version },
-    #[error("it does not export `wulf:plugin/{export}` (the manifest says world `{world}`); it exports: {exports}")]
-    MissingExport { world: World, export: &'static str, exports: String },
+    #[error(
+        "it does not export `wulf:plugin/{export}` (the manifest says world `{world}`); it exports: {exports}"
+    )]
+    MissingExport {
+        world: World,
+        export: &'static str,
+        exports: String,
+    },
     #[error("it imports `{import}`, which no wulf host provides")]
     UnknownImport { import: String },
 }
 
 /// Lists the top-level imports and exports of a component binary.
 pub fn surface(wasm: &[u8]) -> Result<Surface, SurfaceError> {
+    if !wasm.starts_with(b"\0asm") {
+        return Err(SurfaceError::NotAComponent(
+            "the file has no WebAssembly header".into(),
+        ));
+    }
     let mut surface = Surface::default();
     let mut depth = 0usize;
     let mut is_component = false;
@@ -88,12 +99,19 @@ pub fn check(surface: &Surface, world: World) -> Result<(), SurfaceError> {
             return Err(SurfaceError::IncompatibleApi { found });
         }
     }
-    let exported = surface.exports.iter().any(|e| wulf_interface(e).is_some_and(|(iface, _)| iface == world.export()));
+    let exported = surface
+        .exports
+        .iter()
+        .any(|e| wulf_interface(e).is_some_and(|(iface, _)| iface == world.export()));
     if !exported {
         return Err(SurfaceError::MissingExport {
             world,
             export: world.export(),
-            exports: if surface.exports.is_empty() { "nothing".into() } else { surface.exports.join(", ") },
+            exports: if surface.exports.is_empty() {
+                "nothing".into()
+            } else {
+                surface.exports.join(", ")
+            },
         });
     }
     for import in &surface.imports {
@@ -102,7 +120,9 @@ pub fn check(surface: &Surface, world: World) -> Result<(), SurfaceError> {
             None => import.starts_with("wasi:"),
         };
         if !known {
-            return Err(SurfaceError::UnknownImport { import: import.clone() });
+            return Err(SurfaceError::UnknownImport {
+                import: import.clone(),
+            });
         }
     }
     Ok(())
@@ -121,22 +141,40 @@ mod tests {
 
     #[test]
     fn accepts_compatible_and_refuses_the_rest() {
-        let good = surface_of(&["wasi:cli/stderr@0.2.6", "wulf:plugin/host@0.1.3"], &["wulf:plugin/generator@0.1.0"]);
+        let good = surface_of(
+            &["wasi:cli/stderr@0.2.6", "wulf:plugin/host@0.1.3"],
+            &["wulf:plugin/generator@0.1.0"],
+        );
         assert_eq!(check(&good, World::OverlayGenerator), Ok(()));
-        assert!(matches!(check(&good, World::ImageTransform), Err(SurfaceError::MissingExport { .. })));
-        let old = surface_of(&["wulf:plugin/host@0.2.0"], &["wulf:plugin/generator@0.2.0"]);
+        assert!(matches!(
+            check(&good, World::ImageTransform),
+            Err(SurfaceError::MissingExport { .. })
+        ));
+        let old = surface_of(
+            &["wulf:plugin/host@0.2.0"],
+            &["wulf:plugin/generator@0.2.0"],
+        );
         assert_eq!(
             check(&old, World::OverlayGenerator).map_err(|e| e.to_string()),
             Err("it was built against wulf:plugin@0.2.0, but this host implements wulf:plugin@0.1.0; rebuild it with wulf-sdk 0.1".into())
         );
         let odd = surface_of(&["acme:db/query"], &["wulf:plugin/generator@0.1.0"]);
-        assert!(matches!(check(&odd, World::OverlayGenerator), Err(SurfaceError::UnknownImport { .. })));
+        assert!(matches!(
+            check(&odd, World::OverlayGenerator),
+            Err(SurfaceError::UnknownImport { .. })
+        ));
     }
 
     #[test]
     fn refuses_core_modules_and_garbage() {
         let core_module = b"\0asm\x01\0\0\0";
-        assert!(matches!(surface(core_module), Err(SurfaceError::NotAComponent(_))));
-        assert!(matches!(surface(b"hello"), Err(SurfaceError::NotAComponent(_))));
+        assert!(matches!(
+            surface(core_module),
+            Err(SurfaceError::NotAComponent(_))
+        ));
+        assert!(matches!(
+            surface(b"hello"),
+            Err(SurfaceError::NotAComponent(_))
+        ));
     }
 }

@@ -11,7 +11,12 @@ use crate::bindings::transform::exports::wulf::plugin::transform as tx;
 use crate::bindings::wit;
 
 fn tags_to_wit(tags: &Tags) -> Vec<wit::Tag> {
-    tags.iter().map(|(key, value)| wit::Tag { key: key.clone(), value: value.clone() }).collect()
+    tags.iter()
+        .map(|(key, value)| wit::Tag {
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect()
 }
 
 fn tags_from_wit(tags: Vec<wit::Tag>) -> Tags {
@@ -43,7 +48,10 @@ pub fn node_to_wit(node: &Node) -> wit::Node {
         runtime_overlays: node.runtime_overlays.clone(),
         init: node.init.clone(),
         root: node.root.clone(),
-        kernel: wit::Kernel { version: node.kernel.version.clone(), args: node.kernel.args.clone() },
+        kernel: wit::Kernel {
+            version: node.kernel.version.clone(),
+            args: node.kernel.args.clone(),
+        },
         primary_network: node.primary_network.clone(),
         network_devices: node
             .network_devices
@@ -82,7 +90,10 @@ pub fn node_to_wit(node: &Node) -> wit::Node {
         resources: node
             .resources
             .iter()
-            .map(|(name, value)| wit::Resource { name: name.clone(), json: value.to_string() })
+            .map(|(name, value)| wit::Resource {
+                name: name.clone(),
+                json: value.to_string(),
+            })
             .collect(),
         disks: node
             .disks
@@ -128,7 +139,11 @@ pub fn node_to_wit(node: &Node) -> wit::Node {
 
 /// A node record from a backend. Bad resource JSON is kept as a string rather than dropped.
 pub fn node_from_wit(node: wit::Node) -> Node {
-    let primary = node.network_devices.iter().find(|d| d.primary).map(|d| d.name.clone());
+    let primary = node
+        .network_devices
+        .iter()
+        .find(|d| d.primary)
+        .map(|d| d.name.clone());
     Node {
         id: node.id,
         profiles: node.profiles,
@@ -140,7 +155,10 @@ pub fn node_from_wit(node: wit::Node) -> Node {
         runtime_overlays: node.runtime_overlays,
         init: node.init,
         root: node.root,
-        kernel: Kernel { version: node.kernel.version, args: node.kernel.args },
+        kernel: Kernel {
+            version: node.kernel.version,
+            args: node.kernel.args,
+        },
         primary_network: node.primary_network.or(primary),
         network_devices: node
             .network_devices
@@ -181,7 +199,8 @@ pub fn node_from_wit(node: wit::Node) -> Node {
             .resources
             .into_iter()
             .map(|r| {
-                let value = serde_json::from_str(&r.json).unwrap_or(serde_json::Value::String(r.json));
+                let value =
+                    serde_json::from_str(&r.json).unwrap_or(serde_json::Value::String(r.json));
                 (r.name, value)
             })
             .collect(),
@@ -206,7 +225,13 @@ pub fn node_from_wit(node: wit::Node) -> Node {
                         (p.name, partition)
                     })
                     .collect();
-                (d.device, Disk { wipe_table: Some(d.wipe_table), partitions })
+                (
+                    d.device,
+                    Disk {
+                        wipe_table: Some(d.wipe_table),
+                        partitions,
+                    },
+                )
             })
             .collect(),
         filesystems: node

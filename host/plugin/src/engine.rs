@@ -11,7 +11,10 @@ pub const TICK: Duration = Duration::from_millis(5);
 /// Creates the engine and starts its epoch ticker (a thread that ends with the engine).
 pub fn new_engine() -> wasmtime::Result<Engine> {
     let mut config = Config::new();
-    config.epoch_interruption(true).max_wasm_stack(1 << 20).parallel_compilation(true);
+    config
+        .epoch_interruption(true)
+        .max_wasm_stack(1 << 20)
+        .parallel_compilation(true);
     let engine = Engine::new(&config)?;
     let weak = engine.weak();
     std::thread::Builder::new()

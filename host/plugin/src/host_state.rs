@@ -47,20 +47,34 @@ impl HostState {
             config_json: spec.config_json.clone(),
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { cap: spec.memory_bytes as usize, exceeded: false },
+            limiter: MemoryLimiter {
+                cap: spec.memory_bytes as usize,
+                exceeded: false,
+            },
             stderr,
         })
     }
 
-    /// What the plugin wrote to stderr, trimmed.
+    /// What the plugin wrote to stderr, on one line. Rust's advice to set `RUST_BACKTRACE`
+    /// means nothing inside a sandbox and is dropped, as is the unnamed-thread prefix.
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim().to_string()
+        let text = String::from_utf8_lossy(&self.stderr.contents()).into_owned();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|line| line.trim())
+            .filter(|line| !line.is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE"))
+            .map(|line| line.strip_prefix("thread '<unnamed>' (1) ").unwrap_or(line))
+            .collect();
+        lines.join(" ")
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -72,15 +86,28 @@ pub struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.cap {
             self.exceeded = true;
-            wasmtime::bail!("memory limit of {} bytes reached growing to {desired}", self.cap);
+            wasmtime::bail!(
+                "memory limit of {} bytes reached growing to {desired}",
+                self.cap
+            );
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > 1_000_000 {
             self.exceeded = true;
             wasmtime::bail!("table limit reached growing to {desired} elements");
@@ -92,8 +119,16 @@ impl ResourceLimiter for MemoryLimiter {
 impl wit::Host for HostState {}
 
 impl host::Host for HostState {
-    fn log(&mut self, level: Level, message: String, fields: Vec<wit::Tag>) -> wasmtime::Result<()> {
-        let fields: Vec<String> = fields.iter().map(|t| format!("{}={}", t.key, t.value)).collect();
+    fn log(
+        &mut self,
+        level: Level,
+        message: String,
+        fields: Vec<wit::Tag>,
+    ) -> wasmtime::Result<()> {
+        let fields: Vec<String> = fields
+            .iter()
+            .map(|t| format!("{}={}", t.key, t.value))
+            .collect();
         let fields = fields.join(" ");
         let plugin = &*self.plugin;
         match level {

@@ -35,13 +35,20 @@ impl ImageTransform for WasmImageTransform {
 
     fn start(&self, image: &str) -> Result<Box<dyn TransformRun>, ExtensionError> {
         let plugin = &self.plugin;
-        let pre = plugin.transform_pre().ok_or_else(|| plugin.host_error("not an image transform"))?;
+        let pre = plugin
+            .transform_pre()
+            .ok_or_else(|| plugin.host_error("not an image transform"))?;
         let mut store = plugin.new_store()?;
         let instance = match pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(e) => return Err(plugin.classify(&store, e)),
         };
-        let mut run = WasmTransformRun { plugin: plugin.clone(), store, instance, failed: false };
+        let mut run = WasmTransformRun {
+            plugin: plugin.clone(),
+            store,
+            instance,
+            failed: false,
+        };
         run.call(|bindings, store| bindings.wulf_plugin_transform().call_begin(store, image))?;
         Ok(Box::new(run))
     }
@@ -57,10 +64,15 @@ struct WasmTransformRun {
 impl WasmTransformRun {
     fn call<T>(
         &mut self,
-        f: impl FnOnce(&Bindings, &mut Store<HostState>) -> wasmtime::Result<Result<T, wit::PluginError>>,
+        f: impl FnOnce(
+            &Bindings,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<Result<T, wit::PluginError>>,
     ) -> Result<T, ExtensionError> {
         if self.failed {
-            return Err(self.plugin.host_error("an earlier call of this build failed"));
+            return Err(self
+                .plugin
+                .host_error("an earlier call of this build failed"));
         }
         self.plugin.arm_deadline(&mut self.store);
         let outcome = f(&self.instance, &mut self.store);
@@ -84,7 +96,8 @@ impl TransformRun for WasmTransformRun {
     fn filter(&mut self, entries: &[ImageEntry]) -> Result<Vec<EntryAction>, ExtensionError> {
         let entries: Vec<_> = entries.iter().map(entry_to_wit).collect();
         let count = entries.len();
-        let actions = self.call(|b, store| b.wulf_plugin_transform().call_filter(store, &entries))?;
+        let actions =
+            self.call(|b, store| b.wulf_plugin_transform().call_filter(store, &entries))?;
         if actions.len() != count {
             self.failed = true;
             return Err(ExtensionError::InvalidOutput {
@@ -92,12 +105,22 @@ impl TransformRun for WasmTransformRun {
                 message: format!("{} actions for {count} entries", actions.len()),
             });
         }
-        actions.into_iter().map(|a| self.accept_action(action_from_wit(a))).collect()
+        actions
+            .into_iter()
+            .map(|a| self.accept_action(action_from_wit(a)))
+            .collect()
     }
 
-    fn rewrite(&mut self, entry: &ImageEntry, content: Vec<u8>) -> Result<EntryAction, ExtensionError> {
+    fn rewrite(
+        &mut self,
+        entry: &ImageEntry,
+        content: Vec<u8>,
+    ) -> Result<EntryAction, ExtensionError> {
         let entry = entry_to_wit(entry);
-        let action = self.call(|b, store| b.wulf_plugin_transform().call_rewrite(store, &entry, &content))?;
+        let action = self.call(|b, store| {
+            b.wulf_plugin_transform()
+                .call_rewrite(store, &entry, &content)
+        })?;
         match action_from_wit(action) {
             EntryAction::WantContent => Err(ExtensionError::InvalidOutput {
                 plugin: self.plugin.name().to_string(),

@@ -27,7 +27,10 @@ impl WasmInventoryBackend {
             &mut wasmtime::Store<crate::host_state::HostState>,
         ) -> wasmtime::Result<Result<T, crate::bindings::wit::PluginError>>,
     ) -> Result<T, ExtensionError> {
-        let pre = self.plugin.inventory_pre().ok_or_else(|| self.plugin.host_error("not an inventory backend"))?;
+        let pre = self
+            .plugin
+            .inventory_pre()
+            .ok_or_else(|| self.plugin.host_error("not an inventory backend"))?;
         self.plugin.call(|store| {
             let instance = pre.instantiate(&mut *store)?;
             f(instance.wulf_plugin_backend(), store)
@@ -51,10 +54,14 @@ impl InventoryBackend for WasmInventoryBackend {
     }
 
     fn lookup_hwaddr(&self, hwaddr: &str) -> Result<Option<Node>, ExtensionError> {
-        Ok(self.call(|guest, store| guest.call_lookup_hwaddr(store, hwaddr))?.map(node_from_wit))
+        Ok(self
+            .call(|guest, store| guest.call_lookup_hwaddr(store, hwaddr))?
+            .map(node_from_wit))
     }
 
     fn accept_discovered(&self, hwaddr: &str) -> Result<Option<Node>, ExtensionError> {
-        Ok(self.call(|guest, store| guest.call_accept_discovered(store, hwaddr))?.map(node_from_wit))
+        Ok(self
+            .call(|guest, store| guest.call_accept_discovered(store, hwaddr))?
+            .map(node_from_wit))
     }
 }

@@ -6,17 +6,29 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// The API version this host implements; a plugin's `api-version` must be compatible with it.
-pub const API_VERSION: Version = Version { major: 0, minor: 1, patch: 0 };
+pub const API_VERSION: Version = Version {
+    major: 0,
+    minor: 1,
+    patch: 0,
+};
 
 /// A manifest that cannot be used, naming the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: `{key}` = {value:?}: {reason}")]
-    Invalid { path: PathBuf, key: &'static str, value: String, reason: String },
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 /// The extension point a plugin implements: one WIT world each.
@@ -29,7 +41,11 @@ pub enum World {
 }
 
 impl World {
-    pub const ALL: [World; 3] = [World::OverlayGenerator, World::InventoryBackend, World::ImageTransform];
+    pub const ALL: [World; 3] = [
+        World::OverlayGenerator,
+        World::InventoryBackend,
+        World::ImageTransform,
+    ];
 
     /// The world's name in WIT.
     pub fn as_str(self) -> &'static str {
@@ -67,7 +83,11 @@ pub struct Version {
 impl Version {
     pub fn parse(text: &str) -> Option<Version> {
         let mut parts = text.split('.').map(|p| p.parse::<u64>().ok());
-        let version = Version { major: parts.next()??, minor: parts.next()??, patch: parts.next()?? };
+        let version = Version {
+            major: parts.next()??,
+            minor: parts.next()??,
+            patch: parts.next()??,
+        };
         parts.next().is_none().then_some(version)
     }
 
@@ -127,15 +147,19 @@ pub struct Manifest {
 impl Manifest {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Manifest::parse(&text, path)
     }
 
     /// Validates manifest text that came from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
-        let raw: RawManifest = toml::from_str(text)
-            .map_err(|e| ManifestError::Parse { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })?;
+        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
         let invalid = |key: &'static str, value: &str, reason: &str| ManifestError::Invalid {
             path: path.to_path_buf(),
             key,
@@ -143,29 +167,54 @@ impl Manifest {
             reason: reason.to_string(),
         };
         if !valid_name(&raw.name) {
-            return Err(invalid("name", &raw.name, "use lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit"));
+            return Err(invalid(
+                "name",
+                &raw.name,
+                "use lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit",
+            ));
         }
         let version = Version::parse(&raw.version)
             .ok_or_else(|| invalid("version", &raw.version, "expected MAJOR.MINOR.PATCH"))?;
         let world = World::ALL
             .into_iter()
             .find(|w| w.as_str() == raw.world)
-            .ok_or_else(|| invalid("world", &raw.world, "expected overlay-generator, inventory-backend or image-transform"))?;
-        let api_version = Version::parse(&raw.api_version)
-            .ok_or_else(|| invalid("api-version", &raw.api_version, "expected MAJOR.MINOR.PATCH"))?;
+            .ok_or_else(|| {
+                invalid(
+                    "world",
+                    &raw.world,
+                    "expected overlay-generator, inventory-backend or image-transform",
+                )
+            })?;
+        let api_version = Version::parse(&raw.api_version).ok_or_else(|| {
+            invalid(
+                "api-version",
+                &raw.api_version,
+                "expected MAJOR.MINOR.PATCH",
+            )
+        })?;
         if !api_version.compatible_with(API_VERSION) {
             return Err(invalid(
                 "api-version",
                 &raw.api_version,
-                &format!("this host implements wulf:plugin@{API_VERSION}; rebuild the plugin with wulf-sdk {}.{}", API_VERSION.major, API_VERSION.minor),
+                &format!(
+                    "this host implements wulf:plugin@{API_VERSION}; rebuild the plugin with wulf-sdk {}.{}",
+                    API_VERSION.major, API_VERSION.minor
+                ),
             ));
         }
         for dir in &raw.capabilities.read_dirs {
             if !dir.is_absolute() {
-                return Err(invalid("capabilities.read-dirs", &dir.display().to_string(), "must be an absolute path"));
+                return Err(invalid(
+                    "capabilities.read-dirs",
+                    &dir.display().to_string(),
+                    "must be an absolute path",
+                ));
             }
         }
-        let config = serde_json::to_value(&raw.config).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default();
+        let config = serde_json::to_value(&raw.config)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default();
         Ok(Manifest {
             name: raw.name,
             version,
@@ -181,8 +230,11 @@ impl Manifest {
 /// Plugin names become directory names and overlay-list entries.
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
         && name.len() <= 64
 }
 
@@ -202,20 +254,32 @@ file = "nodes.csv"
 "#;
 
     fn error(text: &str) -> String {
-        Manifest::parse(text, Path::new("plugins/x/plugin.toml")).err().map(|e| e.to_string()).unwrap_or_default()
+        Manifest::parse(text, Path::new("plugins/x/plugin.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
     }
 
     #[test]
     fn parses_a_complete_manifest() {
         let m = Manifest::parse(GOOD, Path::new("plugin.toml")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((m.name.as_str(), m.world, m.version.to_string()), ("csv", World::InventoryBackend, "1.2.3".into()));
+        assert_eq!(
+            (m.name.as_str(), m.world, m.version.to_string()),
+            ("csv", World::InventoryBackend, "1.2.3".into())
+        );
         assert_eq!(m.read_dirs, vec![PathBuf::from("/srv/inventory")]);
         assert_eq!(m.config["file"], "nodes.csv");
     }
 
     #[test]
     fn version_compatibility_follows_wasmtime() {
-        let v = |s| Version::parse(s).unwrap_or(Version { major: 9, minor: 9, patch: 9 });
+        let v = |s| {
+            Version::parse(s).unwrap_or(Version {
+                major: 9,
+                minor: 9,
+                patch: 9,
+            })
+        };
         assert!(v("0.1.7").compatible_with(v("0.1.0")));
         assert!(!v("0.2.0").compatible_with(v("0.1.0")));
         assert!(!v("0.0.1").compatible_with(v("0.0.2")));
@@ -226,10 +290,10 @@ file = "nodes.csv"
 
     #[test]
     fn errors_name_the_file_and_key() {
-        insta::assert_snapshot!(error(&GOOD.replace("[config]", "colour = 1\n[config]")), @r"
-        plugins/x/plugin.toml: TOML parse error at line 9, column 1
+        insta::assert_snapshot!(error(&GOOD.replace("[config]", "colour = 1\n[config]")), @"
+        plugins/x/plugin.toml: TOML parse error at line 8, column 1
           |
-        9 | colour = 1
+        8 | colour = 1
           | ^^^^^^
         unknown field `colour`, expected `read-dirs`
         ");
@@ -237,6 +301,12 @@ file = "nodes.csv"
         insta::assert_snapshot!(error(&GOOD.replace("inventory-backend", "printer")), @r#"plugins/x/plugin.toml: `world` = "printer": expected overlay-generator, inventory-backend or image-transform"#);
         insta::assert_snapshot!(error(&GOOD.replace("\"csv\"", "\"../csv\"")), @r#"plugins/x/plugin.toml: `name` = "../csv": use lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit"#);
         insta::assert_snapshot!(error(&GOOD.replace("/srv/inventory", "srv")), @r#"plugins/x/plugin.toml: `capabilities.read-dirs` = "srv": must be an absolute path"#);
-        insta::assert_snapshot!(error("name = \"x\"\n"), @"");
+        insta::assert_snapshot!(error("name = \"x\"\n"), @r#"
+        plugins/x/plugin.toml: TOML parse error at line 1, column 1
+          |
+        1 | name = "x"
+          | ^
+        missing field `version`
+        "#);
     }
 }

@@ -27,22 +27,36 @@ impl OverlayGenerator for WasmOverlayGenerator {
     }
 
     fn generate(&self, node: &Node, server: &Server) -> Result<Vec<OverlayFile>, ExtensionError> {
-        let pre = self.plugin.overlay_pre().ok_or_else(|| self.plugin.host_error("not an overlay generator"))?;
+        let pre = self
+            .plugin
+            .overlay_pre()
+            .ok_or_else(|| self.plugin.host_error("not an overlay generator"))?;
         let (node, server) = (node_to_wit(node), server_to_wit(server));
         let files = self.plugin.call(|store| {
             let instance = pre.instantiate(&mut *store)?;
-            instance.wulf_plugin_generator().call_generate(&mut *store, &node, &server)
+            instance
+                .wulf_plugin_generator()
+                .call_generate(&mut *store, &node, &server)
         })?;
         self.plugin.accept_files(files)
     }
 
-    fn generate_shared(&self, nodes: &[Node], server: &Server) -> Result<Vec<OverlayFile>, ExtensionError> {
-        let pre = self.plugin.overlay_pre().ok_or_else(|| self.plugin.host_error("not an overlay generator"))?;
+    fn generate_shared(
+        &self,
+        nodes: &[Node],
+        server: &Server,
+    ) -> Result<Vec<OverlayFile>, ExtensionError> {
+        let pre = self
+            .plugin
+            .overlay_pre()
+            .ok_or_else(|| self.plugin.host_error("not an overlay generator"))?;
         let nodes: Vec<_> = nodes.iter().map(node_to_wit).collect();
         let server = server_to_wit(server);
         let files = self.plugin.call(|store| {
             let instance = pre.instantiate(&mut *store)?;
-            instance.wulf_plugin_generator().call_generate_shared(&mut *store, &nodes, &server)
+            instance
+                .wulf_plugin_generator()
+                .call_generate_shared(&mut *store, &nodes, &server)
         })?;
         self.plugin.accept_files(files)
     }

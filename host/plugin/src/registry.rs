@@ -44,7 +44,9 @@ pub enum RegistryError {
     Disabled { name: String },
     #[error("plugin `{name}` is already installed at {}; pass --force to replace it", path.display())]
     Exists { name: String, path: PathBuf },
-    #[error("plugin `{name}` is built into wulf and cannot be removed; `wulf plugin disable {name}` turns it off")]
+    #[error(
+        "plugin `{name}` is built into wulf and cannot be removed; `wulf plugin disable {name}` turns it off"
+    )]
     EmbeddedOnly { name: String },
     #[error("{0}")]
     Manifest(#[from] ManifestError),
@@ -53,11 +55,17 @@ pub enum RegistryError {
     #[error("{}: {reason}", path.display())]
     BadSource { path: PathBuf, reason: String },
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
-    move |source| RegistryError::Io { path: path.to_path_buf(), source }
+    move |source| RegistryError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One plugin as `wulf plugin list` shows it. A plugin whose manifest is broken is still
@@ -86,7 +94,10 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(dir: impl Into<PathBuf>, embedded: &'static [EmbeddedPlugin]) -> Self {
-        Registry { dir: dir.into(), embedded }
+        Registry {
+            dir: dir.into(),
+            embedded,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -100,8 +111,10 @@ impl Registry {
     fn state(&self) -> Result<State, RegistryError> {
         let path = self.state_file();
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text)
-                .map_err(|e| RegistryError::BadSource { path, reason: e.to_string().trim_end().to_string() }),
+            Ok(text) => toml::from_str(&text).map_err(|e| RegistryError::BadSource {
+                path,
+                reason: e.to_string().trim_end().to_string(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(source) => Err(RegistryError::Io { path, source }),
         }
@@ -131,7 +144,10 @@ impl Registry {
                             if m.name == name {
                                 Ok(m)
                             } else {
-                                Err(format!("its manifest names it `{}`, but it is installed as `{name}`", m.name))
+                                Err(format!(
+                                    "its manifest names it `{}`, but it is installed as `{name}`",
+                                    m.name
+                                ))
                             }
                         });
                     dir_names.insert(name.clone());
@@ -145,11 +161,18 @@ impl Registry {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(RegistryError::Io { path: self.dir.clone(), source }),
+            Err(source) => {
+                return Err(RegistryError::Io {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
         }
         for plugin in self.embedded {
             let manifest = Self::embedded_manifest(plugin).map_err(|e| e.to_string());
-            let Ok(name) = manifest.as_ref().map(|m| m.name.clone()) else { continue };
+            let Ok(name) = manifest.as_ref().map(|m| m.name.clone()) else {
+                continue;
+            };
             if let Some(listing) = listings.iter_mut().find(|l| l.name == name) {
                 listing.overrides_embedded = true;
                 continue;
@@ -171,14 +194,18 @@ impl Registry {
         self.list()?
             .into_iter()
             .find(|l| l.name == name)
-            .ok_or_else(|| RegistryError::NotFound { name: name.to_string() })
+            .ok_or_else(|| RegistryError::NotFound {
+                name: name.to_string(),
+            })
     }
 
     /// The manifest and component of an enabled plugin.
     pub fn package(&self, name: &str) -> Result<PluginPackage, RegistryError> {
         let listing = self.find(name)?;
         if !listing.enabled {
-            return Err(RegistryError::Disabled { name: name.to_string() });
+            return Err(RegistryError::Disabled {
+                name: name.to_string(),
+            });
         }
         self.package_of(&listing)
     }
@@ -190,15 +217,23 @@ impl Registry {
                 let manifest = Manifest::load(&dir.join("plugin.toml"))?;
                 let wasm_path = dir.join("plugin.wasm");
                 let wasm = std::fs::read(&wasm_path).map_err(io(&wasm_path))?;
-                Ok(PluginPackage { manifest, wasm: wasm.into() })
+                Ok(PluginPackage {
+                    manifest,
+                    wasm: wasm.into(),
+                })
             }
             Source::Embedded => {
                 let plugin = self
                     .embedded
                     .iter()
                     .find(|p| Self::embedded_manifest(p).is_ok_and(|m| m.name == listing.name))
-                    .ok_or_else(|| RegistryError::NotFound { name: listing.name.clone() })?;
-                Ok(PluginPackage { manifest: Self::embedded_manifest(plugin)?, wasm: Arc::from(plugin.wasm) })
+                    .ok_or_else(|| RegistryError::NotFound {
+                        name: listing.name.clone(),
+                    })?;
+                Ok(PluginPackage {
+                    manifest: Self::embedded_manifest(plugin)?,
+                    wasm: Arc::from(plugin.wasm),
+                })
             }
         }
     }
@@ -206,7 +241,12 @@ impl Registry {
     /// Installs a plugin from a directory holding `plugin.toml` and `plugin.wasm`, or from a
     /// bare component (`.wasm`), whose manifest is derived from what it exports. The plugin is
     /// checked before anything is written, then moved into place in one rename.
-    pub fn install(&self, from: &Path, name: Option<&str>, force: bool) -> Result<Manifest, RegistryError> {
+    pub fn install(
+        &self,
+        from: &Path,
+        name: Option<&str>,
+        force: bool,
+    ) -> Result<Manifest, RegistryError> {
         let (manifest_text, wasm, manifest_path) = if from.is_dir() {
             let manifest_path = from.join("plugin.toml");
             let text = std::fs::read_to_string(&manifest_path).map_err(io(&manifest_path))?;
@@ -223,17 +263,28 @@ impl Registry {
             None => manifest_text,
         };
         let manifest = Manifest::parse(&manifest_text, &manifest_path)?;
-        let surface = component_check::surface(&wasm)
-            .map_err(|source| RegistryError::Surface { path: from.to_path_buf(), source })?;
-        component_check::check(&surface, manifest.world)
-            .map_err(|source| RegistryError::Surface { path: from.to_path_buf(), source })?;
+        let surface = component_check::surface(&wasm).map_err(|source| RegistryError::Surface {
+            path: from.to_path_buf(),
+            source,
+        })?;
+        component_check::check(&surface, manifest.world).map_err(|source| {
+            RegistryError::Surface {
+                path: from.to_path_buf(),
+                source,
+            }
+        })?;
 
         let _lock = WriteLock::acquire(&self.dir.join(".lock")).map_err(io(&self.dir))?;
         let target = self.dir.join(&manifest.name);
         if target.exists() && !force {
-            return Err(RegistryError::Exists { name: manifest.name.clone(), path: target });
+            return Err(RegistryError::Exists {
+                name: manifest.name.clone(),
+                path: target,
+            });
         }
-        let staging = self.dir.join(format!(".install-{}-{}", manifest.name, std::process::id()));
+        let staging = self
+            .dir
+            .join(format!(".install-{}-{}", manifest.name, std::process::id()));
         let stage = || -> std::io::Result<()> {
             std::fs::create_dir_all(&staging)?;
             write_atomic(&staging.join("plugin.toml"), manifest_text.as_bytes())?;
@@ -245,7 +296,10 @@ impl Registry {
         };
         if let Err(e) = stage() {
             let _ = std::fs::remove_dir_all(&staging);
-            return Err(RegistryError::Io { path: target, source: e });
+            return Err(RegistryError::Io {
+                path: target,
+                source: e,
+            });
         }
         Ok(manifest)
     }
@@ -254,7 +308,9 @@ impl Registry {
     pub fn remove(&self, name: &str) -> Result<Listing, RegistryError> {
         let listing = self.find(name)?;
         let Source::Directory(dir) = &listing.source else {
-            return Err(RegistryError::EmbeddedOnly { name: name.to_string() });
+            return Err(RegistryError::EmbeddedOnly {
+                name: name.to_string(),
+            });
         };
         let _lock = WriteLock::acquire(&self.dir.join(".lock")).map_err(io(&self.dir))?;
         std::fs::remove_dir_all(dir).map_err(io(dir))?;
@@ -280,8 +336,10 @@ impl Registry {
 /// A manifest for a bare component: the world from its export, the API version from the
 /// export's package version, the name from `--name` or the file name.
 fn derived_manifest(path: &Path, name: Option<&str>, wasm: &[u8]) -> Result<String, RegistryError> {
-    let surface = component_check::surface(wasm)
-        .map_err(|source| RegistryError::Surface { path: path.to_path_buf(), source })?;
+    let surface = component_check::surface(wasm).map_err(|source| RegistryError::Surface {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let (world, version) = surface
         .exports
         .iter()
@@ -295,7 +353,10 @@ fn derived_manifest(path: &Path, name: Option<&str>, wasm: &[u8]) -> Result<Stri
             path: path.to_path_buf(),
             reason: "exports no wulf plugin interface (generator, backend or transform)".into(),
         })?;
-    let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase().replace('_', "-")).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase().replace('_', "-"))
+        .unwrap_or_default();
     let name = name.map(str::to_string).unwrap_or(stem);
     if !valid_name(&name) {
         return Err(RegistryError::BadSource {
@@ -305,14 +366,18 @@ fn derived_manifest(path: &Path, name: Option<&str>, wasm: &[u8]) -> Result<Stri
     }
     Ok(format!(
         "name = {name:?}\nversion = \"0.0.0\"\nworld = \"{world}\"\napi-version = \"{version}\"\ndescription = \"installed from {}\"\n",
-        path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+        path.file_name()
+            .map(|f| f.to_string_lossy())
+            .unwrap_or_default()
     ))
 }
 
 /// The manifest text with its `name` replaced.
 fn rename_manifest(text: &str, name: &str, path: &Path) -> Result<String, RegistryError> {
-    let mut table: toml::Table = toml::from_str(text)
-        .map_err(|e| RegistryError::BadSource { path: path.to_path_buf(), reason: e.to_string().trim_end().to_string() })?;
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| RegistryError::BadSource {
+        path: path.to_path_buf(),
+        reason: e.to_string().trim_end().to_string(),
+    })?;
     table.insert("name".into(), toml::Value::String(name.to_string()));
     Ok(toml::to_string(&table).unwrap_or_default())
 }

@@ -11,10 +11,10 @@ use wasmtime::{Engine, Store, Trap};
 use wulf_core::config::{Limits, PluginsConfig};
 use wulf_core::{ExtensionError, OverlayFile, extension::Limit, overlay_file};
 
+use crate::bindings::wit;
 use crate::bindings::{inventory, overlay, transform};
 use crate::cache::{CompileCache, Origin};
 use crate::component_check::{self, SurfaceError};
-use crate::bindings::wit;
 use crate::conversion::{error_message, file_from_wit};
 use crate::host_state::{HostState, StoreSpec};
 use crate::manifest::{Manifest, World};
@@ -23,8 +23,13 @@ use crate::manifest::{Manifest, World};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("plugin `{plugin}` is refused: {source}")]
-    Surface { plugin: String, source: SurfaceError },
-    #[error("plugin `{plugin}` asks to read {dir}, which the site configuration does not grant; to allow it add the directory to `grant-read-dirs` under [plugin.{plugin}] in wulf.toml")]
+    Surface {
+        plugin: String,
+        source: SurfaceError,
+    },
+    #[error(
+        "plugin `{plugin}` asks to read {dir}, which the site configuration does not grant; to allow it add the directory to `grant-read-dirs` under [plugin.{plugin}] in wulf.toml"
+    )]
     CapabilityRefused { plugin: String, dir: PathBuf },
     #[error("plugin `{plugin}` cannot be compiled: {message}")]
     Compile { plugin: String, message: String },
@@ -72,7 +77,8 @@ pub struct LoadedPlugin {
 impl Runtime {
     /// An engine whose compiled components are cached in `cache_dir`.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Result<Self, LoadError> {
-        let engine = crate::engine::new_engine().map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let engine =
+            crate::engine::new_engine().map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let linker = || -> wasmtime::Result<Linker<HostState>> {
             let mut linker = Linker::new(&engine);
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -82,13 +88,26 @@ impl Runtime {
             let mut overlay_linker = linker()?;
             overlay::OverlayGenerator::add_to_linker::<_, HasSelf<_>>(&mut overlay_linker, |s| s)?;
             let mut inventory_linker = linker()?;
-            inventory::InventoryBackend::add_to_linker::<_, HasSelf<_>>(&mut inventory_linker, |s| s)?;
+            inventory::InventoryBackend::add_to_linker::<_, HasSelf<_>>(
+                &mut inventory_linker,
+                |s| s,
+            )?;
             let mut transform_linker = linker()?;
-            transform::ImageTransform::add_to_linker::<_, HasSelf<_>>(&mut transform_linker, |s| s)?;
+            transform::ImageTransform::add_to_linker::<_, HasSelf<_>>(
+                &mut transform_linker,
+                |s| s,
+            )?;
             Ok((overlay_linker, inventory_linker, transform_linker))
         };
-        let (overlay, inventory, transform) = build().map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        Ok(Runtime { engine, overlay, inventory, transform, cache: CompileCache::new(cache_dir) })
+        let (overlay, inventory, transform) =
+            build().map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        Ok(Runtime {
+            engine,
+            overlay,
+            inventory,
+            transform,
+            cache: CompileCache::new(cache_dir),
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -96,40 +115,68 @@ impl Runtime {
     }
 
     /// Checks, compiles (or loads from cache) and links a plugin with its site settings.
-    pub fn load(&self, package: &PluginPackage, config: &PluginsConfig) -> Result<LoadedPlugin, LoadError> {
+    pub fn load(
+        &self,
+        package: &PluginPackage,
+        config: &PluginsConfig,
+    ) -> Result<LoadedPlugin, LoadError> {
         let started = Instant::now();
         let manifest = &package.manifest;
         let plugin = manifest.name.clone();
-        let surface = component_check::surface(&package.wasm)
-            .map_err(|source| LoadError::Surface { plugin: plugin.clone(), source })?;
-        component_check::check(&surface, manifest.world)
-            .map_err(|source| LoadError::Surface { plugin: plugin.clone(), source })?;
+        let surface =
+            component_check::surface(&package.wasm).map_err(|source| LoadError::Surface {
+                plugin: plugin.clone(),
+                source,
+            })?;
+        component_check::check(&surface, manifest.world).map_err(|source| LoadError::Surface {
+            plugin: plugin.clone(),
+            source,
+        })?;
 
         let site = config.sites.get(&plugin).cloned().unwrap_or_default();
-        if let Some(dir) = manifest.read_dirs.iter().find(|d| !site.grant_read_dirs.contains(d)) {
-            return Err(LoadError::CapabilityRefused { plugin, dir: dir.clone() });
+        if let Some(dir) = manifest
+            .read_dirs
+            .iter()
+            .find(|d| !site.grant_read_dirs.contains(d))
+        {
+            return Err(LoadError::CapabilityRefused {
+                plugin,
+                dir: dir.clone(),
+            });
         }
         let mut plugin_config = manifest.config.clone();
         plugin_config.extend(site.config);
         let limits = config.limits_for(&plugin);
 
-        let (component, origin) = self
-            .cache
-            .load(&self.engine, &package.wasm)
-            .map_err(|e| LoadError::Compile { plugin: plugin.clone(), message: format!("{e:#}") })?;
-        let link = |e: wasmtime::Error| LoadError::Link { plugin: plugin.clone(), message: format!("{e:#}") };
+        let (component, origin) =
+            self.cache
+                .load(&self.engine, &package.wasm)
+                .map_err(|e| LoadError::Compile {
+                    plugin: plugin.clone(),
+                    message: format!("{e:#}"),
+                })?;
+        let link = |e: wasmtime::Error| LoadError::Link {
+            plugin: plugin.clone(),
+            message: format!("{e:#}"),
+        };
         let pre = match manifest.world {
             World::OverlayGenerator => Pre::Overlay(
-                overlay::OverlayGeneratorPre::new(self.overlay.instantiate_pre(&component).map_err(link)?)
-                    .map_err(link)?,
+                overlay::OverlayGeneratorPre::new(
+                    self.overlay.instantiate_pre(&component).map_err(link)?,
+                )
+                .map_err(link)?,
             ),
             World::InventoryBackend => Pre::Inventory(
-                inventory::InventoryBackendPre::new(self.inventory.instantiate_pre(&component).map_err(link)?)
-                    .map_err(link)?,
+                inventory::InventoryBackendPre::new(
+                    self.inventory.instantiate_pre(&component).map_err(link)?,
+                )
+                .map_err(link)?,
             ),
             World::ImageTransform => Pre::Transform(
-                transform::ImageTransformPre::new(self.transform.instantiate_pre(&component).map_err(link)?)
-                    .map_err(link)?,
+                transform::ImageTransformPre::new(
+                    self.transform.instantiate_pre(&component).map_err(link)?,
+                )
+                .map_err(link)?,
             ),
         };
         let spec = StoreSpec {
@@ -182,9 +229,10 @@ impl LoadedPlugin {
     ) -> Result<T, ExtensionError> {
         match outcome {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => {
-                Err(ExtensionError::Guest { plugin: self.name().to_string(), message: error_message(error) })
-            }
+            Ok(Err(error)) => Err(ExtensionError::Guest {
+                plugin: self.name().to_string(),
+                message: error_message(error),
+            }),
             Err(error) => Err(self.classify(store, error)),
         }
     }
@@ -194,42 +242,71 @@ impl LoadedPlugin {
     }
 
     pub(crate) fn host_error(&self, e: impl std::fmt::Display) -> ExtensionError {
-        ExtensionError::Host { plugin: self.name().to_string(), message: e.to_string() }
+        ExtensionError::Host {
+            plugin: self.name().to_string(),
+            message: e.to_string(),
+        }
     }
 
     /// Turns a failed call into an error that says whose fault it was.
-    pub(crate) fn classify(&self, store: &Store<HostState>, error: wasmtime::Error) -> ExtensionError {
+    pub(crate) fn classify(
+        &self,
+        store: &Store<HostState>,
+        error: wasmtime::Error,
+    ) -> ExtensionError {
         let plugin = self.name().to_string();
         let state = store.data();
         if state.limiter.exceeded {
-            return ExtensionError::Limit { plugin, limit: Limit::Memory { bytes: self.limits.memory_bytes } };
+            return ExtensionError::Limit {
+                plugin,
+                limit: Limit::Memory {
+                    bytes: self.limits.memory_bytes,
+                },
+            };
         }
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => ExtensionError::Limit {
                 plugin,
-                limit: Limit::Time { millis: self.limits.timeout.as_millis() as u64 },
+                limit: Limit::Time {
+                    millis: self.limits.timeout.as_millis() as u64,
+                },
             },
             Some(trap) => {
                 let stderr = state.stderr_text();
-                let message = if stderr.is_empty() { trap.to_string() } else { format!("{trap}: {stderr}") };
+                let message = if stderr.is_empty() {
+                    trap.to_string()
+                } else {
+                    format!("{trap}; its stderr: {stderr}")
+                };
                 ExtensionError::Trap { plugin, message }
             }
-            None => ExtensionError::Trap { plugin, message: format!("{error:#}") },
+            None => ExtensionError::Trap {
+                plugin,
+                message: format!("{error:#}"),
+            },
         }
     }
 
     /// Converts and validates returned files.
-    pub(crate) fn accept_files(&self, files: Vec<wit::FileEntry>) -> Result<Vec<OverlayFile>, ExtensionError> {
+    pub(crate) fn accept_files(
+        &self,
+        files: Vec<wit::FileEntry>,
+    ) -> Result<Vec<OverlayFile>, ExtensionError> {
         self.accept_overlay_files(files.into_iter().map(file_from_wit).collect())
     }
 
     /// Validates returned files: clean paths, sane modes, total size under the output cap.
-    pub(crate) fn accept_overlay_files(&self, files: Vec<OverlayFile>) -> Result<Vec<OverlayFile>, ExtensionError> {
+    pub(crate) fn accept_overlay_files(
+        &self,
+        files: Vec<OverlayFile>,
+    ) -> Result<Vec<OverlayFile>, ExtensionError> {
         let total: u64 = files.iter().map(|f| f.size() + f.path.len() as u64).sum();
         if total > self.limits.output_bytes {
             return Err(ExtensionError::Limit {
                 plugin: self.name().to_string(),
-                limit: Limit::Output { bytes: self.limits.output_bytes },
+                limit: Limit::Output {
+                    bytes: self.limits.output_bytes,
+                },
             });
         }
         files

@@ -7,7 +7,9 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::json;
-use wulf_core::{FileContent, InventoryBackend, InventoryStore, OverlayFile, OverlayGenerator, Server};
+use wulf_core::{
+    FileContent, InventoryBackend, InventoryStore, OverlayFile, OverlayGenerator, Server,
+};
 use wulf_plugin::{Listing, Origin, WasmInventoryBackend, WasmOverlayGenerator, World};
 
 use crate::context::Context;
@@ -83,7 +85,12 @@ pub fn run(ctx: &Context, command: PluginCommand) -> anyhow::Result<()> {
     }
 }
 
-fn install(ctx: &Context, path: &std::path::Path, name: Option<&str>, force: bool) -> anyhow::Result<()> {
+fn install(
+    ctx: &Context,
+    path: &std::path::Path,
+    name: Option<&str>,
+    force: bool,
+) -> anyhow::Result<()> {
     let registry = ctx.registry();
     let manifest = registry.install(path, name, force)?;
     // Compile now: it proves the component links against this host, and warms the cache so
@@ -170,10 +177,14 @@ fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
     let load_status = match &load {
         Ok(plugin) => format!(
             "loads: {} in {:.1} ms",
-            if plugin.origin == Origin::Cache { "from the compile cache" } else { "compiled" },
+            if plugin.origin == Origin::Cache {
+                "from the compile cache"
+            } else {
+                "compiled"
+            },
             plugin.load_time.as_secs_f64() * 1000.0
         ),
-        Err(e) => format!("does not load: {e:#}"),
+        Err(e) => format!("does not load: {}", crate::describe(e)),
     };
     let mut value = listing_json(&listing);
     if let Ok(manifest) = &listing.manifest {
@@ -182,7 +193,8 @@ fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
             config.extend(site.config.clone());
         }
         value["read_dirs"] = json!(manifest.read_dirs);
-        value["granted_read_dirs"] = json!(site.map(|s| s.grant_read_dirs.clone()).unwrap_or_default());
+        value["granted_read_dirs"] =
+            json!(site.map(|s| s.grant_read_dirs.clone()).unwrap_or_default());
         value["config"] = serde_json::Value::Object(config);
     }
     value["limits"] = json!({
@@ -200,9 +212,26 @@ fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    for key in ["name", "version", "world", "api_version", "description", "source", "error", "read_dirs", "granted_read_dirs", "config", "limits", "load"] {
+    for key in [
+        "name",
+        "version",
+        "world",
+        "api_version",
+        "description",
+        "source",
+        "error",
+        "read_dirs",
+        "granted_read_dirs",
+        "config",
+        "limits",
+        "load",
+    ] {
         if !value[key].is_null() {
-            println!("{:<18} {}", format!("{}:", key.replace('_', " ")), text(key));
+            println!(
+                "{:<18} {}",
+                format!("{}:", key.replace('_', " ")),
+                text(key)
+            );
         }
     }
     println!("{:<18} {}", "status:", status(&listing));
@@ -211,8 +240,15 @@ fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
 
 /// This host as nodes see it, for plugin tests.
 fn local_server() -> Server {
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
-    Server { hostname, port: 9873, ..Server::default() }
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Server {
+        hostname,
+        port: 9873,
+        ..Server::default()
+    }
 }
 
 fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Result<()> {
@@ -221,11 +257,17 @@ fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Re
     let plugin = Arc::new(ctx.runtime()?.load(&package, &ctx.config.plugins)?);
     match plugin.manifest.world {
         World::OverlayGenerator => {
-            let node_id = node.context("which node? pass --node <id> (see the nodes in nodes.toml)")?;
-            let generator = WasmOverlayGenerator::new(plugin).context("not an overlay generator")?;
+            let node_id =
+                node.context("which node? pass --node <id> (see the nodes in nodes.toml)")?;
+            let generator =
+                WasmOverlayGenerator::new(plugin).context("not an overlay generator")?;
             let inventory = InventoryStore::new(&ctx.state).load()?;
             let merged = inventory.merged(node_id)?;
-            let all: Vec<_> = inventory.nodes.keys().filter_map(|id| inventory.merged(id).ok().map(|m| m.node)).collect();
+            let all: Vec<_> = inventory
+                .nodes
+                .keys()
+                .filter_map(|id| inventory.merged(id).ok().map(|m| m.node))
+                .collect();
             let server = local_server();
             let started = Instant::now();
             let mut files = generator.generate_shared(&all, &server)?;
@@ -233,7 +275,11 @@ fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Re
             let elapsed = started.elapsed();
             print_files(&files, json);
             if !json {
-                eprintln!("{} file(s) from `{name}` for node `{node_id}` in {:.2} ms", files.len(), elapsed.as_secs_f64() * 1000.0);
+                eprintln!(
+                    "{} file(s) from `{name}` for node `{node_id}` in {:.2} ms",
+                    files.len(),
+                    elapsed.as_secs_f64() * 1000.0
+                );
             }
             Ok(())
         }
@@ -246,12 +292,23 @@ fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Re
                     .map(|n| json!({"id": n.id, "hwaddrs": n.hwaddrs().collect::<Vec<_>>(), "profiles": n.profiles}))
                     .collect::<Vec<_>>()));
             } else {
-                let rows = nodes.iter().map(|n| vec![n.id.clone(), n.hwaddrs().collect::<Vec<_>>().join(","), n.profiles.join(",")]).collect();
+                let rows = nodes
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            n.id.clone(),
+                            n.hwaddrs().collect::<Vec<_>>().join(","),
+                            n.profiles.join(","),
+                        ]
+                    })
+                    .collect();
                 table::print(&["node", "hwaddrs", "profiles"], rows);
             }
             Ok(())
         }
-        World::ImageTransform => bail!("`{name}` is an image transform: it runs during `wulf image build`"),
+        World::ImageTransform => {
+            bail!("`{name}` is an image transform: it runs during `wulf image build`")
+        }
     }
 }
 

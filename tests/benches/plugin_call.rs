@@ -1,0 +1,148 @@
+//! Plugin runtime costs, each against its baseline in the same run:
+//! - a warm overlay-generator call through the runtime (fresh store, instantiate from the
+//!   pre-linked component, call, validate) vs the same plugin logic called natively;
+//! - loading a plugin from the on-disk compile cache vs compiling it cold.
+//!
+//! Run with `cargo bench -p wulf-tests --bench plugin_call`. Targets (SPEC §4): under 50 µs of
+//! host overhead per warm call, under 1 ms to instantiate from the cache.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wulf_core::node::NetDevice;
+use wulf_core::{Config, Node, OverlayGenerator, Server, StateDir};
+use wulf_plugin::{Manifest, Origin, PluginPackage, Runtime, WasmOverlayGenerator};
+use wulf_sdk::OverlayGenerator as _;
+
+fn per_call(iterations: u32, mut f: impl FnMut()) -> Duration {
+    for _ in 0..iterations / 10 {
+        f();
+    }
+    let started = Instant::now();
+    for _ in 0..iterations {
+        f();
+    }
+    started.elapsed() / iterations
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let workspace = wulf_tests::workspace();
+    let manifest = Manifest::load(&workspace.join("plugins/hostname/plugin.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let wasm = std::fs::read(wulf_tests::fixture_wasm("wulf-plugin-hostname"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let package = PluginPackage {
+        manifest,
+        wasm: wasm.into(),
+    };
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::parse("", Path::new("wulf.toml"), &StateDir::new(state.path()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cache = state.path().join("cache");
+
+    // Cold compile, then loads from the cache (fresh runtimes, as after a restart).
+    let cold_started = Instant::now();
+    let runtime = Runtime::new(&cache).unwrap_or_else(|e| panic!("{e}"));
+    let plugin = runtime
+        .load(&package, &config.plugins)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cold = cold_started.elapsed();
+    assert_eq!(plugin.origin, Origin::Compiled);
+    let runtime = Runtime::new(&cache).unwrap_or_else(|e| panic!("{e}"));
+    let cached = per_call(50, || {
+        let loaded = runtime
+            .load(&package, &config.plugins)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.origin, Origin::Cache);
+        black_box(loaded);
+    });
+
+    // First call on a plugin just loaded from the cache: load + instantiate + call.
+    let server = Server {
+        hostname: "head".into(),
+        port: 9873,
+        ..Server::default()
+    };
+    let mut node = Node::new("n0001");
+    node.profiles = vec!["default".into()];
+    node.network_devices.insert(
+        "default".into(),
+        NetDevice {
+            hwaddr: Some("aa:bb:cc:dd:ee:01".into()),
+            ipaddr: Some("10.0.0.1".into()),
+            ..NetDevice::default()
+        },
+    );
+    let first_call = per_call(50, || {
+        let loaded = runtime
+            .load(&package, &config.plugins)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let generator = WasmOverlayGenerator::new(Arc::new(loaded))
+            .unwrap_or_else(|| panic!("not a generator"));
+        black_box(
+            generator
+                .generate(&node, &server)
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    });
+
+    // Warm calls through the runtime vs the same logic natively.
+    let generator =
+        WasmOverlayGenerator::new(Arc::new(plugin)).unwrap_or_else(|| panic!("not a generator"));
+    let wasm_call = per_call(20_000, || {
+        black_box(
+            generator
+                .generate(black_box(&node), &server)
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    });
+    wulf_sdk::testing::set_config(serde_json::json!({}));
+    let sdk_node = wulf_sdk::Node::new("n0001");
+    let sdk_server = wulf_sdk::Server {
+        hostname: "head".into(),
+        ipaddr: None,
+        netmask: None,
+        network: None,
+        ipaddr6: None,
+        prefixlen6: None,
+        port: 9873,
+    };
+    let native_call = per_call(200_000, || {
+        black_box(
+            wulf_plugin_hostname::Hostname::generate(black_box(&sdk_node), &sdk_server)
+                .unwrap_or_default(),
+        );
+    });
+
+    println!(
+        "plugin runtime (hostname overlay generator, {} KiB component)",
+        package.wasm.len() / 1024
+    );
+    println!(
+        "  warm call via runtime   {:>9.2} µs   native {:>7.3} µs   ratio {:>6.0}x   host overhead {:>7.2} µs (target < 50 µs)",
+        micros(wasm_call),
+        micros(native_call),
+        wasm_call.as_secs_f64() / native_call.as_secs_f64(),
+        micros(wasm_call.saturating_sub(native_call))
+    );
+    println!(
+        "  load from disk cache    {:>9.3} ms   cold compile {:>8.1} ms   ratio {:>6.0}x faster (target < 1 ms)",
+        millis(cached),
+        millis(cold),
+        cold.as_secs_f64() / cached.as_secs_f64()
+    );
+    println!(
+        "  load from cache + first instantiate + call {:>7.3} ms",
+        millis(first_call)
+    );
+}
