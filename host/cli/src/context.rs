@@ -30,6 +30,7 @@ pub fn init_tracing(verbose: u8, format: LogFormat) {
     }
 }
 
+#[derive(Clone)]
 pub struct Context {
     pub state: StateDir,
     pub config: Config,

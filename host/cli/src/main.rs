@@ -40,6 +40,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the provisioning host: HTTP (iPXE scripts, status) and TFTP (iPXE binaries)
+    Serve(command::serve::ServeArgs),
     /// Manage plugins: overlay generators, inventory backends, image transforms
     #[command(subcommand)]
     Plugin(command::plugin::PluginCommand),
@@ -50,7 +52,8 @@ fn main() -> ExitCode {
     context::init_tracing(cli.verbose, cli.log_format);
     let result =
         context::Context::new(cli.state_dir, cli.config).and_then(|ctx| match cli.command {
-            Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
+            Command::Serve(args) => command::serve::run(&ctx, args),
+        Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 //! An absent file means built-in defaults; an unknown key is an error naming the key and file.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,8 +33,18 @@ pub enum ConfigError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 struct RawConfig {
+    server: RawServer,
     plugins: RawPlugins,
     plugin: BTreeMap<String, RawPluginSite>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct RawServer {
+    http_addr: Option<String>,
+    tftp: Option<bool>,
+    tftp_addr: Option<String>,
+    tftp_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,7 +77,30 @@ struct RawPluginSite {
 pub struct Config {
     /// Where the configuration came from (`None`: built-in defaults).
     pub source: Option<PathBuf>,
+    pub server: ServerConfig,
     pub plugins: PluginsConfig,
+}
+
+/// Where the boot server listens and what TFTP serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub http_addr: SocketAddr,
+    pub tftp: bool,
+    /// `None`: port 69 when running as root, else 6969 (chosen by the binary).
+    pub tftp_addr: Option<SocketAddr>,
+    /// The iPXE binaries; Debian's `ipxe` package puts them here.
+    pub tftp_root: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 9873)),
+            tftp: true,
+            tftp_addr: None,
+            tftp_root: PathBuf::from("/usr/lib/ipxe"),
+        }
+    }
 }
 
 /// Plugin settings: where they live, their default limits, and per-plugin site settings.
@@ -134,6 +168,7 @@ impl Config {
     pub fn defaults(state: &StateDir) -> Config {
         Config {
             source: None,
+            server: ServerConfig::default(),
             plugins: PluginsConfig {
                 dir: state.plugins_dir(),
                 cache_dir: state.cache_dir(),
@@ -171,6 +206,23 @@ impl Config {
             reason: reason.to_string(),
         };
         let mut defaults = Config::defaults(state);
+        let address = |key: &str, value: &Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+            value
+                .as_deref()
+                .map(|text| {
+                    text.parse::<SocketAddr>()
+                        .map_err(|_| invalid(format!("server.{key}"), format!("{text:?}"), "expected IP:PORT, e.g. 0.0.0.0:9873 or [::]:9873"))
+                })
+                .transpose()
+        };
+        if let Some(addr) = address("http-addr", &raw.server.http_addr)? {
+            defaults.server.http_addr = addr;
+        }
+        defaults.server.tftp_addr = address("tftp-addr", &raw.server.tftp_addr)?;
+        defaults.server.tftp = raw.server.tftp.unwrap_or(true);
+        if let Some(root) = raw.server.tftp_root {
+            defaults.server.tftp_root = root;
+        }
         validate_limits(&raw.plugins.limits, "plugins.limits", &invalid)?;
         let mut sites = BTreeMap::new();
         for (name, site) in raw.plugin {
@@ -276,6 +328,7 @@ limits = { memory-mib = 16 }
         unknown field `speed`, expected one of `dir`, `cache-dir`, `limits`, `backends`
         ");
         insta::assert_snapshot!(parse("[plugin.x.limits]\ntimeout-ms = 0\n").err().unwrap_or_default(), @"/etc/wulf.toml: `plugin.x.limits.timeout-ms` = 0: must be between 1 and 600000");
+        insta::assert_snapshot!(parse("[server]\nhttp-addr = \"localhost\"\n").err().unwrap_or_default(), @"");
         insta::assert_snapshot!(parse("[plugin.x]\ngrant-read-dirs = [\"srv\"]\n").err().unwrap_or_default(), @r#"/etc/wulf.toml: `plugin.x.grant-read-dirs` = "srv": must be an absolute path"#);
     }
 }

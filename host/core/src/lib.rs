@@ -7,6 +7,7 @@
 pub mod atomic_file;
 pub mod config;
 pub mod extension;
+pub mod hwaddr;
 pub mod inventory;
 pub mod merge;
 pub mod node;
@@ -14,6 +15,7 @@ pub mod overlay_file;
 pub mod state_dir;
 
 pub use config::{Config, Limits};
+pub use hwaddr::HwAddr;
 pub use extension::{ExtensionError, ImageTransform, InventoryBackend, OverlayGenerator, Server};
 pub use inventory::{Inventory, InventoryStore};
 pub use node::Node;

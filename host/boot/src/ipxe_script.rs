@@ -1,0 +1,121 @@
+//! Per-node iPXE scripts from templates: the built-in `default` and `unconfigured`, or a site
+//! template `<state>/ipxe/<name>.ipxe` named by the node's `ipxe-template`.
+
+use std::path::PathBuf;
+
+use minijinja::{Environment, UndefinedBehavior, context};
+use wulf_core::{HwAddr, Node};
+
+const DEFAULT: &str = include_str!("../templates/default.ipxe");
+const UNCONFIGURED: &str = include_str!("../templates/unconfigured.ipxe");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("iPXE template `{name}` for node `{node}` does not exist (looked in {dir})")]
+    MissingTemplate { name: String, node: String, dir: String },
+    #[error("iPXE template `{name}`: {message}")]
+    Render { name: String, message: String },
+}
+
+/// Renders iPXE scripts.
+pub struct IpxeScripts {
+    site_dir: PathBuf,
+}
+
+impl IpxeScripts {
+    pub fn new(site_dir: impl Into<PathBuf>) -> Self {
+        IpxeScripts { site_dir: site_dir.into() }
+    }
+
+    fn source(&self, name: &str, node: &str) -> Result<String, ScriptError> {
+        let path = self.site_dir.join(format!("{name}.ipxe"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text),
+            Err(_) if name == "default" => Ok(DEFAULT.to_string()),
+            Err(_) if name == "unconfigured" => Ok(UNCONFIGURED.to_string()),
+            Err(_) => Err(ScriptError::MissingTemplate {
+                name: name.to_string(),
+                node: node.to_string(),
+                dir: self.site_dir.display().to_string(),
+            }),
+        }
+    }
+
+    fn render(&self, name: &str, node: &str, ctx: minijinja::Value) -> Result<String, ScriptError> {
+        let source = self.source(name, node)?;
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        let err = |e: minijinja::Error| ScriptError::Render { name: name.to_string(), message: e.to_string() };
+        env.add_template(name, &source).map_err(err)?;
+        let mut script = env.get_template(name).and_then(|t| t.render(ctx)).map_err(err)?;
+        // Jinja drops the template's final newline; a script is lines, so keep it.
+        if source.ends_with('\n') && !script.ends_with('\n') {
+            script.push('\n');
+        }
+        Ok(script)
+    }
+
+    /// The script for a known node, as requested through `hwaddr` from `authority`.
+    pub fn for_node(&self, node: &Node, hwaddr: &HwAddr, authority: &str) -> Result<String, ScriptError> {
+        let name = node.ipxe_template.as_deref().unwrap_or("default");
+        let ctx = context! {
+            id => &node.id,
+            hostname => &node.id,
+            cluster => &node.cluster,
+            image => &node.image,
+            hwaddr => hwaddr.to_string(),
+            authority => authority,
+            kernel_args => node.kernel.args.join(" "),
+            kernel_version => &node.kernel.version,
+            root => &node.root,
+            init => &node.init,
+            tags => &node.tags,
+        };
+        self.render(name, &node.id, ctx)
+    }
+
+    /// The script for a hardware address no node has.
+    pub fn unconfigured(&self, hwaddr: &HwAddr, authority: &str) -> Result<String, ScriptError> {
+        self.render("unconfigured", "(unknown)", context! { hwaddr => hwaddr.to_string(), authority => authority })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> Node {
+        let mut node = Node::new("n001");
+        node.image = Some("rocky-9".into());
+        node.kernel.args = vec!["quiet".into(), "console=ttyS0".into()];
+        node
+    }
+
+    #[test]
+    fn default_and_unconfigured_scripts() {
+        let scripts = IpxeScripts::new("/nonexistent");
+        let mac = HwAddr::parse("AA-BB-CC-DD-EE-01").unwrap_or_else(|e| panic!("{e}"));
+        let script = scripts.for_node(&node(), &mac, "10.0.0.1:9873").unwrap_or_else(|e| panic!("{e}"));
+        insta::assert_snapshot!(script);
+        insta::assert_snapshot!(scripts.unconfigured(&mac, "10.0.0.1:9873").unwrap_or_default());
+        let mut no_image = node();
+        no_image.image = None;
+        let script = scripts.for_node(&no_image, &mac, "10.0.0.1:9873").unwrap_or_default();
+        assert!(script.contains("has no image"), "{script}");
+    }
+
+    #[test]
+    fn site_templates_override_and_errors_name_the_template() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("custom.ipxe"), "#!ipxe\necho {{ id }} {{ nope }}\n").unwrap_or_default();
+        let scripts = IpxeScripts::new(dir.path());
+        let mac = HwAddr::parse("aa:bb:cc:dd:ee:01").unwrap_or_else(|e| panic!("{e}"));
+        let mut node = node();
+        node.ipxe_template = Some("custom".into());
+        let error = scripts.for_node(&node, &mac, "h:1").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.starts_with("iPXE template `custom`: undefined value"), "{error}");
+        node.ipxe_template = Some("gone".into());
+        let error = scripts.for_node(&node, &mac, "h:1").err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(error, format!("iPXE template `gone` for node `n001` does not exist (looked in {})", dir.path().display()));
+    }
+}

@@ -1,0 +1,117 @@
+//! wulf's network edges: HTTP provisioning (axum), the TFTP server, iPXE scripts and the
+//! status board. The only crate that links axum. It reads the inventory through `wulf-core`
+//! and knows nothing of wasm.
+
+pub mod http;
+pub mod ipxe_script;
+pub mod node_index;
+pub mod status;
+pub mod tftp;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use wulf_core::StateDir;
+
+/// Where to listen and what to serve.
+#[derive(Debug, Clone)]
+pub struct BootConfig {
+    pub http_addr: SocketAddr,
+    /// `None` turns TFTP off.
+    pub tftp_addr: Option<SocketAddr>,
+    pub tftp_root: PathBuf,
+    pub state: StateDir,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("cannot listen for {what} on {addr}: {error}")]
+    Bind { what: &'static str, addr: SocketAddr, error: std::io::Error },
+    #[error("{0}")]
+    Inventory(#[from] wulf_core::inventory::InventoryError),
+    #[error("{what} stopped: {error}")]
+    Serve { what: &'static str, error: std::io::Error },
+}
+
+/// The bound sockets, before serving starts (port 0 is resolved here).
+pub struct BootServer {
+    http: TcpListener,
+    tftp: Option<UdpSocket>,
+    app: Arc<http::AppState>,
+    tftp_root: PathBuf,
+}
+
+impl BootServer {
+    pub async fn bind(config: BootConfig) -> Result<BootServer, BootError> {
+        let http = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|error| BootError::Bind { what: "HTTP", addr: config.http_addr, error })?;
+        let tftp = match config.tftp_addr {
+            Some(addr) => {
+                Some(UdpSocket::bind(addr).await.map_err(|error| BootError::Bind { what: "TFTP", addr, error })?)
+            }
+            None => None,
+        };
+        let local = http.local_addr().map_err(|error| BootError::Bind { what: "HTTP", addr: config.http_addr, error })?;
+        let app = Arc::new(http::AppState {
+            index: node_index::NodeIndex::open(&config.state)?,
+            scripts: ipxe_script::IpxeScripts::new(config.state.root().join("ipxe")),
+            status: status::StatusBoard::default(),
+            local,
+        });
+        Ok(BootServer { http, tftp, app, tftp_root: config.tftp_root })
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.local_addr().ok()
+    }
+
+    pub fn tftp_addr(&self) -> Option<SocketAddr> {
+        self.tftp.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// Serves until an error; reloads the inventory when its file changes and on SIGHUP.
+    pub async fn serve(self) -> Result<(), BootError> {
+        let app = self.app.clone();
+        tokio::spawn(async move {
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                let forced = tokio::select! {
+                    _ = tick.tick() => false,
+                    Some(()) = async { match hangup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => true,
+                };
+                let app = app.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if forced {
+                        if let Err(e) = app.index.reload() {
+                            tracing::error!(error = %e, "inventory reload on SIGHUP failed");
+                        }
+                    } else {
+                        app.index.refresh();
+                    }
+                })
+                .await;
+            }
+        });
+        let tftp = self.tftp.map(|socket| {
+            let root = tftp::TftpRoot::new(self.tftp_root);
+            tokio::spawn(tftp::serve(socket, root, tftp::TftpOptions::default()))
+        });
+        let service = http::router(self.app).into_make_service_with_connect_info::<SocketAddr>();
+        let http = axum::serve(self.http, service);
+        match tftp {
+            Some(tftp) => tokio::select! {
+                result = http => result.map_err(|error| BootError::Serve { what: "HTTP", error }),
+                result = tftp => match result {
+                    Ok(Err(error)) => Err(BootError::Serve { what: "TFTP", error }),
+                    _ => Err(BootError::Serve { what: "TFTP", error: std::io::Error::other("task ended") }),
+                },
+            },
+            None => http.await.map_err(|error| BootError::Serve { what: "HTTP", error }),
+        }
+    }
+}

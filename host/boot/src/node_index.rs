@@ -1,0 +1,94 @@
+//! The boot server's view of the inventory: merged nodes by hardware address, reloaded when
+//! the inventory file changes (a CLI edit) or on SIGHUP, swapped in whole so a request sees
+//! one consistent snapshot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use wulf_core::{HwAddr, Inventory, InventoryStore, Node, StateDir};
+
+/// One consistent snapshot.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Merged nodes by id.
+    pub nodes: HashMap<String, Arc<Node>>,
+    /// Node ids by every hardware address of their devices.
+    pub by_hwaddr: HashMap<HwAddr, String>,
+    /// Bumped on every reload: caches keyed on it go stale together.
+    pub generation: u64,
+}
+
+impl Snapshot {
+    pub fn build(inventory: &Inventory, generation: u64) -> Snapshot {
+        let mut snapshot = Snapshot { generation, ..Snapshot::default() };
+        for id in inventory.nodes.keys() {
+            let Ok(merged) = inventory.merged(id) else { continue };
+            for hwaddr in merged.node.hwaddrs() {
+                if let Ok(hwaddr) = HwAddr::parse(&hwaddr) {
+                    snapshot.by_hwaddr.insert(hwaddr, id.clone());
+                }
+            }
+            snapshot.nodes.insert(id.clone(), Arc::new(merged.node));
+        }
+        snapshot
+    }
+
+    pub fn lookup(&self, hwaddr: &HwAddr) -> Option<&Arc<Node>> {
+        self.by_hwaddr.get(hwaddr).and_then(|id| self.nodes.get(id))
+    }
+}
+
+/// The current snapshot and how to refresh it.
+pub struct NodeIndex {
+    store: InventoryStore,
+    path: std::path::PathBuf,
+    current: RwLock<(Option<SystemTime>, Arc<Snapshot>)>,
+}
+
+impl NodeIndex {
+    pub fn open(state: &StateDir) -> Result<NodeIndex, wulf_core::inventory::InventoryError> {
+        let index = NodeIndex {
+            store: InventoryStore::new(state),
+            path: state.nodes_file(),
+            current: RwLock::new((None, Arc::new(Snapshot::default()))),
+        };
+        index.reload()?;
+        Ok(index)
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.read().1.clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, (Option<SystemTime>, Arc<Snapshot>)> {
+        // Writers replace the whole value in one assignment, so a poisoned lock still holds
+        // a complete snapshot.
+        self.current.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn modified(&self) -> Option<SystemTime> {
+        std::fs::metadata(&self.path).and_then(|m| m.modified()).ok()
+    }
+
+    /// Reloads unconditionally.
+    pub fn reload(&self) -> Result<(), wulf_core::inventory::InventoryError> {
+        let modified = self.modified();
+        let inventory = self.store.load()?;
+        let generation = self.read().1.generation + 1;
+        let snapshot = Arc::new(Snapshot::build(&inventory, generation));
+        tracing::info!(nodes = snapshot.nodes.len(), generation, "inventory loaded");
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (modified, snapshot);
+        Ok(())
+    }
+
+    /// Reloads if the inventory file changed since the last load. A broken file keeps the
+    /// last good snapshot in service.
+    pub fn refresh(&self) {
+        if self.modified() != self.read().0
+            && let Err(e) = self.reload()
+        {
+            tracing::error!(error = %e, "inventory reload failed; still serving the previous one");
+        }
+    }
+}
