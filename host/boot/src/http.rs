@@ -31,7 +31,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 fn text(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// `host:port` as the client addressed us, for URLs inside the script.
@@ -39,7 +44,11 @@ fn authority(headers: &HeaderMap, local: SocketAddr) -> String {
     headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
         .map(str::to_string)
         .unwrap_or_else(|| local.to_string())
 }
@@ -60,7 +69,8 @@ async fn ipxe(
         Some(node) => {
             let script = app.scripts.for_node(node, &hwaddr, &authority);
             if script.is_ok() {
-                app.status.record(&node.id, "ipxe", "ipxe script", peer.ip().to_string());
+                app.status
+                    .record(&node.id, "ipxe", "ipxe script", peer.ip().to_string());
             }
             script
         }

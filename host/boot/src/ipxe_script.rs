@@ -12,7 +12,11 @@ const UNCONFIGURED: &str = include_str!("../templates/unconfigured.ipxe");
 #[derive(Debug, thiserror::Error)]
 pub enum ScriptError {
     #[error("iPXE template `{name}` for node `{node}` does not exist (looked in {dir})")]
-    MissingTemplate { name: String, node: String, dir: String },
+    MissingTemplate {
+        name: String,
+        node: String,
+        dir: String,
+    },
     #[error("iPXE template `{name}`: {message}")]
     Render { name: String, message: String },
 }
@@ -24,7 +28,9 @@ pub struct IpxeScripts {
 
 impl IpxeScripts {
     pub fn new(site_dir: impl Into<PathBuf>) -> Self {
-        IpxeScripts { site_dir: site_dir.into() }
+        IpxeScripts {
+            site_dir: site_dir.into(),
+        }
     }
 
     fn source(&self, name: &str, node: &str) -> Result<String, ScriptError> {
@@ -45,9 +51,15 @@ impl IpxeScripts {
         let source = self.source(name, node)?;
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        let err = |e: minijinja::Error| ScriptError::Render { name: name.to_string(), message: e.to_string() };
+        let err = |e: minijinja::Error| ScriptError::Render {
+            name: name.to_string(),
+            message: e.to_string(),
+        };
         env.add_template(name, &source).map_err(err)?;
-        let mut script = env.get_template(name).and_then(|t| t.render(ctx)).map_err(err)?;
+        let mut script = env
+            .get_template(name)
+            .and_then(|t| t.render(ctx))
+            .map_err(err)?;
         // Jinja drops the template's final newline; a script is lines, so keep it.
         if source.ends_with('\n') && !script.ends_with('\n') {
             script.push('\n');
@@ -56,7 +68,12 @@ impl IpxeScripts {
     }
 
     /// The script for a known node, as requested through `hwaddr` from `authority`.
-    pub fn for_node(&self, node: &Node, hwaddr: &HwAddr, authority: &str) -> Result<String, ScriptError> {
+    pub fn for_node(
+        &self,
+        node: &Node,
+        hwaddr: &HwAddr,
+        authority: &str,
+    ) -> Result<String, ScriptError> {
         let name = node.ipxe_template.as_deref().unwrap_or("default");
         let ctx = context! {
             id => &node.id,
@@ -76,7 +93,11 @@ impl IpxeScripts {
 
     /// The script for a hardware address no node has.
     pub fn unconfigured(&self, hwaddr: &HwAddr, authority: &str) -> Result<String, ScriptError> {
-        self.render("unconfigured", "(unknown)", context! { hwaddr => hwaddr.to_string(), authority => authority })
+        self.render(
+            "unconfigured",
+            "(unknown)",
+            context! { hwaddr => hwaddr.to_string(), authority => authority },
+        )
     }
 }
 
@@ -95,27 +116,56 @@ mod tests {
     fn default_and_unconfigured_scripts() {
         let scripts = IpxeScripts::new("/nonexistent");
         let mac = HwAddr::parse("AA-BB-CC-DD-EE-01").unwrap_or_else(|e| panic!("{e}"));
-        let script = scripts.for_node(&node(), &mac, "10.0.0.1:9873").unwrap_or_else(|e| panic!("{e}"));
+        let script = scripts
+            .for_node(&node(), &mac, "10.0.0.1:9873")
+            .unwrap_or_else(|e| panic!("{e}"));
         insta::assert_snapshot!(script);
-        insta::assert_snapshot!(scripts.unconfigured(&mac, "10.0.0.1:9873").unwrap_or_default());
+        insta::assert_snapshot!(
+            scripts
+                .unconfigured(&mac, "10.0.0.1:9873")
+                .unwrap_or_default()
+        );
         let mut no_image = node();
         no_image.image = None;
-        let script = scripts.for_node(&no_image, &mac, "10.0.0.1:9873").unwrap_or_default();
+        let script = scripts
+            .for_node(&no_image, &mac, "10.0.0.1:9873")
+            .unwrap_or_default();
         assert!(script.contains("has no image"), "{script}");
     }
 
     #[test]
     fn site_templates_override_and_errors_name_the_template() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(dir.path().join("custom.ipxe"), "#!ipxe\necho {{ id }} {{ nope }}\n").unwrap_or_default();
+        std::fs::write(
+            dir.path().join("custom.ipxe"),
+            "#!ipxe\necho {{ id }} {{ nope }}\n",
+        )
+        .unwrap_or_default();
         let scripts = IpxeScripts::new(dir.path());
         let mac = HwAddr::parse("aa:bb:cc:dd:ee:01").unwrap_or_else(|e| panic!("{e}"));
         let mut node = node();
         node.ipxe_template = Some("custom".into());
-        let error = scripts.for_node(&node, &mac, "h:1").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(error.starts_with("iPXE template `custom`: undefined value"), "{error}");
+        let error = scripts
+            .for_node(&node, &mac, "h:1")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.starts_with("iPXE template `custom`: undefined value"),
+            "{error}"
+        );
         node.ipxe_template = Some("gone".into());
-        let error = scripts.for_node(&node, &mac, "h:1").err().map(|e| e.to_string()).unwrap_or_default();
-        assert_eq!(error, format!("iPXE template `gone` for node `n001` does not exist (looked in {})", dir.path().display()));
+        let error = scripts
+            .for_node(&node, &mac, "h:1")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            error,
+            format!(
+                "iPXE template `gone` for node `n001` does not exist (looked in {})",
+                dir.path().display()
+            )
+        );
     }
 }

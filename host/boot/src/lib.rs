@@ -29,11 +29,18 @@ pub struct BootConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     #[error("cannot listen for {what} on {addr}: {error}")]
-    Bind { what: &'static str, addr: SocketAddr, error: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
     #[error("{0}")]
     Inventory(#[from] wulf_core::inventory::InventoryError),
     #[error("{what} stopped: {error}")]
-    Serve { what: &'static str, error: std::io::Error },
+    Serve {
+        what: &'static str,
+        error: std::io::Error,
+    },
 }
 
 /// The bound sockets, before serving starts (port 0 is resolved here).
@@ -48,21 +55,40 @@ impl BootServer {
     pub async fn bind(config: BootConfig) -> Result<BootServer, BootError> {
         let http = TcpListener::bind(config.http_addr)
             .await
-            .map_err(|error| BootError::Bind { what: "HTTP", addr: config.http_addr, error })?;
+            .map_err(|error| BootError::Bind {
+                what: "HTTP",
+                addr: config.http_addr,
+                error,
+            })?;
         let tftp = match config.tftp_addr {
-            Some(addr) => {
-                Some(UdpSocket::bind(addr).await.map_err(|error| BootError::Bind { what: "TFTP", addr, error })?)
-            }
+            Some(addr) => Some(
+                UdpSocket::bind(addr)
+                    .await
+                    .map_err(|error| BootError::Bind {
+                        what: "TFTP",
+                        addr,
+                        error,
+                    })?,
+            ),
             None => None,
         };
-        let local = http.local_addr().map_err(|error| BootError::Bind { what: "HTTP", addr: config.http_addr, error })?;
+        let local = http.local_addr().map_err(|error| BootError::Bind {
+            what: "HTTP",
+            addr: config.http_addr,
+            error,
+        })?;
         let app = Arc::new(http::AppState {
             index: node_index::NodeIndex::open(&config.state)?,
             scripts: ipxe_script::IpxeScripts::new(config.state.root().join("ipxe")),
             status: status::StatusBoard::default(),
             local,
         });
-        Ok(BootServer { http, tftp, app, tftp_root: config.tftp_root })
+        Ok(BootServer {
+            http,
+            tftp,
+            app,
+            tftp_root: config.tftp_root,
+        })
     }
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
@@ -77,7 +103,8 @@ impl BootServer {
     pub async fn serve(self) -> Result<(), BootError> {
         let app = self.app.clone();
         tokio::spawn(async move {
-            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 let forced = tokio::select! {
@@ -111,7 +138,10 @@ impl BootServer {
                     _ => Err(BootError::Serve { what: "TFTP", error: std::io::Error::other("task ended") }),
                 },
             },
-            None => http.await.map_err(|error| BootError::Serve { what: "HTTP", error }),
+            None => http.await.map_err(|error| BootError::Serve {
+                what: "HTTP",
+                error,
+            }),
         }
     }
 }

@@ -21,9 +21,14 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn build(inventory: &Inventory, generation: u64) -> Snapshot {
-        let mut snapshot = Snapshot { generation, ..Snapshot::default() };
+        let mut snapshot = Snapshot {
+            generation,
+            ..Snapshot::default()
+        };
         for id in inventory.nodes.keys() {
-            let Ok(merged) = inventory.merged(id) else { continue };
+            let Ok(merged) = inventory.merged(id) else {
+                continue;
+            };
             for hwaddr in merged.node.hwaddrs() {
                 if let Ok(hwaddr) = HwAddr::parse(&hwaddr) {
                     snapshot.by_hwaddr.insert(hwaddr, id.clone());
@@ -68,7 +73,9 @@ impl NodeIndex {
     }
 
     fn modified(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.path).and_then(|m| m.modified()).ok()
+        std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// Reloads unconditionally.

@@ -22,10 +22,21 @@ pub struct StatusBoard {
 
 impl StatusBoard {
     pub fn record(&self, node: &str, stage: &str, sent: &str, ipaddr: String) {
-        let last_seen = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let status = NodeStatus { stage: stage.to_string(), sent: sent.to_string(), ipaddr, last_seen };
+        let last_seen = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let status = NodeStatus {
+            stage: stage.to_string(),
+            sent: sent.to_string(),
+            ipaddr,
+            last_seen,
+        };
         // Entries are replaced whole; a poisoned lock still holds a consistent map.
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), status);
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_string(), status);
     }
 
     pub fn all(&self) -> BTreeMap<String, NodeStatus> {

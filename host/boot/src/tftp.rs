@@ -72,11 +72,20 @@ impl TftpRoot {
         if relative.is_empty() || relative.contains(['\0', '\\']) {
             return Err(DENIED);
         }
-        if relative.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        if relative
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
             return Err(DENIED);
         }
-        let root = self.dir.canonicalize().map_err(|_| (ErrorCode::FileNotFound, "file not found"))?;
-        let path = root.join(relative).canonicalize().map_err(|_| (ErrorCode::FileNotFound, "file not found"))?;
+        let root = self
+            .dir
+            .canonicalize()
+            .map_err(|_| (ErrorCode::FileNotFound, "file not found"))?;
+        let path = root
+            .join(relative)
+            .canonicalize()
+            .map_err(|_| (ErrorCode::FileNotFound, "file not found"))?;
         if !path.starts_with(&root) {
             return Err(DENIED);
         }
@@ -97,19 +106,30 @@ pub async fn serve(socket: UdpSocket, root: TftpRoot, options: TftpOptions) -> s
     loop {
         let (len, peer) = socket.recv_from(&mut buf).await?;
         match Packet::parse(&buf[..len]) {
-            Ok(Packet::Read { filename, mode, options: requested }) => {
+            Ok(Packet::Read {
+                filename,
+                mode,
+                options: requested,
+            }) => {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    let _ = socket.send_to(&packet::error(ErrorCode::NotDefined, "server busy"), peer).await;
+                    let _ = socket
+                        .send_to(&packet::error(ErrorCode::NotDefined, "server busy"), peer)
+                        .await;
                     continue;
                 };
                 let root = root.clone();
                 let registry = transfers.clone();
                 let task = tokio::spawn(async move {
                     let _permit = permit;
-                    let result = transfer(local, peer, &root, &filename, &mode, &requested, options).await;
+                    let result =
+                        transfer(local, peer, &root, &filename, &mode, &requested, options).await;
                     match result {
-                        Ok(()) => tracing::debug!(%peer, file = %filename, "tftp transfer complete"),
-                        Err(e) => tracing::info!(%peer, file = %filename, error = %e, "tftp transfer ended"),
+                        Ok(()) => {
+                            tracing::debug!(%peer, file = %filename, "tftp transfer complete")
+                        }
+                        Err(e) => {
+                            tracing::info!(%peer, file = %filename, error = %e, "tftp transfer ended")
+                        }
                     }
                 });
                 let mut active = transfers_lock(&registry);
@@ -119,15 +139,30 @@ pub async fn serve(socket: UdpSocket, root: TftpRoot, options: TftpOptions) -> s
                 active.retain(|_, handle| !handle.is_finished());
             }
             Ok(Packet::Write { .. }) => {
-                let _ = socket.send_to(&packet::error(ErrorCode::AccessViolation, "read-only server"), peer).await;
+                let _ = socket
+                    .send_to(
+                        &packet::error(ErrorCode::AccessViolation, "read-only server"),
+                        peer,
+                    )
+                    .await;
             }
             Ok(Packet::Error { .. }) => {}
             Ok(_) => {
-                let _ = socket.send_to(&packet::error(ErrorCode::IllegalOperation, "expected a read request"), peer).await;
+                let _ = socket
+                    .send_to(
+                        &packet::error(ErrorCode::IllegalOperation, "expected a read request"),
+                        peer,
+                    )
+                    .await;
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "malformed tftp packet");
-                let _ = socket.send_to(&packet::error(ErrorCode::IllegalOperation, "malformed request"), peer).await;
+                let _ = socket
+                    .send_to(
+                        &packet::error(ErrorCode::IllegalOperation, "malformed request"),
+                        peer,
+                    )
+                    .await;
             }
         }
     }
@@ -137,7 +172,9 @@ fn transfers_lock(
     registry: &Mutex<HashMap<SocketAddr, AbortHandle>>,
 ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, AbortHandle>> {
     // A panic while holding this lock cannot leave the map inconsistent (single inserts).
-    registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    registry
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,8 +196,17 @@ struct Negotiated {
     reply: Vec<(&'static str, String)>,
 }
 
-fn negotiate(requested: &std::collections::BTreeMap<String, String>, size: u64, options: TftpOptions) -> Negotiated {
-    let mut n = Negotiated { blksize: 512, windowsize: 1, timeout: options.timeout, reply: Vec::new() };
+fn negotiate(
+    requested: &std::collections::BTreeMap<String, String>,
+    size: u64,
+    options: TftpOptions,
+) -> Negotiated {
+    let mut n = Negotiated {
+        blksize: 512,
+        windowsize: 1,
+        timeout: options.timeout,
+        reply: Vec::new(),
+    };
     let number = |key: &str| requested.get(key).and_then(|v| v.parse::<u64>().ok());
     if let Some(value) = number("blksize").filter(|v| *v >= 8) {
         n.blksize = value.min(u64::from(options.max_blksize)) as usize;
@@ -192,7 +238,12 @@ async fn transfer(
     let socket = UdpSocket::bind(SocketAddr::new(local.ip(), 0)).await?;
     socket.connect(peer).await?;
     if mode != "octet" && mode != "netascii" {
-        return Err(refuse(&socket, ErrorCode::IllegalOperation, "unsupported transfer mode").await);
+        return Err(refuse(
+            &socket,
+            ErrorCode::IllegalOperation,
+            "unsupported transfer mode",
+        )
+        .await);
     }
     let path = match root.resolve(filename) {
         Ok(path) => path,
@@ -213,7 +264,9 @@ async fn transfer(
             match tokio::time::timeout(n.timeout, socket.recv(&mut recv)).await {
                 Ok(received) => match Packet::parse(&recv[..received?]) {
                     Ok(Packet::Ack { block: 0 }) => break,
-                    Ok(Packet::Error { message, .. }) => return Err(TransferError::ClientAborted(message)),
+                    Ok(Packet::Error { message, .. }) => {
+                        return Err(TransferError::ClientAborted(message));
+                    }
                     _ => continue,
                 },
                 Err(_) => {
@@ -253,7 +306,9 @@ async fn transfer(
                             break Some(base - 1 + ahead);
                         }
                     }
-                    Ok(Packet::Error { message, .. }) => return Err(TransferError::ClientAborted(message)),
+                    Ok(Packet::Error { message, .. }) => {
+                        return Err(TransferError::ClientAborted(message));
+                    }
                     _ => {}
                 },
                 Err(_) => break None,
@@ -302,28 +357,59 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(dir.path().join("undionly.kpxe"), b"x").unwrap_or_else(|e| panic!("{e}"));
         std::fs::create_dir(dir.path().join("sub")).unwrap_or_else(|e| panic!("{e}"));
-        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("sub/passwd")).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("sub/passwd"))
+            .unwrap_or_else(|e| panic!("{e}"));
         let root = TftpRoot::new(dir.path());
         assert!(root.resolve("undionly.kpxe").is_ok());
         assert!(root.resolve("/undionly.kpxe").is_ok());
-        for bad in ["../etc/passwd", "sub/../undionly.kpxe", "./undionly.kpxe", "sub//x", "a\\b", "sub/passwd", ""] {
-            assert_eq!(root.resolve(bad).err().map(|e| e.0), Some(ErrorCode::AccessViolation), "{bad:?}");
+        for bad in [
+            "../etc/passwd",
+            "sub/../undionly.kpxe",
+            "./undionly.kpxe",
+            "sub//x",
+            "a\\b",
+            "sub/passwd",
+            "",
+        ] {
+            assert_eq!(
+                root.resolve(bad).err().map(|e| e.0),
+                Some(ErrorCode::AccessViolation),
+                "{bad:?}"
+            );
         }
-        assert_eq!(root.resolve("missing").err().map(|e| e.0), Some(ErrorCode::FileNotFound));
-        assert_eq!(root.resolve("sub").err().map(|e| e.0), Some(ErrorCode::FileNotFound));
+        assert_eq!(
+            root.resolve("missing").err().map(|e| e.0),
+            Some(ErrorCode::FileNotFound)
+        );
+        assert_eq!(
+            root.resolve("sub").err().map(|e| e.0),
+            Some(ErrorCode::FileNotFound)
+        );
     }
 
     #[test]
     fn negotiation_clamps() {
-        let requested = [("blksize", "100000"), ("tsize", "0"), ("windowsize", "500"), ("timeout", "0")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let requested = [
+            ("blksize", "100000"),
+            ("tsize", "0"),
+            ("windowsize", "500"),
+            ("timeout", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let n = negotiate(&requested, 1234, TftpOptions::default());
-        assert_eq!((n.blksize, n.windowsize, n.timeout), (65464, 64, Duration::from_secs(1)));
+        assert_eq!(
+            (n.blksize, n.windowsize, n.timeout),
+            (65464, 64, Duration::from_secs(1))
+        );
         assert_eq!(
             n.reply,
-            vec![("blksize", "65464".to_string()), ("tsize", "1234".to_string()), ("windowsize", "64".to_string())]
+            vec![
+                ("blksize", "65464".to_string()),
+                ("tsize", "1234".to_string()),
+                ("windowsize", "64".to_string())
+            ]
         );
     }
 }

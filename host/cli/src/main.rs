@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     let result =
         context::Context::new(cli.state_dir, cli.config).and_then(|ctx| match cli.command {
             Command::Serve(args) => command::serve::run(&ctx, args),
-        Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
+            Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

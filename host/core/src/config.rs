@@ -206,15 +206,21 @@ impl Config {
             reason: reason.to_string(),
         };
         let mut defaults = Config::defaults(state);
-        let address = |key: &str, value: &Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
-            value
-                .as_deref()
-                .map(|text| {
-                    text.parse::<SocketAddr>()
-                        .map_err(|_| invalid(format!("server.{key}"), format!("{text:?}"), "expected IP:PORT, e.g. 0.0.0.0:9873 or [::]:9873"))
-                })
-                .transpose()
-        };
+        let address =
+            |key: &str, value: &Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+                value
+                    .as_deref()
+                    .map(|text| {
+                        text.parse::<SocketAddr>().map_err(|_| {
+                            invalid(
+                                format!("server.{key}"),
+                                format!("{text:?}"),
+                                "expected IP:PORT, e.g. 0.0.0.0:9873 or [::]:9873",
+                            )
+                        })
+                    })
+                    .transpose()
+            };
         if let Some(addr) = address("http-addr", &raw.server.http_addr)? {
             defaults.server.http_addr = addr;
         }
@@ -328,7 +334,7 @@ limits = { memory-mib = 16 }
         unknown field `speed`, expected one of `dir`, `cache-dir`, `limits`, `backends`
         ");
         insta::assert_snapshot!(parse("[plugin.x.limits]\ntimeout-ms = 0\n").err().unwrap_or_default(), @"/etc/wulf.toml: `plugin.x.limits.timeout-ms` = 0: must be between 1 and 600000");
-        insta::assert_snapshot!(parse("[server]\nhttp-addr = \"localhost\"\n").err().unwrap_or_default(), @"");
+        insta::assert_snapshot!(parse("[server]\nhttp-addr = \"localhost\"\n").err().unwrap_or_default(), @r#"/etc/wulf.toml: `server.http-addr` = "localhost": expected IP:PORT, e.g. 0.0.0.0:9873 or [::]:9873"#);
         insta::assert_snapshot!(parse("[plugin.x]\ngrant-read-dirs = [\"srv\"]\n").err().unwrap_or_default(), @r#"/etc/wulf.toml: `plugin.x.grant-read-dirs` = "srv": must be an absolute path"#);
     }
 }

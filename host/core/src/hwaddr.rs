@@ -13,11 +13,16 @@ pub struct HwAddrError {
 
 impl HwAddr {
     pub fn parse(text: &str) -> Result<HwAddr, HwAddrError> {
-        let err = || HwAddrError { value: text.to_string() };
+        let err = || HwAddrError {
+            value: text.to_string(),
+        };
         let mut bytes = [0u8; 6];
         let mut parts = text.split([':', '-']);
         for byte in &mut bytes {
-            let part = parts.next().filter(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit())).ok_or_else(err)?;
+            let part = parts
+                .next()
+                .filter(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(err)?;
             *byte = u8::from_str_radix(part, 16).map_err(|_| err())?;
         }
         if parts.next().is_some() {
@@ -53,9 +58,20 @@ mod tests {
     fn parses_both_separators_and_any_case() {
         let canonical = "aa:bb:cc:0d:ee:ff";
         for text in ["AA:BB:CC:0D:EE:FF", "aa-bb-cc-0d-ee-ff", canonical] {
-            assert_eq!(HwAddr::parse(text).map(|h| h.to_string()).as_deref(), Ok(canonical));
+            assert_eq!(
+                HwAddr::parse(text).map(|h| h.to_string()).as_deref(),
+                Ok(canonical)
+            );
         }
-        for bad in ["", "aa:bb:cc:dd:ee", "aa:bb:cc:dd:ee:ff:00", "aa:bb:cc:dd:ee:f", "gg:bb:cc:dd:ee:ff", "aabb.ccdd.eeff", "+a:bb:cc:dd:ee:ff"] {
+        for bad in [
+            "",
+            "aa:bb:cc:dd:ee",
+            "aa:bb:cc:dd:ee:ff:00",
+            "aa:bb:cc:dd:ee:f",
+            "gg:bb:cc:dd:ee:ff",
+            "aabb.ccdd.eeff",
+            "+a:bb:cc:dd:ee:ff",
+        ] {
             assert!(HwAddr::parse(bad).is_err(), "{bad}");
         }
     }

@@ -15,8 +15,8 @@ pub mod overlay_file;
 pub mod state_dir;
 
 pub use config::{Config, Limits};
-pub use hwaddr::HwAddr;
 pub use extension::{ExtensionError, ImageTransform, InventoryBackend, OverlayGenerator, Server};
+pub use hwaddr::HwAddr;
 pub use inventory::{Inventory, InventoryStore};
 pub use node::Node;
 pub use overlay_file::{FileContent, OverlayFile};

@@ -23,12 +23,28 @@ pub enum ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     /// A read request: file name, mode, and options (lowercased names).
-    Read { filename: String, mode: String, options: BTreeMap<String, String> },
-    Write { filename: String },
-    Data { block: u16, data: Vec<u8> },
-    Ack { block: u16 },
-    Error { code: u16, message: String },
-    OptionAck { options: BTreeMap<String, String> },
+    Read {
+        filename: String,
+        mode: String,
+        options: BTreeMap<String, String>,
+    },
+    Write {
+        filename: String,
+    },
+    Data {
+        block: u16,
+        data: Vec<u8>,
+    },
+    Ack {
+        block: u16,
+    },
+    Error {
+        code: u16,
+        message: String,
+    },
+    OptionAck {
+        options: BTreeMap<String, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +63,9 @@ fn strings(bytes: &[u8]) -> Result<Vec<String>, PacketError> {
     };
     body.split(|&b| b == 0)
         .map(|field| {
-            std::str::from_utf8(field).map(str::to_string).map_err(|_| PacketError::Malformed("field is not UTF-8"))
+            std::str::from_utf8(field)
+                .map(str::to_string)
+                .map_err(|_| PacketError::Malformed("field is not UTF-8"))
         })
         .collect()
 }
@@ -64,7 +82,9 @@ impl Packet {
             OP_RRQ | OP_WRQ => {
                 let fields = strings(rest)?;
                 if fields.len() < 2 || fields.len() % 2 != 0 {
-                    return Err(PacketError::Malformed("request needs a file name, a mode and option pairs"));
+                    return Err(PacketError::Malformed(
+                        "request needs a file name, a mode and option pairs",
+                    ));
                 }
                 let filename = fields[0].clone();
                 if opcode == OP_WRQ {
@@ -74,17 +94,31 @@ impl Packet {
                     .chunks(2)
                     .map(|pair| (pair[0].to_ascii_lowercase(), pair[1].clone()))
                     .collect();
-                Ok(Packet::Read { filename, mode: fields[1].to_ascii_lowercase(), options })
+                Ok(Packet::Read {
+                    filename,
+                    mode: fields[1].to_ascii_lowercase(),
+                    options,
+                })
             }
-            OP_DATA => Ok(Packet::Data { block: word, data: rest[2..].to_vec() }),
+            OP_DATA => Ok(Packet::Data {
+                block: word,
+                data: rest[2..].to_vec(),
+            }),
             OP_ACK => Ok(Packet::Ack { block: word }),
             OP_ERROR => {
                 let message = rest[2..].split(|&b| b == 0).next().unwrap_or_default();
-                Ok(Packet::Error { code: word, message: String::from_utf8_lossy(message).into_owned() })
+                Ok(Packet::Error {
+                    code: word,
+                    message: String::from_utf8_lossy(message).into_owned(),
+                })
             }
             OP_OACK => {
                 let fields = strings(rest)?;
-                let options = fields.chunks(2).filter(|p| p.len() == 2).map(|p| (p[0].clone(), p[1].clone())).collect();
+                let options = fields
+                    .chunks(2)
+                    .filter(|p| p.len() == 2)
+                    .map(|p| (p[0].clone(), p[1].clone()))
+                    .collect();
                 Ok(Packet::OptionAck { options })
             }
             other => Err(PacketError::Opcode(other)),
@@ -126,25 +160,51 @@ mod tests {
 
     #[test]
     fn parses_requests_with_options() {
-        let raw = b"\x00\x01undionly.kpxe\0octet\0TSIZE\00\0blksize\01468\0";
-        let Ok(Packet::Read { filename, mode, options }) = Packet::parse(raw) else { panic!("not a read") };
-        assert_eq!((filename.as_str(), mode.as_str()), ("undionly.kpxe", "octet"));
+        let raw = b"\x00\x01undionly.kpxe\0octet\0TSIZE\x000\x00blksize\x001468\0";
+        let Ok(Packet::Read {
+            filename,
+            mode,
+            options,
+        }) = Packet::parse(raw)
+        else {
+            panic!("not a read")
+        };
+        assert_eq!(
+            (filename.as_str(), mode.as_str()),
+            ("undionly.kpxe", "octet")
+        );
         assert_eq!(options.get("tsize").map(String::as_str), Some("0"));
         assert_eq!(options.get("blksize").map(String::as_str), Some("1468"));
-        assert_eq!(Packet::parse(b"\x00\x04\x01\x02"), Ok(Packet::Ack { block: 258 }));
+        assert_eq!(
+            Packet::parse(b"\x00\x04\x01\x02"),
+            Ok(Packet::Ack { block: 258 })
+        );
         assert_eq!(
             Packet::parse(b"\x00\x05\x00\x08abort\0"),
-            Ok(Packet::Error { code: 8, message: "abort".into() })
+            Ok(Packet::Error {
+                code: 8,
+                message: "abort".into()
+            })
         );
     }
 
     #[test]
     fn malformed_input_is_an_error_never_a_panic() {
-        for raw in [&b""[..], b"\x00", b"\x00\x01", b"\x00\x01a", b"\x00\x01a\0", b"\x00\x01a\0b", b"\x00\x09abcd", b"\x00\x01\xff\xfe\0octet\0", b"\x00\x01a\0octet\0blksize\0"] {
+        for raw in [
+            &b""[..],
+            b"\x00",
+            b"\x00\x01",
+            b"\x00\x01a",
+            b"\x00\x01a\0",
+            b"\x00\x01a\0b",
+            b"\x00\x09abcd",
+            b"\x00\x01\xff\xfe\0octet\0",
+            b"\x00\x01a\0octet\0blksize\0",
+        ] {
             assert!(Packet::parse(raw).is_err(), "{raw:?}");
         }
         // Every prefix of a valid packet, and random-ish bytes, parse or fail cleanly.
-        let valid = b"\x00\x01file\0octet\0blksize\0512\0tsize\00\0";
+        let valid = b"\x00\x01file\0octet\0blksize\x00512\x00tsize\x000\0";
         for end in 0..valid.len() {
             let _ = Packet::parse(&valid[..end]);
         }

@@ -27,7 +27,11 @@ pub struct ServeArgs {
 
 pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let server = &ctx.config.server;
-    let default_tftp_port = if rustix::process::geteuid().is_root() { 69 } else { 6969 };
+    let default_tftp_port = if rustix::process::geteuid().is_root() {
+        69
+    } else {
+        6969
+    };
     let tftp_addr = args
         .tftp_addr
         .or(server.tftp_addr)
@@ -39,7 +43,9 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         state: ctx.state.clone(),
     };
     std::fs::create_dir_all(ctx.state.root())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let boot = BootServer::bind(config.clone()).await?;
         let http = boot.http_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -70,13 +76,22 @@ fn check_plugins(ctx: &Context) {
             return;
         }
     };
-    let Ok(listings) = registry.list() else { return };
+    let Ok(listings) = registry.list() else {
+        return;
+    };
     for listing in listings.iter().filter(|l| l.enabled) {
-        let loaded = registry.package_of(listing).map_err(|e| e.to_string()).and_then(|package| {
-            runtime.load(&package, &ctx.config.plugins).map_err(|e| e.to_string())
-        });
+        let loaded = registry
+            .package_of(listing)
+            .map_err(|e| e.to_string())
+            .and_then(|package| {
+                runtime
+                    .load(&package, &ctx.config.plugins)
+                    .map_err(|e| e.to_string())
+            });
         match loaded {
-            Ok(plugin) => tracing::info!(plugin = %listing.name, origin = ?plugin.origin, ms = plugin.load_time.as_millis() as u64, "plugin loaded"),
+            Ok(plugin) => {
+                tracing::info!(plugin = %listing.name, origin = ?plugin.origin, ms = plugin.load_time.as_millis() as u64, "plugin loaded")
+            }
             Err(error) => tracing::error!(plugin = %listing.name, %error, "plugin does not load"),
         }
     }
