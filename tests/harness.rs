@@ -141,3 +141,33 @@ impl Wulf {
         std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {path:?}: {e}"));
     }
 }
+
+/// Makes sure a command from a Debian package is there, installing the package with apt-get
+/// when it is not. Fails loudly when it cannot be had: a test never passes by skipping.
+pub fn require_command(command: &str, package: &str) {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let present = || {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {command}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present() {
+        return;
+    }
+    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if present() {
+        return;
+    }
+    let update = Command::new("apt-get").args(["-q", "update"]).output();
+    let install = Command::new("apt-get")
+        .args(["-q", "-y", "--no-install-recommends", "install", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output();
+    assert!(
+        present(),
+        "`{command}` is needed and could not be installed from Debian package `{package}` (apt-get update: {:?}, install: {:?})",
+        update.map(|o| o.status),
+        install.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+    );
+}

@@ -2,3 +2,4 @@
 
 mod cli_plugin;
 mod plugin_runtime;
+mod serve;

@@ -1,0 +1,353 @@
+//! `wulf serve` through the real binary: HTTP with curl, TFTP with curl and with a raw client
+//! of ours for what curl cannot do (the PXE tsize probe, windows, write requests, garbage).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wulf_tests::{Wulf, require_command};
+
+struct Served {
+    child: Child,
+    http: SocketAddr,
+    tftp: SocketAddr,
+    _wulf: Wulf,
+    _root: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const NODES: &str = r#"
+[profiles.default]
+image = "rocky-9"
+kernel = { args = ["quiet"] }
+[nodes.n001]
+profiles = ["default"]
+[nodes.n001.network-devices.default]
+hwaddr = "aa:bb:cc:dd:ee:01"
+[nodes.n001.network-devices.ib]
+hwaddr = "aa:bb:cc:dd:ee:11"
+"#;
+
+/// A deterministic file of `len` bytes.
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn serve() -> Served {
+    let wulf = Wulf::new();
+    wulf.write("nodes.toml", NODES);
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(root.path().join("undionly.kpxe"), payload(300_000))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(root.path().join("exact.bin"), payload(1024)).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(root.path().join("big.bin"), payload(70_000 * 512 + 3))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let root_arg = root.path().display().to_string();
+    let mut child = wulf
+        .command(&[
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--tftp-addr",
+            "127.0.0.1:0",
+            "--tftp-root",
+            &root_arg,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning wulf serve: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let (mut http, mut tftp) = (None, None);
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(rest) = line.strip_prefix("wulf: HTTP on http://") {
+            http = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+        }
+        if let Some(rest) = line.strip_prefix("wulf: TFTP on ") {
+            tftp = rest.split(',').next().and_then(|a| a.parse().ok());
+        }
+        if http.is_some() && tftp.is_some() {
+            break;
+        }
+    }
+    match (http, tftp) {
+        (Some(http), Some(tftp)) => Served {
+            child,
+            http,
+            tftp,
+            _wulf: wulf,
+            _root: root,
+        },
+        _ => panic!("wulf serve did not report its addresses"),
+    }
+}
+
+fn curl(args: &[&str]) -> (u32, String) {
+    require_command("curl", "curl");
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn http_serves_scripts_by_any_interface_and_tracks_status() {
+    let s = serve();
+    let url = |path: &str| format!("http://{}{path}", s.http);
+    let (code, script) = curl(&[&url("/ipxe/AA-BB-CC-DD-EE-11")]);
+    assert_eq!(code, 200);
+    assert!(
+        script.starts_with("#!ipxe\necho wulf: n001 (aa:bb:cc:dd:ee:11) image rocky-9"),
+        "{script}"
+    );
+    assert!(script.contains("wwid=aa:bb:cc:dd:ee:11 quiet"), "{script}");
+    assert!(
+        script.contains(&format!("set base http://{}", s.http)),
+        "{script}"
+    );
+
+    let (code, script) = curl(&[&url("/ipxe/aa:bb:cc:dd:ee:99")]);
+    assert_eq!(code, 200);
+    assert!(script.contains("not a known node"), "{script}");
+    let (code, body) = curl(&[&url("/ipxe/not-a-mac")]);
+    assert_eq!(
+        (code, body.trim()),
+        (
+            400,
+            "\"not-a-mac\" is not a MAC address; expected six hex pairs like aa:bb:cc:dd:ee:ff"
+        )
+    );
+    assert_eq!(curl(&[&url("/ipxe/../../etc/passwd")]).0, 404);
+    assert_eq!(curl(&[&url("/nothing")]).0, 404);
+
+    let (code, status) = curl(&[&url("/status")]);
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+    assert_eq!(status["nodes"]["n001"]["stage"], "ipxe");
+    assert_eq!(status["nodes"]["n001"]["ipaddr"], "127.0.0.1");
+    assert!(
+        status["nodes"].get("aa:bb:cc:dd:ee:99").is_none(),
+        "unknown machines are not nodes"
+    );
+}
+
+#[test]
+fn inventory_edits_are_picked_up_while_serving() {
+    let s = serve();
+    let url = format!("http://{}/ipxe/aa:bb:cc:dd:ee:02", s.http);
+    assert!(curl(&[&url]).1.contains("not a known node"));
+    let edited =
+        format!("{NODES}\n[nodes.n002.network-devices.default]\nhwaddr = \"aa:bb:cc:dd:ee:02\"\n");
+    s._wulf.write("nodes.toml", &edited);
+    let started = Instant::now();
+    while !curl(&[&url]).1.contains("echo wulf: n002") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the edit was never served"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn tftp_serves_real_clients() {
+    let s = serve();
+    for blksize in ["512", "1468", "8192"] {
+        let out = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+        let path = out.path().display().to_string();
+        let url = format!("tftp://{}/undionly.kpxe", s.tftp);
+        require_command("curl", "curl");
+        let status = Command::new("curl")
+            .args(["-s", "--tftp-blksize", blksize, "-o", &path, &url])
+            .status()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(status.success(), "curl tftp blksize {blksize}: {status}");
+        assert_eq!(
+            std::fs::read(out.path()).unwrap_or_default(),
+            payload(300_000),
+            "blksize {blksize}"
+        );
+    }
+    let missing = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", &format!("tftp://{}/nope", s.tftp)])
+        .status();
+    assert_eq!(
+        missing.ok().and_then(|s| s.code()),
+        Some(68),
+        "curl's code for TFTP file not found"
+    );
+}
+
+/// A minimal TFTP client speaking raw packets.
+struct Raw {
+    socket: UdpSocket,
+    server: SocketAddr,
+}
+
+impl Raw {
+    fn new(server: SocketAddr) -> Raw {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Raw { socket, server }
+    }
+
+    fn request(&self, opcode: u8, name: &str, options: &[(&str, &str)]) {
+        let mut packet = vec![0, opcode];
+        for field in [name, "octet"]
+            .into_iter()
+            .chain(options.iter().flat_map(|(k, v)| [*k, *v]))
+        {
+            packet.extend_from_slice(field.as_bytes());
+            packet.push(0);
+        }
+        self.socket
+            .send_to(&packet, self.server)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn recv(&self) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0u8; 70_000];
+        let (len, from) = self
+            .socket
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no answer: {e}"));
+        buf.truncate(len);
+        (buf, from)
+    }
+
+    fn send(&self, to: SocketAddr, packet: &[u8]) {
+        self.socket
+            .send_to(packet, to)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Reads a whole file after the request was sent; ACKs every `window`-th block (and the
+    /// last), and acknowledges the first block twice to check duplicates cause no resend storm.
+    fn download(&self, window: usize, first: Option<(Vec<u8>, SocketAddr)>) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut expected: u16 = 1;
+        let mut pending = first;
+        let mut blksize = 512;
+        let mut since_ack = 0;
+        loop {
+            let (packet, from) = pending.take().unwrap_or_else(|| self.recv());
+            match packet[1] {
+                6 => {
+                    let fields: Vec<&[u8]> = packet[2..].split(|b| *b == 0).collect();
+                    if let Some(i) = fields.iter().position(|f| *f == b"blksize") {
+                        blksize = std::str::from_utf8(fields[i + 1])
+                            .ok()
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(512);
+                    }
+                    self.send(from, &[0, 4, 0, 0]);
+                }
+                3 => {
+                    let block = u16::from_be_bytes([packet[2], packet[3]]);
+                    assert_eq!(block, expected, "blocks arrive in order on loopback");
+                    data.extend_from_slice(&packet[4..]);
+                    let last = packet.len() - 4 < blksize;
+                    since_ack += 1;
+                    if last || since_ack == window {
+                        let ack = [0, 4, packet[2], packet[3]];
+                        self.send(from, &ack);
+                        if block == 1 {
+                            self.send(from, &ack);
+                        }
+                        since_ack = 0;
+                    }
+                    if last {
+                        return data;
+                    }
+                    expected = expected.wrapping_add(1);
+                }
+                other => panic!("unexpected packet type {other}: {packet:?}"),
+            }
+        }
+    }
+}
+
+fn error_code(packet: &[u8]) -> Option<u16> {
+    (packet.len() >= 4 && packet[1] == 5).then(|| u16::from_be_bytes([packet[2], packet[3]]))
+}
+
+#[test]
+fn tftp_pxe_probe_then_abort_then_retry() {
+    let s = serve();
+    let client = Raw::new(s.tftp);
+    client.request(1, "undionly.kpxe", &[("tsize", "0"), ("blksize", "1456")]);
+    let (oack, from) = client.recv();
+    assert_eq!(&oack[..2], &[0, 6]);
+    let text = String::from_utf8_lossy(&oack[2..]).replace('\0', " ");
+    assert_eq!(text.trim(), "blksize 1456 tsize 300000");
+    // The ROM learned the size; it aborts and asks again from the same port.
+    client.send(from, b"\x00\x05\x00\x08size probe\0");
+    client.request(1, "undionly.kpxe", &[("tsize", "0"), ("blksize", "1456")]);
+    assert_eq!(client.download(1, None), payload(300_000));
+}
+
+#[test]
+fn tftp_windows_wraparound_and_exact_multiples() {
+    let s = serve();
+    for window in ["4", "16"] {
+        let client = Raw::new(s.tftp);
+        client.request(
+            1,
+            "undionly.kpxe",
+            &[("blksize", "1468"), ("windowsize", window)],
+        );
+        assert_eq!(
+            client.download(window.parse().unwrap_or(1), None),
+            payload(300_000),
+            "window {window}"
+        );
+    }
+    // 1024 bytes in 512-byte blocks: the transfer ends with an empty block.
+    let client = Raw::new(s.tftp);
+    client.request(1, "exact.bin", &[]);
+    assert_eq!(client.download(1, None), payload(1024));
+    // More than 65535 blocks of 512 bytes: block numbers wrap around.
+    let client = Raw::new(s.tftp);
+    client.request(1, "big.bin", &[("windowsize", "16")]);
+    assert_eq!(client.download(16, None).len(), 70_000 * 512 + 3);
+}
+
+#[test]
+fn tftp_refuses_writes_traversal_and_garbage() {
+    let s = serve();
+    let client = Raw::new(s.tftp);
+    client.request(2, "undionly.kpxe", &[]);
+    assert_eq!(error_code(&client.recv().0), Some(2), "write request");
+    for name in ["../etc/passwd", "/../../etc/passwd", "a/./b", "a\\b"] {
+        client.request(1, name, &[]);
+        assert_eq!(error_code(&client.recv().0), Some(2), "{name}");
+    }
+    client.request(1, "missing.efi", &[]);
+    assert_eq!(error_code(&client.recv().0), Some(1));
+    for garbage in [
+        &b"\x00"[..],
+        b"\x00\x01",
+        b"\x00\x09xyz\0",
+        b"\x00\x01no-mode",
+        b"\xff\xff\xff\xff",
+    ] {
+        client.send(s.tftp, garbage);
+        assert_eq!(error_code(&client.recv().0), Some(4), "{garbage:?}");
+    }
+    // Still serving.
+    client.request(1, "exact.bin", &[]);
+    assert_eq!(client.download(1, None), payload(1024));
+}
