@@ -90,10 +90,17 @@ pub use bindings::overlay::wulf::plugin::types::{
 /// This plugin's configuration: the `[config]` table of its `plugin.toml`, overlaid with the
 /// site configuration, deserialized into `T`.
 ///
-/// ```ignore
-/// #[derive(serde::Deserialize, Default)]
-/// struct Config { domain: Option<String> }
+/// ```
+/// # fn main() -> Result<(), wulf_sdk::PluginError> {
+/// #[derive(serde::Deserialize)]
+/// struct Config {
+///     domain: Option<String>,
+/// }
+/// # wulf_sdk::testing::set_config(serde_json::json!({ "domain": "hpc.example" }));
 /// let config: Config = wulf_sdk::config()?;
+/// assert_eq!(config.domain.as_deref(), Some("hpc.example"));
+/// # Ok(())
+/// # }
 /// ```
 pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, PluginError> {
     let text = raw_config();
@@ -124,3 +131,8 @@ impl Tag {
 pub fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
     tags.iter().find(|t| t.key == key).map(|t| t.value.as_str())
 }
+
+/// The README's examples, compiled and run as doctests so they never rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

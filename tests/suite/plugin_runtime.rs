@@ -392,3 +392,28 @@ fn an_image_transform_streams_entries() {
         FileContent::Regular(b"rocky-9 dropped 1\n".to_vec())
     );
 }
+
+/// Released WIT versions are frozen: a change to `wit/v0.1` breaks every plugin built against
+/// it. Additive changes go into a new version folder.
+#[test]
+fn released_wit_is_frozen() {
+    let dir = workspace().join("wit/v0.1");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    let mut listing = String::new();
+    for name in names {
+        let text = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+        let lines = text.lines().count();
+        let sum = text.bytes().fold(0u64, |h, b| {
+            h.wrapping_mul(1_099_511_628_211).wrapping_add(u64::from(b))
+        });
+        listing.push_str(&format!("{name} {lines} lines {sum:016x}\n"));
+    }
+    insta::assert_snapshot!(listing, @"
+    types.wit 177 lines 6bd6e8853e25901f
+    worlds.wit 89 lines 050d4a71c80a3532
+    ");
+}

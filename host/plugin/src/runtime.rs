@@ -227,6 +227,12 @@ impl LoadedPlugin {
         store: &Store<HostState>,
         outcome: wasmtime::Result<Result<T, wit::PluginError>>,
     ) -> Result<T, ExtensionError> {
+        if outcome.is_ok() {
+            let stderr = store.data().stderr_text();
+            if !stderr.is_empty() {
+                tracing::info!(plugin = self.name(), stderr, "plugin wrote to stderr");
+            }
+        }
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(ExtensionError::Guest {
