@@ -1,4 +1,6 @@
 //! One module per top-level command.
 
+pub mod node;
+pub mod node_fields;
 pub mod plugin;
 pub mod serve;

@@ -42,6 +42,12 @@ struct Cli {
 enum Command {
     /// Run the provisioning host: HTTP (iPXE scripts, status) and TFTP (iPXE binaries)
     Serve(command::serve::ServeArgs),
+    /// Manage nodes
+    #[command(subcommand, visible_alias = "nodes")]
+    Node(command::node::NodeCommand),
+    /// Manage profiles: shared settings nodes inherit, in order
+    #[command(subcommand, visible_alias = "profiles")]
+    Profile(command::node::ProfileCommand),
     /// Manage plugins: overlay generators, inventory backends, image transforms
     #[command(subcommand)]
     Plugin(command::plugin::PluginCommand),
@@ -53,6 +59,8 @@ fn main() -> ExitCode {
     let result =
         context::Context::new(cli.state_dir, cli.config).and_then(|ctx| match cli.command {
             Command::Serve(args) => command::serve::run(&ctx, args),
+            Command::Node(cmd) => command::node::run_node(&ctx, cmd),
+            Command::Profile(cmd) => command::node::run_profile(&ctx, cmd),
             Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
         });
     match result {

@@ -29,6 +29,8 @@ pub enum InventoryError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Invalid(#[from] crate::validation::ValidationError),
 }
 
 /// Every node and profile, unmerged.
@@ -104,8 +106,8 @@ impl InventoryStore {
         })
     }
 
-    /// Applies `edit` under the write lock and stores the result atomically. Nothing is written
-    /// when `edit` fails.
+    /// Applies `edit` under the write lock, validates the result and stores it atomically.
+    /// Nothing is written when `edit` fails or the result is invalid.
     pub fn update<R, E: From<InventoryError>>(
         &self,
         edit: impl FnOnce(&mut Inventory) -> Result<R, E>,
@@ -116,6 +118,14 @@ impl InventoryStore {
         })?;
         let mut inventory = self.load()?;
         let result = edit(&mut inventory)?;
+        for (id, node) in inventory
+            .nodes
+            .iter_mut()
+            .chain(inventory.profiles.iter_mut())
+        {
+            node.id = id.clone();
+        }
+        crate::validation::validate(&inventory).map_err(|e| E::from(InventoryError::from(e)))?;
         write_atomic(&self.path, inventory.to_toml().as_bytes()).map_err(|source| {
             InventoryError::Write {
                 path: self.path.clone(),

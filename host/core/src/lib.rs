@@ -7,12 +7,14 @@
 pub mod atomic_file;
 pub mod config;
 pub mod extension;
+pub mod hostlist;
 pub mod hwaddr;
 pub mod inventory;
 pub mod merge;
 pub mod node;
 pub mod overlay_file;
 pub mod state_dir;
+pub mod validation;
 
 pub use config::{Config, Limits};
 pub use extension::{ExtensionError, ImageTransform, InventoryBackend, OverlayGenerator, Server};

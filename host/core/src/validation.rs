@@ -1,0 +1,268 @@
+//! Checks an inventory before it is written: names, addresses, references, and addresses that
+//! two nodes claim at once. Every error names the record, the field and the value.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::hwaddr::HwAddr;
+use crate::inventory::Inventory;
+use crate::merge::merge;
+use crate::node::Node;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{record}: `{field}` = {value:?}: {reason}")]
+pub struct ValidationError {
+    /// `node `n001`` or `profile `default``.
+    pub record: String,
+    pub field: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Names of nodes, profiles and networks: Warewulf's characters, no leading punctuation.
+pub fn valid_name(name: &str) -> bool {
+    name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+}
+
+const NAME_RULE: &str =
+    "use letters, digits, `.`, `_`, `:` and `-` (at most 63), starting with a letter or digit";
+
+struct Checker<'a> {
+    record: String,
+    inventory: &'a Inventory,
+}
+
+impl Checker<'_> {
+    fn fail(
+        &self,
+        field: impl Into<String>,
+        value: &str,
+        reason: impl Into<String>,
+    ) -> ValidationError {
+        ValidationError {
+            record: self.record.clone(),
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn check<T>(
+        &self,
+        field: &str,
+        value: &Option<String>,
+        parse: impl Fn(&str) -> Option<T>,
+        what: &str,
+    ) -> Result<(), ValidationError> {
+        match value {
+            Some(text) if parse(text).is_none() => Err(self.fail(field, text, what)),
+            _ => Ok(()),
+        }
+    }
+
+    fn record(&self, id: &str, node: &Node) -> Result<(), ValidationError> {
+        if !valid_name(id) {
+            return Err(self.fail("name", id, NAME_RULE));
+        }
+        for profile in &node.profiles {
+            let name = profile.strip_prefix('~').unwrap_or(profile);
+            if !self.inventory.profiles.contains_key(name) {
+                return Err(self.fail(
+                    "profiles",
+                    profile,
+                    format!("profile `{name}` does not exist (see `wulf profile list`)"),
+                ));
+            }
+        }
+        let ipv4 = |s: &str| s.parse::<Ipv4Addr>().ok();
+        let ipv6 = |s: &str| s.parse::<Ipv6Addr>().ok();
+        let mask = |s: &str| {
+            let bits = u32::from(s.parse::<Ipv4Addr>().ok()?);
+            (bits.leading_ones() + bits.trailing_zeros() == 32).then_some(())
+        };
+        for (net, dev) in &node.network_devices {
+            let field = |name: &str| format!("network-devices.{net}.{name}");
+            if !valid_name(net) {
+                return Err(self.fail(format!("network-devices.{net}"), net, NAME_RULE));
+            }
+            self.check(
+                &field("hwaddr"),
+                &dev.hwaddr,
+                |s| HwAddr::parse(s).ok(),
+                "not a MAC address; expected six hex pairs like aa:bb:cc:dd:ee:ff",
+            )?;
+            self.check(&field("ipaddr"), &dev.ipaddr, ipv4, "not an IPv4 address")?;
+            self.check(
+                &field("netmask"),
+                &dev.netmask,
+                mask,
+                "not a netmask like 255.255.255.0",
+            )?;
+            self.check(&field("gateway"), &dev.gateway, ipv4, "not an IPv4 address")?;
+            self.check(&field("ipaddr6"), &dev.ipaddr6, ipv6, "not an IPv6 address")?;
+            self.check(
+                &field("gateway6"),
+                &dev.gateway6,
+                ipv6,
+                "not an IPv6 address",
+            )?;
+            if let Some(len) = dev.prefixlen6.filter(|l| *l > 128) {
+                return Err(self.fail(
+                    field("prefixlen6"),
+                    &len.to_string(),
+                    "an IPv6 prefix is 0 to 128 bits",
+                ));
+            }
+            if let Some(mtu) = dev.mtu.filter(|m| !(68..=65535).contains(m)) {
+                return Err(self.fail(field("mtu"), &mtu.to_string(), "an MTU is 68 to 65535"));
+            }
+        }
+        self.check(
+            "ipmi.ipaddr",
+            &node.ipmi.ipaddr,
+            ipv4,
+            "not an IPv4 address",
+        )?;
+        self.check(
+            "ipmi.gateway",
+            &node.ipmi.gateway,
+            ipv4,
+            "not an IPv4 address",
+        )?;
+        self.check(
+            "ipmi.netmask",
+            &node.ipmi.netmask,
+            mask,
+            "not a netmask like 255.255.255.0",
+        )?;
+        if let Some(key) = node.tags.keys().find(|k| k.is_empty()) {
+            return Err(self.fail("tags", key, "a tag needs a name"));
+        }
+        Ok(())
+    }
+}
+
+/// Checks every record, then that no hardware or IP address belongs to two nodes.
+pub fn validate(inventory: &Inventory) -> Result<(), ValidationError> {
+    for (id, profile) in &inventory.profiles {
+        Checker {
+            record: format!("profile `{id}`"),
+            inventory,
+        }
+        .record(id, profile)?;
+        if profile.discoverable.is_some() || profile.asset_key.is_some() {
+            let field = if profile.discoverable.is_some() {
+                "discoverable"
+            } else {
+                "asset-key"
+            };
+            return Err(Checker {
+                record: format!("profile `{id}`"),
+                inventory,
+            }
+            .fail(field, "set", "belongs on nodes only"));
+        }
+    }
+    let mut hwaddrs: HashMap<HwAddr, &str> = HashMap::new();
+    let mut ips: HashMap<String, (&str, String)> = HashMap::new();
+    for (id, node) in &inventory.nodes {
+        let checker = Checker {
+            record: format!("node `{id}`"),
+            inventory,
+        };
+        checker.record(id, node)?;
+        let merged = merge(node, &inventory.profiles).node;
+        for (net, dev) in &merged.network_devices {
+            if let Some(hwaddr) = dev.hwaddr.as_deref().and_then(|h| HwAddr::parse(h).ok())
+                && let Some(other) = hwaddrs.insert(hwaddr, id)
+                && other != id
+            {
+                return Err(checker.fail(
+                    format!("network-devices.{net}.hwaddr"),
+                    &hwaddr.to_string(),
+                    format!("node `{other}` has this address too"),
+                ));
+            }
+            if let Some(ip) = &dev.ipaddr {
+                let field = format!("network-devices.{net}.ipaddr");
+                if let Some((other, _)) = ips
+                    .insert(ip.clone(), (id, field.clone()))
+                    .filter(|(other, _)| *other != id)
+                {
+                    return Err(checker.fail(
+                        field,
+                        ip,
+                        format!("node `{other}` has this address too"),
+                    ));
+                }
+            }
+        }
+        if let Some(ip) = &merged.ipmi.ipaddr
+            && let Some((other, _)) = ips
+                .insert(ip.clone(), (id, "ipmi.ipaddr".into()))
+                .filter(|(other, _)| *other != id)
+        {
+            return Err(checker.fail(
+                "ipmi.ipaddr",
+                ip,
+                format!("node `{other}` has this address too"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::NetDevice;
+
+    fn inventory(text: &str) -> Inventory {
+        Inventory::from_toml(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn error(text: &str) -> String {
+        validate(&inventory(text))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn accepts_a_sound_inventory() {
+        let mut inv = inventory("[profiles.default]\n[nodes.n1]\nprofiles = [\"default\"]\n");
+        inv.nodes.get_mut("n1").map(|n| {
+            n.network_devices.insert(
+                "default".into(),
+                NetDevice {
+                    hwaddr: Some("AA-bb-cc-dd-ee-01".into()),
+                    ipaddr: Some("10.0.0.1".into()),
+                    netmask: Some("255.255.0.0".into()),
+                    ..NetDevice::default()
+                },
+            )
+        });
+        assert_eq!(validate(&inv), Ok(()));
+    }
+
+    #[test]
+    fn errors_name_record_field_and_value() {
+        insta::assert_snapshot!(error("[nodes.n1.network-devices.default]\nhwaddr = \"aa:bb\"\n"), @"");
+        insta::assert_snapshot!(error("[nodes.n1.network-devices.default]\nipaddr = \"10.0.0.300\"\n"), @"");
+        insta::assert_snapshot!(error("[nodes.n1.network-devices.default]\nnetmask = \"255.0.255.0\"\n"), @"");
+        insta::assert_snapshot!(error("[nodes.n1.network-devices.default]\nprefixlen6 = 129\n"), @"");
+        insta::assert_snapshot!(error("[nodes.n1]\nprofiles = [\"gpu\"]\n"), @"");
+        insta::assert_snapshot!(error("[nodes.\"n 1\"]\n"), @"");
+        insta::assert_snapshot!(error("[nodes.n1.ipmi]\nipaddr = \"bmc1\"\n"), @"");
+        insta::assert_snapshot!(error("[profiles.p]\ndiscoverable = true\n"), @"");
+        insta::assert_snapshot!(error("[nodes.n1.network-devices.a]\nhwaddr = \"aa:bb:cc:dd:ee:01\"\n[nodes.n2.network-devices.b]\nhwaddr = \"AA:BB:CC:DD:EE:01\"\n"), @"");
+        insta::assert_snapshot!(error("[nodes.n1.network-devices.a]\nipaddr = \"10.0.0.1\"\n[nodes.n2.ipmi]\nipaddr = \"10.0.0.1\"\n"), @"");
+    }
+}
