@@ -1,0 +1,164 @@
+//! `wulf node ...` and `wulf profile ...` through the real binary.
+
+use std::process::Stdio;
+
+use wulf_tests::Wulf;
+
+#[test]
+fn add_set_list_show_delete() {
+    let wulf = Wulf::new();
+    wulf.ok(&["profile", "add", "default", "-O", "wwinit,hostname", "-A", "quiet", "--netmask", "255.255.255.0"]);
+    insta::assert_snapshot!(wulf.ok(&["node", "add", "n[001-003]", "--ipaddr", "10.0.0.1", "--ipmiaddr", "10.1.0.10"]), @"added 3 node(s): n001 .. n003");
+    wulf.ok(&["node", "set", "n002", "--hwaddr", "AA-BB-CC-DD-EE-02", "--tagadd", "rack=r1,role=gpu", "-N", "eth0"]);
+    wulf.ok(&["node", "set", "n00[1-3]", "--cluster", "c1"]);
+    insta::assert_snapshot!(wulf.ok(&["node", "list"]), @"
+    NODE NAME  PROFILES  NETWORK
+    n001       default   10.0.0.1
+    n002       default   10.0.0.2
+    n003       default   10.0.0.3
+    ");
+    insta::assert_snapshot!(wulf.ok(&["node", "list", "--net", "n002"]), @"
+    NODE NAME  NETWORK  HWADDR             IPADDR    GATEWAY  DEVICE
+    n002       default  aa:bb:cc:dd:ee:02  10.0.0.2  --       eth0
+    ");
+    insta::assert_snapshot!(wulf.ok(&["node", "list", "--ipmi"]), @"
+    NODE NAME  IPMI IPADDR  IPMI PORT  IPMI USERNAME  IPMI INTERFACE
+    n001       10.1.0.10    --         --             --
+    n002       10.1.0.11    --         --             --
+    n003       10.1.0.12    --         --             --
+    ");
+    insta::assert_snapshot!(wulf.ok(&["node", "show", "n002"]), @r#"
+    # node n002 (profiles applied: default)
+    profiles = ["default"]
+    cluster = "c1"
+    system-overlays = ["wwinit", "hostname"]
+
+    [kernel]
+    args = ["quiet"]
+
+    [network-devices.default]
+    device = "eth0"
+    hwaddr = "aa:bb:cc:dd:ee:02"
+    ipaddr = "10.0.0.2"
+    netmask = "255.255.255.0"
+
+    [ipmi]
+    ipaddr = "10.1.0.11"
+
+    [tags]
+    rack = "r1"
+    role = "gpu"
+    "#);
+    let json: serde_json::Value = serde_json::from_str(&wulf.ok(&["node", "list", "--json"])).unwrap_or_default();
+    assert_eq!(json["n002"]["network-devices"]["default"]["hwaddr"], "aa:bb:cc:dd:ee:02");
+    assert_eq!(json["n003"]["cluster"], "c1");
+
+    wulf.ok(&["node", "set", "n002", "--tagdel", "role", "--ipmiaddr", "UNSET"]);
+    let shown: serde_json::Value = serde_json::from_str(&wulf.ok(&["node", "show", "n002", "--json"])).unwrap_or_default();
+    assert_eq!(shown["tags"], serde_json::json!({"rack": "r1"}));
+    assert!(shown["ipmi"].get("ipaddr").is_none(), "{shown}");
+
+    insta::assert_snapshot!(wulf.ok(&["node", "delete", "n003", "--yes"]), @"deleted 1 node(s): n003");
+    insta::assert_snapshot!(wulf.ok(&["profile", "list"]), @"
+    PROFILE NAME  PROFILES  NETWORK
+    default       --        --
+    ");
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let wulf = Wulf::new();
+    wulf.ok(&["profile", "add", "default"]);
+    wulf.ok(&["node", "add", "n1", "--hwaddr", "aa:bb:cc:dd:ee:01", "--ipaddr", "10.0.0.1"]);
+    let before = std::fs::read(wulf.path().join("nodes.toml")).unwrap_or_default();
+    let errors: Vec<String> = [
+        &["node", "add", "n2", "--hwaddr", "aa:bb:cc:dd:ee"][..],
+        &["node", "add", "n2", "--hwaddr", "AA:BB:CC:DD:EE:01"],
+        &["node", "add", "n2", "--ipaddr", "10.0.0.1"],
+        &["node", "add", "n2", "--ipaddr", "10.0.0.256"],
+        &["node", "add", "n2", "--netmask", "255.0.255.0"],
+        &["node", "add", "n2", "--mtu", "big"],
+        &["node", "add", "n2", "--profile", "gpu"],
+        &["node", "add", "bad name"],
+        &["node", "add", "n[5-"],
+        &["node", "add", "n1"],
+        &["node", "set", "n9", "--image", "x"],
+        &["node", "set"],
+        &["node", "add", "n2", "--tagadd", "novalue"],
+        &["node", "delete", "n1"],
+        &["profile", "delete", "default", "--yes"],
+        &["profile", "add", "p", "--discoverable", "true"],
+    ]
+    .iter()
+    .map(|args| wulf.fails(args))
+    .collect();
+    insta::assert_snapshot!(errors.join(""), @r#"
+    error: node `n2`: `network-devices.default.hwaddr` = "aa:bb:cc:dd:ee": not a MAC address; expected six hex pairs like aa:bb:cc:dd:ee:ff
+    error: node `n2`: `network-devices.default.hwaddr` = "aa:bb:cc:dd:ee:01": node `n1` has this address too
+    error: node `n2`: `network-devices.default.ipaddr` = "10.0.0.1": node `n1` has this address too
+    error: --ipaddr "10.0.0.256": not an IPv4 address
+    error: node `n2`: `network-devices.default.netmask` = "255.0.255.0": not a netmask like 255.255.255.0
+    error: --mtu "big": not a number
+    error: node `n2`: `profiles` = "gpu": profile `gpu` does not exist (see `wulf profile list`)
+    error: node `bad name`: `name` = "bad name": use letters, digits, `.`, `_`, `:` and `-` (at most 63), starting with a letter or digit
+    error: hostlist "n[5-": `[` is never closed
+    error: node `n1` already exists (change it with `wulf node set`)
+    error: node `n9` does not exist (add it with `wulf node add`)
+    error: which nodes? name them (hostlists work) or pass --all
+    error: --tagadd "novalue": expected key=value
+    error: deleting 1 node(s) needs confirmation: pass --yes
+    error: profile `default` is used by n1; take it off them first
+    error: unexpected argument '--discoverable' found
+
+      tip: to pass '--discoverable' as a value, use '-- --discoverable'
+
+    Usage: wulf profile add <NAMES>...
+
+    For more information, try '--help'.
+    "#);
+    assert_eq!(std::fs::read(wulf.path().join("nodes.toml")).unwrap_or_default(), before, "nothing was written");
+}
+
+/// Many `wulf node set` processes at once, each adding its own tag: every edit survives.
+#[test]
+fn concurrent_edits_are_never_lost() {
+    let wulf = Wulf::new();
+    wulf.ok(&["node", "add", "n1"]);
+    let children: Vec<_> = (0..24)
+        .map(|i| {
+            wulf.command(&["node", "set", "n1", "--tagadd", &format!("k{i}=v{i}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let shown: serde_json::Value = serde_json::from_str(&wulf.ok(&["node", "show", "n1", "--json"])).unwrap_or_default();
+    let tags = shown["tags"].as_object().map(|t| t.len()).unwrap_or(0);
+    assert_eq!(tags, 24, "{shown}");
+}
+
+/// A writer killed at any moment leaves the old file or the new one, never a torn one.
+#[test]
+fn a_killed_writer_never_leaves_a_broken_inventory() {
+    let wulf = Wulf::new();
+    wulf.ok(&["node", "add", "n[0001-2000]", "--ipaddr", "10.0.0.1"]);
+    for round in 0..20 {
+        let mut child = wulf
+            .command(&["node", "set", "--all", "--comment", &format!("round {round}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::thread::sleep(std::time::Duration::from_millis(5 + round * 3));
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = std::fs::read_to_string(wulf.path().join("nodes.toml")).unwrap_or_default();
+        let inventory = wulf_core::Inventory::from_toml(&text).unwrap_or_else(|e| panic!("round {round}: torn inventory: {e}"));
+        assert_eq!(inventory.nodes.len(), 2000, "round {round}");
+    }
+}
