@@ -7,9 +7,29 @@ use wulf_tests::Wulf;
 #[test]
 fn add_set_list_show_delete() {
     let wulf = Wulf::new();
-    wulf.ok(&["profile", "add", "default", "-O", "wwinit,hostname", "-A", "quiet", "--netmask", "255.255.255.0"]);
+    wulf.ok(&[
+        "profile",
+        "add",
+        "default",
+        "-O",
+        "wwinit,hostname",
+        "-A",
+        "quiet",
+        "--netmask",
+        "255.255.255.0",
+    ]);
     insta::assert_snapshot!(wulf.ok(&["node", "add", "n[001-003]", "--ipaddr", "10.0.0.1", "--ipmiaddr", "10.1.0.10"]), @"added 3 node(s): n001 .. n003");
-    wulf.ok(&["node", "set", "n002", "--hwaddr", "AA-BB-CC-DD-EE-02", "--tagadd", "rack=r1,role=gpu", "-N", "eth0"]);
+    wulf.ok(&[
+        "node",
+        "set",
+        "n002",
+        "--hwaddr",
+        "AA-BB-CC-DD-EE-02",
+        "--tagadd",
+        "rack=r1,role=gpu",
+        "-N",
+        "eth0",
+    ]);
     wulf.ok(&["node", "set", "n00[1-3]", "--cluster", "c1"]);
     insta::assert_snapshot!(wulf.ok(&["node", "list"]), @"
     NODE NAME  PROFILES  NETWORK
@@ -49,12 +69,25 @@ fn add_set_list_show_delete() {
     rack = "r1"
     role = "gpu"
     "#);
-    let json: serde_json::Value = serde_json::from_str(&wulf.ok(&["node", "list", "--json"])).unwrap_or_default();
-    assert_eq!(json["n002"]["network-devices"]["default"]["hwaddr"], "aa:bb:cc:dd:ee:02");
+    let json: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["node", "list", "--json"])).unwrap_or_default();
+    assert_eq!(
+        json["n002"]["network-devices"]["default"]["hwaddr"],
+        "aa:bb:cc:dd:ee:02"
+    );
     assert_eq!(json["n003"]["cluster"], "c1");
 
-    wulf.ok(&["node", "set", "n002", "--tagdel", "role", "--ipmiaddr", "UNSET"]);
-    let shown: serde_json::Value = serde_json::from_str(&wulf.ok(&["node", "show", "n002", "--json"])).unwrap_or_default();
+    wulf.ok(&[
+        "node",
+        "set",
+        "n002",
+        "--tagdel",
+        "role",
+        "--ipmiaddr",
+        "UNSET",
+    ]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["node", "show", "n002", "--json"])).unwrap_or_default();
     assert_eq!(shown["tags"], serde_json::json!({"rack": "r1"}));
     assert!(shown["ipmi"].get("ipaddr").is_none(), "{shown}");
 
@@ -69,7 +102,15 @@ fn add_set_list_show_delete() {
 fn bad_input_changes_nothing() {
     let wulf = Wulf::new();
     wulf.ok(&["profile", "add", "default"]);
-    wulf.ok(&["node", "add", "n1", "--hwaddr", "aa:bb:cc:dd:ee:01", "--ipaddr", "10.0.0.1"]);
+    wulf.ok(&[
+        "node",
+        "add",
+        "n1",
+        "--hwaddr",
+        "aa:bb:cc:dd:ee:01",
+        "--ipaddr",
+        "10.0.0.1",
+    ]);
     let before = std::fs::read(wulf.path().join("nodes.toml")).unwrap_or_default();
     let errors: Vec<String> = [
         &["node", "add", "n2", "--hwaddr", "aa:bb:cc:dd:ee"][..],
@@ -116,7 +157,11 @@ fn bad_input_changes_nothing() {
 
     For more information, try '--help'.
     "#);
-    assert_eq!(std::fs::read(wulf.path().join("nodes.toml")).unwrap_or_default(), before, "nothing was written");
+    assert_eq!(
+        std::fs::read(wulf.path().join("nodes.toml")).unwrap_or_default(),
+        before,
+        "nothing was written"
+    );
 }
 
 /// Many `wulf node set` processes at once, each adding its own tag: every edit survives.
@@ -135,9 +180,14 @@ fn concurrent_edits_are_never_lost() {
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let shown: serde_json::Value = serde_json::from_str(&wulf.ok(&["node", "show", "n1", "--json"])).unwrap_or_default();
+    let shown: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["node", "show", "n1", "--json"])).unwrap_or_default();
     let tags = shown["tags"].as_object().map(|t| t.len()).unwrap_or(0);
     assert_eq!(tags, 24, "{shown}");
 }
@@ -149,7 +199,13 @@ fn a_killed_writer_never_leaves_a_broken_inventory() {
     wulf.ok(&["node", "add", "n[0001-2000]", "--ipaddr", "10.0.0.1"]);
     for round in 0..20 {
         let mut child = wulf
-            .command(&["node", "set", "--all", "--comment", &format!("round {round}")])
+            .command(&[
+                "node",
+                "set",
+                "--all",
+                "--comment",
+                &format!("round {round}"),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -158,7 +214,91 @@ fn a_killed_writer_never_leaves_a_broken_inventory() {
         let _ = child.kill();
         let _ = child.wait();
         let text = std::fs::read_to_string(wulf.path().join("nodes.toml")).unwrap_or_default();
-        let inventory = wulf_core::Inventory::from_toml(&text).unwrap_or_else(|e| panic!("round {round}: torn inventory: {e}"));
+        let inventory = wulf_core::Inventory::from_toml(&text)
+            .unwrap_or_else(|e| panic!("round {round}: torn inventory: {e}"));
         assert_eq!(inventory.nodes.len(), 2000, "round {round}");
     }
+}
+
+/// A node defined only in a CSV file, served by the first-party `csv-inventory` backend
+/// through a granted directory, is listed, shown, and found by MAC by the boot server.
+#[test]
+fn nodes_from_the_csv_backend() {
+    let wulf = Wulf::new();
+    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = data.path().display().to_string();
+    std::fs::write(
+        data.path().join("nodes.csv"),
+        "id,hwaddr,ipaddr,profiles\nc001,AA-BB-CC-00-00-01,10.9.0.1,default\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let package = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let manifest =
+        std::fs::read_to_string(wulf_tests::workspace().join("plugins/csv-inventory/plugin.toml"))
+            .unwrap_or_default()
+            .replace("/etc/wulf/inventory", &dir);
+    std::fs::write(package.path().join("plugin.toml"), manifest).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(
+        wulf_tests::fixture_wasm("wulf-plugin-csv-inventory"),
+        package.path().join("plugin.wasm"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    wulf.write(
+        "wulf.toml",
+        &format!("[plugins]\nbackends = [\"csv-inventory\"]\n[plugin.csv-inventory]\ngrant-read-dirs = [\"{dir}\"]\n"),
+    );
+    wulf.ok(&["plugin", "install", &package.path().display().to_string()]);
+    wulf.ok(&["profile", "add", "default", "--image", "rocky-9"]);
+    wulf.ok(&["node", "add", "n1", "--hwaddr", "aa:bb:cc:00:00:99"]);
+
+    insta::assert_snapshot!(wulf.ok(&["node", "list"]), @"
+    NODE NAME  PROFILES  NETWORK
+    c001       default   10.9.0.1
+    n1         default   --
+    ");
+    let shown: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["node", "show", "c001", "--json"])).unwrap_or_default();
+    assert_eq!(
+        shown["image"], "rocky-9",
+        "merged with the built-in profile: {shown}"
+    );
+    insta::assert_snapshot!(wulf.ok(&["plugin", "test", "csv-inventory"]), @"
+    NODE  HWADDRS            PROFILES
+    c001  aa:bb:cc:00:00:01  default
+    ");
+
+    // The boot server finds it by MAC.
+    let mut child = wulf
+        .command(&["serve", "--http-addr", "127.0.0.1:0", "--no-tftp"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let http = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("wulf: HTTP on http://")
+                .and_then(|r| r.split_whitespace().next().map(str::to_string))
+        })
+        .unwrap_or_default();
+    let script = std::process::Command::new("curl")
+        .args(["-s", &format!("http://{http}/ipxe/aa-bb-cc-00-00-01")])
+        .output();
+    let _ = child.kill();
+    let _ = child.wait();
+    let script =
+        String::from_utf8_lossy(&script.map(|o| o.stdout).unwrap_or_default()).into_owned();
+    assert!(
+        script.starts_with("#!ipxe\necho wulf: c001 (aa:bb:cc:00:00:01) image rocky-9"),
+        "{script}"
+    );
+
+    // Without the grant, the backend fails loudly instead of silently serving nothing.
+    wulf.write("wulf.toml", "[plugins]\nbackends = [\"csv-inventory\"]\n");
+    let error = wulf.fails(&["node", "list"]);
+    assert!(
+        error.contains("asks to read") && error.contains("does not grant"),
+        "{error}"
+    );
 }

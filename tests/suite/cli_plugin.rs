@@ -29,9 +29,10 @@ ipaddr = "10.0.0.1"
 fn install_list_test_and_remove() {
     let wulf = Wulf::new();
     wulf.write("nodes.toml", NODES);
-    insta::assert_snapshot!(wulf.ok(&["plugin", "list"]), @r"
-     NAME      VERSION  WORLD              SOURCE    STATUS
-     hostname  0.1.0    overlay-generator  embedded  enabled
+    insta::assert_snapshot!(wulf.ok(&["plugin", "list"]), @"
+    NAME           VERSION  WORLD              SOURCE    STATUS
+    csv-inventory  0.1.0    inventory-backend  embedded  enabled
+    hostname       0.1.0    overlay-generator  embedded  enabled
     ");
     insta::assert_snapshot!(wulf.ok(&["plugin", "test", "hostname", "--node", "n001"]), @r"
     /etc/hostname 0644 0:0 5 file
@@ -50,8 +51,9 @@ fn install_list_test_and_remove() {
     );
     let list = wulf.redact(&wulf.ok(&["plugin", "list"]));
     insta::assert_snapshot!(list, @"
-    NAME      VERSION  WORLD              SOURCE                            STATUS
-    hostname  0.1.0    overlay-generator  [STATE]/plugins/hostname  enabled (overrides embedded)
+    NAME           VERSION  WORLD              SOURCE                            STATUS
+    csv-inventory  0.1.0    inventory-backend  embedded                          enabled
+    hostname       0.1.0    overlay-generator  [STATE]/plugins/hostname  enabled (overrides embedded)
     ");
 
     // A bare component, named on the command line, configured by the site.
@@ -98,9 +100,10 @@ fn install_list_test_and_remove() {
     the embedded `hostname` is in use again
     ");
     wulf.ok(&["plugin", "remove", "echo"]);
-    insta::assert_snapshot!(wulf.ok(&["plugin", "list"]), @r"
-     NAME      VERSION  WORLD              SOURCE    STATUS
-     hostname  0.1.0    overlay-generator  embedded  enabled
+    insta::assert_snapshot!(wulf.ok(&["plugin", "list"]), @"
+    NAME           VERSION  WORLD              SOURCE    STATUS
+    csv-inventory  0.1.0    inventory-backend  embedded  enabled
+    hostname       0.1.0    overlay-generator  embedded  enabled
     ");
 }
 
@@ -151,10 +154,17 @@ fn bad_installs_change_nothing() {
     insta::assert_snapshot!(wulf.fails(&["plugin", "remove", "hostname"]), @"error: plugin `hostname` is built into wulf and cannot be removed; `wulf plugin disable hostname` turns it off");
     insta::assert_snapshot!(wulf.fails(&["plugin", "show", "nope"]), @"error: no plugin named `nope` (see `wulf plugin list`)");
     assert!(!wulf.path().join("plugins/old-api").exists());
-    assert_eq!(
-        wulf.ok(&["plugin", "list"]).lines().count(),
-        2,
-        "only the embedded plugin is listed"
+    let listed: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["plugin", "list", "--json"])).unwrap_or_default();
+    let sources: Vec<&str> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["source"].as_str())
+        .collect();
+    assert!(
+        sources.iter().all(|s| *s == "embedded"),
+        "nothing was installed: {sources:?}"
     );
 }
 

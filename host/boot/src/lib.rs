@@ -14,16 +14,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use wulf_core::StateDir;
+use wulf_core::{InventoryBackend, StateDir};
 
 /// Where to listen and what to serve.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BootConfig {
     pub http_addr: SocketAddr,
     /// `None` turns TFTP off.
     pub tftp_addr: Option<SocketAddr>,
     pub tftp_root: PathBuf,
     pub state: StateDir,
+    /// Inventory backend plugins, consulted after the built-in store.
+    pub backends: Vec<Arc<dyn InventoryBackend>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +79,18 @@ impl BootServer {
             addr: config.http_addr,
             error,
         })?;
+        // Backend plugins run blocking calls (WASI inside them blocks too): keep them off the
+        // async workers.
+        let (state, backends) = (config.state.clone(), config.backends.clone());
+        let index =
+            tokio::task::spawn_blocking(move || node_index::NodeIndex::open(&state, backends))
+                .await
+                .map_err(|error| BootError::Serve {
+                    what: "inventory load",
+                    error: std::io::Error::other(error),
+                })??;
         let app = Arc::new(http::AppState {
-            index: node_index::NodeIndex::open(&config.state)?,
+            index,
             scripts: ipxe_script::IpxeScripts::new(config.state.root().join("ipxe")),
             status: status::StatusBoard::default(),
             local,

@@ -1,12 +1,15 @@
 //! The boot server's view of the inventory: merged nodes by hardware address, reloaded when
-//! the inventory file changes (a CLI edit) or on SIGHUP, swapped in whole so a request sees
-//! one consistent snapshot.
+//! the inventory file changes (a CLI edit), every half minute when backend plugins serve nodes
+//! too, and on SIGHUP; swapped in whole so a request sees one consistent snapshot.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use wulf_core::{HwAddr, Inventory, InventoryStore, Node, StateDir};
+use wulf_core::{HwAddr, Inventory, InventoryBackend, InventoryStore, Node, StateDir};
+
+/// How often nodes from backend plugins are fetched again.
+const BACKEND_REFRESH: Duration = Duration::from_secs(30);
 
 /// One consistent snapshot.
 #[derive(Debug, Default)]
@@ -48,25 +51,40 @@ impl Snapshot {
 pub struct NodeIndex {
     store: InventoryStore,
     path: std::path::PathBuf,
-    current: RwLock<(Option<SystemTime>, Arc<Snapshot>)>,
+    backends: Vec<Arc<dyn InventoryBackend>>,
+    current: RwLock<Loaded>,
+}
+
+struct Loaded {
+    modified: Option<SystemTime>,
+    at: Instant,
+    snapshot: Arc<Snapshot>,
 }
 
 impl NodeIndex {
-    pub fn open(state: &StateDir) -> Result<NodeIndex, wulf_core::inventory::InventoryError> {
+    pub fn open(
+        state: &StateDir,
+        backends: Vec<Arc<dyn InventoryBackend>>,
+    ) -> Result<NodeIndex, wulf_core::inventory::InventoryError> {
         let index = NodeIndex {
             store: InventoryStore::new(state),
             path: state.nodes_file(),
-            current: RwLock::new((None, Arc::new(Snapshot::default()))),
+            backends,
+            current: RwLock::new(Loaded {
+                modified: None,
+                at: Instant::now(),
+                snapshot: Arc::new(Snapshot::default()),
+            }),
         };
         index.reload()?;
         Ok(index)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.read().1.clone()
+        self.read().snapshot.clone()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, (Option<SystemTime>, Arc<Snapshot>)> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
         // Writers replace the whole value in one assignment, so a poisoned lock still holds
         // a complete snapshot.
         self.current.read().unwrap_or_else(|p| p.into_inner())
@@ -81,20 +99,39 @@ impl NodeIndex {
     /// Reloads unconditionally.
     pub fn reload(&self) -> Result<(), wulf_core::inventory::InventoryError> {
         let modified = self.modified();
-        let inventory = self.store.load()?;
-        let generation = self.read().1.generation + 1;
+        let mut inventory = self.store.load()?;
+        for backend in &self.backends {
+            match inventory.absorb(backend.as_ref()) {
+                Ok(shadowed) => {
+                    for name in shadowed {
+                        tracing::warn!(backend = backend.name(), record = %name, "the built-in inventory already defines it; the backend's is ignored");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(backend = backend.name(), error = %e, "inventory backend failed; serving without its nodes")
+                }
+            }
+        }
+        let generation = self.read().snapshot.generation + 1;
         let snapshot = Arc::new(Snapshot::build(&inventory, generation));
         tracing::info!(nodes = snapshot.nodes.len(), generation, "inventory loaded");
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (modified, snapshot);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Loaded {
+            modified,
+            at: Instant::now(),
+            snapshot,
+        };
         Ok(())
     }
 
     /// Reloads if the inventory file changed since the last load. A broken file keeps the
     /// last good snapshot in service.
     pub fn refresh(&self) {
-        if self.modified() != self.read().0
-            && let Err(e) = self.reload()
-        {
+        let stale = {
+            let loaded = self.read();
+            self.modified() != loaded.modified
+                || (!self.backends.is_empty() && loaded.at.elapsed() >= BACKEND_REFRESH)
+        };
+        if stale && let Err(e) = self.reload() {
             tracing::error!(error = %e, "inventory reload failed; still serving the previous one");
         }
     }

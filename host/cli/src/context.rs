@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use wulf_core::{Config, StateDir};
-use wulf_plugin::{Registry, Runtime};
+use std::sync::Arc;
+
+use wulf_core::{Config, Inventory, InventoryBackend, InventoryStore, StateDir};
+use wulf_plugin::{Registry, Runtime, WasmInventoryBackend};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -52,6 +54,39 @@ impl Context {
 
     pub fn runtime(&self) -> anyhow::Result<Runtime> {
         Ok(Runtime::new(self.config.plugins.cache_dir.join("plugins"))?)
+    }
+
+    /// The inventory backend plugins of the site configuration, in order, loaded.
+    pub fn backends(&self) -> anyhow::Result<Vec<Arc<dyn InventoryBackend>>> {
+        if self.config.plugins.backends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let registry = self.registry();
+        let runtime = self.runtime()?;
+        self.config
+            .plugins
+            .backends
+            .iter()
+            .map(|name| {
+                let package = registry.package(name)?;
+                let plugin = Arc::new(runtime.load(&package, &self.config.plugins)?);
+                let backend = WasmInventoryBackend::new(plugin).with_context(|| {
+                    format!("plugin `{name}` in plugins.backends is not an inventory backend")
+                })?;
+                Ok(Arc::new(backend) as Arc<dyn InventoryBackend>)
+            })
+            .collect()
+    }
+
+    /// The built-in inventory with every backend's nodes and profiles added.
+    pub fn inventory(&self) -> anyhow::Result<Inventory> {
+        let mut inventory = InventoryStore::new(&self.state).load()?;
+        for backend in self.backends()? {
+            for name in inventory.absorb(backend.as_ref())? {
+                tracing::warn!(backend = backend.name(), record = %name, "the built-in inventory already defines it; the backend's is ignored");
+            }
+        }
+        Ok(inventory)
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file::{WriteLock, write_atomic};
+use crate::extension::{ExtensionError, InventoryBackend};
 use crate::merge::{Merged, merge};
 use crate::node::Node;
 use crate::state_dir::StateDir;
@@ -61,6 +62,28 @@ impl Inventory {
         // Serializing plain maps of our own records cannot fail; an empty string would only
         // come from a serde bug, and is refused by `save` rather than written.
         toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Adds the nodes and profiles an inventory backend serves. The built-in store wins: a
+    /// record it already has is skipped, and its name returned so the caller can warn.
+    pub fn absorb(
+        &mut self,
+        backend: &dyn InventoryBackend,
+    ) -> Result<Vec<String>, ExtensionError> {
+        let mut shadowed = Vec::new();
+        for (records, incoming) in [
+            (&mut self.profiles, backend.list_profiles()?),
+            (&mut self.nodes, backend.list_nodes()?),
+        ] {
+            for node in incoming {
+                if records.contains_key(&node.id) {
+                    shadowed.push(node.id);
+                } else {
+                    records.insert(node.id.clone(), node);
+                }
+            }
+        }
+        Ok(shadowed)
     }
 
     /// A node merged with its profiles.
@@ -133,6 +156,54 @@ impl InventoryStore {
             }
         })?;
         Ok(result)
+    }
+}
+
+/// The built-in store, as the first inventory backend.
+impl InventoryBackend for InventoryStore {
+    fn name(&self) -> &str {
+        "toml"
+    }
+
+    fn list_nodes(&self) -> Result<Vec<Node>, ExtensionError> {
+        Ok(self
+            .load()
+            .map_err(|e| self.failure(e))?
+            .nodes
+            .into_values()
+            .collect())
+    }
+
+    fn list_profiles(&self) -> Result<Vec<Node>, ExtensionError> {
+        Ok(self
+            .load()
+            .map_err(|e| self.failure(e))?
+            .profiles
+            .into_values()
+            .collect())
+    }
+
+    fn lookup_hwaddr(&self, hwaddr: &str) -> Result<Option<Node>, ExtensionError> {
+        let wanted = crate::hwaddr::HwAddr::parse(hwaddr).ok();
+        Ok(self.list_nodes()?.into_iter().find(|n| {
+            n.hwaddrs()
+                .any(|h| crate::hwaddr::HwAddr::parse(&h).ok() == wanted && wanted.is_some())
+        }))
+    }
+
+    /// Discovery assigns addresses to nodes marked discoverable; the boot server does that
+    /// through `update`, not through this trait.
+    fn accept_discovered(&self, _hwaddr: &str) -> Result<Option<Node>, ExtensionError> {
+        Ok(None)
+    }
+}
+
+impl InventoryStore {
+    fn failure(&self, error: InventoryError) -> ExtensionError {
+        ExtensionError::Host {
+            plugin: "toml".into(),
+            message: error.to_string(),
+        }
     }
 }
 

@@ -254,15 +254,15 @@ mod tests {
 
     #[test]
     fn errors_name_record_field_and_value() {
-        insta::assert_snapshot!(error("[nodes.n1.network-devices.default]\nhwaddr = \"aa:bb\"\n"), @"");
-        insta::assert_snapshot!(error("[nodes.n1.network-devices.default]\nipaddr = \"10.0.0.300\"\n"), @"");
-        insta::assert_snapshot!(error("[nodes.n1.network-devices.default]\nnetmask = \"255.0.255.0\"\n"), @"");
-        insta::assert_snapshot!(error("[nodes.n1.network-devices.default]\nprefixlen6 = 129\n"), @"");
-        insta::assert_snapshot!(error("[nodes.n1]\nprofiles = [\"gpu\"]\n"), @"");
-        insta::assert_snapshot!(error("[nodes.\"n 1\"]\n"), @"");
-        insta::assert_snapshot!(error("[nodes.n1.ipmi]\nipaddr = \"bmc1\"\n"), @"");
-        insta::assert_snapshot!(error("[profiles.p]\ndiscoverable = true\n"), @"");
-        insta::assert_snapshot!(error("[nodes.n1.network-devices.a]\nhwaddr = \"aa:bb:cc:dd:ee:01\"\n[nodes.n2.network-devices.b]\nhwaddr = \"AA:BB:CC:DD:EE:01\"\n"), @"");
-        insta::assert_snapshot!(error("[nodes.n1.network-devices.a]\nipaddr = \"10.0.0.1\"\n[nodes.n2.ipmi]\nipaddr = \"10.0.0.1\"\n"), @"");
+        insta::assert_snapshot!(error("[nodes.n1.network-devices.default]\nhwaddr = \"aa:bb\"\n"), @r#"node `n1`: `network-devices.default.hwaddr` = "aa:bb": not a MAC address; expected six hex pairs like aa:bb:cc:dd:ee:ff"#);
+        insta::assert_snapshot!(error("[nodes.n1.network-devices.default]\nipaddr = \"10.0.0.300\"\n"), @r#"node `n1`: `network-devices.default.ipaddr` = "10.0.0.300": not an IPv4 address"#);
+        insta::assert_snapshot!(error("[nodes.n1.network-devices.default]\nnetmask = \"255.0.255.0\"\n"), @r#"node `n1`: `network-devices.default.netmask` = "255.0.255.0": not a netmask like 255.255.255.0"#);
+        insta::assert_snapshot!(error("[nodes.n1.network-devices.default]\nprefixlen6 = 129\n"), @r#"node `n1`: `network-devices.default.prefixlen6` = "129": an IPv6 prefix is 0 to 128 bits"#);
+        insta::assert_snapshot!(error("[nodes.n1]\nprofiles = [\"gpu\"]\n"), @r#"node `n1`: `profiles` = "gpu": profile `gpu` does not exist (see `wulf profile list`)"#);
+        insta::assert_snapshot!(error("[nodes.\"n 1\"]\n"), @r#"node `n 1`: `name` = "n 1": use letters, digits, `.`, `_`, `:` and `-` (at most 63), starting with a letter or digit"#);
+        insta::assert_snapshot!(error("[nodes.n1.ipmi]\nipaddr = \"bmc1\"\n"), @r#"node `n1`: `ipmi.ipaddr` = "bmc1": not an IPv4 address"#);
+        insta::assert_snapshot!(error("[profiles.p]\ndiscoverable = true\n"), @r#"profile `p`: `discoverable` = "set": belongs on nodes only"#);
+        insta::assert_snapshot!(error("[nodes.n1.network-devices.a]\nhwaddr = \"aa:bb:cc:dd:ee:01\"\n[nodes.n2.network-devices.b]\nhwaddr = \"AA:BB:CC:DD:EE:01\"\n"), @r#"node `n2`: `network-devices.b.hwaddr` = "aa:bb:cc:dd:ee:01": node `n1` has this address too"#);
+        insta::assert_snapshot!(error("[nodes.n1.network-devices.a]\nipaddr = \"10.0.0.1\"\n[nodes.n2.ipmi]\nipaddr = \"10.0.0.1\"\n"), @r#"node `n2`: `ipmi.ipaddr` = "10.0.0.1": node `n1` has this address too"#);
     }
 }

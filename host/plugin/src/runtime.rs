@@ -211,7 +211,8 @@ impl LoadedPlugin {
         Ok(store)
     }
 
-    /// Runs one call in a fresh store and sorts out its failure modes.
+    /// Runs one call in a fresh store and sorts out its failure modes. Blocking: async callers
+    /// use `spawn_blocking` (WASI's synchronous bindings refuse to run on an async worker).
     pub(crate) fn call<T>(
         &self,
         call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<T, wit::PluginError>>,

@@ -344,7 +344,7 @@ fn record_json(node: &Node) -> serde_json::Value {
 }
 
 fn list(ctx: &Context, kind: Kind, args: &ListArgs) -> anyhow::Result<()> {
-    let inventory = store(ctx).load()?;
+    let inventory = ctx.inventory()?;
     let wanted = expand_all(&args.patterns)?;
     let merged: Vec<Node> = kind
         .records(&inventory)
@@ -461,7 +461,7 @@ fn list(ctx: &Context, kind: Kind, args: &ListArgs) -> anyhow::Result<()> {
 }
 
 fn show(ctx: &Context, kind: Kind, name: &str, json: bool) -> anyhow::Result<()> {
-    let inventory = store(ctx).load()?;
+    let inventory = ctx.inventory()?;
     let record = kind
         .records(&inventory)
         .get(name)

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use wulf_core::node::{NetDevice, Node};
+use wulf_core::node::Node;
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct FieldArgs {
@@ -249,7 +249,7 @@ impl FieldArgs {
         let dev = node
             .network_devices
             .entry(self.netname.clone())
-            .or_insert_with(NetDevice::default);
+            .or_default();
         text(&mut dev.device_type, &self.net_type);
         if let Some(onboot) = self.onboot {
             dev.onboot = Some(onboot);

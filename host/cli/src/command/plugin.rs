@@ -7,9 +7,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::json;
-use wulf_core::{
-    FileContent, InventoryBackend, InventoryStore, OverlayFile, OverlayGenerator, Server,
-};
+use wulf_core::{FileContent, InventoryBackend, OverlayFile, OverlayGenerator, Server};
 use wulf_plugin::{Listing, Origin, WasmInventoryBackend, WasmOverlayGenerator, World};
 
 use crate::context::Context;
@@ -261,7 +259,7 @@ fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Re
                 node.context("which node? pass --node <id> (see the nodes in nodes.toml)")?;
             let generator =
                 WasmOverlayGenerator::new(plugin).context("not an overlay generator")?;
-            let inventory = InventoryStore::new(&ctx.state).load()?;
+            let inventory = ctx.inventory()?;
             let merged = inventory.merged(node_id)?;
             let all: Vec<_> = inventory
                 .nodes

@@ -1,6 +1,7 @@
 //! `wulf serve`: the provisioning host (HTTP, TFTP) on the site configuration, or on built-in
 //! defaults when there is none.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -41,6 +42,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         tftp_addr: (server.tftp && !args.no_tftp).then_some(tftp_addr),
         tftp_root: args.tftp_root.unwrap_or_else(|| server.tftp_root.clone()),
         state: ctx.state.clone(),
+        backends: ctx.backends()?,
     };
     std::fs::create_dir_all(ctx.state.root())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -48,13 +50,15 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let boot = BootServer::bind(config.clone()).await?;
+        // Startup lines for people and scripts; a closed stdout must not stop the server.
+        let mut out = std::io::stdout();
         let http = boot.http_addr().map(|a| a.to_string()).unwrap_or_default();
-        println!("wulf: state in {}", ctx.state.root().display());
-        println!("wulf: HTTP on http://{http} (iPXE scripts at /ipxe/<mac>, status at /status)");
-        match boot.tftp_addr() {
-            Some(tftp) => println!("wulf: TFTP on {tftp}, serving {}", config.tftp_root.display()),
-            None => println!("wulf: TFTP off"),
-        }
+        let _ = writeln!(out, "wulf: state in {}", ctx.state.root().display());
+        let _ = writeln!(out, "wulf: HTTP on http://{http} (iPXE scripts at /ipxe/<mac>, status at /status)");
+        let _ = match boot.tftp_addr() {
+            Some(tftp) => writeln!(out, "wulf: TFTP on {tftp}, serving {}", config.tftp_root.display()),
+            None => writeln!(out, "wulf: TFTP off"),
+        };
         if !config.tftp_root.is_dir() && config.tftp_addr.is_some() {
             tracing::warn!(dir = %config.tftp_root.display(), "the TFTP root does not exist (install Debian's `ipxe` package or set server.tftp-root)");
         }

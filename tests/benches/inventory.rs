@@ -1,0 +1,105 @@
+//! Inventory load + merge of 10,000 nodes with 5 profiles each, and lookup by MAC, against the
+//! baseline of parsing the same TOML into a plain table in the same run.
+//!
+//! Run with `cargo bench -p wulf-tests --bench inventory`. Targets (issue: inventory): full
+//! load and merge under 200 ms, MAC lookup under 1 µs after load.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use wulf_boot::node_index::Snapshot;
+use wulf_core::{HwAddr, Inventory};
+
+fn inventory_toml(nodes: usize) -> String {
+    let mut text = String::new();
+    for p in 0..5 {
+        text.push_str(&format!(
+            "[profiles.p{p}]\nsystem-overlays = [\"o{p}\"]\nkernel = {{ args = [\"a{p}\"] }}\ntags = {{ t{p} = \"v\" }}\n[profiles.p{p}.network-devices.default]\nnetmask = \"255.255.0.0\"\nmtu = {}\n\n",
+            1500 + p
+        ));
+    }
+    for n in 0..nodes {
+        text.push_str(&format!(
+            "[nodes.n{n:05}]\nprofiles = [\"p0\", \"p1\", \"p2\", \"p3\", \"p4\"]\nimage = \"rocky-9\"\n[nodes.n{n:05}.network-devices.default]\nhwaddr = \"02:00:00:{:02x}:{:02x}:{:02x}\"\nipaddr = \"10.{}.{}.{}\"\n[nodes.n{n:05}.ipmi]\nipaddr = \"10.200.{}.{}\"\n\n",
+            (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff, 1 + (n >> 16), (n >> 8) & 0xff, n & 0xff, n >> 8, n & 0xff
+        ));
+    }
+    text
+}
+
+fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn main() {
+    let nodes = 10_000;
+    let text = inventory_toml(nodes);
+    let baseline = best_of(5, || {
+        black_box(text.parse::<toml::Table>().unwrap_or_default());
+    });
+    let parse = best_of(5, || {
+        black_box(Inventory::from_toml(&text).unwrap_or_default());
+    });
+    let inventory = Inventory::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+    let load_merge = best_of(5, || {
+        let inventory = Inventory::from_toml(&text).unwrap_or_default();
+        black_box(Snapshot::build(&inventory, 1));
+    });
+    let validate = best_of(5, || {
+        black_box(wulf_core::validation::validate(&inventory).is_ok());
+    });
+    let snapshot = Snapshot::build(&inventory, 1);
+    assert_eq!(snapshot.nodes.len(), nodes);
+    let macs: Vec<HwAddr> = (0..nodes)
+        .map(|n| {
+            HwAddr::parse(&format!(
+                "02:00:00:{:02x}:{:02x}:{:02x}",
+                (n >> 16) & 0xff,
+                (n >> 8) & 0xff,
+                n & 0xff
+            ))
+            .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    let lookups = 1_000_000;
+    let started = Instant::now();
+    for i in 0..lookups {
+        black_box(snapshot.lookup(black_box(&macs[i % nodes])));
+    }
+    let lookup = started.elapsed() / lookups as u32;
+
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "inventory: {nodes} nodes x 5 profiles, {} KiB of TOML",
+        text.len() / 1024
+    );
+    println!(
+        "  parse into a plain TOML table (baseline) {:>8.1} ms",
+        ms(baseline)
+    );
+    println!(
+        "  parse into wulf records                  {:>8.1} ms   ratio {:.2}x baseline",
+        ms(parse),
+        parse.as_secs_f64() / baseline.as_secs_f64()
+    );
+    println!(
+        "  load + merge + MAC index                 {:>8.1} ms   ratio {:.2}x baseline (target < 200 ms)",
+        ms(load_merge),
+        load_merge.as_secs_f64() / baseline.as_secs_f64()
+    );
+    println!(
+        "  validate (every write does this)         {:>8.1} ms",
+        ms(validate)
+    );
+    println!(
+        "  MAC lookup after load                    {:>8.3} µs (target < 1 µs)",
+        lookup.as_secs_f64() * 1e6
+    );
+}
