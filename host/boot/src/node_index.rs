@@ -28,16 +28,14 @@ impl Snapshot {
             generation,
             ..Snapshot::default()
         };
-        for id in inventory.nodes.keys() {
-            let Ok(merged) = inventory.merged(id) else {
-                continue;
-            };
-            for hwaddr in merged.node.hwaddrs() {
-                if let Ok(hwaddr) = HwAddr::parse(&hwaddr) {
+        for merged in wulf_core::merge::merge_all(inventory.nodes.values(), &inventory.profiles) {
+            let id = merged.node.id.clone();
+            for device in merged.node.network_devices.values() {
+                if let Some(hwaddr) = device.hwaddr.as_deref().and_then(|h| HwAddr::parse(h).ok()) {
                     snapshot.by_hwaddr.insert(hwaddr, id.clone());
                 }
             }
-            snapshot.nodes.insert(id.clone(), Arc::new(merged.node));
+            snapshot.nodes.insert(id, Arc::new(merged.node));
         }
         snapshot
     }

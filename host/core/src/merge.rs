@@ -5,7 +5,7 @@
 //! the later non-empty value wins and the node wins last. Lists append. Maps merge per key.
 //! `comment` is never inherited; `profiles` stays the node's own list.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::node::{Disk, Filesystem, Ipmi, Kernel, NetDevice, Node, Partition};
 
@@ -21,20 +21,53 @@ pub struct Merged {
 
 /// Merges `node` with the profiles it names, looked up in `profiles`.
 pub fn merge(node: &Node, profiles: &BTreeMap<String, Node>) -> Merged {
+    finish(node, &base(&node.profiles, profiles))
+}
+
+/// Merges many nodes, merging each distinct profile list once (clusters have thousands of
+/// nodes and a handful of profile lists).
+pub fn merge_all<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    profiles: &BTreeMap<String, Node>,
+) -> Vec<Merged> {
+    let mut bases: HashMap<&'a [String], Merged> = HashMap::new();
+    nodes
+        .into_iter()
+        .map(|node| {
+            let base = bases
+                .entry(&node.profiles)
+                .or_insert_with(|| base(&node.profiles, profiles));
+            finish(node, base)
+        })
+        .collect()
+}
+
+/// The profiles of a profile list, expanded and merged, before any node is applied.
+fn base(names: &[String], profiles: &BTreeMap<String, Node>) -> Merged {
     let mut expansion = Expansion::default();
-    expansion.visit_list(&node.profiles, profiles);
+    expansion.visit_list(names, profiles);
     let applied: Vec<String> = expansion
         .order
         .into_iter()
         .filter(|name| !expansion.negated.contains(name))
         .collect();
-
-    let mut merged = Node::new(node.id.clone());
+    let mut merged = Node::default();
     for name in &applied {
         if let Some(profile) = profiles.get(name) {
             overlay_record(&mut merged, profile);
         }
     }
+    Merged {
+        node: merged,
+        applied,
+        missing: expansion.missing,
+    }
+}
+
+/// Applies `node` on top of its merged profiles.
+fn finish(node: &Node, base: &Merged) -> Merged {
+    let mut merged = base.node.clone();
+    merged.id = node.id.clone();
     overlay_record(&mut merged, node);
     merged.comment = node.comment.clone();
     merged.profiles = node.profiles.clone();
@@ -45,8 +78,8 @@ pub fn merge(node: &Node, profiles: &BTreeMap<String, Node>) -> Merged {
     negate(&mut merged.kernel.args);
     Merged {
         node: merged,
-        applied,
-        missing: expansion.missing,
+        applied: base.applied.clone(),
+        missing: base.missing.clone(),
     }
 }
 
@@ -257,6 +290,31 @@ mod tests {
         assert_eq!(merged.node.kernel.args, strings(&["nouveau.modeset=0"]));
         assert_eq!(merged.node.comment, None);
         assert_eq!(merged.node.profiles, node.profiles);
+    }
+
+    #[test]
+    fn merge_all_matches_merge() {
+        let profiles = BTreeMap::from([
+            profile("a", |p| p.kernel.args = strings(&["x", "y"])),
+            profile("b", |p| p.profiles = strings(&["a"])),
+        ]);
+        let nodes: Vec<Node> = (0..4)
+            .map(|i| {
+                let mut n = Node::new(format!("n{i}"));
+                n.profiles = if i % 2 == 0 {
+                    strings(&["b"])
+                } else {
+                    strings(&["a", "~b"])
+                };
+                n.kernel.args = strings(&["~x", &format!("z{i}")]);
+                n
+            })
+            .collect();
+        let all = merge_all(&nodes, &profiles);
+        for (node, merged) in nodes.iter().zip(&all) {
+            assert_eq!(merged, &merge(node, &profiles));
+        }
+        assert_eq!(all[2].node.kernel.args, strings(&["y", "z2"]));
     }
 
     #[test]

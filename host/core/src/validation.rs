@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::hwaddr::HwAddr;
 use crate::inventory::Inventory;
-use crate::merge::merge;
+use crate::merge::merge_all;
 use crate::node::Node;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,13 +172,14 @@ pub fn validate(inventory: &Inventory) -> Result<(), ValidationError> {
     }
     let mut hwaddrs: HashMap<HwAddr, &str> = HashMap::new();
     let mut ips: HashMap<String, (&str, String)> = HashMap::new();
-    for (id, node) in &inventory.nodes {
+    let merged_nodes = merge_all(inventory.nodes.values(), &inventory.profiles);
+    for ((id, node), merged) in inventory.nodes.iter().zip(merged_nodes) {
         let checker = Checker {
             record: format!("node `{id}`"),
             inventory,
         };
         checker.record(id, node)?;
-        let merged = merge(node, &inventory.profiles).node;
+        let merged = merged.node;
         for (net, dev) in &merged.network_devices {
             if let Some(hwaddr) = dev.hwaddr.as_deref().and_then(|h| HwAddr::parse(h).ok())
                 && let Some(other) = hwaddrs.insert(hwaddr, id)
