@@ -1,6 +1,6 @@
 //! Conveniences on the node record.
 
-use crate::{Ipmi, Kernel, NetDevice, Node, tag};
+use crate::{Ipmi, Kernel, NetDevice, Node, Server, tag};
 
 impl Node {
     /// An empty node record with this id; handy in tests.
@@ -51,6 +51,21 @@ impl Node {
             .iter()
             .find(|r| r.name == name)
             .and_then(|r| serde_json::from_str(&r.json).ok())
+    }
+}
+
+impl Server {
+    /// A server record with only a hostname and HTTP port; handy in tests.
+    pub fn new(hostname: impl Into<String>, port: u16) -> Self {
+        Server {
+            hostname: hostname.into(),
+            ipaddr: None,
+            netmask: None,
+            network: None,
+            ipaddr6: None,
+            prefixlen6: None,
+            port,
+        }
     }
 }
 

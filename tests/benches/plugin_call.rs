@@ -108,15 +108,7 @@ fn main() {
     });
     wulf_sdk::testing::set_config(serde_json::json!({}));
     let sdk_node = wulf_sdk::Node::new("n0001");
-    let sdk_server = wulf_sdk::Server {
-        hostname: "head".into(),
-        ipaddr: None,
-        netmask: None,
-        network: None,
-        ipaddr6: None,
-        prefixlen6: None,
-        port: 9873,
-    };
+    let sdk_server = wulf_sdk::Server::new("head", 9873);
     let native_call = per_call(200_000, || {
         black_box(
             wulf_plugin_hostname::Hostname::generate(black_box(&sdk_node), &sdk_server)

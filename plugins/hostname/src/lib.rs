@@ -30,27 +30,15 @@ wulf_sdk::register_overlay_generator!(Hostname);
 mod tests {
     use super::*;
 
-    fn server() -> Server {
-        Server {
-            hostname: "head".into(),
-            ipaddr: None,
-            netmask: None,
-            network: None,
-            ipaddr6: None,
-            prefixlen6: None,
-            port: 9873,
-        }
-    }
-
     #[test]
     fn writes_the_node_id_with_an_optional_domain() {
         wulf_sdk::testing::set_config(serde_json::json!({}));
-        let files =
-            Hostname::generate(&Node::new("n001"), &server()).unwrap_or_else(|e| panic!("{e}"));
+        let files = Hostname::generate(&Node::new("n001"), &Server::new("head", 9873))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(files, vec![File::text("/etc/hostname", "n001\n").build()]);
         wulf_sdk::testing::set_config(serde_json::json!({"domain": "hpc.example"}));
-        let files =
-            Hostname::generate(&Node::new("n001"), &server()).unwrap_or_else(|e| panic!("{e}"));
+        let files = Hostname::generate(&Node::new("n001"), &Server::new("head", 9873))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(files[0].text(), Some("n001.hpc.example\n"));
     }
 }
