@@ -71,7 +71,14 @@ pub fn build(
     crates: &[PluginCrate],
     watch: &[&Path],
 ) -> Result<Vec<BuiltPlugin>, String> {
-    for path in watch {
+    // The nested build also reads the workspace manifest (the `plugin` profile), the lock file
+    // and `.cargo/config.toml` (the plugins' link flags).
+    let inputs = ["Cargo.toml", "Cargo.lock", ".cargo/config.toml"].map(|f| workspace.join(f));
+    for path in watch
+        .iter()
+        .copied()
+        .chain(inputs.iter().map(PathBuf::as_path))
+    {
         println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
