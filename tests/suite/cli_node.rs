@@ -302,3 +302,191 @@ fn nodes_from_the_csv_backend() {
         "{error}"
     );
 }
+
+/// A realistic Warewulf nodes.conf (profiles, two networks, IPMI, tags, legacy keys) migrates
+/// in one command, and what cannot be mapped is reported.
+#[test]
+fn warewulf_nodes_conf_imports() {
+    let wulf = Wulf::new();
+    let conf = wulf_tests::workspace()
+        .join("tests/data/nodes.conf")
+        .display()
+        .to_string();
+    let dry = wulf.run(&["import", "warewulf", &conf, "--dry-run"]);
+    assert!(dry.status.success());
+    insta::assert_snapshot!(String::from_utf8_lossy(&dry.stdout), @r#"
+    [profiles.compute]
+    profiles = ["default"]
+    cluster = "cluster01"
+    image = "rocky-9"
+
+    [profiles.compute.network-devices.default]
+    netmask = "255.255.252.0"
+    gateway = "10.0.0.254"
+    mtu = 9000
+
+    [profiles.compute.network-devices.ib]
+    type = "infiniband"
+    netmask = "255.255.0.0"
+
+    [profiles.compute.ipmi]
+    username = "admin"
+    password = "calvin"
+    netmask = "255.255.255.0"
+    write = true
+
+    [profiles.default]
+    comment = "This profile is automatically included for each node"
+    ipxe-template = "default"
+    system-overlays = ["wwinit", "wwclient", "fstab", "hostname", "ssh.host_keys", "systemd.netname", "NetworkManager"]
+    runtime-overlays = ["hosts", "ssh.authorized_keys"]
+    init = "/sbin/init"
+    root = "initramfs"
+
+    [profiles.default.kernel]
+    args = ["quiet", "crashkernel=no", "net.ifnames=1"]
+
+    [profiles.default.ipmi]
+    template = "ipmitool.tmpl"
+
+    [[profiles.default.resources.fstab]]
+    file = "/home"
+    mntops = "defaults,nofail"
+    spec = "warewulf:/home"
+    vfstype = "nfs"
+
+    [profiles.gpu]
+    profiles = ["compute"]
+
+    [profiles.gpu.kernel]
+    args = ["quiet", "nouveau.modeset=0"]
+
+    [profiles.gpu.tags]
+    IPXEMenuEntry = "imgextract"
+
+    [nodes.g0001]
+    profiles = ["gpu"]
+    comment = "first GPU node"
+    asset-key = "ASSET-0101"
+
+    [nodes.g0001.network-devices.default]
+    device = "eth0"
+    hwaddr = "aa:bb:cc:00:01:01"
+    ipaddr = "10.0.1.1"
+    ipaddr6 = "fd00::101"
+    prefixlen6 = 64
+
+    [nodes.g0001.network-devices.default.tags]
+    DNS1 = "10.0.0.254"
+
+    [nodes.g0001.ipmi]
+    ipaddr = "10.1.1.1"
+
+    [nodes.n0001]
+    profiles = ["compute"]
+    primary-network = "default"
+
+    [nodes.n0001.network-devices.default]
+    device = "eth0"
+    hwaddr = "aa:bb:cc:00:00:01"
+    ipaddr = "10.0.0.1"
+
+    [nodes.n0001.network-devices.ib]
+    device = "ib0"
+    hwaddr = "aa:bb:cc:10:00:01"
+    ipaddr = "10.10.0.1"
+
+    [nodes.n0001.ipmi]
+    ipaddr = "10.1.0.1"
+
+    [nodes.n0001.tags]
+    rack = "r01"
+
+    [nodes.spare]
+    profiles = ["compute"]
+    discoverable = true
+
+    [nodes.spare.network-devices.default]
+    device = "eth0"
+    "#);
+    insta::assert_snapshot!(String::from_utf8_lossy(&dry.stderr), @"
+    not mapped: node `g0001`: `tagsdel` has no wulf equivalent
+    dry run: would import 3 profile(s) and 3 node(s); nothing written
+    ");
+    assert!(
+        !wulf.path().join("nodes.toml").exists(),
+        "a dry run writes nothing"
+    );
+
+    let out = wulf.run(&["import", "warewulf", &conf]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    insta::assert_snapshot!(wulf.ok(&["node", "list", "--net"]), @"
+    NODE NAME  NETWORK  HWADDR             IPADDR     GATEWAY     DEVICE
+    g0001      default  aa:bb:cc:00:01:01  10.0.1.1   10.0.0.254  eth0
+    g0001      ib       --                 --         --          --
+    n0001      default  aa:bb:cc:00:00:01  10.0.0.1   10.0.0.254  eth0
+    n0001      ib       aa:bb:cc:10:00:01  10.10.0.1  --          ib0
+    spare      default  --                 --         10.0.0.254  eth0
+    spare      ib       --                 --         --          --
+    ");
+    insta::assert_snapshot!(wulf.ok(&["node", "show", "g0001"]), @r#"
+    # node g0001 (profiles applied: default, compute, gpu)
+    profiles = ["gpu"]
+    comment = "first GPU node"
+    cluster = "cluster01"
+    image = "rocky-9"
+    ipxe-template = "default"
+    system-overlays = ["wwinit", "wwclient", "fstab", "hostname", "ssh.host_keys", "systemd.netname", "NetworkManager"]
+    runtime-overlays = ["hosts", "ssh.authorized_keys"]
+    init = "/sbin/init"
+    root = "initramfs"
+    asset-key = "ASSET-0101"
+
+    [kernel]
+    args = ["quiet", "crashkernel=no", "net.ifnames=1", "quiet", "nouveau.modeset=0"]
+
+    [network-devices.default]
+    device = "eth0"
+    hwaddr = "aa:bb:cc:00:01:01"
+    ipaddr = "10.0.1.1"
+    netmask = "255.255.252.0"
+    gateway = "10.0.0.254"
+    ipaddr6 = "fd00::101"
+    prefixlen6 = 64
+    mtu = 9000
+
+    [network-devices.default.tags]
+    DNS1 = "10.0.0.254"
+
+    [network-devices.ib]
+    type = "infiniband"
+    netmask = "255.255.0.0"
+
+    [ipmi]
+    username = "admin"
+    password = "calvin"
+    ipaddr = "10.1.1.1"
+    netmask = "255.255.255.0"
+    write = true
+    template = "ipmitool.tmpl"
+
+    [tags]
+    IPXEMenuEntry = "imgextract"
+
+    [[resources.fstab]]
+    file = "/home"
+    mntops = "defaults,nofail"
+    spec = "warewulf:/home"
+    vfstype = "nfs"
+    "#);
+    insta::assert_snapshot!(wulf.redact(&wulf.fails(&["import", "warewulf", &conf])), @"error: profile `compute` already exists; pass --force to replace it (nothing was imported)");
+    wulf.ok(&["import", "warewulf", &conf, "--force"]);
+
+    let bad = wulf.path().join("bad.conf");
+    std::fs::write(&bad, "nodes: [unclosed\n").unwrap_or_else(|e| panic!("{e}"));
+    insta::assert_snapshot!(wulf.redact(&wulf.fails(&["import", "warewulf", &bad.display().to_string()])), @"error: [STATE]/bad.conf: not a Warewulf nodes.conf: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 8");
+}

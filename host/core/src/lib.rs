@@ -15,6 +15,7 @@ pub mod node;
 pub mod overlay_file;
 pub mod state_dir;
 pub mod validation;
+pub mod warewulf_import;
 
 pub use config::{Config, Limits};
 pub use extension::{ExtensionError, ImageTransform, InventoryBackend, OverlayGenerator, Server};

@@ -1,0 +1,309 @@
+//! Migration from Warewulf v4: reads a `nodes.conf` (YAML) and maps its profiles and nodes onto
+//! wulf records, legacy keys included (`container name`, flat `kernel args`, flat `ipmi *`,
+//! `keys`, netdev `default`/`primary`). Whatever cannot be mapped is reported, never dropped
+//! silently.
+
+use std::collections::BTreeMap;
+
+use serde_norway::Value;
+
+use crate::node::{Disk, Filesystem, NetDevice, Node, Partition, Tags};
+
+/// The records read and what could not be mapped.
+#[derive(Debug, Default)]
+pub struct Imported {
+    pub profiles: BTreeMap<String, Node>,
+    pub nodes: BTreeMap<String, Node>,
+    /// `profile `p`: ...` / `node `n`: ...` lines for everything left behind.
+    pub unmapped: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("not a Warewulf nodes.conf: {0}")]
+pub struct ImportError(String);
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() && !is_unset(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn is_unset(s: &str) -> bool {
+    matches!(
+        s.to_ascii_lowercase().as_str(),
+        "unset" | "undef" | "delete" | "--" | "nil" | "0.0.0.0"
+    )
+}
+
+/// Warewulf's WWbool: a bool, or a string like yes/no/true/false/1/0.
+fn boolean(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "y" | "1" | "on" => Some(true),
+            "false" | "no" | "n" | "0" | "off" => Some(false),
+            _ => None,
+        },
+        Value::Number(n) => n.as_u64().map(|n| n != 0),
+        _ => None,
+    }
+}
+
+fn list(value: &Value) -> Vec<String> {
+    match value {
+        Value::Sequence(items) => items.iter().filter_map(text).collect(),
+        Value::String(s) => s
+            .split([',', ' '])
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn tags(value: &Value) -> Tags {
+    match value {
+        Value::Mapping(map) => map
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, text(v).unwrap_or_default())))
+            .collect(),
+        _ => Tags::new(),
+    }
+}
+
+fn json(value: &Value) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+struct Mapper<'a> {
+    record: String,
+    unmapped: &'a mut Vec<String>,
+}
+
+impl Mapper<'_> {
+    fn skip(&mut self, key: &str, why: &str) {
+        self.unmapped
+            .push(format!("{}: `{key}` {why}", self.record));
+    }
+
+    fn number<T: std::str::FromStr>(&mut self, key: &str, value: &Value) -> Option<T> {
+        let raw = text(value)?;
+        let parsed = raw.parse().ok();
+        if parsed.is_none() {
+            self.skip(key, &format!("= {raw:?} is not a number"));
+        }
+        parsed
+    }
+
+    fn record(&mut self, id: &str, value: &Value) -> Node {
+        let mut node = Node::new(id);
+        let Value::Mapping(map) = value else {
+            self.skip("(record)", "is not a mapping");
+            return node;
+        };
+        for (key, value) in map {
+            let Some(key) = key.as_str() else { continue };
+            match key {
+                "profiles" => node.profiles = list(value),
+                "comment" => node.comment = text(value),
+                "cluster name" => node.cluster = text(value),
+                "image name" | "container name" => node.image = text(value),
+                "ipxe template" => node.ipxe_template = text(value),
+                "runtime overlay" => node.runtime_overlays = list(value),
+                "system overlay" => node.system_overlays = list(value),
+                "init" => node.init = text(value),
+                "root" => node.root = text(value),
+                "primary network" => node.primary_network = text(value),
+                "discoverable" => node.discoverable = boolean(value).filter(|b| *b),
+                "asset key" => node.asset_key = text(value),
+                "kernel" => self.kernel(&mut node, value),
+                "kernel args" => node.kernel.args = list(value),
+                "kernel version" | "kernel override" => node.kernel.version = text(value),
+                "ipmi" => self.ipmi(&mut node, value),
+                "network devices" => self.netdevs(&mut node, value),
+                "tags" | "keys" => node.tags.extend(tags(value)),
+                "resources" => {
+                    if let Value::Mapping(resources) = value {
+                        for (name, value) in resources {
+                            if let Some(name) = text(name) {
+                                node.resources.insert(name, json(value));
+                            }
+                        }
+                    }
+                }
+                "disks" => self.disks(&mut node, value),
+                "filesystems" => self.filesystems(&mut node, value),
+                flat if flat.starts_with("ipmi ") => {
+                    self.ipmi_field(&mut node, &flat["ipmi ".len()..], value)
+                }
+                other => self.skip(other, "has no wulf equivalent"),
+            }
+        }
+        node
+    }
+
+    fn kernel(&mut self, node: &mut Node, value: &Value) {
+        let Value::Mapping(map) = value else { return };
+        for (key, value) in map {
+            match key.as_str().unwrap_or_default() {
+                "version" | "override" => node.kernel.version = text(value),
+                "args" => node.kernel.args = list(value),
+                other => self.skip(&format!("kernel.{other}"), "has no wulf equivalent"),
+            }
+        }
+    }
+
+    fn ipmi(&mut self, node: &mut Node, value: &Value) {
+        let Value::Mapping(map) = value else { return };
+        for (key, value) in map {
+            self.ipmi_field(node, key.as_str().unwrap_or_default(), value);
+        }
+    }
+
+    fn ipmi_field(&mut self, node: &mut Node, key: &str, value: &Value) {
+        let ipmi = &mut node.ipmi;
+        match key {
+            "username" | "user name" | "user" => ipmi.username = text(value),
+            "password" => ipmi.password = text(value),
+            "ipaddr" => ipmi.ipaddr = text(value),
+            "gateway" => ipmi.gateway = text(value),
+            "netmask" => ipmi.netmask = text(value),
+            "port" => ipmi.port = self.number("ipmi.port", value),
+            "interface" => ipmi.interface = text(value),
+            "escapechar" => ipmi.escape_char = text(value),
+            "write" => ipmi.write = boolean(value),
+            "template" => ipmi.template = text(value),
+            "tags" => ipmi.tags.extend(tags(value)),
+            other => self.skip(&format!("ipmi.{other}"), "has no wulf equivalent"),
+        }
+    }
+
+    fn netdevs(&mut self, node: &mut Node, value: &Value) {
+        let Value::Mapping(map) = value else { return };
+        for (name, value) in map {
+            let Some(name) = text(name) else { continue };
+            let mut dev = NetDevice::default();
+            let Value::Mapping(fields) = value else {
+                continue;
+            };
+            for (key, value) in fields {
+                match key.as_str().unwrap_or_default() {
+                    "type" => dev.device_type = text(value),
+                    "onboot" => dev.onboot = boolean(value),
+                    "device" => dev.device = text(value),
+                    "hwaddr" => {
+                        dev.hwaddr = text(value).map(|h| h.to_ascii_lowercase().replace('-', ":"))
+                    }
+                    "ipaddr" => dev.ipaddr = text(value),
+                    "netmask" => dev.netmask = text(value),
+                    "gateway" => dev.gateway = text(value),
+                    "ipaddr6" => dev.ipaddr6 = text(value),
+                    "prefixlen6" => {
+                        dev.prefixlen6 =
+                            self.number(&format!("network devices.{name}.prefixlen6"), value)
+                    }
+                    "gateway6" => dev.gateway6 = text(value),
+                    "mtu" => dev.mtu = self.number(&format!("network devices.{name}.mtu"), value),
+                    "tags" => dev.tags.extend(tags(value)),
+                    "default" | "primary" => {
+                        if boolean(value) == Some(true) && node.primary_network.is_none() {
+                            node.primary_network = Some(name.clone());
+                        }
+                    }
+                    other => self.skip(
+                        &format!("network devices.{name}.{other}"),
+                        "has no wulf equivalent",
+                    ),
+                }
+            }
+            node.network_devices.insert(name, dev);
+        }
+    }
+
+    fn disks(&mut self, node: &mut Node, value: &Value) {
+        let Value::Mapping(map) = value else { return };
+        for (device, value) in map {
+            let Some(device) = text(device) else { continue };
+            let mut disk = Disk {
+                wipe_table: boolean(&value["wipe_table"]),
+                ..Disk::default()
+            };
+            if let Value::Mapping(parts) = &value["partitions"] {
+                for (label, p) in parts {
+                    let Some(label) = text(label) else { continue };
+                    let partition = Partition {
+                        number: text(&p["number"]).and_then(|n| n.parse().ok()),
+                        size_mib: text(&p["size_mib"]).and_then(|n| n.parse().ok()),
+                        start_mib: text(&p["start_mib"]).and_then(|n| n.parse().ok()),
+                        type_guid: text(&p["type_guid"]),
+                        guid: text(&p["guid"]),
+                        wipe_partition_entry: boolean(&p["wipe_partition_entry"]),
+                        should_exist: boolean(&p["should_exist"]),
+                        resize: boolean(&p["resize"]),
+                    };
+                    disk.partitions.insert(label, partition);
+                }
+            }
+            node.disks.insert(device, disk);
+        }
+    }
+
+    fn filesystems(&mut self, node: &mut Node, value: &Value) {
+        let Value::Mapping(map) = value else { return };
+        for (device, f) in map {
+            let Some(device) = text(device) else { continue };
+            let fs = Filesystem {
+                format: text(&f["format"]),
+                path: text(&f["path"]),
+                wipe_filesystem: boolean(&f["wipe_filesystem"]),
+                label: text(&f["label"]),
+                uuid: text(&f["uuid"]),
+                options: list(&f["options"]),
+                mount_options: text(&f["mount_options"]),
+            };
+            node.filesystems.insert(device, fs);
+        }
+    }
+}
+
+/// Reads a Warewulf `nodes.conf`.
+pub fn import(yaml: &str) -> Result<Imported, ImportError> {
+    let root: Value = serde_norway::from_str(yaml).map_err(|e| ImportError(e.to_string()))?;
+    let Value::Mapping(top) = &root else {
+        return Err(ImportError("the top level is not a mapping".into()));
+    };
+    let mut imported = Imported::default();
+    for (key, value) in top {
+        let (is_profile, noun) = match key.as_str() {
+            Some("nodeprofiles") => (true, "profile"),
+            Some("nodes") => (false, "node"),
+            Some(other) => {
+                imported
+                    .unmapped
+                    .push(format!("top-level `{other}` has no wulf equivalent"));
+                continue;
+            }
+            None => continue,
+        };
+        let Value::Mapping(records) = value else {
+            continue;
+        };
+        for (id, record) in records {
+            let Some(id) = text(id) else { continue };
+            let mut mapper = Mapper {
+                record: format!("{noun} `{id}`"),
+                unmapped: &mut imported.unmapped,
+            };
+            let node = mapper.record(&id, record);
+            if is_profile {
+                imported.profiles.insert(id, node);
+            } else {
+                imported.nodes.insert(id, node);
+            }
+        }
+    }
+    Ok(imported)
+}
