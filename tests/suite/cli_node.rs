@@ -490,3 +490,68 @@ fn warewulf_nodes_conf_imports() {
     std::fs::write(&bad, "nodes: [unclosed\n").unwrap_or_else(|e| panic!("{e}"));
     insta::assert_snapshot!(wulf.redact(&wulf.fails(&["import", "warewulf", &bad.display().to_string()])), @"error: [STATE]/bad.conf: not a Warewulf nodes.conf: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 8");
 }
+
+#[test]
+fn export_and_import_round_trip() {
+    let wulf = Wulf::new();
+    wulf.ok(&["profile", "add", "default"]);
+    wulf.ok(&[
+        "node", "add", "n[1-2]", "--ipaddr", "10.0.0.1", "--tagadd", "rack=r1",
+    ]);
+    let exported = wulf.ok(&["node", "export", "n1"]);
+    insta::assert_snapshot!(exported, @"
+    n1:
+      profiles:
+      - default
+      network-devices:
+        default:
+          ipaddr: 10.0.0.1
+      tags:
+        rack: r1
+    ");
+    let json: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["node", "export", "--json"])).unwrap_or_default();
+    assert_eq!(json.as_object().map(|m| m.len()), Some(2));
+
+    // Fields given are written onto existing nodes; new names are created; null clears.
+    let file = wulf.path().join("edit.yaml");
+    let edit = "n1:\n  image: rocky-9\n  tags:\n    role: gpu\nn3:\n  profiles: [default]\n  network-devices:\n    default:\n      ipaddr: 10.0.0.3\nn2:\n  network-devices:\n    default:\n      ipaddr: ~\n";
+    std::fs::write(&file, edit).unwrap_or_else(|e| panic!("{e}"));
+    insta::assert_snapshot!(wulf.ok(&["node", "import", &file.display().to_string()]), @"imported 3 node(s): 1 created, 2 updated");
+    let n1: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["node", "show", "n1", "--json"])).unwrap_or_default();
+    assert_eq!(
+        (
+            n1["image"].as_str(),
+            n1["tags"]["rack"].as_str(),
+            n1["tags"]["role"].as_str()
+        ),
+        (Some("rocky-9"), Some("r1"), Some("gpu"))
+    );
+    let n2: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["node", "show", "n2", "--json"])).unwrap_or_default();
+    assert!(
+        n2["network-devices"]["default"].get("ipaddr").is_none(),
+        "{n2}"
+    );
+
+    let before = std::fs::read(wulf.path().join("nodes.toml")).unwrap_or_default();
+    std::fs::write(&file, "n1:\n  colour: red\n").unwrap_or_else(|e| panic!("{e}"));
+    let error = wulf.fails(&["node", "import", &file.display().to_string()]);
+    assert!(
+        error.contains("node `n1`") && error.contains("unknown field `colour`"),
+        "{error}"
+    );
+    std::fs::write(
+        &file,
+        "n4:\n  network-devices:\n    default:\n      ipaddr: 10.0.0.1\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let error = wulf.fails(&["node", "import", &file.display().to_string()]);
+    assert!(error.contains("node `n1` has this address too"), "{error}");
+    assert_eq!(
+        std::fs::read(wulf.path().join("nodes.toml")).unwrap_or_default(),
+        before,
+        "nothing was written"
+    );
+}

@@ -86,6 +86,18 @@ pub enum NodeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print nodes as stored (unmerged), as YAML (default) or JSON, for `node import`
+    Export {
+        /// Names or hostlists [default: every node]
+        names: Vec<String>,
+        #[arg(long, conflicts_with = "json")]
+        yaml: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a YAML or JSON map of node name to fields: creates missing nodes, and writes the
+    /// given fields onto existing ones
+    Import { file: std::path::PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +171,12 @@ pub fn run_node(ctx: &Context, command: NodeCommand) -> anyhow::Result<()> {
         NodeCommand::Delete { names, yes } => delete(ctx, kind, &names, yes),
         NodeCommand::List(args) => list(ctx, kind, &args),
         NodeCommand::Show { name, json } => show(ctx, kind, &name, json),
+        NodeCommand::Export {
+            names,
+            yaml: _,
+            json,
+        } => export(ctx, &names, json),
+        NodeCommand::Import { file } => import(ctx, &file),
     }
 }
 
@@ -494,5 +512,72 @@ fn show(ctx: &Context, kind: Kind, name: &str, json: bool) -> anyhow::Result<()>
         println!("# warning: profile `{missing}` does not exist");
     }
     print!("{}", toml::to_string(&record).unwrap_or_default());
+    Ok(())
+}
+
+fn export(ctx: &Context, patterns: &[String], json: bool) -> anyhow::Result<()> {
+    let inventory = store(ctx).load()?;
+    let wanted = expand_all(patterns)?;
+    if let Some(missing) = wanted.iter().find(|n| !inventory.nodes.contains_key(*n)) {
+        bail!("node `{missing}` does not exist");
+    }
+    let selected: BTreeMap<&String, &Node> = inventory
+        .nodes
+        .iter()
+        .filter(|(id, _)| wanted.is_empty() || wanted.contains(id))
+        .collect();
+    if json {
+        table::print_json(&serde_json::to_value(&selected)?);
+    } else {
+        print!("{}", serde_norway::to_string(&selected)?);
+    }
+    Ok(())
+}
+
+/// Lays `incoming` over `existing`: objects merge key by key, anything else is replaced.
+fn overlay_json(existing: &mut serde_json::Value, incoming: serde_json::Value) {
+    match (existing, incoming) {
+        (serde_json::Value::Object(existing), serde_json::Value::Object(incoming)) => {
+            for (key, value) in incoming {
+                overlay_json(
+                    existing.entry(key).or_insert(serde_json::Value::Null),
+                    value,
+                );
+            }
+        }
+        (existing, incoming) => *existing = incoming,
+    }
+}
+
+fn import(ctx: &Context, file: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let incoming: BTreeMap<String, serde_json::Value> = serde_norway::from_str(&text)
+        .with_context(|| format!("{}: expected a map of node name to fields", file.display()))?;
+    let (mut created, mut updated) = (0, 0);
+    store(ctx).update(|inventory| -> anyhow::Result<()> {
+        for (id, fields) in incoming {
+            let mut value = match inventory.nodes.get(&id) {
+                Some(node) => {
+                    updated += 1;
+                    serde_json::to_value(node)?
+                }
+                None => {
+                    created += 1;
+                    json!({})
+                }
+            };
+            overlay_json(&mut value, fields);
+            let mut node: Node = serde_json::from_value(value)
+                .with_context(|| format!("{}: node `{id}`", file.display()))?;
+            node.id = id.clone();
+            inventory.nodes.insert(id, node);
+        }
+        Ok(())
+    })?;
+    println!(
+        "imported {} node(s): {created} created, {updated} updated",
+        created + updated
+    );
     Ok(())
 }
