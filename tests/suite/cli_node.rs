@@ -91,6 +91,16 @@ fn add_set_list_show_delete() {
     assert_eq!(shown["tags"], serde_json::json!({"rack": "r1"}));
     assert!(shown["ipmi"].get("ipaddr").is_none(), "{shown}");
 
+    insta::assert_snapshot!(wulf.ok(&["node", "show", "--all", "n001"]), @"
+    NODE  FIELD                            PROFILE  VALUE
+    n001  cluster                          --       c1
+    n001  ipmi.ipaddr                      --       10.1.0.10
+    n001  kernel.args                      default  quiet
+    n001  network-devices.default.ipaddr   --       10.0.0.1
+    n001  network-devices.default.netmask  default  255.255.255.0
+    n001  profiles                         --       default
+    n001  system-overlays                  default  wwinit,hostname
+    ");
     insta::assert_snapshot!(wulf.ok(&["node", "delete", "n003", "--yes"]), @"deleted 1 node(s): n003");
     insta::assert_snapshot!(wulf.ok(&["profile", "list"]), @"
     PROFILE NAME  PROFILES  NETWORK

@@ -372,3 +372,175 @@ mod tests {
         );
     }
 }
+
+/// Where a merged value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Set on the node itself.
+    Node,
+    /// From this profile.
+    Profile(String),
+    /// Set by profiles and by the node; the node's value won.
+    Superseded,
+    /// A list with entries from several records, in order (`--` is the node).
+    Combined(Vec<String>),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Node => f.write_str("--"),
+            Source::Profile(name) => f.write_str(name),
+            Source::Superseded => f.write_str("SUPERSEDED"),
+            Source::Combined(names) => f.write_str(&names.join(",")),
+        }
+    }
+}
+
+/// One field of a merged node with its value and source (`node show --all`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSource {
+    /// Dotted path, e.g. `network-devices.default.ipaddr`.
+    pub field: String,
+    /// The value; lists and structured values as JSON.
+    pub value: String,
+    pub source: Source,
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                if prefix == "resources" {
+                    out.insert(path, value.clone());
+                } else {
+                    flatten(&path, value, out);
+                }
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}
+
+fn flat(node: &Node) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    flatten(
+        "",
+        &serde_json::to_value(node).unwrap_or_default(),
+        &mut out,
+    );
+    out
+}
+
+/// Every field of the merged node, with the record it came from.
+pub fn field_sources(node: &Node, profiles: &BTreeMap<String, Node>) -> Vec<FieldSource> {
+    let merged = merge(node, profiles);
+    let own = flat(node);
+    let contributors: Vec<(String, BTreeMap<String, serde_json::Value>)> = merged
+        .applied
+        .iter()
+        .filter_map(|name| Some((name.clone(), flat(profiles.get(name)?))))
+        .collect();
+    flat(&merged.node)
+        .into_iter()
+        .map(|(field, value)| {
+            let from_profiles: Vec<&String> = contributors
+                .iter()
+                .filter(|(_, f)| f.contains_key(&field))
+                .map(|(name, _)| name)
+                .collect();
+            let on_node = own.contains_key(&field) && field != "profiles";
+            let source = match (&value, from_profiles.as_slice(), on_node) {
+                (serde_json::Value::Array(_), names, _)
+                    if names.len() + usize::from(on_node) > 1 =>
+                {
+                    let mut all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                    if on_node {
+                        all.push("--".into());
+                    }
+                    Source::Combined(all)
+                }
+                (_, [], _) => Source::Node,
+                (_, _, true) => Source::Superseded,
+                (_, names, false) => {
+                    Source::Profile(names.last().map(|n| n.to_string()).unwrap_or_default())
+                }
+            };
+            let value = match value {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| i.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            FieldSource {
+                field,
+                value,
+                source,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+    use crate::node::NetDevice;
+
+    #[test]
+    fn every_field_knows_its_source() {
+        let mut base = Node::new("base");
+        base.image = Some("rocky".into());
+        base.kernel.args = vec!["quiet".into()];
+        base.network_devices.insert(
+            "default".into(),
+            NetDevice {
+                netmask: Some("255.255.0.0".into()),
+                ..NetDevice::default()
+            },
+        );
+        let mut gpu = Node::new("gpu");
+        gpu.cluster = Some("c1".into());
+        gpu.kernel.args = vec!["nouveau.modeset=0".into()];
+        let profiles = BTreeMap::from([("base".to_string(), base), ("gpu".to_string(), gpu)]);
+        let mut node = Node::new("n1");
+        node.profiles = vec!["base".into(), "gpu".into()];
+        node.cluster = Some("c2".into());
+        node.kernel.args = vec!["console=ttyS0".into()];
+        node.network_devices.insert(
+            "default".into(),
+            NetDevice {
+                ipaddr: Some("10.0.0.1".into()),
+                ..NetDevice::default()
+            },
+        );
+        let rows: Vec<String> = field_sources(&node, &profiles)
+            .iter()
+            .map(|f| format!("{} {} {}", f.field, f.source, f.value))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "cluster SUPERSEDED c2",
+                "image base rocky",
+                "kernel.args base,gpu,-- quiet,nouveau.modeset=0,console=ttyS0",
+                "network-devices.default.ipaddr -- 10.0.0.1",
+                "network-devices.default.netmask base 255.255.0.0",
+                "profiles -- base,gpu",
+            ]
+        );
+    }
+}

@@ -85,6 +85,9 @@ pub enum NodeCommand {
         name: String,
         #[arg(long)]
         json: bool,
+        /// Every field with where its value comes from (a profile, the node, or SUPERSEDED)
+        #[arg(short, long, conflicts_with = "json")]
+        all: bool,
     },
     /// Print nodes as stored (unmerged), as YAML (default) or JSON, for `node import`
     Export {
@@ -170,7 +173,12 @@ pub fn run_node(ctx: &Context, command: NodeCommand) -> anyhow::Result<()> {
         } => set(ctx, kind, &names, all, &fields, Some(&node_only)),
         NodeCommand::Delete { names, yes } => delete(ctx, kind, &names, yes),
         NodeCommand::List(args) => list(ctx, kind, &args),
-        NodeCommand::Show { name, json } => show(ctx, kind, &name, json),
+        NodeCommand::Show {
+            name,
+            json,
+            all: true,
+        } if !json => show_sources(ctx, &name),
+        NodeCommand::Show { name, json, .. } => show(ctx, kind, &name, json),
         NodeCommand::Export {
             names,
             yaml: _,
@@ -579,5 +587,19 @@ fn import(ctx: &Context, file: &std::path::Path) -> anyhow::Result<()> {
         "imported {} node(s): {created} created, {updated} updated",
         created + updated
     );
+    Ok(())
+}
+
+fn show_sources(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let inventory = ctx.inventory()?;
+    let node = inventory
+        .nodes
+        .get(name)
+        .with_context(|| format!("node `{name}` does not exist"))?;
+    let rows = wulf_core::merge::field_sources(node, &inventory.profiles)
+        .into_iter()
+        .map(|f| vec![name.to_string(), f.field, f.source.to_string(), f.value])
+        .collect();
+    table::print(&["node", "field", "profile", "value"], rows);
     Ok(())
 }
