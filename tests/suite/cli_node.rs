@@ -565,3 +565,86 @@ fn export_and_import_round_trip() {
         "nothing was written"
     );
 }
+
+#[test]
+fn unset_and_edit() {
+    let wulf = Wulf::new();
+    wulf.ok(&["profile", "add", "default", "-A", "quiet"]);
+    wulf.ok(&[
+        "node",
+        "add",
+        "n[1-2]",
+        "--ipaddr",
+        "10.0.0.1",
+        "--gateway",
+        "10.0.0.254",
+        "--image",
+        "rocky",
+        "--tagadd",
+        "rack=r1",
+    ]);
+    wulf.ok(&[
+        "node",
+        "set",
+        "n1",
+        "--netname",
+        "ib",
+        "--ipaddr",
+        "10.10.0.1",
+    ]);
+    insta::assert_snapshot!(wulf.ok(&["node", "unset", "n[1-2]", "-f", "image", "-f", "network-devices.default.gateway", "-f", "tags.rack"]), @"unset image, network-devices.default.gateway, tags.rack on 2 node(s)");
+    wulf.ok(&["node", "unset", "n1", "-f", "network-devices.ib"]);
+    let n1: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["node", "show", "n1", "--json"])).unwrap_or_default();
+    assert_eq!((n1.get("image"), n1.get("tags")), (None, None), "{n1}");
+    assert_eq!(
+        n1["network-devices"].as_object().map(|m| m.len()),
+        Some(1),
+        "{n1}"
+    );
+    assert!(
+        n1["network-devices"]["default"].get("gateway").is_none(),
+        "{n1}"
+    );
+    insta::assert_snapshot!(wulf.fails(&["node", "unset", "n1", "-f", "image"]), @"error: node `n1` has no `image` set (see `wulf node show n1`)");
+
+    // $EDITOR is a real program: sed rewrites the image; a broken edit changes nothing.
+    let edit = |script: &str| {
+        wulf.command(&["node", "edit", "n1"])
+            .env("EDITOR", script)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    wulf.ok(&["node", "set", "n1", "--image", "rocky"]);
+    let out = edit("sed -i s/rocky/debian/");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n1: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["node", "show", "n1", "--json"])).unwrap_or_default();
+    assert_eq!(n1["image"], "debian");
+    let before = std::fs::read(wulf.path().join("nodes.toml")).unwrap_or_default();
+    let out = edit("sed -i s/10.0.0.1/10.0.0.2/");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has this address too"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = edit("sed -i s/image/colour/");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field `colour`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(wulf.path().join("nodes.toml")).unwrap_or_default(),
+        before,
+        "nothing was written"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&edit("true").stdout).trim(),
+        "no changes"
+    );
+}

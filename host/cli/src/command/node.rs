@@ -89,6 +89,20 @@ pub enum NodeCommand {
         #[arg(short, long, conflicts_with = "json")]
         all: bool,
     },
+    /// Clear fields, named as `node show --all` lists them: `image`, `kernel.args`,
+    /// `network-devices.ib` (a whole device), `network-devices.default.gateway`, `tags.rack`
+    Unset {
+        /// Names or hostlists
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(short, long = "field", required = true, value_name = "FIELD")]
+        fields: Vec<String>,
+    },
+    /// Edit nodes as TOML in $EDITOR; the result is validated before anything is written
+    Edit {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Print nodes as stored (unmerged), as YAML (default) or JSON, for `node import`
     Export {
         /// Names or hostlists [default: every node]
@@ -121,6 +135,18 @@ pub enum ProfileCommand {
         all: bool,
         #[command(flatten)]
         fields: FieldArgs,
+    },
+    /// Clear fields (see `wulf node unset`)
+    Unset {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(short, long = "field", required = true, value_name = "FIELD")]
+        fields: Vec<String>,
+    },
+    /// Edit profiles as TOML in $EDITOR
+    Edit {
+        #[arg(required = true)]
+        names: Vec<String>,
     },
     /// Delete profiles no node or profile uses
     #[command(visible_aliases = ["rm", "del", "remove"])]
@@ -185,6 +211,8 @@ pub fn run_node(ctx: &Context, command: NodeCommand) -> anyhow::Result<()> {
             json,
         } => export(ctx, &names, json),
         NodeCommand::Import { file } => import(ctx, &file),
+        NodeCommand::Unset { names, fields } => unset(ctx, kind, &names, &fields),
+        NodeCommand::Edit { names } => edit(ctx, kind, &names),
     }
 }
 
@@ -194,6 +222,8 @@ pub fn run_profile(ctx: &Context, command: ProfileCommand) -> anyhow::Result<()>
         ProfileCommand::Add { names, fields } => add(ctx, kind, &names, &fields, None),
         ProfileCommand::Set { names, all, fields } => set(ctx, kind, &names, all, &fields, None),
         ProfileCommand::Delete { names, yes } => delete(ctx, kind, &names, yes),
+        ProfileCommand::Unset { names, fields } => unset(ctx, kind, &names, &fields),
+        ProfileCommand::Edit { names } => edit(ctx, kind, &names),
         ProfileCommand::List(args) => list(ctx, kind, &args),
         ProfileCommand::Show { name, json } => show(ctx, kind, &name, json),
     }
@@ -601,5 +631,125 @@ fn show_sources(ctx: &Context, name: &str) -> anyhow::Result<()> {
         .map(|f| vec![name.to_string(), f.field, f.source.to_string(), f.value])
         .collect();
     table::print(&["node", "field", "profile", "value"], rows);
+    Ok(())
+}
+
+/// Removes a dotted path from a record's JSON form; `false` when it was not set.
+fn remove_path(value: &mut serde_json::Value, path: &str) -> bool {
+    let (parent, last) = match path.rsplit_once('.') {
+        Some((parent, last)) => (
+            parent
+                .split('.')
+                .try_fold(&mut *value, |v, key| v.get_mut(key)),
+            last,
+        ),
+        None => (Some(value), path),
+    };
+    parent
+        .and_then(|p| p.as_object_mut())
+        .and_then(|map| map.remove(last))
+        .is_some()
+}
+
+fn unset(ctx: &Context, kind: Kind, patterns: &[String], fields: &[String]) -> anyhow::Result<()> {
+    let names = expand_all(patterns)?;
+    store(ctx).update(|inventory| -> anyhow::Result<()> {
+        for name in &names {
+            let node = kind
+                .records_mut(inventory)
+                .get_mut(name)
+                .with_context(|| format!("{} `{name}` does not exist", kind.noun()))?;
+            let mut value = serde_json::to_value(&*node)?;
+            for field in fields {
+                if !remove_path(&mut value, field) {
+                    bail!(
+                        "{} `{name}` has no `{field}` set (see `wulf {} show {name}`)",
+                        kind.noun(),
+                        kind.noun()
+                    );
+                }
+            }
+            let mut cleared: Node = serde_json::from_value(value)?;
+            cleared.id = name.clone();
+            *node = cleared;
+        }
+        Ok(())
+    })?;
+    println!(
+        "unset {} on {} {}(s)",
+        fields.join(", "),
+        names.len(),
+        kind.noun()
+    );
+    Ok(())
+}
+
+fn edit(ctx: &Context, kind: Kind, patterns: &[String]) -> anyhow::Result<()> {
+    let names = expand_all(patterns)?;
+    let inventory = store(ctx).load()?;
+    let mut selected = BTreeMap::new();
+    for name in &names {
+        let node = kind
+            .records(&inventory)
+            .get(name)
+            .with_context(|| format!("{} `{name}` does not exist", kind.noun()))?;
+        selected.insert(name.clone(), node.clone());
+    }
+    let original = toml::to_string(&selected)?;
+    let file = ctx
+        .state
+        .root()
+        .join(format!(".edit-{}.toml", std::process::id()));
+    std::fs::create_dir_all(ctx.state.root())?;
+    std::fs::write(
+        &file,
+        format!(
+            "# {}s {}: save and quit to apply; empty the file to cancel.\n{original}",
+            kind.noun(),
+            names.join(", ")
+        ),
+    )?;
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&file)
+        .status();
+    let edited = std::fs::read_to_string(&file);
+    let _ = std::fs::remove_file(&file);
+    if !status
+        .with_context(|| format!("cannot run the editor `{editor}`"))?
+        .success()
+    {
+        bail!("the editor `{editor}` failed; nothing changed");
+    }
+    let edited = edited?;
+    if edited
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        bail!("the file was emptied; nothing changed");
+    }
+    let mut records: BTreeMap<String, Node> = toml::from_str(&edited)
+        .map_err(|e| anyhow::anyhow!("the edited file is not valid; nothing changed:\n{e}"))?;
+    if toml::to_string(&records)? == original {
+        println!("no changes");
+        return Ok(());
+    }
+    store(ctx).update(|inventory| -> anyhow::Result<()> {
+        let records_of_kind = kind.records_mut(inventory);
+        for name in &names {
+            records_of_kind.remove(name);
+        }
+        for (name, mut node) in std::mem::take(&mut records) {
+            node.id = name.clone();
+            records_of_kind.insert(name, node);
+        }
+        Ok(())
+    })?;
+    println!("updated {} {}(s)", names.len(), kind.noun());
     Ok(())
 }
