@@ -25,14 +25,38 @@ pub fn merge(node: &Node, profiles: &BTreeMap<String, Node>) -> Merged {
 }
 
 /// Merges many nodes, merging each distinct profile list once (clusters have thousands of
-/// nodes and a handful of profile lists).
+/// nodes and a handful of profile lists), spread over the machine's cores for large sets.
 pub fn merge_all<'a>(
     nodes: impl IntoIterator<Item = &'a Node>,
     profiles: &BTreeMap<String, Node>,
 ) -> Vec<Merged> {
-    let mut bases: HashMap<&'a [String], Merged> = HashMap::new();
+    const PER_THREAD: usize = 2_000;
+    let nodes: Vec<&Node> = nodes.into_iter().collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(nodes.len() / PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return merge_chunk(&nodes, profiles);
+    }
+    let chunk = nodes.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || merge_chunk(part, profiles)))
+            .collect();
+        // A merge thread only panics on a bug (it does no I/O); surface it rather than hide it.
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+fn merge_chunk(nodes: &[&Node], profiles: &BTreeMap<String, Node>) -> Vec<Merged> {
+    let mut bases: HashMap<&[String], Merged> = HashMap::new();
     nodes
-        .into_iter()
+        .iter()
         .map(|node| {
             let base = bases
                 .entry(&node.profiles)
@@ -298,7 +322,8 @@ mod tests {
             profile("a", |p| p.kernel.args = strings(&["x", "y"])),
             profile("b", |p| p.profiles = strings(&["a"])),
         ]);
-        let nodes: Vec<Node> = (0..4)
+        // Enough nodes to take the threaded path on a multi-core machine.
+        let nodes: Vec<Node> = (0..5_000)
             .map(|i| {
                 let mut n = Node::new(format!("n{i}"));
                 n.profiles = if i % 2 == 0 {
