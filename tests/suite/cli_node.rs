@@ -546,6 +546,22 @@ fn export_and_import_round_trip() {
     );
 
     let before = std::fs::read(wulf.path().join("nodes.toml")).unwrap_or_default();
+    // A null inside a free-form resource cannot be stored as TOML: refused, nothing lost.
+    std::fs::write(
+        &file,
+        "n1:\n  resources:\n    fstab:\n      - spec: x\n        opts: ~\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let error = wulf.fails(&["node", "import", &file.display().to_string()]);
+    assert!(
+        error.contains("cannot be stored as TOML") && error.contains("nothing was written"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read(wulf.path().join("nodes.toml")).unwrap_or_default(),
+        before,
+        "nothing was written"
+    );
     std::fs::write(&file, "n1:\n  colour: red\n").unwrap_or_else(|e| panic!("{e}"));
     let error = wulf.fails(&["node", "import", &file.display().to_string()]);
     assert!(

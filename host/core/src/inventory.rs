@@ -30,6 +30,8 @@ pub enum InventoryError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the inventory cannot be stored as TOML ({message}); nothing was written")]
+    Serialize { message: String },
     #[error(transparent)]
     Invalid(#[from] crate::validation::ValidationError),
 }
@@ -57,11 +59,12 @@ impl Inventory {
         Ok(inventory)
     }
 
-    /// The TOML form.
-    pub fn to_toml(&self) -> String {
-        // Serializing plain maps of our own records cannot fail; an empty string would only
-        // come from a serde bug, and is refused by `save` rather than written.
-        toml::to_string(self).unwrap_or_default()
+    /// The TOML form. Fails for values TOML cannot hold (a `null` inside a free-form
+    /// resource, say), which must then never reach the disk.
+    pub fn to_toml(&self) -> Result<String, InventoryError> {
+        toml::to_string(self).map_err(|e| InventoryError::Serialize {
+            message: e.to_string(),
+        })
     }
 
     /// Adds the nodes and profiles an inventory backend serves. The built-in store wins: a
@@ -149,11 +152,10 @@ impl InventoryStore {
             node.id = id.clone();
         }
         crate::validation::validate(&inventory).map_err(|e| E::from(InventoryError::from(e)))?;
-        write_atomic(&self.path, inventory.to_toml().as_bytes()).map_err(|source| {
-            InventoryError::Write {
-                path: self.path.clone(),
-                source,
-            }
+        let text = inventory.to_toml()?;
+        write_atomic(&self.path, text.as_bytes()).map_err(|source| InventoryError::Write {
+            path: self.path.clone(),
+            source,
         })?;
         Ok(result)
     }

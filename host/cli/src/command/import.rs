@@ -48,7 +48,7 @@ pub fn run(ctx: &Context, command: ImportCommand) -> anyhow::Result<()> {
             profiles: imported.profiles.clone(),
             nodes: imported.nodes.clone(),
         };
-        print!("{}", preview.to_toml());
+        print!("{}", preview.to_toml()?);
         report(&mut std::io::stderr());
         eprintln!("dry run: would import {counts}; nothing written");
         return Ok(());
