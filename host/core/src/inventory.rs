@@ -186,10 +186,12 @@ impl InventoryBackend for InventoryStore {
     }
 
     fn lookup_hwaddr(&self, hwaddr: &str) -> Result<Option<Node>, ExtensionError> {
-        let wanted = crate::hwaddr::HwAddr::parse(hwaddr).ok();
+        let Ok(wanted) = crate::hwaddr::HwAddr::parse(hwaddr) else {
+            return Ok(None);
+        };
         Ok(self.list_nodes()?.into_iter().find(|n| {
             n.hwaddrs()
-                .any(|h| crate::hwaddr::HwAddr::parse(&h).ok() == wanted && wanted.is_some())
+                .any(|h| crate::hwaddr::HwAddr::parse(&h) == Ok(wanted))
         }))
     }
 

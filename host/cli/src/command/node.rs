@@ -59,10 +59,8 @@ pub enum NodeCommand {
     /// Change only the fields given
     #[command(visible_alias = "modify")]
     Set {
-        names: Vec<String>,
-        /// Every node
-        #[arg(short, long)]
-        all: bool,
+        #[command(flatten)]
+        target: SetTarget,
         #[command(flatten)]
         fields: FieldArgs,
         #[command(flatten)]
@@ -70,13 +68,7 @@ pub enum NodeCommand {
     },
     /// Delete nodes
     #[command(visible_aliases = ["rm", "del", "remove"])]
-    Delete {
-        #[arg(required = true)]
-        names: Vec<String>,
-        /// Do not ask
-        #[arg(short, long)]
-        yes: bool,
-    },
+    Delete(DeleteArgs),
     /// List nodes (all, or those matching hostlists)
     #[command(visible_alias = "ls")]
     List(ListArgs),
@@ -91,18 +83,9 @@ pub enum NodeCommand {
     },
     /// Clear fields, named as `node show --all` lists them: `image`, `kernel.args`,
     /// `network-devices.ib` (a whole device), `network-devices.default.gateway`, `tags.rack`
-    Unset {
-        /// Names or hostlists
-        #[arg(required = true)]
-        names: Vec<String>,
-        #[arg(short, long = "field", required = true, value_name = "FIELD")]
-        fields: Vec<String>,
-    },
+    Unset(UnsetArgs),
     /// Edit nodes as TOML in $EDITOR; the result is validated before anything is written
-    Edit {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Edit(NamesArgs),
     /// Print nodes as stored (unmerged), as YAML (default) or JSON, for `node import`
     Export {
         /// Names or hostlists [default: every node]
@@ -130,32 +113,18 @@ pub enum ProfileCommand {
     /// Change only the fields given
     #[command(visible_alias = "modify")]
     Set {
-        names: Vec<String>,
-        #[arg(short, long)]
-        all: bool,
+        #[command(flatten)]
+        target: SetTarget,
         #[command(flatten)]
         fields: FieldArgs,
     },
     /// Clear fields (see `wulf node unset`)
-    Unset {
-        #[arg(required = true)]
-        names: Vec<String>,
-        #[arg(short, long = "field", required = true, value_name = "FIELD")]
-        fields: Vec<String>,
-    },
+    Unset(UnsetArgs),
     /// Edit profiles as TOML in $EDITOR
-    Edit {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Edit(NamesArgs),
     /// Delete profiles no node or profile uses
     #[command(visible_aliases = ["rm", "del", "remove"])]
-    Delete {
-        #[arg(required = true)]
-        names: Vec<String>,
-        #[arg(short, long)]
-        yes: bool,
-    },
+    Delete(DeleteArgs),
     /// List profiles
     #[command(visible_alias = "ls")]
     List(ListArgs),
@@ -165,6 +134,42 @@ pub enum ProfileCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which records `set` changes.
+#[derive(Debug, clap::Args)]
+pub struct SetTarget {
+    /// Names or hostlists
+    names: Vec<String>,
+    /// Every record of the kind
+    #[arg(short, long)]
+    all: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NamesArgs {
+    /// Names or hostlists
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Names or hostlists
+    #[arg(required = true)]
+    names: Vec<String>,
+    /// Do not ask
+    #[arg(short, long)]
+    yes: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnsetArgs {
+    /// Names or hostlists
+    #[arg(required = true)]
+    names: Vec<String>,
+    #[arg(short, long = "field", required = true, value_name = "FIELD")]
+    fields: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -192,27 +197,22 @@ pub fn run_node(ctx: &Context, command: NodeCommand) -> anyhow::Result<()> {
             node_only,
         } => add(ctx, kind, &names, &fields, Some(&node_only)),
         NodeCommand::Set {
-            names,
-            all,
+            target,
             fields,
             node_only,
-        } => set(ctx, kind, &names, all, &fields, Some(&node_only)),
-        NodeCommand::Delete { names, yes } => delete(ctx, kind, &names, yes),
+        } => set(ctx, kind, &target, &fields, Some(&node_only)),
+        NodeCommand::Delete(args) => delete(ctx, kind, &args),
         NodeCommand::List(args) => list(ctx, kind, &args),
         NodeCommand::Show {
             name,
-            json,
+            json: false,
             all: true,
-        } if !json => show_sources(ctx, &name),
+        } => show_sources(ctx, &name),
         NodeCommand::Show { name, json, .. } => show(ctx, kind, &name, json),
-        NodeCommand::Export {
-            names,
-            yaml: _,
-            json,
-        } => export(ctx, &names, json),
+        NodeCommand::Unset(args) => unset(ctx, kind, &args),
+        NodeCommand::Edit(args) => edit(ctx, kind, &args.names),
+        NodeCommand::Export { names, json, .. } => export(ctx, &names, json),
         NodeCommand::Import { file } => import(ctx, &file),
-        NodeCommand::Unset { names, fields } => unset(ctx, kind, &names, &fields),
-        NodeCommand::Edit { names } => edit(ctx, kind, &names),
     }
 }
 
@@ -220,10 +220,10 @@ pub fn run_profile(ctx: &Context, command: ProfileCommand) -> anyhow::Result<()>
     let kind = Kind::Profile;
     match command {
         ProfileCommand::Add { names, fields } => add(ctx, kind, &names, &fields, None),
-        ProfileCommand::Set { names, all, fields } => set(ctx, kind, &names, all, &fields, None),
-        ProfileCommand::Delete { names, yes } => delete(ctx, kind, &names, yes),
-        ProfileCommand::Unset { names, fields } => unset(ctx, kind, &names, &fields),
-        ProfileCommand::Edit { names } => edit(ctx, kind, &names),
+        ProfileCommand::Set { target, fields } => set(ctx, kind, &target, &fields, None),
+        ProfileCommand::Delete(args) => delete(ctx, kind, &args),
+        ProfileCommand::Unset(args) => unset(ctx, kind, &args),
+        ProfileCommand::Edit(args) => edit(ctx, kind, &args.names),
         ProfileCommand::List(args) => list(ctx, kind, &args),
         ProfileCommand::Show { name, json } => show(ctx, kind, &name, json),
     }
@@ -297,11 +297,11 @@ fn summarize(names: &[String]) -> String {
 fn set(
     ctx: &Context,
     kind: Kind,
-    patterns: &[String],
-    all: bool,
+    target: &SetTarget,
     fields: &FieldArgs,
     node_only: Option<&NodeOnlyArgs>,
 ) -> anyhow::Result<()> {
+    let (patterns, all) = (&target.names, target.all);
     if patterns.is_empty() && !all {
         bail!(
             "which {}s? name them (hostlists work) or pass --all",
@@ -333,8 +333,8 @@ fn set(
     Ok(())
 }
 
-fn delete(ctx: &Context, kind: Kind, patterns: &[String], yes: bool) -> anyhow::Result<()> {
-    let names = expand_all(patterns)?;
+fn delete(ctx: &Context, kind: Kind, args: &DeleteArgs) -> anyhow::Result<()> {
+    let (names, yes) = (expand_all(&args.names)?, args.yes);
     if !yes {
         if !std::io::stdin().is_terminal() {
             bail!(
@@ -651,8 +651,8 @@ fn remove_path(value: &mut serde_json::Value, path: &str) -> bool {
         .is_some()
 }
 
-fn unset(ctx: &Context, kind: Kind, patterns: &[String], fields: &[String]) -> anyhow::Result<()> {
-    let names = expand_all(patterns)?;
+fn unset(ctx: &Context, kind: Kind, args: &UnsetArgs) -> anyhow::Result<()> {
+    let (names, fields) = (expand_all(&args.names)?, &args.fields);
     store(ctx).update(|inventory| -> anyhow::Result<()> {
         for name in &names {
             let node = kind

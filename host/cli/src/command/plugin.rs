@@ -261,11 +261,11 @@ fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Re
                 WasmOverlayGenerator::new(plugin).context("not an overlay generator")?;
             let inventory = ctx.inventory()?;
             let merged = inventory.merged(node_id)?;
-            let all: Vec<_> = inventory
-                .nodes
-                .keys()
-                .filter_map(|id| inventory.merged(id).ok().map(|m| m.node))
-                .collect();
+            let all: Vec<_> =
+                wulf_core::merge::merge_all(inventory.nodes.values(), &inventory.profiles)
+                    .into_iter()
+                    .map(|m| m.node)
+                    .collect();
             let server = local_server();
             let started = Instant::now();
             let mut files = generator.generate_shared(&all, &server)?;
