@@ -171,3 +171,52 @@ pub fn require_command(command: &str, package: &str) {
         install.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
     );
 }
+
+/// A running `wulf serve`, stopped when dropped.
+pub struct Serving {
+    child: std::process::Child,
+    pub http: std::net::SocketAddr,
+    /// `None` when TFTP is off.
+    pub tftp: Option<std::net::SocketAddr>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Wulf {
+    /// Starts `wulf serve <args>` and waits for the addresses it reports (pass port 0 to let
+    /// the kernel choose).
+    pub fn serve(&self, args: &[&str]) -> Serving {
+        use std::io::BufRead;
+        let mut full = vec!["serve"];
+        full.extend_from_slice(args);
+        let mut child = self
+            .command(&full)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning wulf serve: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (mut http, mut tftp) = (None, None);
+        // The TFTP line (on or off) is the last of the startup lines.
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.strip_prefix("wulf: HTTP on http://") {
+                http = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            } else if let Some(rest) = line.strip_prefix("wulf: TFTP on ") {
+                tftp = rest.split(',').next().and_then(|a| a.parse().ok());
+                break;
+            } else if line.starts_with("wulf: TFTP off") {
+                break;
+            }
+        }
+        let http = http.unwrap_or_else(|| panic!("wulf serve did not report its HTTP address"));
+        Serving { child, http, tftp }
+    }
+}

@@ -278,25 +278,14 @@ fn nodes_from_the_csv_backend() {
     ");
 
     // The boot server finds it by MAC.
-    let mut child = wulf
-        .command(&["serve", "--http-addr", "127.0.0.1:0", "--no-tftp"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let http = std::io::BufRead::lines(std::io::BufReader::new(stdout))
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("wulf: HTTP on http://")
-                .and_then(|r| r.split_whitespace().next().map(str::to_string))
-        })
-        .unwrap_or_default();
+    let serving = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
     let script = std::process::Command::new("curl")
-        .args(["-s", &format!("http://{http}/ipxe/aa-bb-cc-00-00-01")])
+        .args([
+            "-s",
+            &format!("http://{}/ipxe/aa-bb-cc-00-00-01", serving.http),
+        ])
         .output();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serving);
     let script =
         String::from_utf8_lossy(&script.map(|o| o.stdout).unwrap_or_default()).into_owned();
     assert!(

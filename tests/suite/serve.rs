@@ -1,26 +1,19 @@
 //! `wulf serve` through the real binary: HTTP with curl, TFTP with curl and with a raw client
 //! of ours for what curl cannot do (the PXE tsize probe, windows, write requests, garbage).
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use wulf_tests::{Wulf, require_command};
+use wulf_tests::{Serving, Wulf, require_command};
 
 struct Served {
-    child: Child,
+    /// Keeps the server running for the test; stops it when dropped.
+    _serving: Serving,
     http: SocketAddr,
     tftp: SocketAddr,
     _wulf: Wulf,
     _root: tempfile::TempDir,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const NODES: &str = r#"
@@ -50,42 +43,21 @@ fn serve() -> Served {
     std::fs::write(root.path().join("big.bin"), payload(70_000 * 512 + 3))
         .unwrap_or_else(|e| panic!("{e}"));
     let root_arg = root.path().display().to_string();
-    let mut child = wulf
-        .command(&[
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--tftp-addr",
-            "127.0.0.1:0",
-            "--tftp-root",
-            &root_arg,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning wulf serve: {e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let (mut http, mut tftp) = (None, None);
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if let Some(rest) = line.strip_prefix("wulf: HTTP on http://") {
-            http = rest.split_whitespace().next().and_then(|a| a.parse().ok());
-        }
-        if let Some(rest) = line.strip_prefix("wulf: TFTP on ") {
-            tftp = rest.split(',').next().and_then(|a| a.parse().ok());
-        }
-        if http.is_some() && tftp.is_some() {
-            break;
-        }
-    }
-    match (http, tftp) {
-        (Some(http), Some(tftp)) => Served {
-            child,
-            http,
-            tftp,
-            _wulf: wulf,
-            _root: root,
-        },
-        _ => panic!("wulf serve did not report its addresses"),
+    let serving = wulf.serve(&[
+        "--http-addr",
+        "127.0.0.1:0",
+        "--tftp-addr",
+        "127.0.0.1:0",
+        "--tftp-root",
+        &root_arg,
+    ]);
+    let tftp = serving.tftp.unwrap_or_else(|| panic!("TFTP is off"));
+    Served {
+        http: serving.http,
+        tftp,
+        _serving: serving,
+        _wulf: wulf,
+        _root: root,
     }
 }
 
