@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fs4::fs_std::FileExt;
 
@@ -40,7 +40,6 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[derive(Debug)]
 pub struct WriteLock {
     file: File,
-    path: PathBuf,
 }
 
 impl WriteLock {
@@ -55,15 +54,7 @@ impl WriteLock {
             .write(true)
             .open(path)?;
         file.lock_exclusive()?;
-        Ok(WriteLock {
-            file,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(WriteLock { file })
     }
 }
 

@@ -118,11 +118,6 @@ pub fn expand(pattern: &str) -> Result<Vec<String>, HostlistError> {
     Ok(names)
 }
 
-/// `true` when `text` is a hostlist pattern rather than one plain name.
-pub fn is_pattern(text: &str) -> bool {
-    text.contains(['[', ','])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,10 +30,6 @@ impl HwAddr {
         }
         Ok(HwAddr(bytes))
     }
-
-    pub fn octets(&self) -> [u8; 6] {
-        self.0
-    }
 }
 
 impl fmt::Display for HwAddr {

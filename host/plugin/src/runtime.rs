@@ -110,10 +110,6 @@ impl Runtime {
         })
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Checks, compiles (or loads from cache) and links a plugin with its site settings.
     pub fn load(
         &self,
