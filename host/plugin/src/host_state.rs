@@ -78,8 +78,8 @@ impl WasiView for HostState {
     }
 }
 
-/// Caps every linear memory and table, and remembers whether the cap was the reason a growth
-/// failed, so the error can name the limit instead of a bare trap.
+/// Caps every linear memory (and tables), and remembers whether the memory cap was the reason
+/// a growth failed, so the error can name the limit instead of a bare trap.
 pub struct MemoryLimiter {
     cap: usize,
     pub exceeded: bool,
@@ -108,8 +108,8 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Not the memory cap: the error is reported as the trap it causes, with this message.
         if desired > 1_000_000 {
-            self.exceeded = true;
             wasmtime::bail!("table limit reached growing to {desired} elements");
         }
         Ok(true)
