@@ -1,0 +1,243 @@
+//! Pulling an image from a registry with `oci-client`: manifests are fetched raw and parsed by
+//! [`crate::oci`], layers are streamed to the blob cache with their digests checked, never held
+//! in memory.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use tokio::io::AsyncWrite;
+
+use crate::Progress;
+use crate::error::{ImageError, Result};
+use crate::flatten::Layer;
+use crate::oci::{self, Parsed, Platform};
+use crate::source::Resolved;
+
+/// How to reach a registry.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Plain HTTP instead of HTTPS.
+    pub insecure_http: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Fetches `reference` for `platform`, storing layer blobs in `blobs` (by digest, shared
+/// between images).
+pub async fn pull(
+    reference: &str,
+    platform: &Platform,
+    options: &RegistryOptions,
+    blobs: &Path,
+    progress: Arc<dyn Progress>,
+) -> Result<Resolved> {
+    let image: Reference = reference.parse().map_err(|e| {
+        ImageError::Invalid(format!(
+            "docker://{reference} is not a valid image reference ({e}); expected registry/repository[:tag|@sha256:digest]"
+        ))
+    })?;
+    let registry_error = |what: &str, e: oci_client::errors::OciDistributionError| {
+        ImageError::Registry(format!(
+            "{what} from {}: {}",
+            image.resolve_registry(),
+            chain(&e)
+        ))
+    };
+    let client = Client::new(ClientConfig {
+        protocol: if options.insecure_http {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        platform_resolver: None,
+        ..Default::default()
+    });
+    let auth = match (&options.username, &options.password) {
+        (Some(user), Some(pass)) => RegistryAuth::Basic(user.clone(), pass.clone()),
+        (Some(user), None) => {
+            return Err(ImageError::Invalid(format!(
+                "a password is needed for user {user}: set WULF_OCI_PASSWORD or answer the prompt"
+            )));
+        }
+        _ => RegistryAuth::Anonymous,
+    };
+
+    let (bytes, mut digest) = client
+        .pull_manifest_raw(&image, &auth, oci::ACCEPTED_MANIFESTS)
+        .await
+        .map_err(|e| registry_error(&format!("cannot fetch the manifest of {image}"), e))?;
+    if let Some(pinned) = image.digest() {
+        oci::verify(&bytes, pinned, &format!("manifest of {image}"))?;
+    }
+    let manifest = match oci::parse_manifest(&bytes, &format!("manifest of {image}"))? {
+        Parsed::Image(m) => m,
+        Parsed::Index(manifests) => {
+            let chosen = oci::select_platform(&manifests, platform, &format!("{image}"))?;
+            let by_digest = Reference::with_digest(
+                image.registry().to_owned(),
+                image.repository().to_owned(),
+                chosen.digest.clone(),
+            );
+            let (bytes, _) = client
+                .pull_manifest_raw(&by_digest, &auth, oci::ACCEPTED_MANIFESTS)
+                .await
+                .map_err(|e| {
+                    registry_error(
+                        &format!("cannot fetch the {platform} manifest of {image}"),
+                        e,
+                    )
+                })?;
+            oci::verify(
+                &bytes,
+                &chosen.digest,
+                &format!("{platform} manifest of {image}"),
+            )?;
+            digest = chosen.digest.clone();
+            match oci::parse_manifest(&bytes, &format!("{platform} manifest of {image}"))? {
+                Parsed::Image(m) => m,
+                Parsed::Index(_) => {
+                    return Err(ImageError::Invalid(format!(
+                        "{image}: the {platform} entry is another index; nested indexes are not supported"
+                    )));
+                }
+            }
+        }
+    };
+
+    let mut config_bytes = Vec::new();
+    client
+        .pull_blob(&image, manifest.config.digest.as_str(), &mut config_bytes)
+        .await
+        .map_err(|e| registry_error(&format!("cannot fetch the config of {image}"), e))?;
+    let config = oci::parse_config(&config_bytes, &format!("config of {image}"))?;
+    let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+    if !diff_ids.is_empty() && diff_ids.len() != manifest.layers.len() {
+        return Err(ImageError::Invalid(format!(
+            "{image}: the manifest has {} layers but the config lists {} diff_ids",
+            manifest.layers.len(),
+            diff_ids.len()
+        )));
+    }
+
+    std::fs::create_dir_all(blobs).map_err(ImageError::at(blobs))?;
+    let total: i64 = manifest.layers.iter().filter_map(|l| l.size).sum();
+    progress.start("downloading layers", Some(total.max(0) as u64));
+    let mut layers = Vec::new();
+    for (i, desc) in manifest.layers.iter().enumerate() {
+        let path = cached_blob(blobs, &desc.digest)?;
+        if !path.exists() {
+            let partial = path.with_extension(format!("partial-{}", std::process::id()));
+            let file = tokio::fs::File::create(&partial)
+                .await
+                .map_err(ImageError::at(&partial))?;
+            let mut writer = ProgressWriter {
+                inner: file,
+                progress: Arc::clone(&progress),
+            };
+            let pulled = client
+                .pull_blob(&image, desc.digest.as_str(), &mut writer)
+                .await;
+            let synced = match &pulled {
+                Ok(()) => {
+                    use tokio::io::AsyncWriteExt as _;
+                    let file = &mut writer.inner;
+                    match file.flush().await {
+                        Ok(()) => file.sync_all().await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(_) => Ok(()),
+            };
+            if let Err(e) = synced {
+                let _ = std::fs::remove_file(&partial);
+                return Err(ImageError::Io {
+                    context: partial.display().to_string(),
+                    source: e,
+                });
+            }
+            if let Err(e) = pulled {
+                let _ = std::fs::remove_file(&partial);
+                return Err(registry_error(
+                    &format!("cannot fetch layer {} ({}) of {image}", i + 1, desc.digest),
+                    e,
+                ));
+            }
+            std::fs::rename(&partial, &path).map_err(ImageError::at(&path))?;
+        } else if let Some(size) = desc.size {
+            progress.advance(size.max(0) as u64);
+        }
+        layers.push(Layer {
+            blob: path,
+            digest: Some(desc.digest.clone()),
+            diff_id: diff_ids.get(i).cloned(),
+        });
+    }
+    progress.finish();
+    let platform = match (&config.os, &config.architecture) {
+        (Some(os), Some(arch)) => Some(format!("{os}/{arch}")),
+        _ => None,
+    };
+    Ok(Resolved {
+        layers,
+        digest: Some(digest),
+        platform,
+    })
+}
+
+fn cached_blob(blobs: &Path, digest: &str) -> Result<PathBuf> {
+    match digest.split_once(':') {
+        Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(blobs.join(hex))
+        }
+        _ => Err(ImageError::Invalid(format!(
+            "layer digest {digest:?} is not a sha256 digest"
+        ))),
+    }
+}
+
+/// The error and its causes on one line: "connection refused" lives three levels down.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+struct ProgressWriter<W> {
+    inner: W,
+    progress: Arc<dyn Progress>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for ProgressWriter<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.progress.advance(n as u64);
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,600 @@
+//! Images on disk: `<state>/images/<name>/` holds `image.toml`, `rootfs.tar`, the kernels
+//! found in it and the built initramfs, named by its content hash.
+//!
+//! Every change is staged beside the image and swapped in with a rename, so readers (the boot
+//! server) see the old image or the new one, and a failed or interrupted import or build
+//! leaves the last good one in place.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use wulf_core::StateDir;
+use wulf_core::atomic_file::{WriteLock, write_atomic};
+use wulf_core::extension::{EntryKind, ImageTransform, TransformRun};
+
+use crate::Progress;
+use crate::compress::Compression;
+use crate::error::{ImageError, Result};
+use crate::kernel::{self, Kernel};
+use crate::oci::Platform;
+use crate::pack::{self, PackOptions, Packed};
+use crate::registry::{self, RegistryOptions};
+use crate::rootfs::{self, DataReader, TarEntry};
+use crate::source::{self, Source};
+use crate::{chroot, flatten};
+
+const META: &str = "image.toml";
+const ROOTFS: &str = "rootfs.tar";
+const KERNELS: &str = "kernels";
+
+/// `image.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ImageMeta {
+    pub name: String,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Unix seconds.
+    pub imported_at: u64,
+    pub entries: u64,
+    /// Bytes of file content in the rootfs.
+    pub bytes: u64,
+    #[serde(default)]
+    pub kernels: Vec<Kernel>,
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<Build>,
+}
+
+impl ImageMeta {
+    pub fn default_kernel(&self) -> Option<&Kernel> {
+        kernel::default_kernel(&self.kernels)
+    }
+}
+
+/// How an image is built; kept so a rebuild does the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<u32>,
+    /// Image-transform plugins run during builds, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<String>,
+    /// Fixed mtime for every entry, for reproducible archives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<u64>,
+}
+
+/// The current built initramfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Build {
+    /// File name in the image directory: `initramfs-<sha256 prefix>.img.gz`.
+    pub file: String,
+    pub sha256: String,
+    pub compression: Compression,
+    pub size: u64,
+    pub uncompressed: u64,
+    pub entries: u64,
+    pub built_at: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<String>,
+}
+
+/// Options for [`ImageStore::import`].
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    pub force: bool,
+    pub platform: Option<Platform>,
+    pub registry: RegistryOptions,
+}
+
+/// The image directory of a state directory.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    dir: PathBuf,
+    blobs: PathBuf,
+    lock: PathBuf,
+}
+
+/// Warewulf's rule for image names: `^[\w\-.:]+$`, and not `.`/`..`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ImageError::Invalid(format!(
+            "image name {name:?} is not valid: use letters, digits, `_`, `-`, `.` and `:` (not starting with `.`)"
+        )))
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl ImageStore {
+    pub fn new(state: &StateDir) -> Self {
+        ImageStore {
+            dir: state.root().join("images"),
+            blobs: state.cache_dir().join("blobs").join("sha256"),
+            lock: state.lock_file(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn rootfs(&self, name: &str) -> PathBuf {
+        self.path(name).join(ROOTFS)
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.path(name).join(META).is_file()
+    }
+
+    pub fn get(&self, name: &str) -> Result<ImageMeta> {
+        validate_name(name)?;
+        let path = self.path(name).join(META);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ImageError::NotFound(name.to_owned()));
+            }
+            Err(e) => return Err(ImageError::at(&path)(e)),
+        };
+        toml::from_str(&text).map_err(|e| ImageError::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// Every image, by name.
+    pub fn list(&self) -> Result<Vec<ImageMeta>> {
+        let mut out = Vec::new();
+        let dir = match fs::read_dir(&self.dir) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(ImageError::at(&self.dir)(e)),
+        };
+        for entry in dir {
+            let entry = entry.map_err(ImageError::at(&self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !entry.path().join(META).is_file() {
+                continue;
+            }
+            out.push(self.get(&name)?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The file of a kernel of an image.
+    pub fn kernel_path(&self, image: &str, kernel: &Kernel) -> PathBuf {
+        self.path(image).join(KERNELS).join(&kernel.file)
+    }
+
+    /// The built initramfs, if there is one.
+    pub fn initramfs_path(&self, meta: &ImageMeta) -> Option<PathBuf> {
+        meta.build
+            .as_ref()
+            .map(|b| self.path(&meta.name).join(&b.file))
+    }
+
+    fn staging(&self, what: &str, name: &str) -> PathBuf {
+        self.dir
+            .join(format!(".{what}-{name}-{}", std::process::id()))
+    }
+
+    /// Removes staging directories left by processes that no longer run.
+    fn clean_stale(&self) {
+        let Ok(dir) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with(".import-") || name.starts_with(".trash-")) {
+                continue;
+            }
+            let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
+    /// Imports `source` as `name`. Nothing changes unless the whole import succeeds.
+    pub async fn import(
+        &self,
+        source: &Source,
+        name: &str,
+        options: &ImportOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<ImageMeta> {
+        validate_name(name)?;
+        if self.exists(name) && !options.force {
+            return Err(ImageError::Exists(name.to_owned()));
+        }
+        fs::create_dir_all(&self.dir).map_err(ImageError::at(&self.dir))?;
+        self.clean_stale();
+        let staging = self.staging("import", name);
+        let _ = fs::remove_dir_all(&staging);
+        let result = self
+            .import_into(&staging, source, name, options, progress)
+            .await;
+        let meta = match result {
+            Ok(meta) => meta,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
+        if self.exists(name) && !options.force {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(ImageError::Exists(name.to_owned()));
+        }
+        self.swap_in(&staging, name)?;
+        Ok(meta)
+    }
+
+    async fn import_into(
+        &self,
+        staging: &Path,
+        source: &Source,
+        name: &str,
+        options: &ImportOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<ImageMeta> {
+        let work = staging.join("work");
+        fs::create_dir_all(&work).map_err(ImageError::at(&work))?;
+        let rootfs_tar = staging.join(ROOTFS);
+        let platform = options.platform.clone().unwrap_or_else(Platform::host);
+        let (flattened, digest, image_platform) = match source {
+            Source::Chroot(dir) => (
+                chroot::import_dir(dir, &rootfs_tar, progress.as_ref())?,
+                None,
+                None,
+            ),
+            other => {
+                let resolved = match other {
+                    Source::Registry(reference) => {
+                        registry::pull(
+                            reference,
+                            &platform,
+                            &options.registry,
+                            &self.blobs,
+                            Arc::clone(&progress),
+                        )
+                        .await?
+                    }
+                    Source::OciLayout { dir, tag } => source::read_layout(
+                        dir,
+                        tag.as_deref(),
+                        &platform,
+                        &format!("OCI layout {}", dir.display()),
+                    )?,
+                    Source::OciArchive { file, tag } => {
+                        let unpacked = work.join("archive");
+                        source::unpack_archive(file, &unpacked)?;
+                        source::read_layout(
+                            &unpacked,
+                            tag.as_deref(),
+                            &platform,
+                            &format!("OCI archive {}", file.display()),
+                        )?
+                    }
+                    Source::DockerArchive { file } => {
+                        let unpacked = work.join("archive");
+                        source::unpack_archive(file, &unpacked)?;
+                        source::read_docker_archive(
+                            &unpacked,
+                            &format!("docker archive {}", file.display()),
+                        )?
+                    }
+                    Source::Chroot(_) => unreachable!("handled above"),
+                };
+                let flattened =
+                    flatten::flatten(&resolved.layers, &work, &rootfs_tar, progress.as_ref())?;
+                (flattened, resolved.digest, resolved.platform)
+            }
+        };
+        let _ = fs::remove_dir_all(&work);
+        let kernels = extract_kernels(&rootfs_tar, &staging.join(KERNELS))?;
+        let previous = self.get(name).ok();
+        let meta = ImageMeta {
+            name: name.to_owned(),
+            source: source.to_string(),
+            digest,
+            platform: image_platform,
+            imported_at: now(),
+            entries: flattened.entries,
+            bytes: flattened.bytes,
+            kernels,
+            // A re-import keeps how the admin asked the image to be built.
+            settings: previous.map(|p| p.settings).unwrap_or_default(),
+            build: None,
+        };
+        self.write_meta_at(staging, &meta)?;
+        Ok(meta)
+    }
+
+    /// Moves a staged image directory into place, replacing an existing one.
+    fn swap_in(&self, staging: &Path, name: &str) -> Result<()> {
+        let target = self.path(name);
+        if target.exists() {
+            let trash = self.staging("trash", name);
+            fs::rename(&target, &trash).map_err(ImageError::at(&target))?;
+            fs::rename(staging, &target).map_err(ImageError::at(&target))?;
+            let _ = fs::remove_dir_all(&trash);
+        } else {
+            fs::rename(staging, &target).map_err(ImageError::at(&target))?;
+        }
+        if let Ok(dir) = File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    fn write_meta_at(&self, dir: &Path, meta: &ImageMeta) -> Result<()> {
+        let text = toml::to_string(meta).map_err(|e| {
+            ImageError::Invalid(format!("cannot serialize image {}: {e}", meta.name))
+        })?;
+        let path = dir.join(META);
+        write_atomic(&path, text.as_bytes()).map_err(ImageError::at(&path))
+    }
+
+    /// Changes how an image is built.
+    pub fn update_settings(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Settings),
+    ) -> Result<ImageMeta> {
+        let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
+        let mut meta = self.get(name)?;
+        change(&mut meta.settings);
+        self.write_meta_at(&self.path(name), &meta)?;
+        Ok(meta)
+    }
+
+    /// Builds the initramfs of `name` with its settings and `transforms` (loaded for the names
+    /// in its settings, in order). The new archive replaces the old one only when complete.
+    pub fn build(
+        &self,
+        name: &str,
+        transforms: &[Arc<dyn ImageTransform>],
+        threads: usize,
+        progress: &dyn Progress,
+    ) -> Result<ImageMeta> {
+        let meta = self.get(name)?;
+        let dir = self.path(name);
+        let build_lock = dir.join(".build.lock");
+        let _building = WriteLock::acquire(&build_lock).map_err(ImageError::at(&build_lock))?;
+        let settings = &meta.settings;
+        let compression = settings.compression;
+        let options = PackOptions {
+            compression,
+            level: settings.level.unwrap_or(compression.default_level()),
+            threads,
+            mtime: settings.mtime,
+        };
+        let mut runs: Vec<(String, Box<dyn TransformRun>)> = transforms
+            .iter()
+            .map(|t| Ok((t.name().to_owned(), t.start(name)?)))
+            .collect::<Result<_>>()?;
+        let tmp = dir.join(format!(".initramfs.tmp-{}", std::process::id()));
+        let file = File::create(&tmp).map_err(ImageError::at(&tmp))?;
+        let packed = pack::pack(&dir.join(ROOTFS), file, &options, &mut runs, progress).and_then(
+            |(packed, file): (Packed, File)| {
+                file.sync_all().map_err(ImageError::at(&tmp))?;
+                Ok(packed)
+            },
+        );
+        let packed = match packed {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let file_name = format!(
+            "initramfs-{}.{}",
+            &packed.sha256[..16],
+            compression.extension()
+        );
+        let target = dir.join(&file_name);
+        fs::rename(&tmp, &target).map_err(ImageError::at(&target))?;
+
+        let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
+        let mut meta = self.get(name)?;
+        meta.build = Some(Build {
+            file: file_name.clone(),
+            sha256: packed.sha256,
+            compression,
+            size: packed.compressed,
+            uncompressed: packed.uncompressed,
+            entries: packed.entries,
+            built_at: now(),
+            transforms: transforms.iter().map(|t| t.name().to_owned()).collect(),
+        });
+        self.write_meta_at(&dir, &meta)?;
+        // Old archives go; a transfer in flight keeps its open file.
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let n = entry.file_name().to_string_lossy().into_owned();
+                if n.starts_with("initramfs-") && n != file_name {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(meta)
+    }
+
+    pub fn delete(&self, name: &str) -> Result<()> {
+        self.get(name)?;
+        let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
+        let trash = self.staging("trash", name);
+        let path = self.path(name);
+        fs::rename(&path, &trash).map_err(ImageError::at(&path))?;
+        fs::remove_dir_all(&trash).map_err(ImageError::at(&trash))
+    }
+
+    /// Copies an image (rootfs, kernels, build) under a new name.
+    pub fn copy(&self, from: &str, to: &str) -> Result<ImageMeta> {
+        validate_name(to)?;
+        let mut meta = self.get(from)?;
+        if self.exists(to) {
+            return Err(ImageError::Exists(to.to_owned()));
+        }
+        let staging = self.staging("import", to);
+        let result = (|| {
+            copy_dir(&self.path(from), &staging)?;
+            meta.name = to.to_owned();
+            self.write_meta_at(&staging, &meta)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
+        if self.exists(to) {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(ImageError::Exists(to.to_owned()));
+        }
+        self.swap_in(&staging, to)?;
+        Ok(meta)
+    }
+
+    /// Renames an image. The caller rewrites nodes and profiles that refer to it.
+    pub fn rename(&self, from: &str, to: &str) -> Result<ImageMeta> {
+        validate_name(to)?;
+        let mut meta = self.get(from)?;
+        let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
+        if self.exists(to) {
+            return Err(ImageError::Exists(to.to_owned()));
+        }
+        meta.name = to.to_owned();
+        self.write_meta_at(&self.path(from), &meta)?;
+        let (src, dst) = (self.path(from), self.path(to));
+        fs::rename(&src, &dst).map_err(ImageError::at(&dst))?;
+        Ok(meta)
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).map_err(ImageError::at(to))?;
+    for entry in fs::read_dir(from).map_err(ImageError::at(from))? {
+        let entry = entry.map_err(ImageError::at(from))?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        if entry.file_type().map_err(ImageError::at(&src))?.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            fs::copy(&src, &dst).map_err(ImageError::at(&src))?;
+        }
+    }
+    Ok(())
+}
+
+/// Finds the kernels in a rootfs tar and copies them out, so the boot server serves plain
+/// files. Symlinks are followed inside the image.
+fn extract_kernels(rootfs_tar: &Path, into: &Path) -> Result<Vec<Kernel>> {
+    let entries = rootfs::scan(rootfs_tar)?;
+    let by_path: std::collections::HashMap<&str, &TarEntry> =
+        entries.iter().map(|e| (e.entry.path.as_str(), e)).collect();
+    let mut data = DataReader::open(rootfs_tar)?;
+    let mut kernels: Vec<Kernel> = Vec::new();
+    for e in &entries {
+        if !kernel::is_kernel_path(&e.entry.path) {
+            continue;
+        }
+        let path = format!("/{}", e.entry.path);
+        let Some(version) = kernel::version_of(&path) else {
+            continue;
+        };
+        if kernels.iter().any(|k| k.version == version) {
+            continue;
+        }
+        let Some(file) = resolve_file(&by_path, &e.entry.path) else {
+            tracing::warn!(
+                path,
+                "kernel path does not lead to a file in the image; skipped"
+            );
+            continue;
+        };
+        fs::create_dir_all(into).map_err(ImageError::at(into))?;
+        let name = format!("vmlinuz-{version}");
+        let out = into.join(&name);
+        let mut dst = File::create(&out).map_err(ImageError::at(&out))?;
+        let mut src = data.at(file.data_offset, file.entry.size)?;
+        rootfs::copy_exact(&mut src, &mut dst, file.entry.size, &path)?;
+        dst.flush().map_err(ImageError::at(&out))?;
+        kernels.push(Kernel {
+            path,
+            version,
+            file: name,
+            size: file.entry.size,
+        });
+    }
+    Ok(kernels)
+}
+
+/// Follows symlinks and hard links (at most 16) to a regular file.
+fn resolve_file<'a>(
+    by_path: &std::collections::HashMap<&str, &'a TarEntry>,
+    path: &str,
+) -> Option<&'a TarEntry> {
+    let mut current = path.to_owned();
+    for _ in 0..16 {
+        let e = by_path.get(current.as_str())?;
+        match &e.entry.kind {
+            EntryKind::Regular => return Some(e),
+            EntryKind::Hardlink(target) => current = target.clone(),
+            EntryKind::Symlink(target) => {
+                let joined = if target.starts_with('/') {
+                    target.clone()
+                } else {
+                    format!("{}/{target}", rootfs::parent(&current))
+                };
+                // `..` inside the image is fine; it just cannot go above the root.
+                let mut parts: Vec<&str> = Vec::new();
+                for part in joined.split('/') {
+                    match part {
+                        "" | "." => {}
+                        ".." => {
+                            parts.pop();
+                        }
+                        p => parts.push(p),
+                    }
+                }
+                current = parts.join("/");
+            }
+            _ => return None,
+        }
+    }
+    None
+}
