@@ -1,6 +1,8 @@
 //! Shared by the black-box tests: the real `wulf` binary, fixture plugins, scratch state
 //! directories.
 
+pub mod oci;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

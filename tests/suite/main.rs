@@ -1,5 +1,9 @@
 //! All black-box and integration tests, in one binary.
 
+// A failed unwrap in a test is a test failure with a backtrace: exactly what is wanted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli_image;
 mod cli_node;
 mod cli_plugin;
 mod plugin_runtime;

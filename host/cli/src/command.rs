@@ -1,5 +1,6 @@
 //! One module per top-level command.
 
+pub mod image;
 pub mod import;
 pub mod node;
 pub mod node_fields;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use std::sync::Arc;
 
-use wulf_core::{Config, Inventory, InventoryBackend, InventoryStore, StateDir};
-use wulf_plugin::{Registry, Runtime, WasmInventoryBackend};
+use wulf_core::{Config, ImageTransform, Inventory, InventoryBackend, InventoryStore, StateDir};
+use wulf_plugin::{Registry, Runtime, WasmImageTransform, WasmInventoryBackend};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -74,6 +74,25 @@ impl Context {
                     format!("plugin `{name}` in plugins.backends is not an inventory backend")
                 })?;
                 Ok(Arc::new(backend) as Arc<dyn InventoryBackend>)
+            })
+            .collect()
+    }
+
+    /// Image-transform plugins, loaded by name, in order.
+    pub fn transforms(&self, names: &[String]) -> anyhow::Result<Vec<Arc<dyn ImageTransform>>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let registry = self.registry();
+        let runtime = self.runtime()?;
+        names
+            .iter()
+            .map(|name| {
+                let package = registry.package(name)?;
+                let plugin = Arc::new(runtime.load(&package, &self.config.plugins)?);
+                let transform = WasmImageTransform::new(plugin)
+                    .with_context(|| format!("plugin `{name}` is not an image transform"))?;
+                Ok(Arc::new(transform) as Arc<dyn ImageTransform>)
             })
             .collect()
     }

@@ -48,6 +48,9 @@ enum Command {
     /// Manage profiles: shared settings nodes inherit, in order
     #[command(subcommand, visible_alias = "profiles")]
     Profile(command::node::ProfileCommand),
+    /// Manage images: import from registries and archives, build initramfs, kernels
+    #[command(subcommand, visible_alias = "images")]
+    Image(command::image::ImageCommand),
     /// Import an inventory from another tool
     #[command(subcommand)]
     Import(command::import::ImportCommand),
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => command::serve::run(&ctx, args),
             Command::Node(cmd) => command::node::run_node(&ctx, cmd),
             Command::Profile(cmd) => command::node::run_profile(&ctx, cmd),
+            Command::Image(cmd) => command::image::run(&ctx, cmd),
             Command::Import(cmd) => command::import::run(&ctx, cmd),
             Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
         });

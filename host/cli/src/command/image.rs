@@ -1,0 +1,565 @@
+//! `wulf image ...`: import, build and manage node images.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use wulf_core::InventoryStore;
+use wulf_image::store::ImageMeta;
+use wulf_image::{
+    Compression, ImageStore, ImportOptions, Platform, Progress, RegistryOptions, Source,
+};
+
+use crate::context::Context;
+use crate::table;
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an image: docker://registry/repo:tag, oci:<dir>[:tag], oci-archive:<file>[:tag],
+    /// docker-archive:<file>, or a chroot directory. Builds it unless --no-build
+    #[command(alias = "pull")]
+    Import {
+        source: String,
+        /// Image name [default: the last component of the source, with its tag]
+        name: Option<String>,
+        /// Replace an existing image of that name
+        #[arg(long)]
+        force: bool,
+        /// os/arch[/variant] to pick from a multi-platform image [default: the host's]
+        #[arg(long)]
+        platform: Option<Platform>,
+        /// Talk plain HTTP to the registry
+        #[arg(long)]
+        insecure_http: bool,
+        /// Registry user; the password comes from WULF_OCI_PASSWORD or a prompt
+        #[arg(long, env = "WULF_OCI_USERNAME")]
+        username: Option<String>,
+        /// Do not build the initramfs after importing
+        #[arg(long)]
+        no_build: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build images into compressed initramfs archives
+    Build {
+        /// Images to build
+        names: Vec<String>,
+        /// Build every image
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// gzip (default: every kernel and iPXE read it), zstd (kernels >= 5.9) or none; remembered
+        #[arg(long)]
+        compression: Option<Compression>,
+        /// Compression level [default: gzip 6, zstd 3]; remembered
+        #[arg(long)]
+        level: Option<u32>,
+        /// Image-transform plugins to run, in order (repeat or comma-separate); remembered.
+        /// `--transform ''` clears the list
+        #[arg(long = "transform", value_delimiter = ',')]
+        transforms: Option<Vec<String>>,
+        /// Set every entry's mtime (Unix seconds) for reproducible archives; remembered
+        #[arg(long)]
+        mtime: Option<u64>,
+        /// Compression threads [default: one per core]
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List images: size, default kernel, build time, nodes using them
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one image
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the kernels found in images
+    Kernels {
+        /// Only this image
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an image (refused while a node or profile uses it)
+    #[command(alias = "rm")]
+    Delete { name: String },
+    /// Copy an image under a new name
+    #[command(alias = "cp")]
+    Copy { from: String, to: String },
+    /// Rename an image, and the nodes and profiles that use it
+    #[command(alias = "mv")]
+    Rename { from: String, to: String },
+}
+
+pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
+    let store = ImageStore::new(&ctx.state);
+    match command {
+        ImageCommand::Import {
+            source,
+            name,
+            force,
+            platform,
+            insecure_http,
+            username,
+            no_build,
+            json,
+        } => {
+            let source = Source::parse(&source)?;
+            let name = name.unwrap_or_else(|| source.default_name());
+            let password = match &username {
+                Some(user) => Some(password(user)?),
+                None => None,
+            };
+            let options = ImportOptions {
+                force,
+                platform,
+                registry: RegistryOptions {
+                    insecure_http,
+                    username,
+                    password,
+                },
+            };
+            let progress: Arc<dyn Progress> = Arc::new(Bars::new(json));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut meta = runtime.block_on(store.import(&source, &name, &options, progress))?;
+            if !json {
+                println!(
+                    "imported {source} as image `{name}`: {} entries, {}",
+                    meta.entries,
+                    human_bytes(meta.bytes)
+                );
+            }
+            if !no_build {
+                meta = build_one(ctx, &store, &name, 0, json)?;
+            }
+            if json {
+                table::print_json(&image_json(&meta, &[]));
+            }
+            Ok(())
+        }
+        ImageCommand::Build {
+            names,
+            all,
+            compression,
+            level,
+            transforms,
+            mtime,
+            threads,
+            json,
+        } => {
+            let names = if all {
+                store.list()?.into_iter().map(|m| m.name).collect()
+            } else if names.is_empty() {
+                bail!("name the images to build, or use --all");
+            } else {
+                names
+            };
+            if let Some(transforms) = &transforms {
+                let registry = ctx.registry();
+                for t in transforms.iter().filter(|t| !t.is_empty()) {
+                    registry
+                        .find(t)
+                        .with_context(|| format!("--transform {t}"))?;
+                }
+            }
+            let mut built = Vec::new();
+            for name in &names {
+                let changes = compression.is_some()
+                    || level.is_some()
+                    || transforms.is_some()
+                    || mtime.is_some();
+                if changes {
+                    store.update_settings(name, |s| {
+                        if let Some(c) = compression {
+                            s.compression = c;
+                            s.level = None;
+                        }
+                        if level.is_some() {
+                            s.level = level;
+                        }
+                        if let Some(t) = &transforms {
+                            s.transforms = t.iter().filter(|t| !t.is_empty()).cloned().collect();
+                        }
+                        if mtime.is_some() {
+                            s.mtime = mtime;
+                        }
+                    })?;
+                }
+                built.push(build_one(ctx, &store, name, threads, json)?);
+            }
+            if json {
+                table::print_json(&json!(
+                    built.iter().map(|m| image_json(m, &[])).collect::<Vec<_>>()
+                ));
+            }
+            Ok(())
+        }
+        ImageCommand::List { json } => {
+            let images = store.list()?;
+            let users = users(ctx)?;
+            if json {
+                let list: Vec<_> = images
+                    .iter()
+                    .map(|m| image_json(m, users.get(&m.name).map_or(&[][..], Vec::as_slice)))
+                    .collect();
+                table::print_json(&json!(list));
+                return Ok(());
+            }
+            let rows = images
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.name.clone(),
+                        users
+                            .get(&m.name)
+                            .map_or(0, |u| {
+                                u.iter().filter(|u| !u.starts_with("profile ")).count()
+                            })
+                            .to_string(),
+                        m.default_kernel()
+                            .map(|k| k.version.clone())
+                            .unwrap_or_default(),
+                        m.build
+                            .as_ref()
+                            .map(|b| timestamp(b.built_at))
+                            .unwrap_or_default(),
+                        human_bytes(m.bytes),
+                        m.build
+                            .as_ref()
+                            .map(|b| human_bytes(b.size))
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            table::print(
+                &["image", "nodes", "kernel", "built", "size", "initramfs"],
+                rows,
+            );
+            Ok(())
+        }
+        ImageCommand::Show { name, json } => {
+            let meta = store.get(&name)?;
+            let users = users(ctx)?;
+            let used = users.get(&name).map_or(&[][..], Vec::as_slice);
+            if json {
+                table::print_json(&image_json(&meta, used));
+                return Ok(());
+            }
+            let mut rows = vec![
+                ("name", meta.name.clone()),
+                ("source", meta.source.clone()),
+                ("digest", meta.digest.clone().unwrap_or_default()),
+                ("platform", meta.platform.clone().unwrap_or_default()),
+                ("imported", timestamp(meta.imported_at)),
+                ("rootfs", store.rootfs(&name).display().to_string()),
+                ("entries", meta.entries.to_string()),
+                ("size", human_bytes(meta.bytes)),
+                (
+                    "kernel",
+                    meta.default_kernel()
+                        .map(|k| format!("{} ({})", k.version, k.path))
+                        .unwrap_or_default(),
+                ),
+                ("compression", meta.settings.compression.to_string()),
+                ("transforms", meta.settings.transforms.join(",")),
+            ];
+            match (&meta.build, store.initramfs_path(&meta)) {
+                (Some(build), Some(path)) => {
+                    rows.push(("initramfs", path.display().to_string()));
+                    rows.push((
+                        "initramfs size",
+                        format!(
+                            "{} ({} uncompressed)",
+                            human_bytes(build.size),
+                            human_bytes(build.uncompressed)
+                        ),
+                    ));
+                    rows.push(("sha256", build.sha256.clone()));
+                    rows.push(("built", timestamp(build.built_at)));
+                }
+                _ => rows.push(("initramfs", "not built: run `wulf image build`".into())),
+            }
+            rows.push(("nodes", used.join(",")));
+            table::print(
+                &["field", "value"],
+                rows.into_iter()
+                    .map(|(k, v)| vec![k.to_string(), v])
+                    .collect(),
+            );
+            Ok(())
+        }
+        ImageCommand::Kernels { name, json } => {
+            let images = match name {
+                Some(name) => vec![store.get(&name)?],
+                None => store.list()?,
+            };
+            let inventory = ctx.inventory()?;
+            let mut rows = Vec::new();
+            let mut list = Vec::new();
+            for image in &images {
+                let default = image.default_kernel().map(|k| k.path.clone());
+                for k in &image.kernels {
+                    // Nodes of this image whose kernel selection lands on this kernel.
+                    let nodes: Vec<String> = inventory
+                        .nodes
+                        .keys()
+                        .filter_map(|id| inventory.merged(id).ok())
+                        .filter(|m| m.node.image.as_deref() == Some(image.name.as_str()))
+                        .filter(|m| {
+                            wulf_image::kernel::select(
+                                &image.kernels,
+                                m.node.kernel.version.as_deref(),
+                            )
+                            .is_some_and(|chosen| chosen.path == k.path)
+                        })
+                        .map(|m| m.node.id)
+                        .collect();
+                    let is_default = default.as_deref() == Some(k.path.as_str());
+                    list.push(json!({"image": image.name, "path": k.path, "version": k.version, "size": k.size, "default": is_default, "nodes": nodes}));
+                    rows.push(vec![
+                        image.name.clone(),
+                        k.path.clone(),
+                        k.version.clone(),
+                        if is_default {
+                            "yes".into()
+                        } else {
+                            String::new()
+                        },
+                        nodes.len().to_string(),
+                    ]);
+                }
+            }
+            if json {
+                table::print_json(&json!(list));
+            } else {
+                table::print(&["image", "kernel", "version", "default", "nodes"], rows);
+            }
+            Ok(())
+        }
+        ImageCommand::Delete { name } => {
+            store.get(&name)?;
+            if let Some(used) = users(ctx)?.get(&name) {
+                bail!(
+                    "image `{name}` is used by {}: point them at another image first",
+                    used.join(", ")
+                );
+            }
+            store.delete(&name)?;
+            println!("deleted image `{name}`");
+            Ok(())
+        }
+        ImageCommand::Copy { from, to } => {
+            store.copy(&from, &to)?;
+            println!("copied image `{from}` to `{to}`");
+            Ok(())
+        }
+        ImageCommand::Rename { from, to } => {
+            store.rename(&from, &to)?;
+            let changed = InventoryStore::new(&ctx.state).update(|inv| {
+                let mut changed = Vec::new();
+                for (id, record) in inv.nodes.iter_mut().chain(inv.profiles.iter_mut()) {
+                    if record.image.as_deref() == Some(from.as_str()) {
+                        record.image = Some(to.clone());
+                        changed.push(id.clone());
+                    }
+                }
+                Ok::<_, anyhow::Error>(changed)
+            })?;
+            println!("renamed image `{from}` to `{to}`");
+            if !changed.is_empty() {
+                println!("now using `{to}`: {}", changed.join(", "));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn build_one(
+    ctx: &Context,
+    store: &ImageStore,
+    name: &str,
+    threads: usize,
+    quiet: bool,
+) -> anyhow::Result<ImageMeta> {
+    let meta = store.get(name)?;
+    let transforms = ctx.transforms(&meta.settings.transforms)?;
+    let progress = Bars::new(quiet);
+    let started = std::time::Instant::now();
+    let meta = store
+        .build(name, &transforms, threads, &progress)
+        .with_context(|| format!("building image `{name}`"))?;
+    if !quiet && let Some(build) = &meta.build {
+        println!(
+            "built image `{name}`: {} entries, {} -> {} {} in {:.1} s",
+            build.entries,
+            human_bytes(build.uncompressed),
+            human_bytes(build.size),
+            build.compression,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(meta)
+}
+
+/// Nodes (merged) and profiles using each image.
+fn users(ctx: &Context) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let inventory = ctx.inventory()?;
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, profile) in &inventory.profiles {
+        if let Some(image) = &profile.image {
+            users
+                .entry(image.clone())
+                .or_default()
+                .push(format!("profile {id}"));
+        }
+    }
+    for id in inventory.nodes.keys() {
+        if let Some(image) = inventory.merged(id)?.node.image {
+            users.entry(image).or_default().push(id.clone());
+        }
+    }
+    Ok(users)
+}
+
+fn image_json(meta: &ImageMeta, users: &[String]) -> serde_json::Value {
+    json!({
+        "name": meta.name,
+        "source": meta.source,
+        "digest": meta.digest,
+        "platform": meta.platform,
+        "imported_at": meta.imported_at,
+        "entries": meta.entries,
+        "size": meta.bytes,
+        "kernels": meta.kernels,
+        "default_kernel": meta.default_kernel().map(|k| &k.version),
+        "settings": meta.settings,
+        "build": meta.build,
+        "used_by": users,
+    })
+}
+
+fn password(user: &str) -> anyhow::Result<String> {
+    if let Ok(password) = std::env::var("WULF_OCI_PASSWORD") {
+        return Ok(password);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("a password is needed for registry user {user}: set WULF_OCI_PASSWORD");
+    }
+    rpassword::prompt_password(format!("password for {user}: ")).context("reading the password")
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `2026-11-22 10:04 UTC` from Unix seconds.
+pub fn timestamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Progress bars on stderr; invisible when stderr is not a terminal or `quiet` is set.
+struct Bars {
+    quiet: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Self {
+        Bars {
+            quiet: quiet || !std::io::stderr().is_terminal(),
+            bar: Mutex::new(None),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, step: &str, total: Option<u64>) {
+        if self.quiet {
+            return;
+        }
+        let bytes = step.contains("download") || step.contains("layers");
+        let bar = match total {
+            Some(total) => ProgressBar::new(total),
+            None => ProgressBar::new_spinner(),
+        };
+        let template = match (total.is_some(), bytes) {
+            (true, true) => "{msg:20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            (true, false) => "{msg:20} [{bar:30}] {pos}/{len} eta {eta}",
+            (false, _) => "{msg:20} {spinner} {pos}",
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(step.to_string());
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(bar);
+        }
+    }
+
+    fn advance(&self, amount: u64) {
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.inc(amount);
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_sizes_read_well() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00 UTC");
+        assert_eq!(timestamp(1_795_000_000), "2026-11-18 09:46 UTC");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024 + 512 * 1024), "3.5 MiB");
+    }
+}
