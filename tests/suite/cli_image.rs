@@ -685,3 +685,91 @@ fn a_chroot_directory_imports_with_excludes_applied_at_build() {
     // The kernel is excluded from the initramfs but still served from the image.
     assert_eq!(show(&wulf, "chroot")["default_kernel"], "6.12.0-1");
 }
+
+#[test]
+fn image_transform_plugins_strip_and_customize_the_built_image() {
+    let scratch = tempfile::tempdir().unwrap();
+    let layout = fixture_layout(&scratch.path().join("layout"));
+    let wulf = Wulf::new();
+    wulf.write(
+        "wulf.toml",
+        r#"
+[plugin.customize.config]
+root-password-hash = "$6$wulf$abcdefghijklmnopqrstuv"
+files = [
+    { path = "/etc/motd", content = "managed by wulf\n" },
+    { path = "/etc/wulf/site.conf", content = "site = test\n", mode = 0o600, uid = 7 },
+]
+"#,
+    );
+    wulf.ok(&[
+        "image",
+        "import",
+        &format!("oci:{}:v1", layout.display()),
+        "img",
+        "--no-build",
+    ]);
+    let out = wulf.ok(&[
+        "image",
+        "build",
+        "img",
+        "--transform",
+        "strip-docs,customize",
+    ]);
+    assert!(out.contains("built image `img`"), "{out}");
+    assert_eq!(
+        show(&wulf, "img")["build"]["transforms"],
+        serde_json::json!(["strip-docs", "customize"])
+    );
+
+    let unpacked = scratch.path().join("unpacked");
+    unpack(&initramfs(&wulf, "img"), &unpacked);
+    let listing = tree(&unpacked);
+    assert!(!listing.contains("usr/share/doc/pkg/README"), "{listing}");
+    assert!(
+        listing.contains("etc/motd f 0644 0:0 \"managed by wulf\\n\""),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(
+            "etc/shadow f 0640 0:42 \"root:$6$wulf$abcdefghijklmnopqrstuv:19000:0:99999:7:::\\n\""
+        ),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("etc/wulf d 0755 0:0"),
+        "parents of added files are created: {listing}"
+    );
+    assert!(
+        listing.contains("etc/wulf/site.conf f 0600 7:0 \"site = test\\n\""),
+        "{listing}"
+    );
+
+    // The transforms are remembered: a plain rebuild gives the same bytes.
+    let sha = built_sha(&wulf, "img");
+    wulf.ok(&["image", "build", "img"]);
+    assert_eq!(built_sha(&wulf, "img"), sha);
+
+    // A transform that fails stops the build, names the plugin, and keeps the last archive.
+    wulf.write(
+        "wulf.toml",
+        "[plugin.customize.config]\nroot-password-hash = \"hunter2\"\n",
+    );
+    let err = wulf.fails(&["image", "build", "img"]);
+    assert!(
+        err.contains("building image `img`")
+            && err.contains("plugin `customize`")
+            && err.contains("not a crypt(3) hash"),
+        "{err}"
+    );
+    assert_eq!(built_sha(&wulf, "img"), sha);
+    assert!(initramfs(&wulf, "img").exists());
+
+    let err = wulf.fails(&["image", "build", "img", "--transform", "no-such-plugin"]);
+    assert!(err.contains("--transform no-such-plugin"), "{err}");
+    wulf.ok(&["image", "build", "img", "--transform", ""]);
+    assert_eq!(
+        show(&wulf, "img")["build"]["transforms"],
+        serde_json::Value::Null
+    );
+}
