@@ -773,3 +773,32 @@ files = [
         serde_json::Value::Null
     );
 }
+
+#[test]
+fn a_multi_platform_image_is_resolved_for_the_requested_platform() {
+    let scratch = tempfile::tempdir().unwrap();
+    let layout = fixture_layout(&scratch.path().join("layout"));
+    wulf_tests::oci::make_multi_arch(&layout, "v1");
+    let registry = Registry::start();
+    require_command("skopeo", "skopeo");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/multi/img:v1", registry.addr),
+    ]));
+    let wulf = Wulf::new();
+    let reference = format!("docker://{}/multi/img:v1", registry.addr);
+    wulf.ok(&["image", "import", &reference, "host", "--insecure-http", "--no-build"]);
+    assert_eq!(show(&wulf, "host")["platform"], "linux/amd64");
+    wulf.ok(&["image", "import", &reference, "arm", "--insecure-http", "--no-build", "--platform", "linux/arm64/v8"]);
+    assert_eq!(show(&wulf, "arm")["platform"], "linux/arm64/v8");
+    let err = wulf.fails(&["image", "import", &reference, "rv", "--insecure-http", "--platform", "linux/riscv64"]);
+    assert!(err.contains("has no image for platform linux/riscv64; it has: linux/amd64, linux/arm64/v8"), "{err}");
+    // The same from the layout itself.
+    wulf.ok(&["image", "import", &format!("oci:{}:v1", layout.display()), "arm-layout", "--no-build", "--platform", "linux/arm64"]);
+    assert_eq!(show(&wulf, "arm-layout")["platform"], "linux/arm64/v8");
+    assert_eq!(show(&wulf, "arm")["digest"], show(&wulf, "arm-layout")["digest"]);
+}

@@ -115,7 +115,7 @@ pub async fn pull(
         .await
         .map_err(|e| registry_error(&format!("cannot fetch the config of {image}"), e))?;
     let config = oci::parse_config(&config_bytes, &format!("config of {image}"))?;
-    let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+    let diff_ids = config.rootfs.clone().map(|r| r.diff_ids).unwrap_or_default();
     if !diff_ids.is_empty() && diff_ids.len() != manifest.layers.len() {
         return Err(ImageError::Invalid(format!(
             "{image}: the manifest has {} layers but the config lists {} diff_ids",
@@ -178,14 +178,10 @@ pub async fn pull(
         });
     }
     progress.finish();
-    let platform = match (&config.os, &config.architecture) {
-        (Some(os), Some(arch)) => Some(format!("{os}/{arch}")),
-        _ => None,
-    };
     Ok(Resolved {
         layers,
         digest: Some(digest),
-        platform,
+        platform: crate::source::platform_of(&config),
     })
 }
 

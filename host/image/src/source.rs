@@ -151,7 +151,7 @@ pub struct Resolved {
     pub platform: Option<String>,
 }
 
-fn platform_of(config: &oci::Config) -> Option<String> {
+pub(crate) fn platform_of(config: &oci::Config) -> Option<String> {
     let (os, arch) = (config.os.as_ref()?, config.architecture.as_ref()?);
     Some(match &config.variant {
         Some(v) => format!("{os}/{arch}/{v}"),

@@ -1,0 +1,340 @@
+//! Per-node overlay archives under `<state>/provision/`:
+//! - `nodes/<id>/<kind>-<sha>.img.gz`: the node's own files for `system` or `runtime`;
+//! - `shared/<sha>.img.gz`: files a generator computes once for every node (`generate-shared`,
+//!   e.g. a 10,000-line hosts file), compressed once;
+//! - `index.json`: for each node and kind, the input hash and the segments to send, in order.
+//!
+//! The kernel unpacks concatenated compressed cpio archives one after another, so a node's
+//! archive is its shared segments followed by its own, streamed back to back. A rebuild is
+//! decided by a hash of the node's merged record, its overlay sources, the plugins and the
+//! server, never by mtimes; a node whose inputs did not change is not touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wulf_core::atomic_file::{WriteLock, write_atomic};
+use wulf_core::extension::EntryKind;
+use wulf_core::overlay_file::{FileContent, OverlayFile};
+use wulf_core::{Node, StateDir};
+use wulf_image::cpio::{CpioWriter, Entry};
+
+use crate::error::{OverlayError, Result};
+use crate::render::{Prepared, Renderer, node_json};
+
+/// The two overlay lists of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    System,
+    Runtime,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::System, Kind::Runtime];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::System => "system",
+            Kind::Runtime => "runtime",
+        }
+    }
+
+    pub fn list(self, node: &Node) -> &[String] {
+        match self {
+            Kind::System => &node.system_overlays,
+            Kind::Runtime => &node.runtime_overlays,
+        }
+    }
+}
+
+/// One node's archive of one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Archive {
+    pub input: String,
+    /// Files relative to the provision directory, sent in this order.
+    pub segments: Vec<String>,
+    /// Over the segments' own hashes: a strong ETag for the whole.
+    pub sha256: String,
+    pub size: u64,
+    pub files: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Index {
+    pub nodes: BTreeMap<String, BTreeMap<Kind, Archive>>,
+}
+
+/// What a build did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub built: Vec<String>,
+    pub unchanged: usize,
+    pub shared_segments: usize,
+}
+
+/// The provision directory.
+#[derive(Debug, Clone)]
+pub struct ArchiveStore {
+    dir: PathBuf,
+    lock: PathBuf,
+}
+
+impl ArchiveStore {
+    pub fn new(state: &StateDir) -> Self {
+        ArchiveStore {
+            dir: state.root().join("provision"),
+            lock: state.lock_file(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.dir.join("index.json")
+    }
+
+    pub fn index(&self) -> Result<Index> {
+        let path = self.index_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| OverlayError::Invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index::default()),
+            Err(e) => Err(OverlayError::io(&path, e)),
+        }
+    }
+
+    /// The segment files of a node's archive, if it was built.
+    pub fn segments<'a>(&self, index: &'a Index, node: &str, kind: Kind) -> Option<(Vec<PathBuf>, &'a Archive)> {
+        let archive = index.nodes.get(node)?.get(&kind)?;
+        Some((archive.segments.iter().map(|s| self.dir.join(s)).collect(), archive))
+    }
+
+    /// Builds the archives of `nodes` (merged records; `all` is the whole cluster, for
+    /// shared files). Nodes whose inputs are unchanged are skipped unless `force`.
+    pub fn build(&self, renderer: &Renderer, nodes: &[Node], force: bool, threads: usize) -> Result<Report> {
+        fs::create_dir_all(self.dir.join("shared")).map_err(|e| OverlayError::io(&self.dir, e))?;
+        fs::create_dir_all(self.dir.join("nodes")).map_err(|e| OverlayError::io(&self.dir, e))?;
+        let old = self.index()?;
+
+        // Shared segments: once per generator used by these nodes.
+        let used: BTreeSet<&String> = nodes
+            .iter()
+            .flat_map(|n| Kind::ALL.into_iter().flat_map(move |k| k.list(n)))
+            .collect();
+        let all = renderer.cluster_nodes();
+        let mut shared: BTreeMap<String, String> = BTreeMap::new();
+        for name in used {
+            if let Some(Prepared::Generator { generator, .. }) = renderer.overlays().get(name) {
+                let files = generator
+                    .generate_shared(all, renderer.server())
+                    .map_err(|source| OverlayError::Plugin {
+                        overlay: name.clone(),
+                        node: "(shared)".into(),
+                        source,
+                    })?;
+                if files.is_empty() {
+                    continue;
+                }
+                let merged: BTreeMap<String, OverlayFile> = files.into_iter().map(|f| (f.path.clone(), f)).collect();
+                let (bytes, sha) = pack(&merged)?;
+                let rel = format!("shared/{}.img.gz", &sha[..32]);
+                let path = self.dir.join(&rel);
+                if !path.exists() {
+                    write_file(&path, &bytes)?;
+                }
+                shared.insert(name.clone(), rel);
+            }
+        }
+
+        let results: Mutex<Vec<(String, Kind, Archive, bool)>> = Mutex::new(Vec::new());
+        let errors: Mutex<Vec<OverlayError>> = Mutex::new(Vec::new());
+        let threads = threads.clamp(1, nodes.len().max(1));
+        let chunk = nodes.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for part in nodes.chunks(chunk) {
+                let (results, errors, old, shared) = (&results, &errors, &old, &shared);
+                scope.spawn(move || {
+                    for node in part {
+                        if let Err(e) = self.build_node(renderer, node, old, shared, force, results) {
+                            if let Ok(mut errors) = errors.lock() {
+                                errors.push(e);
+                            }
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = errors.into_inner().unwrap_or_default().into_iter().next() {
+            return Err(e);
+        }
+
+        let _lock = WriteLock::acquire(&self.lock).map_err(|e| OverlayError::io(&self.lock, e))?;
+        let mut index = self.index()?;
+        let mut report = Report {
+            shared_segments: shared.len(),
+            ..Report::default()
+        };
+        let mut built = BTreeSet::new();
+        for (node, kind, archive, rebuilt) in results.into_inner().unwrap_or_default() {
+            if rebuilt {
+                built.insert(node.clone());
+            } else {
+                report.unchanged += 1;
+            }
+            index.nodes.entry(node).or_default().insert(kind, archive);
+        }
+        report.built = built.into_iter().collect();
+        let text = serde_json::to_vec(&index).map_err(|e| OverlayError::Invalid(e.to_string()))?;
+        write_atomic(&self.index_path(), &text).map_err(|e| OverlayError::io(&self.index_path(), e))?;
+        self.collect_garbage(&index);
+        Ok(report)
+    }
+
+    fn build_node(
+        &self,
+        renderer: &Renderer,
+        node: &Node,
+        old: &Index,
+        shared: &BTreeMap<String, String>,
+        force: bool,
+        results: &Mutex<Vec<(String, Kind, Archive, bool)>>,
+    ) -> Result<()> {
+        let json = node_json(node);
+        for kind in Kind::ALL {
+            let list = kind.list(node);
+            let shared_segments: Vec<String> = list.iter().filter_map(|n| shared.get(n).cloned()).collect();
+            let input = renderer.input_hash(&json, list, &format!("{}:{}", kind.as_str(), shared_segments.join(",")));
+            let previous = old.nodes.get(&node.id).and_then(|k| k.get(&kind));
+            if !force
+                && let Some(previous) = previous
+                && previous.input == input
+                && previous.segments.iter().all(|s| self.dir.join(s).exists())
+            {
+                if let Ok(mut r) = results.lock() {
+                    r.push((node.id.clone(), kind, previous.clone(), false));
+                }
+                continue;
+            }
+            let files = renderer.render(node, &json, list)?;
+            let (bytes, sha) = pack(&files)?;
+            let rel = format!("nodes/{}/{}-{}.img.gz", node.id, kind.as_str(), &sha[..32]);
+            let path = self.dir.join(&rel);
+            if !path.exists() {
+                write_file(&path, &bytes)?;
+            }
+            let mut segments = shared_segments;
+            segments.push(rel);
+            let mut whole = Sha256::new();
+            let mut size = 0;
+            for s in &segments {
+                whole.update(s.as_bytes());
+                size += fs::metadata(self.dir.join(s)).map_or(0, |m| m.len());
+            }
+            let archive = Archive {
+                input,
+                sha256: hex::encode(whole.finalize()),
+                segments,
+                size,
+                files: files.len(),
+            };
+            if let Ok(mut r) = results.lock() {
+                r.push((node.id.clone(), kind, archive, true));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes segment files no node refers to any more.
+    fn collect_garbage(&self, index: &Index) {
+        let live: BTreeSet<&str> = index
+            .nodes
+            .values()
+            .flat_map(|k| k.values())
+            .flat_map(|a| a.segments.iter().map(String::as_str))
+            .collect();
+        let sweep = |dir: &Path, prefix: &str| {
+            let Ok(entries) = fs::read_dir(dir) else { return };
+            for e in entries.flatten() {
+                let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
+                if e.path().is_file() && !live.contains(rel.as_str()) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        };
+        sweep(&self.dir.join("shared"), "shared/");
+        for id in index.nodes.keys() {
+            sweep(&self.dir.join("nodes").join(id), &format!("nodes/{id}/"));
+        }
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| OverlayError::io(dir, e))?;
+    }
+    // Content-addressed: a crash leaves a temp file or the complete archive, never a torn one.
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    fs::write(&tmp, bytes).map_err(|e| OverlayError::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| OverlayError::io(path, e))
+}
+
+/// A newc cpio of `files` (parents created 0755 where missing), gzip-compressed; and the
+/// archive's sha256.
+pub fn pack(files: &BTreeMap<String, OverlayFile>) -> Result<(Vec<u8>, String)> {
+    let io = |e: std::io::Error| OverlayError::Invalid(format!("packing an overlay: {e}"));
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    let mut cpio = CpioWriter::new(gz);
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
+    let dir_kind = EntryKind::Directory;
+    for (path, file) in files {
+        let rel = path.trim_start_matches('/');
+        let mut parents = Vec::new();
+        let mut p = rel;
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            if dirs.contains(p) {
+                break;
+            }
+            parents.push(p.to_owned());
+        }
+        for parent in parents.into_iter().rev() {
+            if dirs.insert(parent.clone()) {
+                let entry = Entry { path: &parent, kind: &dir_kind, mode: 0o755, uid: 0, gid: 0, mtime: 0 };
+                cpio.append(&entry, 0, &mut std::io::empty()).map_err(io)?;
+            }
+        }
+        let (kind, bytes): (EntryKind, &[u8]) = match &file.content {
+            FileContent::Regular(b) => (EntryKind::Regular, b),
+            FileContent::Directory => {
+                if !dirs.insert(rel.to_owned()) {
+                    continue;
+                }
+                (EntryKind::Directory, b"")
+            }
+            FileContent::Symlink(t) => (EntryKind::Symlink(t.clone()), b""),
+        };
+        let entry = Entry { path: rel, kind: &kind, mode: file.mode, uid: file.uid, gid: file.gid, mtime: 0 };
+        cpio.append(&entry, bytes.len() as u64, &mut &bytes[..]).map_err(io)?;
+    }
+    let gz = cpio.finish().map_err(io)?;
+    let bytes = gz.finish().map_err(io)?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    Ok((bytes, sha))
+}
+
+/// Writes a node's archive (all segments, in order) to `out`.
+pub fn copy_archive(segments: &[PathBuf], out: &mut dyn Write) -> std::io::Result<()> {
+    for s in segments {
+        let mut f = fs::File::open(s)?;
+        std::io::copy(&mut f, out)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! Rendering a node's overlay list into files: site overlays (templates and plain files) and
+//! generator plugins, merged in list order (a later overlay's file wins), as Warewulf does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use minijinja::Value;
+use minijinja::value::Serde;
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+use wulf_core::overlay_file::{FileContent, OverlayFile};
+use wulf_core::{Node, OverlayGenerator, Server};
+
+use crate::error::{OverlayError, Result};
+use crate::source::{self, OverlayStore, SourceFile, SourceKind};
+use crate::template::{Rendered, Templates};
+
+/// An overlay ready to render for many nodes.
+pub enum Prepared {
+    /// A site overlay; its templates are compiled once.
+    Tree {
+        files: Vec<SourceFile>,
+        hash: String,
+        /// Some template reads `cluster`, so any node's change can change its output.
+        uses_cluster: bool,
+    },
+    Generator {
+        generator: Arc<dyn OverlayGenerator>,
+        /// Identifies the plugin's code and config, for rebuild decisions.
+        identity: String,
+    },
+}
+
+/// Everything a build needs, prepared once: overlays, compiled templates, the cluster.
+pub struct Renderer {
+    overlays: BTreeMap<String, Prepared>,
+    templates: Templates,
+    server: Server,
+    server_value: Value,
+    cluster: Value,
+    cluster_nodes: Vec<Node>,
+    cluster_hash: String,
+    build_time: u64,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer")
+            .field("overlays", &self.overlays.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The node as templates see it: every field, keys in snake_case
+/// (`node.network_devices.default.ipaddr`).
+pub fn node_json(node: &Node) -> Json {
+    fn snake(v: Json) -> Json {
+        match v {
+            Json::Object(map) => Json::Object(
+                map.into_iter()
+                    .map(|(k, v)| (k.replace('-', "_"), snake(v)))
+                    .collect(),
+            ),
+            Json::Array(items) => Json::Array(items.into_iter().map(snake).collect()),
+            other => other,
+        }
+    }
+    let mut json = snake(serde_json::to_value(node).unwrap_or(Json::Null));
+    if let Json::Object(map) = &mut json {
+        map.insert("id".into(), Json::String(node.id.clone()));
+        for key in ["network_devices", "tags", "resources"] {
+            map.entry(key).or_insert_with(|| Json::Object(Default::default()));
+        }
+        for key in ["system_overlays", "runtime_overlays", "profiles"] {
+            map.entry(key).or_insert_with(|| Json::Array(Vec::new()));
+        }
+        map.entry("ipmi").or_insert_with(|| Json::Object(Default::default()));
+        map.entry("kernel").or_insert_with(|| serde_json::json!({"args": []}));
+    }
+    json
+}
+
+fn server_json(server: &Server) -> Json {
+    serde_json::json!({
+        "hostname": server.hostname,
+        "ipaddr": server.ipaddr,
+        "netmask": server.netmask,
+        "network": server.network,
+        "ipaddr6": server.ipaddr6,
+        "prefixlen6": server.prefixlen6,
+        "port": server.port,
+    })
+}
+
+impl Renderer {
+    /// Prepares the overlays named in `names`: a site overlay directory if there is one,
+    /// else the generator plugin of that name.
+    pub fn new(
+        store: &OverlayStore,
+        generators: &BTreeMap<String, Arc<dyn OverlayGenerator>>,
+        names: &BTreeSet<String>,
+        cluster: &[Node],
+        server: &Server,
+        build_time: u64,
+    ) -> Result<Renderer> {
+        let mut templates = Templates::new();
+        let mut overlays = BTreeMap::new();
+        for name in names {
+            let prepared = if store.exists(name) {
+                let files = store.files(name)?;
+                let mut uses_cluster = false;
+                for f in &files {
+                    if let SourceKind::Template(text) = &f.kind {
+                        uses_cluster |= text.contains("cluster");
+                        templates.add(&template_key(name, &f.source), text.clone()).map_err(|message| {
+                            OverlayError::Template {
+                                overlay: name.clone(),
+                                file: f.source.clone(),
+                                message,
+                            }
+                        })?;
+                    }
+                }
+                Prepared::Tree {
+                    hash: source::hash_files(&files),
+                    files,
+                    uses_cluster,
+                }
+            } else if let Some(generator) = generators.get(name) {
+                Prepared::Generator {
+                    generator: Arc::clone(generator),
+                    identity: generator.name().to_owned(),
+                }
+            } else {
+                return Err(OverlayError::NotFound(name.clone()));
+            };
+            overlays.insert(name.clone(), prepared);
+        }
+        let cluster_json: Vec<Json> = cluster.iter().map(node_json).collect();
+        let cluster_hash = hex::encode(Sha256::digest(
+            serde_json::to_vec(&cluster_json).unwrap_or_default(),
+        ));
+        Ok(Renderer {
+            overlays,
+            templates,
+            server: server.clone(),
+            server_value: Value::from(Serde(server_json(server))),
+            cluster: Value::from(Serde(serde_json::json!({ "nodes": cluster_json }))),
+            cluster_nodes: cluster.to_vec(),
+            cluster_hash,
+            build_time,
+        })
+    }
+
+    /// Overrides a generator's identity (its plugin version, wasm hash and config).
+    pub fn set_identity(&mut self, name: &str, value: String) {
+        if let Some(Prepared::Generator { identity, .. }) = self.overlays.get_mut(name) {
+            *identity = value;
+        }
+    }
+
+    pub fn overlays(&self) -> &BTreeMap<String, Prepared> {
+        &self.overlays
+    }
+
+    /// Every merged node of the cluster, as `generate-shared` sees them.
+    pub fn cluster_nodes(&self) -> &[Node] {
+        &self.cluster_nodes
+    }
+
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// What decides whether a node's archive for `list` must be rebuilt.
+    pub fn input_hash(&self, node: &Json, list: &[String], extra: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(b"wulf-overlay-v1\0");
+        h.update(serde_json::to_vec(node).unwrap_or_default());
+        h.update(serde_json::to_vec(&server_json(&self.server)).unwrap_or_default());
+        h.update(extra.as_bytes());
+        for name in list {
+            h.update(name.as_bytes());
+            h.update([0]);
+            match self.overlays.get(name) {
+                Some(Prepared::Tree { hash, uses_cluster, .. }) => {
+                    h.update(hash.as_bytes());
+                    if *uses_cluster {
+                        h.update(self.cluster_hash.as_bytes());
+                    }
+                }
+                Some(Prepared::Generator { identity, .. }) => h.update(identity.as_bytes()),
+                None => h.update(b"missing"),
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// The files of `list` for one node, merged in order: a later overlay's file wins.
+    pub fn render(&self, node: &Node, node_value: &Json, list: &[String]) -> Result<BTreeMap<String, OverlayFile>> {
+        let mut merged = BTreeMap::new();
+        let ctx = minijinja::context! {
+            node => Value::from(Serde(node_value)),
+            cluster => self.cluster.clone(),
+            server => self.server_value.clone(),
+            build => minijinja::context! { time => self.build_time },
+        };
+        for name in list {
+            let prepared = self.overlays.get(name).ok_or_else(|| OverlayError::NotFound(name.clone()))?;
+            match prepared {
+                Prepared::Tree { files, .. } => {
+                    for f in files {
+                        let owned = |path: String, content: FileContent| OverlayFile {
+                            path,
+                            mode: f.mode,
+                            uid: f.uid,
+                            gid: f.gid,
+                            content,
+                        };
+                        match &f.kind {
+                            SourceKind::Directory => {
+                                merged.insert(f.path.clone(), owned(f.path.clone(), FileContent::Directory));
+                            }
+                            SourceKind::File(bytes) => {
+                                merged.insert(f.path.clone(), owned(f.path.clone(), FileContent::Regular(bytes.clone())));
+                            }
+                            SourceKind::Symlink(target) => {
+                                merged.insert(f.path.clone(), owned(f.path.clone(), FileContent::Symlink(target.clone())));
+                            }
+                            SourceKind::Template(_) => {
+                                let ctx = minijinja::context! { overlay => name, ..ctx.clone() };
+                                let rendered = self
+                                    .templates
+                                    .render(&template_key(name, &f.source), &f.path, &ctx)
+                                    .map_err(|message| OverlayError::Template {
+                                        overlay: name.clone(),
+                                        file: f.source.clone(),
+                                        message: format!("{message} (rendering for node {})", node.id),
+                                    })?;
+                                for r in rendered {
+                                    let file = match r {
+                                        Rendered::File { path, content } => owned(path, FileContent::Regular(content.into_bytes())),
+                                        Rendered::Symlink { path, target } => owned(path, FileContent::Symlink(target)),
+                                    };
+                                    let clean = wulf_core::overlay_file::clean_path(&file.path).map_err(|e| OverlayError::Template {
+                                        overlay: name.clone(),
+                                        file: f.source.clone(),
+                                        message: e.to_string(),
+                                    })?;
+                                    merged.insert(clean.clone(), OverlayFile { path: clean, ..file });
+                                }
+                            }
+                        }
+                    }
+                }
+                Prepared::Generator { generator, .. } => {
+                    let files = generator.generate(node, &self.server).map_err(|source| OverlayError::Plugin {
+                        overlay: name.clone(),
+                        node: node.id.clone(),
+                        source,
+                    })?;
+                    for file in files {
+                        merged.insert(file.path.clone(), file);
+                    }
+                }
+            }
+        }
+        Ok(merged)
+    }
+}
+
+fn template_key(overlay: &str, source: &str) -> String {
+    format!("{overlay}/{source}")
+}

@@ -1,0 +1,250 @@
+//! `.ww` templates, rendered with minijinja: strict undefined (a typo is an error with its
+//! line, not an empty string), no HTML escaping, bounded work (fuel).
+//!
+//! Warewulf's output directives are functions here. They leave markers in the output that
+//! [`split`] turns into files afterwards, so one compiled template serves every node:
+//! - `{{ file("name") }}`: what follows goes to another file (relative to the template's
+//!   directory, or absolute);
+//! - `{{ softlink("target") }}`: the current file becomes a symlink;
+//! - `{{ abort() }}`: the current file is not written;
+//! - `{{ include("/etc/munge/munge.key") }}`: a file of the host, as text.
+
+use std::path::Path;
+
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
+
+const MARK: char = '\u{1}';
+/// Instructions per render: generous for real templates, finite for a runaway loop.
+const FUEL: u64 = 50_000_000;
+
+/// One file a template produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    File { path: String, content: String },
+    Symlink { path: String, target: String },
+}
+
+/// Compiled templates, by name.
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Templates")
+    }
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Templates {
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_fuel(Some(FUEL));
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
+        env.add_function("file", |name: String| format!("{MARK}file:{name}{MARK}"));
+        env.add_function("softlink", |target: String| format!("{MARK}link:{target}{MARK}"));
+        env.add_function("abort", || format!("{MARK}abort{MARK}"));
+        env.add_function("nobackup", String::new);
+        env.add_function("include", |path: String| -> Result<String, Error> {
+            std::fs::read_to_string(&path).map_err(|e| {
+                Error::new(ErrorKind::InvalidOperation, format!("include({path:?}): {e}"))
+            })
+        });
+        env.add_filter("basename", |path: String| {
+            Path::new(&path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        env.add_filter("dirname", |path: String| {
+            Path::new(&path)
+                .parent()
+                .map(|n| n.display().to_string())
+                .unwrap_or_default()
+        });
+        env.add_filter("prefix", |netmask: String| -> Result<u32, Error> {
+            netmask_prefix(&netmask).ok_or_else(|| {
+                Error::new(ErrorKind::InvalidOperation, format!("{netmask:?} is not a netmask"))
+            })
+        });
+        env.add_filter("systemd_escape", systemd_escape);
+        Templates { env }
+    }
+
+    /// Compiles a template under `name`; errors carry the line.
+    pub fn add(&mut self, name: &str, source: String) -> Result<(), String> {
+        self.env
+            .add_template_owned(name.to_owned(), source)
+            .map_err(|e| describe(&e))
+    }
+
+    /// Renders `name` for the file `path` (its output path, without `.ww`).
+    pub fn render(&self, name: &str, path: &str, ctx: &Value) -> Result<Vec<Rendered>, String> {
+        let template = self.env.get_template(name).map_err(|e| describe(&e))?;
+        let text = template.render(ctx).map_err(|e| describe(&e))?;
+        Ok(split(path, &text))
+    }
+}
+
+/// The error with its line, and the cause chain minijinja keeps.
+fn describe(e: &Error) -> String {
+    let mut out = match e.line() {
+        Some(line) => format!("line {line}: {}", e.detail().unwrap_or(&e.kind().to_string())),
+        None => e.to_string(),
+    };
+    if e.kind() == ErrorKind::UndefinedError {
+        out.push_str(" (a variable or field that does not exist)");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
+
+/// Splits rendered text at the markers the directives left.
+pub fn split(path: &str, text: &str) -> Vec<Rendered> {
+    if !text.contains(MARK) {
+        return vec![Rendered::File {
+            path: path.to_owned(),
+            content: text.to_owned(),
+        }];
+    }
+    let dir = match path.rfind('/') {
+        Some(i) => &path[..i],
+        None => "",
+    };
+    let mut out = Vec::new();
+    let mut current = path.to_owned();
+    let mut content = String::new();
+    let mut link: Option<String> = None;
+    let mut aborted = false;
+    let mut flush = |current: &str, content: &mut String, link: &mut Option<String>, aborted: &mut bool| {
+        if !*aborted {
+            match link.take() {
+                Some(target) => out.push(Rendered::Symlink {
+                    path: current.to_owned(),
+                    target,
+                }),
+                None => out.push(Rendered::File {
+                    path: current.to_owned(),
+                    content: std::mem::take(content),
+                }),
+            }
+        }
+        content.clear();
+        *link = None;
+        *aborted = false;
+    };
+    let mut parts = text.split(MARK);
+    content.push_str(parts.next().unwrap_or_default());
+    let mut first = true;
+    while let Some(directive) = parts.next() {
+        let rest = parts.next().unwrap_or_default();
+        if let Some(name) = directive.strip_prefix("file:") {
+            // Text before the first file() that is only whitespace makes no file of its own.
+            if !(first && content.trim().is_empty()) {
+                flush(&current, &mut content, &mut link, &mut aborted);
+            } else {
+                content.clear();
+            }
+            current = if name.starts_with('/') {
+                name.to_owned()
+            } else {
+                format!("{dir}/{name}")
+            };
+            first = false;
+        } else if let Some(target) = directive.strip_prefix("link:") {
+            link = Some(target.to_owned());
+        } else if directive == "abort" {
+            aborted = true;
+        }
+        content.push_str(rest.strip_prefix('\n').filter(|_| directive.starts_with("file:")).unwrap_or(rest));
+    }
+    flush(&current, &mut content, &mut link, &mut aborted);
+    out
+}
+
+/// `255.255.255.0` -> 24.
+pub fn netmask_prefix(netmask: &str) -> Option<u32> {
+    let addr: std::net::Ipv4Addr = netmask.parse().ok()?;
+    let bits = u32::from(addr);
+    let prefix = bits.leading_ones();
+    (bits.checked_shl(prefix).unwrap_or(0) == 0).then_some(prefix)
+}
+
+/// `systemd-escape`: `/` becomes `-`, other unsafe bytes `\xNN`.
+pub fn systemd_escape(s: String) -> String {
+    let trimmed = s.trim_matches('/');
+    let mut out = String::new();
+    for (i, b) in trimmed.bytes().enumerate() {
+        match b {
+            b'/' => out.push('-'),
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b':' | b'_' | b'.' => out.push(b as char),
+            other => out.push_str(&format!("\\x{other:02x}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::context;
+
+    fn render(source: &str, ctx: Value) -> Result<Vec<Rendered>, String> {
+        let mut t = Templates::new();
+        t.add("t", source.to_string())?;
+        t.render("t", "/etc/x", &ctx)
+    }
+
+    #[test]
+    fn strict_undefined_names_the_line() {
+        let err = render("a\n{{ node.id }}\n{{ node.nope }}\n", context! { node => context!{ id => "n1" } }).unwrap_err();
+        assert!(err.starts_with("line 3:") && err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn directives_make_several_files_links_and_aborts() {
+        let out = render(
+            "{{ file('a.conf') }}\nA\n{{ file('/etc/b') }}\n{{ softlink('/usr/lib/b') }}\n{{ file('c') }}\n{{ abort() }}C\n",
+            Value::UNDEFINED,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Rendered::File { path: "/etc/a.conf".into(), content: "A\n".into() },
+                Rendered::Symlink { path: "/etc/b".into(), target: "/usr/lib/b".into() },
+            ]
+        );
+        assert_eq!(render("{{ abort() }}", Value::UNDEFINED).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn filters_for_config_files() {
+        let out = render("{{ '255.255.240.0' | prefix }} {{ '/srv/my data' | systemd_escape }} {{ '/a/b.c' | basename }}", Value::UNDEFINED).unwrap();
+        assert_eq!(out, vec![Rendered::File { path: "/etc/x".into(), content: "20 srv-my\\x20data b.c".into() }]);
+        assert!(render("{{ '255.0.255.0' | prefix }}", Value::UNDEFINED).unwrap_err().contains("not a netmask"));
+    }
+
+    #[test]
+    fn a_runaway_loop_runs_out_of_fuel() {
+        let err = render("{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}", Value::UNDEFINED).unwrap_err();
+        assert!(err.to_lowercase().contains("fuel"), "{err}");
+    }
+}
