@@ -355,17 +355,27 @@ impl Registry {
 /// the original image as linux/amd64 and a copy of it (same layers, its own config) as
 /// linux/arm64/v8, whose config carries `marker` so the two can be told apart.
 pub fn make_multi_arch(layout: &Path, tag: &str) {
-    let read = |digest: &str| std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap_or_else(|e| panic!("{e}"));
+    let read = |digest: &str| {
+        std::fs::read(layout.join("blobs/sha256").join(&digest[7..]))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
     let write = |data: &[u8]| {
         let digest = sha256(data);
-        std::fs::write(layout.join("blobs/sha256").join(&digest[7..]), data).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(layout.join("blobs/sha256").join(&digest[7..]), data)
+            .unwrap_or_else(|e| panic!("{e}"));
         digest
     };
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap_or_default()).unwrap_or_default();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap_or_default())
+            .unwrap_or_default();
     let amd64 = index["manifests"][0].clone();
     let amd64_digest = amd64["digest"].as_str().unwrap_or_default().to_string();
-    let manifest: serde_json::Value = serde_json::from_slice(&read(&amd64_digest)).unwrap_or_default();
-    let mut config: serde_json::Value = serde_json::from_slice(&read(manifest["config"]["digest"].as_str().unwrap_or_default())).unwrap_or_default();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read(&amd64_digest)).unwrap_or_default();
+    let mut config: serde_json::Value = serde_json::from_slice(&read(
+        manifest["config"]["digest"].as_str().unwrap_or_default(),
+    ))
+    .unwrap_or_default();
     config["architecture"] = "arm64".into();
     config["variant"] = "v8".into();
     let config = serde_json::to_vec(&config).unwrap_or_default();
@@ -393,5 +403,9 @@ pub fn make_multi_arch(layout: &Path, tag: &str) {
             "annotations": {"org.opencontainers.image.ref.name": tag},
         }],
     });
-    std::fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&top).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -21,20 +21,32 @@ fn rootfs() -> PathBuf {
         return PathBuf::from(dir);
     }
     let dir = workspace().join("target/bench-rootfs/bookworm");
-    if dir.join("bin/sh").exists() && dir.join("boot").read_dir().is_ok_and(|mut d| d.next().is_some()) {
+    if dir.join("bin/sh").exists()
+        && dir
+            .join("boot")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some())
+    {
         return dir;
     }
     require_command("debootstrap", "debootstrap");
     println!("making the benchmark rootfs with debootstrap (once, about a minute)...");
     let _ = std::fs::remove_dir_all(&dir);
     let status = Command::new("debootstrap")
-        .args(["--variant=minbase", "--include=linux-image-amd64", "bookworm"])
+        .args([
+            "--variant=minbase",
+            "--include=linux-image-amd64",
+            "bookworm",
+        ])
         .arg(&dir)
         .arg("http://deb.debian.org/debian")
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap_or_else(|e| panic!("debootstrap: {e}"));
-    assert!(status.success(), "debootstrap failed; set WULF_BENCH_ROOTFS to any root filesystem tree instead");
+    assert!(
+        status.success(),
+        "debootstrap failed; set WULF_BENCH_ROOTFS to any root filesystem tree instead"
+    );
     dir
 }
 
@@ -81,7 +93,13 @@ fn main() {
 
     let wulf = Wulf::new();
     let started = Instant::now();
-    wulf.ok(&["image", "import", &root.display().to_string(), "bench", "--no-build"]);
+    wulf.ok(&[
+        "image",
+        "import",
+        &root.display().to_string(),
+        "bench",
+        "--no-build",
+    ]);
     let import = started.elapsed();
     let meta = show(&wulf);
     println!(
@@ -94,11 +112,23 @@ fn main() {
 
     let pigz_out = out.join("pigz.img.gz");
     let pigz = best_of(RUNS, || {
-        sh(&root, &format!("find . | cpio -o -H newc --quiet | pigz -6 > {}", pigz_out.display()))
+        sh(
+            &root,
+            &format!(
+                "find . | cpio -o -H newc --quiet | pigz -6 > {}",
+                pigz_out.display()
+            ),
+        )
     });
     let zstd_out = out.join("zstd.img.zst");
     let zstd = best_of(RUNS, || {
-        sh(&root, &format!("find . | cpio -o -H newc --quiet | zstd -q -3 -T0 > {}", zstd_out.display()))
+        sh(
+            &root,
+            &format!(
+                "find . | cpio -o -H newc --quiet | zstd -q -3 -T0 > {}",
+                zstd_out.display()
+            ),
+        )
     });
 
     let build = |args: &[&str]| {
@@ -117,18 +147,60 @@ fn main() {
 
     println!();
     println!("{:<44} {:>8} {:>10}", "gzip -6", "seconds", "MiB");
-    println!("{:<44} {:>8.2} {:>10.1}", "find | cpio -o -H newc | pigz -6 (baseline)", pigz.as_secs_f64(), mib(size(&pigz_out)));
-    println!("{:<44} {:>8.2} {:>10.1}", "wulf image build --compression gzip", ours_gzip.as_secs_f64(), mib(gzip_size));
-    println!("{:<44} {:>8.2}x   (target >= 1.5x)", "speedup over the pigz pipeline", pigz.as_secs_f64() / ours_gzip.as_secs_f64());
+    println!(
+        "{:<44} {:>8.2} {:>10.1}",
+        "find | cpio -o -H newc | pigz -6 (baseline)",
+        pigz.as_secs_f64(),
+        mib(size(&pigz_out))
+    );
+    println!(
+        "{:<44} {:>8.2} {:>10.1}",
+        "wulf image build --compression gzip",
+        ours_gzip.as_secs_f64(),
+        mib(gzip_size)
+    );
+    println!(
+        "{:<44} {:>8.2}x   (target >= 1.5x)",
+        "speedup over the pigz pipeline",
+        pigz.as_secs_f64() / ours_gzip.as_secs_f64()
+    );
     println!();
     println!("{:<44} {:>8} {:>10}", "zstd -3", "seconds", "MiB");
-    println!("{:<44} {:>8.2} {:>10.1}", "find | cpio -o -H newc | zstd -T0 (baseline)", zstd.as_secs_f64(), mib(size(&zstd_out)));
-    println!("{:<44} {:>8.2} {:>10.1}", "wulf image build --compression zstd", ours_zstd.as_secs_f64(), mib(zstd_size));
-    println!("{:<44} {:>8.2}x", "speedup over the zstd pipeline", zstd.as_secs_f64() / ours_zstd.as_secs_f64());
-    println!("{:<44} {:>8.2}x", "wulf zstd over the pigz pipeline", pigz.as_secs_f64() / ours_zstd.as_secs_f64());
+    println!(
+        "{:<44} {:>8.2} {:>10.1}",
+        "find | cpio -o -H newc | zstd -T0 (baseline)",
+        zstd.as_secs_f64(),
+        mib(size(&zstd_out))
+    );
+    println!(
+        "{:<44} {:>8.2} {:>10.1}",
+        "wulf image build --compression zstd",
+        ours_zstd.as_secs_f64(),
+        mib(zstd_size)
+    );
+    println!(
+        "{:<44} {:>8.2}x",
+        "speedup over the zstd pipeline",
+        zstd.as_secs_f64() / ours_zstd.as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>8.2}x",
+        "wulf zstd over the pigz pipeline",
+        pigz.as_secs_f64() / ours_zstd.as_secs_f64()
+    );
 
     // What the strip-docs transform saves on this image.
-    wulf.ok(&["image", "build", "bench", "--compression", "gzip", "--level", "6", "--transform", "strip-docs"]);
+    wulf.ok(&[
+        "image",
+        "build",
+        "bench",
+        "--compression",
+        "gzip",
+        "--level",
+        "6",
+        "--transform",
+        "strip-docs",
+    ]);
     let stripped = show(&wulf)["build"].clone();
     println!();
     println!(

@@ -791,14 +791,54 @@ fn a_multi_platform_image_is_resolved_for_the_requested_platform() {
     ]));
     let wulf = Wulf::new();
     let reference = format!("docker://{}/multi/img:v1", registry.addr);
-    wulf.ok(&["image", "import", &reference, "host", "--insecure-http", "--no-build"]);
+    wulf.ok(&[
+        "image",
+        "import",
+        &reference,
+        "host",
+        "--insecure-http",
+        "--no-build",
+    ]);
     assert_eq!(show(&wulf, "host")["platform"], "linux/amd64");
-    wulf.ok(&["image", "import", &reference, "arm", "--insecure-http", "--no-build", "--platform", "linux/arm64/v8"]);
+    wulf.ok(&[
+        "image",
+        "import",
+        &reference,
+        "arm",
+        "--insecure-http",
+        "--no-build",
+        "--platform",
+        "linux/arm64/v8",
+    ]);
     assert_eq!(show(&wulf, "arm")["platform"], "linux/arm64/v8");
-    let err = wulf.fails(&["image", "import", &reference, "rv", "--insecure-http", "--platform", "linux/riscv64"]);
-    assert!(err.contains("has no image for platform linux/riscv64; it has: linux/amd64, linux/arm64/v8"), "{err}");
+    let err = wulf.fails(&[
+        "image",
+        "import",
+        &reference,
+        "rv",
+        "--insecure-http",
+        "--platform",
+        "linux/riscv64",
+    ]);
+    assert!(
+        err.contains(
+            "has no image for platform linux/riscv64; it has: linux/amd64, linux/arm64/v8"
+        ),
+        "{err}"
+    );
     // The same from the layout itself.
-    wulf.ok(&["image", "import", &format!("oci:{}:v1", layout.display()), "arm-layout", "--no-build", "--platform", "linux/arm64"]);
+    wulf.ok(&[
+        "image",
+        "import",
+        &format!("oci:{}:v1", layout.display()),
+        "arm-layout",
+        "--no-build",
+        "--platform",
+        "linux/arm64",
+    ]);
     assert_eq!(show(&wulf, "arm-layout")["platform"], "linux/arm64/v8");
-    assert_eq!(show(&wulf, "arm")["digest"], show(&wulf, "arm-layout")["digest"]);
+    assert_eq!(
+        show(&wulf, "arm")["digest"],
+        show(&wulf, "arm-layout")["digest"]
+    );
 }

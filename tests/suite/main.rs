@@ -5,6 +5,7 @@
 
 mod cli_image;
 mod cli_node;
+mod cli_overlay;
 mod cli_plugin;
 mod plugin_runtime;
 mod serve;

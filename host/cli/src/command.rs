@@ -4,5 +4,6 @@ pub mod image;
 pub mod import;
 pub mod node;
 pub mod node_fields;
+pub mod overlay;
 pub mod plugin;
 pub mod serve;

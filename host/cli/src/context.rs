@@ -78,6 +78,21 @@ impl Context {
             .collect()
     }
 
+    /// This host as nodes see it: its name, and the address it serves HTTP on when one is set.
+    pub fn server(&self) -> wulf_core::Server {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let addr = self.config.server.http_addr;
+        wulf_core::Server {
+            hostname,
+            ipaddr: (!addr.ip().is_unspecified()).then(|| addr.ip().to_string()),
+            port: addr.port(),
+            ..wulf_core::Server::default()
+        }
+    }
+
     /// Image-transform plugins, loaded by name, in order.
     pub fn transforms(&self, names: &[String]) -> anyhow::Result<Vec<Arc<dyn ImageTransform>>> {
         if names.is_empty() {

@@ -51,6 +51,9 @@ enum Command {
     /// Manage images: import from registries and archives, build initramfs, kernels
     #[command(subcommand, visible_alias = "images")]
     Image(command::image::ImageCommand),
+    /// Manage overlays: site file trees with templates, generator plugins, per-node archives
+    #[command(subcommand, visible_alias = "overlays")]
+    Overlay(command::overlay::OverlayCommand),
     /// Import an inventory from another tool
     #[command(subcommand)]
     Import(command::import::ImportCommand),
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             Command::Node(cmd) => command::node::run_node(&ctx, cmd),
             Command::Profile(cmd) => command::node::run_profile(&ctx, cmd),
             Command::Image(cmd) => command::image::run(&ctx, cmd),
+            Command::Overlay(cmd) => command::overlay::run(&ctx, cmd),
             Command::Import(cmd) => command::import::run(&ctx, cmd),
             Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
         });

@@ -111,14 +111,28 @@ impl ArchiveStore {
     }
 
     /// The segment files of a node's archive, if it was built.
-    pub fn segments<'a>(&self, index: &'a Index, node: &str, kind: Kind) -> Option<(Vec<PathBuf>, &'a Archive)> {
+    pub fn segments<'a>(
+        &self,
+        index: &'a Index,
+        node: &str,
+        kind: Kind,
+    ) -> Option<(Vec<PathBuf>, &'a Archive)> {
         let archive = index.nodes.get(node)?.get(&kind)?;
-        Some((archive.segments.iter().map(|s| self.dir.join(s)).collect(), archive))
+        Some((
+            archive.segments.iter().map(|s| self.dir.join(s)).collect(),
+            archive,
+        ))
     }
 
     /// Builds the archives of `nodes` (merged records; `all` is the whole cluster, for
     /// shared files). Nodes whose inputs are unchanged are skipped unless `force`.
-    pub fn build(&self, renderer: &Renderer, nodes: &[Node], force: bool, threads: usize) -> Result<Report> {
+    pub fn build(
+        &self,
+        renderer: &Renderer,
+        nodes: &[Node],
+        force: bool,
+        threads: usize,
+    ) -> Result<Report> {
         fs::create_dir_all(self.dir.join("shared")).map_err(|e| OverlayError::io(&self.dir, e))?;
         fs::create_dir_all(self.dir.join("nodes")).map_err(|e| OverlayError::io(&self.dir, e))?;
         let old = self.index()?;
@@ -132,17 +146,19 @@ impl ArchiveStore {
         let mut shared: BTreeMap<String, String> = BTreeMap::new();
         for name in used {
             if let Some(Prepared::Generator { generator, .. }) = renderer.overlays().get(name) {
-                let files = generator
-                    .generate_shared(all, renderer.server())
-                    .map_err(|source| OverlayError::Plugin {
-                        overlay: name.clone(),
-                        node: "(shared)".into(),
-                        source,
-                    })?;
+                let files =
+                    generator
+                        .generate_shared(all, renderer.server())
+                        .map_err(|source| OverlayError::Plugin {
+                            overlay: name.clone(),
+                            node: "(shared)".into(),
+                            source,
+                        })?;
                 if files.is_empty() {
                     continue;
                 }
-                let merged: BTreeMap<String, OverlayFile> = files.into_iter().map(|f| (f.path.clone(), f)).collect();
+                let merged: BTreeMap<String, OverlayFile> =
+                    files.into_iter().map(|f| (f.path.clone(), f)).collect();
                 let (bytes, sha) = pack(&merged)?;
                 let rel = format!("shared/{}.img.gz", &sha[..32]);
                 let path = self.dir.join(&rel);
@@ -162,7 +178,8 @@ impl ArchiveStore {
                 let (results, errors, old, shared) = (&results, &errors, &old, &shared);
                 scope.spawn(move || {
                     for node in part {
-                        if let Err(e) = self.build_node(renderer, node, old, shared, force, results) {
+                        if let Err(e) = self.build_node(renderer, node, old, shared, force, results)
+                        {
                             if let Ok(mut errors) = errors.lock() {
                                 errors.push(e);
                             }
@@ -193,7 +210,8 @@ impl ArchiveStore {
         }
         report.built = built.into_iter().collect();
         let text = serde_json::to_vec(&index).map_err(|e| OverlayError::Invalid(e.to_string()))?;
-        write_atomic(&self.index_path(), &text).map_err(|e| OverlayError::io(&self.index_path(), e))?;
+        write_atomic(&self.index_path(), &text)
+            .map_err(|e| OverlayError::io(&self.index_path(), e))?;
         self.collect_garbage(&index);
         Ok(report)
     }
@@ -210,8 +228,13 @@ impl ArchiveStore {
         let json = node_json(node);
         for kind in Kind::ALL {
             let list = kind.list(node);
-            let shared_segments: Vec<String> = list.iter().filter_map(|n| shared.get(n).cloned()).collect();
-            let input = renderer.input_hash(&json, list, &format!("{}:{}", kind.as_str(), shared_segments.join(",")));
+            let shared_segments: Vec<String> =
+                list.iter().filter_map(|n| shared.get(n).cloned()).collect();
+            let input = renderer.input_hash(
+                &json,
+                list,
+                &format!("{}:{}", kind.as_str(), shared_segments.join(",")),
+            );
             let previous = old.nodes.get(&node.id).and_then(|k| k.get(&kind));
             if !force
                 && let Some(previous) = previous
@@ -261,7 +284,9 @@ impl ArchiveStore {
             .flat_map(|a| a.segments.iter().map(String::as_str))
             .collect();
         let sweep = |dir: &Path, prefix: &str| {
-            let Ok(entries) = fs::read_dir(dir) else { return };
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
             for e in entries.flatten() {
                 let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
                 if e.path().is_file() && !live.contains(rel.as_str()) {
@@ -307,7 +332,14 @@ pub fn pack(files: &BTreeMap<String, OverlayFile>) -> Result<(Vec<u8>, String)> 
         }
         for parent in parents.into_iter().rev() {
             if dirs.insert(parent.clone()) {
-                let entry = Entry { path: &parent, kind: &dir_kind, mode: 0o755, uid: 0, gid: 0, mtime: 0 };
+                let entry = Entry {
+                    path: &parent,
+                    kind: &dir_kind,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                };
                 cpio.append(&entry, 0, &mut std::io::empty()).map_err(io)?;
             }
         }
@@ -321,8 +353,16 @@ pub fn pack(files: &BTreeMap<String, OverlayFile>) -> Result<(Vec<u8>, String)> 
             }
             FileContent::Symlink(t) => (EntryKind::Symlink(t.clone()), b""),
         };
-        let entry = Entry { path: rel, kind: &kind, mode: file.mode, uid: file.uid, gid: file.gid, mtime: 0 };
-        cpio.append(&entry, bytes.len() as u64, &mut &bytes[..]).map_err(io)?;
+        let entry = Entry {
+            path: rel,
+            kind: &kind,
+            mode: file.mode,
+            uid: file.uid,
+            gid: file.gid,
+            mtime: 0,
+        };
+        cpio.append(&entry, bytes.len() as u64, &mut &bytes[..])
+            .map_err(io)?;
     }
     let gz = cpio.finish().map_err(io)?;
     let bytes = gz.finish().map_err(io)?;

@@ -6,7 +6,9 @@ use std::path::Path;
 pub enum OverlayError {
     #[error("{0}")]
     Invalid(String),
-    #[error("no overlay named `{0}`: not a directory under overlays/ nor an overlay-generator plugin (`wulf overlay list` shows them)")]
+    #[error(
+        "no overlay named `{0}`: not a directory under overlays/ nor an overlay-generator plugin (`wulf overlay list` shows them)"
+    )]
     NotFound(String),
     #[error("overlay `{overlay}`, file {file}: {message}")]
     Template {

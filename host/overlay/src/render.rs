@@ -69,13 +69,16 @@ pub fn node_json(node: &Node) -> Json {
     if let Json::Object(map) = &mut json {
         map.insert("id".into(), Json::String(node.id.clone()));
         for key in ["network_devices", "tags", "resources"] {
-            map.entry(key).or_insert_with(|| Json::Object(Default::default()));
+            map.entry(key)
+                .or_insert_with(|| Json::Object(Default::default()));
         }
         for key in ["system_overlays", "runtime_overlays", "profiles"] {
             map.entry(key).or_insert_with(|| Json::Array(Vec::new()));
         }
-        map.entry("ipmi").or_insert_with(|| Json::Object(Default::default()));
-        map.entry("kernel").or_insert_with(|| serde_json::json!({"args": []}));
+        map.entry("ipmi")
+            .or_insert_with(|| Json::Object(Default::default()));
+        map.entry("kernel")
+            .or_insert_with(|| serde_json::json!({"args": []}));
     }
     json
 }
@@ -112,13 +115,13 @@ impl Renderer {
                 for f in &files {
                     if let SourceKind::Template(text) = &f.kind {
                         uses_cluster |= text.contains("cluster");
-                        templates.add(&template_key(name, &f.source), text.clone()).map_err(|message| {
-                            OverlayError::Template {
+                        templates
+                            .add(&template_key(name, &f.source), text.clone())
+                            .map_err(|message| OverlayError::Template {
                                 overlay: name.clone(),
                                 file: f.source.clone(),
                                 message,
-                            }
-                        })?;
+                            })?;
                     }
                 }
                 Prepared::Tree {
@@ -183,7 +186,9 @@ impl Renderer {
             h.update(name.as_bytes());
             h.update([0]);
             match self.overlays.get(name) {
-                Some(Prepared::Tree { hash, uses_cluster, .. }) => {
+                Some(Prepared::Tree {
+                    hash, uses_cluster, ..
+                }) => {
                     h.update(hash.as_bytes());
                     if *uses_cluster {
                         h.update(self.cluster_hash.as_bytes());
@@ -197,7 +202,12 @@ impl Renderer {
     }
 
     /// The files of `list` for one node, merged in order: a later overlay's file wins.
-    pub fn render(&self, node: &Node, node_value: &Json, list: &[String]) -> Result<BTreeMap<String, OverlayFile>> {
+    pub fn render(
+        &self,
+        node: &Node,
+        node_value: &Json,
+        list: &[String],
+    ) -> Result<BTreeMap<String, OverlayFile>> {
         let mut merged = BTreeMap::new();
         let ctx = minijinja::context! {
             node => Value::from(Serde(node_value)),
@@ -206,7 +216,10 @@ impl Renderer {
             build => minijinja::context! { time => self.build_time },
         };
         for name in list {
-            let prepared = self.overlays.get(name).ok_or_else(|| OverlayError::NotFound(name.clone()))?;
+            let prepared = self
+                .overlays
+                .get(name)
+                .ok_or_else(|| OverlayError::NotFound(name.clone()))?;
             match prepared {
                 Prepared::Tree { files, .. } => {
                     for f in files {
@@ -219,13 +232,22 @@ impl Renderer {
                         };
                         match &f.kind {
                             SourceKind::Directory => {
-                                merged.insert(f.path.clone(), owned(f.path.clone(), FileContent::Directory));
+                                merged.insert(
+                                    f.path.clone(),
+                                    owned(f.path.clone(), FileContent::Directory),
+                                );
                             }
                             SourceKind::File(bytes) => {
-                                merged.insert(f.path.clone(), owned(f.path.clone(), FileContent::Regular(bytes.clone())));
+                                merged.insert(
+                                    f.path.clone(),
+                                    owned(f.path.clone(), FileContent::Regular(bytes.clone())),
+                                );
                             }
                             SourceKind::Symlink(target) => {
-                                merged.insert(f.path.clone(), owned(f.path.clone(), FileContent::Symlink(target.clone())));
+                                merged.insert(
+                                    f.path.clone(),
+                                    owned(f.path.clone(), FileContent::Symlink(target.clone())),
+                                );
                             }
                             SourceKind::Template(_) => {
                                 let ctx = minijinja::context! { overlay => name, ..ctx.clone() };
@@ -235,29 +257,45 @@ impl Renderer {
                                     .map_err(|message| OverlayError::Template {
                                         overlay: name.clone(),
                                         file: f.source.clone(),
-                                        message: format!("{message} (rendering for node {})", node.id),
+                                        message: format!(
+                                            "{message} (rendering for node {})",
+                                            node.id
+                                        ),
                                     })?;
                                 for r in rendered {
                                     let file = match r {
-                                        Rendered::File { path, content } => owned(path, FileContent::Regular(content.into_bytes())),
-                                        Rendered::Symlink { path, target } => owned(path, FileContent::Symlink(target)),
+                                        Rendered::File { path, content } => {
+                                            owned(path, FileContent::Regular(content.into_bytes()))
+                                        }
+                                        Rendered::Symlink { path, target } => {
+                                            owned(path, FileContent::Symlink(target))
+                                        }
                                     };
-                                    let clean = wulf_core::overlay_file::clean_path(&file.path).map_err(|e| OverlayError::Template {
-                                        overlay: name.clone(),
-                                        file: f.source.clone(),
-                                        message: e.to_string(),
-                                    })?;
-                                    merged.insert(clean.clone(), OverlayFile { path: clean, ..file });
+                                    let clean = wulf_core::overlay_file::clean_path(&file.path)
+                                        .map_err(|e| OverlayError::Template {
+                                            overlay: name.clone(),
+                                            file: f.source.clone(),
+                                            message: e.to_string(),
+                                        })?;
+                                    merged.insert(
+                                        clean.clone(),
+                                        OverlayFile {
+                                            path: clean,
+                                            ..file
+                                        },
+                                    );
                                 }
                             }
                         }
                     }
                 }
                 Prepared::Generator { generator, .. } => {
-                    let files = generator.generate(node, &self.server).map_err(|source| OverlayError::Plugin {
-                        overlay: name.clone(),
-                        node: node.id.clone(),
-                        source,
+                    let files = generator.generate(node, &self.server).map_err(|source| {
+                        OverlayError::Plugin {
+                            overlay: name.clone(),
+                            node: node.id.clone(),
+                            source,
+                        }
                     })?;
                     for file in files {
                         merged.insert(file.path.clone(), file);

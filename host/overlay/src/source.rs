@@ -93,7 +93,10 @@ impl OverlayStore {
     /// Resolves a path inside an overlay (absolute or relative, no `..`).
     pub fn file_path(&self, overlay: &str, path: &str) -> Result<PathBuf> {
         validate_name(overlay)?;
-        let clean: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        let clean: Vec<&str> = path
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
         if clean.contains(&"..") || clean.is_empty() {
             return Err(OverlayError::Invalid(format!(
                 "path {path:?} must name a file inside the overlay, without `..`"
@@ -133,7 +136,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<SourceFile>) -> Result<()> {
             (format!("/{rel}"), SourceKind::Directory)
         } else if ft.is_symlink() {
             let link = fs::read_link(&path).map_err(|e| OverlayError::io(&path, e))?;
-            (format!("/{rel}"), SourceKind::Symlink(link.to_string_lossy().into_owned()))
+            (
+                format!("/{rel}"),
+                SourceKind::Symlink(link.to_string_lossy().into_owned()),
+            )
         } else if ft.is_file() {
             let bytes = fs::read(&path).map_err(|e| OverlayError::io(&path, e))?;
             match rel.strip_suffix(".ww") {

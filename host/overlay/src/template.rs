@@ -54,12 +54,17 @@ impl Templates {
             env.set_syntax(syntax);
         }
         env.add_function("file", |name: String| format!("{MARK}file:{name}{MARK}"));
-        env.add_function("softlink", |target: String| format!("{MARK}link:{target}{MARK}"));
+        env.add_function("softlink", |target: String| {
+            format!("{MARK}link:{target}{MARK}")
+        });
         env.add_function("abort", || format!("{MARK}abort{MARK}"));
         env.add_function("nobackup", String::new);
         env.add_function("include", |path: String| -> Result<String, Error> {
             std::fs::read_to_string(&path).map_err(|e| {
-                Error::new(ErrorKind::InvalidOperation, format!("include({path:?}): {e}"))
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("include({path:?}): {e}"),
+                )
             })
         });
         env.add_filter("basename", |path: String| {
@@ -76,7 +81,10 @@ impl Templates {
         });
         env.add_filter("prefix", |netmask: String| -> Result<u32, Error> {
             netmask_prefix(&netmask).ok_or_else(|| {
-                Error::new(ErrorKind::InvalidOperation, format!("{netmask:?} is not a netmask"))
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("{netmask:?} is not a netmask"),
+                )
             })
         });
         env.add_filter("systemd_escape", systemd_escape);
@@ -101,7 +109,10 @@ impl Templates {
 /// The error with its line, and the cause chain minijinja keeps.
 fn describe(e: &Error) -> String {
     let mut out = match e.line() {
-        Some(line) => format!("line {line}: {}", e.detail().unwrap_or(&e.kind().to_string())),
+        Some(line) => format!(
+            "line {line}: {}",
+            e.detail().unwrap_or(&e.kind().to_string())
+        ),
         None => e.to_string(),
     };
     if e.kind() == ErrorKind::UndefinedError {
@@ -132,23 +143,24 @@ pub fn split(path: &str, text: &str) -> Vec<Rendered> {
     let mut content = String::new();
     let mut link: Option<String> = None;
     let mut aborted = false;
-    let mut flush = |current: &str, content: &mut String, link: &mut Option<String>, aborted: &mut bool| {
-        if !*aborted {
-            match link.take() {
-                Some(target) => out.push(Rendered::Symlink {
-                    path: current.to_owned(),
-                    target,
-                }),
-                None => out.push(Rendered::File {
-                    path: current.to_owned(),
-                    content: std::mem::take(content),
-                }),
+    let mut flush =
+        |current: &str, content: &mut String, link: &mut Option<String>, aborted: &mut bool| {
+            if !*aborted {
+                match link.take() {
+                    Some(target) => out.push(Rendered::Symlink {
+                        path: current.to_owned(),
+                        target,
+                    }),
+                    None => out.push(Rendered::File {
+                        path: current.to_owned(),
+                        content: std::mem::take(content),
+                    }),
+                }
             }
-        }
-        content.clear();
-        *link = None;
-        *aborted = false;
-    };
+            content.clear();
+            *link = None;
+            *aborted = false;
+        };
     let mut parts = text.split(MARK);
     content.push_str(parts.next().unwrap_or_default());
     let mut first = true;
@@ -172,7 +184,11 @@ pub fn split(path: &str, text: &str) -> Vec<Rendered> {
         } else if directive == "abort" {
             aborted = true;
         }
-        content.push_str(rest.strip_prefix('\n').filter(|_| directive.starts_with("file:")).unwrap_or(rest));
+        content.push_str(
+            rest.strip_prefix('\n')
+                .filter(|_| directive.starts_with("file:"))
+                .unwrap_or(rest),
+        );
     }
     flush(&current, &mut content, &mut link, &mut aborted);
     out
@@ -214,8 +230,15 @@ mod tests {
 
     #[test]
     fn strict_undefined_names_the_line() {
-        let err = render("a\n{{ node.id }}\n{{ node.nope }}\n", context! { node => context!{ id => "n1" } }).unwrap_err();
-        assert!(err.starts_with("line 3:") && err.contains("does not exist"), "{err}");
+        let err = render(
+            "a\n{{ node.id }}\n{{ node.nope }}\n",
+            context! { node => context!{ id => "n1" } },
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("line 3:") && err.contains("does not exist"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -228,8 +251,14 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Rendered::File { path: "/etc/a.conf".into(), content: "A\n".into() },
-                Rendered::Symlink { path: "/etc/b".into(), target: "/usr/lib/b".into() },
+                Rendered::File {
+                    path: "/etc/a.conf".into(),
+                    content: "A\n".into()
+                },
+                Rendered::Symlink {
+                    path: "/etc/b".into(),
+                    target: "/usr/lib/b".into()
+                },
             ]
         );
         assert_eq!(render("{{ abort() }}", Value::UNDEFINED).unwrap(), vec![]);
@@ -238,13 +267,27 @@ mod tests {
     #[test]
     fn filters_for_config_files() {
         let out = render("{{ '255.255.240.0' | prefix }} {{ '/srv/my data' | systemd_escape }} {{ '/a/b.c' | basename }}", Value::UNDEFINED).unwrap();
-        assert_eq!(out, vec![Rendered::File { path: "/etc/x".into(), content: "20 srv-my\\x20data b.c".into() }]);
-        assert!(render("{{ '255.0.255.0' | prefix }}", Value::UNDEFINED).unwrap_err().contains("not a netmask"));
+        assert_eq!(
+            out,
+            vec![Rendered::File {
+                path: "/etc/x".into(),
+                content: "20 srv-my\\x20data b.c".into()
+            }]
+        );
+        assert!(
+            render("{{ '255.0.255.0' | prefix }}", Value::UNDEFINED)
+                .unwrap_err()
+                .contains("not a netmask")
+        );
     }
 
     #[test]
     fn a_runaway_loop_runs_out_of_fuel() {
-        let err = render("{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}", Value::UNDEFINED).unwrap_err();
+        let err = render(
+            "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}",
+            Value::UNDEFINED,
+        )
+        .unwrap_err();
         assert!(err.to_lowercase().contains("fuel"), "{err}");
     }
 }

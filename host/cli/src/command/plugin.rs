@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::json;
-use wulf_core::{FileContent, InventoryBackend, OverlayFile, OverlayGenerator, Server};
+use wulf_core::{FileContent, InventoryBackend, OverlayFile, OverlayGenerator};
 use wulf_plugin::{Listing, Origin, WasmInventoryBackend, WasmOverlayGenerator, World};
 
 use crate::context::Context;
@@ -236,19 +236,6 @@ fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// This host as nodes see it, for plugin tests.
-fn local_server() -> Server {
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    Server {
-        hostname,
-        port: 9873,
-        ..Server::default()
-    }
-}
-
 fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Result<()> {
     let registry = ctx.registry();
     let package = registry.package(name)?;
@@ -266,7 +253,7 @@ fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Re
                     .into_iter()
                     .map(|m| m.node)
                     .collect();
-            let server = local_server();
+            let server = ctx.server();
             let started = Instant::now();
             let mut files = generator.generate_shared(&all, &server)?;
             files.extend(generator.generate(&merged.node, &server)?);

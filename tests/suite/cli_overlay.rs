@@ -1,0 +1,222 @@
+//! `wulf overlay` through the real binary: site overlays with templates, generator plugins,
+//! per-node archives unpacked by GNU cpio, and rebuilds decided by content.
+
+use std::path::Path;
+use std::process::Command;
+
+use wulf_tests::oci::run;
+use wulf_tests::{Wulf, require_command};
+
+const NODES: &str = r#"
+[profiles.default]
+system-overlays = ["motd", "hostname"]
+runtime-overlays = ["users"]
+[profiles.default.network-devices.default]
+netmask = "255.255.255.0"
+
+[nodes.n1]
+profiles = ["default"]
+[nodes.n1.network-devices.default]
+hwaddr = "aa:00:00:00:00:01"
+ipaddr = "10.0.0.1"
+
+[nodes.n2]
+profiles = ["default"]
+[nodes.n2.network-devices.default]
+hwaddr = "aa:00:00:00:00:02"
+ipaddr = "10.0.0.2"
+"#;
+
+fn setup() -> Wulf {
+    let wulf = Wulf::new();
+    wulf.write("nodes.toml", NODES);
+    wulf.ok(&["overlay", "create", "motd"]);
+    wulf.ok(&["overlay", "create", "users"]);
+    wulf.write(
+        "overlays/motd/etc/motd.ww",
+        "Welcome to {{ node.id }} ({{ node.network_devices.default.ipaddr }}/{{ node.network_devices.default.netmask | prefix }})\n",
+    );
+    wulf.write("overlays/motd/etc/issue", "plain file\n");
+    wulf.write(
+        "overlays/motd/etc/split.ww",
+        "{{ file('a.conf') }}\nid={{ node.id }}\n{{ file('b.link') }}{{ softlink('/etc/a.conf') }}\n",
+    );
+    wulf.write(
+        "overlays/users/etc/peers.ww",
+        "{% for n in cluster.nodes %}{{ n.network_devices.default.ipaddr }} {{ n.id }}\n{% endfor %}",
+    );
+    wulf.ok(&["overlay", "chmod", "motd", "/etc/issue", "600"]);
+    wulf
+}
+
+fn index(wulf: &Wulf) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(wulf.path().join("provision/index.json")).unwrap())
+        .unwrap()
+}
+
+fn build(wulf: &Wulf, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["overlay", "build", "--json"];
+    full.extend_from_slice(args);
+    serde_json::from_str(&wulf.ok(&full)).unwrap()
+}
+
+/// Unpacks a node's archive (all segments, in order) with GNU cpio.
+fn unpack(wulf: &Wulf, node: &str, kind: &str, into: &Path) {
+    require_command("cpio", "cpio");
+    std::fs::create_dir_all(into).unwrap();
+    let segments = index(wulf)["nodes"][node][kind]["segments"].clone();
+    for segment in segments.as_array().unwrap() {
+        let file = wulf
+            .path()
+            .join("provision")
+            .join(segment.as_str().unwrap());
+        run(Command::new("sh").current_dir(into).args([
+            "-c",
+            &format!(
+                "gzip -dc '{}' | cpio -idmu --quiet --no-absolute-filenames",
+                file.display()
+            ),
+        ]));
+    }
+}
+
+#[test]
+fn templates_render_per_node_into_archives_cpio_unpacks() {
+    let wulf = setup();
+    assert_eq!(
+        wulf.ok(&["overlay", "render", "motd", "/etc/motd", "--node", "n2"]),
+        "Welcome to n2 (10.0.0.2/24)\n"
+    );
+
+    let list = wulf.ok(&["overlay", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.contains("motd") && l.contains("site") && l.trim_end().ends_with('2')),
+        "{list}"
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.contains("hostname") && l.contains("plugin")),
+        "{list}"
+    );
+
+    let report = build(&wulf, &[]);
+    assert_eq!(report["built"], serde_json::json!(["n1", "n2"]));
+
+    let scratch = tempfile::tempdir().unwrap();
+    let system = scratch.path().join("system");
+    unpack(&wulf, "n1", "system", &system);
+    let read = |p: &str| std::fs::read_to_string(system.join(p)).unwrap();
+    assert_eq!(read("etc/motd"), "Welcome to n1 (10.0.0.1/24)\n");
+    assert_eq!(read("etc/hostname"), "n1\n", "from the hostname plugin");
+    assert_eq!(read("etc/a.conf"), "id=n1\n");
+    assert_eq!(
+        std::fs::read_link(system.join("etc/b.link")).unwrap(),
+        Path::new("/etc/a.conf")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(system.join("etc/issue"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o600
+    );
+
+    let runtime = scratch.path().join("runtime");
+    unpack(&wulf, "n2", "runtime", &runtime);
+    assert_eq!(
+        std::fs::read_to_string(runtime.join("etc/peers")).unwrap(),
+        "10.0.0.1 n1\n10.0.0.2 n2\n"
+    );
+}
+
+#[test]
+fn rebuilds_follow_content_not_time() {
+    let wulf = setup();
+    build(&wulf, &[]);
+    let report = build(&wulf, &[]);
+    assert_eq!(report["built"], serde_json::json!([]));
+    assert_eq!(report["unchanged"], 4);
+
+    // One node's record changes: its system archive is rebuilt; the runtime list reads the
+    // whole cluster, so every node's runtime archive follows.
+    wulf.ok(&["node", "set", "n1", "--ipaddr", "10.0.0.11"]);
+    let before = index(&wulf);
+    let report = build(&wulf, &[]);
+    assert_eq!(report["built"], serde_json::json!(["n1", "n2"]));
+    let after = index(&wulf);
+    assert_ne!(
+        before["nodes"]["n1"]["system"],
+        after["nodes"]["n1"]["system"]
+    );
+    assert_eq!(
+        before["nodes"]["n2"]["system"], after["nodes"]["n2"]["system"],
+        "n2's system archive is untouched"
+    );
+    assert_ne!(
+        before["nodes"]["n2"]["runtime"],
+        after["nodes"]["n2"]["runtime"]
+    );
+
+    // A comment-only change to n2 (not in any template's view but in its record) rebuilds n2 only.
+    wulf.ok(&["node", "set", "n2", "--comment", "rack 4"]);
+    let before = index(&wulf);
+    build(&wulf, &["n2"]);
+    let after = index(&wulf);
+    assert_eq!(before["nodes"]["n1"], after["nodes"]["n1"]);
+    assert_ne!(
+        before["nodes"]["n2"]["system"],
+        after["nodes"]["n2"]["system"]
+    );
+
+    // An overlay source changes: every node using it is rebuilt, even with old mtimes.
+    wulf.write("overlays/motd/etc/issue", "changed\n");
+    let report = build(&wulf, &[]);
+    assert_eq!(report["built"], serde_json::json!(["n1", "n2"]));
+    // Old segments are removed once nothing refers to them.
+    let files = std::fs::read_dir(wulf.path().join("provision/nodes/n1"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 2, "one system and one runtime archive");
+}
+
+#[test]
+fn template_and_plugin_failures_are_named_and_build_nothing() {
+    let wulf = setup();
+    wulf.write(
+        "overlays/motd/etc/broken.ww",
+        "ok\n{{ node.no_such_field }}\n",
+    );
+    let err = wulf.fails(&["overlay", "build"]);
+    assert!(
+        err.contains("overlay `motd`, file etc/broken.ww: line 2:")
+            && err.contains("rendering for node n1"),
+        "{err}"
+    );
+    assert!(!wulf.path().join("provision/index.json").exists());
+    std::fs::remove_file(wulf.path().join("overlays/motd/etc/broken.ww")).unwrap();
+
+    wulf.write("overlays/motd/etc/syntax.ww", "{% for x in %}\n");
+    let err = wulf.fails(&["overlay", "build"]);
+    assert!(
+        err.contains("overlay `motd`, file etc/syntax.ww: line 1:"),
+        "{err}"
+    );
+    std::fs::remove_file(wulf.path().join("overlays/motd/etc/syntax.ww")).unwrap();
+
+    wulf.ok(&["node", "set", "n2", "--system-overlays", "motd,nope"]);
+    let err = wulf.fails(&["overlay", "build"]);
+    assert!(err.contains("no overlay named `nope`"), "{err}");
+
+    let err = wulf.fails(&["overlay", "delete", "motd"]);
+    assert!(
+        err.contains("overlay `motd` is used by profile default, n1, n2"),
+        "{err}"
+    );
+    let err = wulf.fails(&["overlay", "import", "motd", "/etc/hostname", "../escape"]);
+    assert!(err.contains("without `..`"), "{err}");
+    let err = wulf.fails(&["overlay", "chmod", "motd", "/etc/issue", "999"]);
+    assert!(err.contains("not an octal mode"), "{err}");
+}
