@@ -7,5 +7,6 @@ mod cli_image;
 mod cli_node;
 mod cli_overlay;
 mod cli_plugin;
+mod overlay_plugins;
 mod plugin_runtime;
 mod serve;
