@@ -89,7 +89,7 @@ fn dns_of(d: &NetDevice) -> Vec<String> {
         .iter()
         .filter(|t| {
             t.key.to_ascii_uppercase().starts_with("DNS")
-                && t.key.to_ascii_uppercase() != "DNSSEARCH"
+                && !t.key.eq_ignore_ascii_case("DNSSEARCH")
         })
         .collect();
     tags.sort_by(|a, b| a.key.cmp(&b.key));
