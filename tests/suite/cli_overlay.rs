@@ -175,6 +175,17 @@ fn rebuilds_follow_content_not_time() {
     wulf.write("overlays/motd/etc/issue", "changed\n");
     let report = build(&wulf, &[]);
     assert_eq!(report["built"], serde_json::json!(["n1", "n2"]));
+    // A plugin's config changes: the nodes using it are rebuilt.
+    wulf.write(
+        "wulf.toml",
+        "[plugin.hostname.config]\ndomain = \"hpc.example\"\n",
+    );
+    let report = build(&wulf, &[]);
+    assert_eq!(report["built"], serde_json::json!(["n1", "n2"]));
+    assert_eq!(
+        report["unchanged"], 2,
+        "the runtime lists do not use hostname"
+    );
     // Old segments are removed once nothing refers to them.
     let files = std::fs::read_dir(wulf.path().join("provision/nodes/n1"))
         .unwrap()

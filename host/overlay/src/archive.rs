@@ -67,6 +67,17 @@ pub struct Archive {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Index {
     pub nodes: BTreeMap<String, BTreeMap<Kind, Archive>>,
+    /// Shared segments by generator: made again only when their input changes.
+    #[serde(default)]
+    pub shared: BTreeMap<String, Shared>,
+}
+
+/// A generator's shared segment and what it was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shared {
+    pub input: String,
+    /// `None`: the generator returned no shared files.
+    pub segment: Option<String>,
 }
 
 /// What a build did.
@@ -144,44 +155,83 @@ impl ArchiveStore {
             .collect();
         let all = renderer.cluster_nodes();
         let mut shared: BTreeMap<String, String> = BTreeMap::new();
+        let mut shared_inputs: BTreeMap<String, Shared> = BTreeMap::new();
         for name in used {
-            if let Some(Prepared::Generator { generator, .. }) = renderer.overlays().get(name) {
-                let files =
-                    generator
-                        .generate_shared(all, renderer.server())
-                        .map_err(|source| OverlayError::Plugin {
-                            overlay: name.clone(),
-                            node: "(shared)".into(),
-                            source,
-                        })?;
-                if files.is_empty() {
-                    continue;
+            let Some(Prepared::Generator {
+                generator,
+                identity,
+            }) = renderer.overlays().get(name)
+            else {
+                continue;
+            };
+            let input = hex::encode(Sha256::digest(format!(
+                "{identity}\0{}\0{:?}",
+                renderer.cluster_hash(),
+                renderer.server()
+            )));
+            if !force
+                && let Some(previous) = old.shared.get(name)
+                && previous.input == input
+                && previous
+                    .segment
+                    .as_ref()
+                    .is_none_or(|s| self.dir.join(s).exists())
+            {
+                if let Some(segment) = &previous.segment {
+                    shared.insert(name.clone(), segment.clone());
                 }
-                let merged: BTreeMap<String, OverlayFile> =
-                    files.into_iter().map(|f| (f.path.clone(), f)).collect();
-                let (bytes, sha) = pack(&merged)?;
-                let rel = format!("shared/{}.img.gz", &sha[..32]);
-                let path = self.dir.join(&rel);
-                if !path.exists() {
-                    write_file(&path, &bytes)?;
-                }
-                shared.insert(name.clone(), rel);
+                shared_inputs.insert(name.clone(), previous.clone());
+                continue;
             }
+            let files = generator
+                .generate_shared(all, renderer.server())
+                .map_err(|source| OverlayError::Plugin {
+                    overlay: name.clone(),
+                    node: "(shared)".into(),
+                    source,
+                })?;
+            if files.is_empty() {
+                shared_inputs.insert(
+                    name.clone(),
+                    Shared {
+                        input,
+                        segment: None,
+                    },
+                );
+                continue;
+            }
+            let merged: BTreeMap<String, OverlayFile> =
+                files.into_iter().map(|f| (f.path.clone(), f)).collect();
+            let (bytes, sha) = pack(&merged)?;
+            let rel = format!("shared/{}.img.gz", &sha[..32]);
+            let path = self.dir.join(&rel);
+            if !path.exists() {
+                write_file(&path, &bytes)?;
+            }
+            shared.insert(name.clone(), rel.clone());
+            shared_inputs.insert(
+                name.clone(),
+                Shared {
+                    input,
+                    segment: Some(rel),
+                },
+            );
         }
 
         let results: Mutex<Vec<(String, Kind, Archive, bool)>> = Mutex::new(Vec::new());
-        let errors: Mutex<Vec<OverlayError>> = Mutex::new(Vec::new());
+        // (chunk, error): the error reported is the first node's in inventory order.
+        let errors: Mutex<Vec<(usize, OverlayError)>> = Mutex::new(Vec::new());
         let threads = threads.clamp(1, nodes.len().max(1));
         let chunk = nodes.len().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
-            for part in nodes.chunks(chunk) {
+            for (i, part) in nodes.chunks(chunk).enumerate() {
                 let (results, errors, old, shared) = (&results, &errors, &old, &shared);
                 scope.spawn(move || {
                     for node in part {
                         if let Err(e) = self.build_node(renderer, node, old, shared, force, results)
                         {
                             if let Ok(mut errors) = errors.lock() {
-                                errors.push(e);
+                                errors.push((i, e));
                             }
                             return;
                         }
@@ -189,7 +239,9 @@ impl ArchiveStore {
                 });
             }
         });
-        if let Some(e) = errors.into_inner().unwrap_or_default().into_iter().next() {
+        let mut errors = errors.into_inner().unwrap_or_default();
+        errors.sort_by_key(|(i, _)| *i);
+        if let Some((_, e)) = errors.into_iter().next() {
             return Err(e);
         }
 
@@ -209,6 +261,13 @@ impl ArchiveStore {
             index.nodes.entry(node).or_default().insert(kind, archive);
         }
         report.built = built.into_iter().collect();
+        let shared_changed = shared_inputs
+            .iter()
+            .any(|(k, v)| index.shared.get(k) != Some(v));
+        index.shared.extend(shared_inputs);
+        if report.built.is_empty() && !shared_changed && self.index_path().exists() {
+            return Ok(report);
+        }
         let text = serde_json::to_vec(&index).map_err(|e| OverlayError::Invalid(e.to_string()))?;
         write_atomic(&self.index_path(), &text)
             .map_err(|e| OverlayError::io(&self.index_path(), e))?;

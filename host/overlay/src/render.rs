@@ -139,10 +139,26 @@ impl Renderer {
             };
             overlays.insert(name.clone(), prepared);
         }
-        let cluster_json: Vec<Json> = cluster.iter().map(node_json).collect();
-        let cluster_hash = hex::encode(Sha256::digest(
-            serde_json::to_vec(&cluster_json).unwrap_or_default(),
-        ));
+        // The cluster as templates see it is only built when a template reads it.
+        let any_cluster = overlays.values().any(|p| {
+            matches!(
+                p,
+                Prepared::Tree {
+                    uses_cluster: true,
+                    ..
+                }
+            )
+        });
+        let mut hasher = Sha256::new();
+        let mut cluster_json = Vec::new();
+        for node in cluster {
+            let json = node_json(node);
+            hasher.update(serde_json::to_vec(&json).unwrap_or_default());
+            if any_cluster {
+                cluster_json.push(json);
+            }
+        }
+        let cluster_hash = hex::encode(hasher.finalize());
         Ok(Renderer {
             overlays,
             templates,
@@ -164,6 +180,11 @@ impl Renderer {
 
     pub fn overlays(&self) -> &BTreeMap<String, Prepared> {
         &self.overlays
+    }
+
+    /// A hash of every merged node: what `generate-shared` output depends on.
+    pub fn cluster_hash(&self) -> &str {
+        &self.cluster_hash
     }
 
     /// Every merged node of the cluster, as `generate-shared` sees them.

@@ -244,8 +244,11 @@ fn all_nodes(ctx: &Context) -> anyhow::Result<Vec<Node>> {
     )
 }
 
+/// A loaded generator and what identifies its output: version, code and config.
+type Generators = BTreeMap<String, (Arc<dyn OverlayGenerator>, String)>;
+
 /// The overlay-generator plugins, by name.
-fn generators(ctx: &Context) -> anyhow::Result<BTreeMap<String, Arc<dyn OverlayGenerator>>> {
+fn generators(ctx: &Context) -> anyhow::Result<Generators> {
     let registry = ctx.registry();
     let mut out = BTreeMap::new();
     let listings = registry.list()?;
@@ -266,10 +269,23 @@ fn generators(ctx: &Context) -> anyhow::Result<BTreeMap<String, Arc<dyn OverlayG
         let package = registry.package(&listing.name)?;
         let plugin = Arc::new(runtime.load(&package, &ctx.config.plugins)?);
         if let Some(generator) = WasmOverlayGenerator::new(plugin) {
-            out.insert(
-                listing.name.clone(),
-                Arc::new(generator) as Arc<dyn OverlayGenerator>,
+            use sha2::Digest as _;
+            let site = ctx
+                .config
+                .plugins
+                .sites
+                .get(&listing.name)
+                .map(|s| serde_json::Value::Object(s.config.clone()));
+            let identity = format!(
+                "{}@{}:{}:{}:{}",
+                listing.name,
+                package.manifest.version,
+                hex::encode(sha2::Sha256::digest(&package.wasm)),
+                serde_json::Value::Object(package.manifest.config.clone()),
+                site.unwrap_or_default()
             );
+            let generator = Arc::new(generator) as Arc<dyn OverlayGenerator>;
+            out.insert(listing.name.clone(), (generator, identity));
         }
     }
     Ok(out)
@@ -281,18 +297,19 @@ fn renderer(
     names: &BTreeSet<String>,
     cluster: &[Node],
 ) -> anyhow::Result<Renderer> {
-    let generators = generators(ctx)?;
+    let loaded = generators(ctx)?;
+    let plain = loaded
+        .iter()
+        .map(|(name, (g, _))| (name.clone(), Arc::clone(g)))
+        .collect();
     let build_time = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    Ok(Renderer::new(
-        store,
-        &generators,
-        names,
-        cluster,
-        &ctx.server(),
-        build_time,
-    )?)
+    let mut renderer = Renderer::new(store, &plain, names, cluster, &ctx.server(), build_time)?;
+    for (name, (_, identity)) in loaded {
+        renderer.set_identity(&name, identity);
+    }
+    Ok(renderer)
 }
 
 fn build(
