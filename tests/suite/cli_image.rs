@@ -13,7 +13,7 @@ use wulf_tests::{Wulf, require_command};
 /// A two-layer image with what real images have: a whiteout, an opaque directory, a symlink,
 /// a hard link, setuid, owners, a device node, a FIFO, a long path, missing parent
 /// directories, two kernels (one reached through a symlink), a gzip and a zstd layer.
-fn fixture_layout(dir: &Path) -> PathBuf {
+pub(crate) fn fixture_layout(dir: &Path) -> PathBuf {
     fixture_layout_with(dir, LayerCompression::Zstd)
 }
 

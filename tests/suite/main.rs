@@ -10,3 +10,4 @@ mod cli_plugin;
 mod overlay_plugins;
 mod plugin_runtime;
 mod serve;
+mod serve_files;

@@ -1,19 +1,26 @@
 //! The HTTP edge (Warewulf's port 9873): thin handlers over the node index, the script
 //! renderer and the status board.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use wulf_core::HwAddr;
+use wulf_core::{HwAddr, Node};
+use wulf_image::ImageStore;
+use wulf_overlay::{ArchiveStore, Kind};
 
+use crate::files::{self, Blob};
 use crate::ipxe_script::IpxeScripts;
 use crate::node_index::NodeIndex;
 use crate::status::StatusBoard;
+
+/// Builds a node's overlay archives when the boot server finds them missing. Blocking.
+pub type OverlayBuilder = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 pub struct AppState {
     pub index: NodeIndex,
@@ -21,13 +28,267 @@ pub struct AppState {
     pub status: StatusBoard,
     /// Used in scripts when a request carries no `Host` header.
     pub local: SocketAddr,
+    pub images: ImageStore,
+    pub archives: ArchiveStore,
+    pub overlay_builder: Option<OverlayBuilder>,
+    /// One overlay build per node at a time: the others wait for it.
+    pub building: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ipxe/{mac}", get(ipxe))
+        .route("/kernel/{mac}", get(kernel))
+        .route("/image/{mac}", get(image))
+        .route("/system/{mac}", get(system))
+        .route("/runtime/{mac}", get(runtime))
+        .route("/provision/{mac}", get(provision))
         .route("/status", get(status))
         .with_state(state)
+}
+
+/// What a file request carries.
+struct Request {
+    peer: SocketAddr,
+    mac: String,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    head: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Kernel,
+    Image,
+    System,
+    Runtime,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Kernel => "kernel",
+            Stage::Image => "image",
+            Stage::System => "system",
+            Stage::Runtime => "runtime",
+        }
+    }
+}
+
+macro_rules! stage_handler {
+    ($name:ident, $stage:expr) => {
+        async fn $name(
+            State(app): State<Arc<AppState>>,
+            ConnectInfo(peer): ConnectInfo<SocketAddr>,
+            Path(mac): Path<String>,
+            Query(query): Query<HashMap<String, String>>,
+            method: Method,
+            headers: HeaderMap,
+        ) -> Response {
+            let head = method == Method::HEAD;
+            serve_stage(
+                &app,
+                $stage,
+                Request {
+                    peer,
+                    mac,
+                    query,
+                    headers,
+                    head,
+                },
+            )
+            .await
+        }
+    };
+}
+
+stage_handler!(kernel, Stage::Kernel);
+stage_handler!(image, Stage::Image);
+stage_handler!(system, Stage::System);
+stage_handler!(runtime, Stage::Runtime);
+
+/// Warewulf's legacy dispatcher: `/provision/<mac>?stage=ipxe|kernel|image|system|runtime`.
+async fn provision(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(mac): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let stage = match query.get("stage").map(String::as_str).unwrap_or("ipxe") {
+        "ipxe" => return ipxe(State(app), ConnectInfo(peer), Path(mac), headers).await,
+        "kernel" => Stage::Kernel,
+        "image" | "container" => Stage::Image,
+        "system" => Stage::System,
+        "runtime" => Stage::Runtime,
+        other => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("unknown stage {other:?}: use ipxe, kernel, image, system or runtime\n"),
+            );
+        }
+    };
+    let head = method == Method::HEAD;
+    serve_stage(
+        &app,
+        stage,
+        Request {
+            peer,
+            mac,
+            query,
+            headers,
+            head,
+        },
+    )
+    .await
+}
+
+async fn serve_stage(app: &Arc<AppState>, stage: Stage, req: Request) -> Response {
+    let hwaddr = match HwAddr::parse(&req.mac) {
+        Ok(hwaddr) => hwaddr,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let snapshot = app.index.snapshot();
+    let Some(node) = snapshot.lookup(&hwaddr).cloned() else {
+        tracing::info!(mac = %hwaddr, peer = %req.peer, stage = stage.name(), "unknown node asked for a file");
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{hwaddr} is not a known node\n"),
+        );
+    };
+    if let Some(key) = node.asset_key.as_deref().filter(|k| !k.is_empty())
+        && req.query.get("assetkey").map(String::as_str) != Some(key)
+    {
+        tracing::warn!(node = %node.id, peer = %req.peer, stage = stage.name(), "asset key mismatch");
+        return text(StatusCode::UNAUTHORIZED, "asset key mismatch\n".into());
+    }
+    let blob = match resolve(app, stage, &node).await {
+        Ok(blob) => blob,
+        Err((status, message)) => {
+            tracing::warn!(node = %node.id, stage = stage.name(), %message, "cannot serve");
+            return text(status, format!("{message}\n"));
+        }
+    };
+    let response = files::serve(&blob, &req.headers, req.head).await;
+    if response.status().is_success() && !req.head {
+        let sent = blob
+            .parts
+            .last()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        app.status
+            .record(&node.id, stage.name(), &sent, req.peer.ip().to_string());
+        tracing::info!(node = %node.id, stage = stage.name(), file = %sent, peer = %req.peer, "sending");
+    }
+    response
+}
+
+type Failure = (StatusCode, String);
+
+async fn resolve(app: &Arc<AppState>, stage: Stage, node: &Node) -> Result<Blob, Failure> {
+    let not_found = |m: String| (StatusCode::NOT_FOUND, m);
+    match stage {
+        Stage::Kernel | Stage::Image => {
+            let name = node.image.as_deref().ok_or_else(|| {
+                not_found(format!(
+                    "node {} has no image: wulf node set {} --image <name>",
+                    node.id, node.id
+                ))
+            })?;
+            let meta = app.images.get(name).map_err(|e| not_found(e.to_string()))?;
+            if stage == Stage::Kernel {
+                let wanted = node.kernel.version.as_deref();
+                let kernel =
+                    wulf_image::kernel::select(&meta.kernels, wanted).ok_or_else(|| {
+                        not_found(match wanted {
+                            Some(w) => format!(
+                                "image {name} has no kernel matching {w:?} (node {})",
+                                node.id
+                            ),
+                            None => {
+                                format!("image {name} has no kernel: `wulf image kernels {name}`")
+                            }
+                        })
+                    })?;
+                Ok(Blob {
+                    parts: vec![app.images.kernel_path(name, kernel)],
+                    etag: if kernel.sha256.is_empty() {
+                        format!("{}-{}", meta.imported_at, kernel.file)
+                    } else {
+                        kernel.sha256.clone()
+                    },
+                })
+            } else {
+                let path = app.images.initramfs_path(&meta).ok_or_else(|| {
+                    not_found(format!(
+                        "image {name} is not built: wulf image build {name}"
+                    ))
+                })?;
+                let sha = meta.build.map(|b| b.sha256).unwrap_or_default();
+                Ok(Blob {
+                    parts: vec![path],
+                    etag: sha,
+                })
+            }
+        }
+        Stage::System | Stage::Runtime => {
+            let kind = if stage == Stage::System {
+                Kind::System
+            } else {
+                Kind::Runtime
+            };
+            if let Some(blob) = overlay_blob(app, node, kind)? {
+                return Ok(blob);
+            }
+            let Some(builder) = app.overlay_builder.clone() else {
+                return Err(not_found(format!(
+                    "the {} overlay of {} is not built: wulf overlay build {}",
+                    kind.as_str(),
+                    node.id,
+                    node.id
+                )));
+            };
+            // One build per node; requests arriving meanwhile wait for it, then re-check.
+            let lock = {
+                let mut building = app.building.lock().unwrap_or_else(|p| p.into_inner());
+                Arc::clone(building.entry(node.id.clone()).or_default())
+            };
+            let _guard = lock.lock().await;
+            if let Some(blob) = overlay_blob(app, node, kind)? {
+                return Ok(blob);
+            }
+            let id = node.id.clone();
+            tracing::info!(node = %id, "building overlays on demand");
+            tokio::task::spawn_blocking(move || builder(&id))
+                .await
+                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(|e| {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("building the overlays of {}: {e}", node.id),
+                    )
+                })?;
+            overlay_blob(app, node, kind)?.ok_or_else(|| {
+                not_found(format!("node {} has no {} overlay", node.id, kind.as_str()))
+            })
+        }
+    }
+}
+
+fn overlay_blob(app: &AppState, node: &Node, kind: Kind) -> Result<Option<Blob>, Failure> {
+    let index = app
+        .archives
+        .index()
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(app
+        .archives
+        .segments(&index, &node.id, kind)
+        .map(|(parts, archive)| Blob {
+            parts,
+            etag: archive.sha256.clone(),
+        }))
 }
 
 fn text(status: StatusCode, body: String) -> Response {

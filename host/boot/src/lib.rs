@@ -2,6 +2,7 @@
 //! status board. The only crate that links axum. It reads the inventory through `wulf-core`
 //! and knows nothing of wasm.
 
+pub mod files;
 pub mod http;
 pub mod ipxe_script;
 pub mod node_index;
@@ -26,6 +27,8 @@ pub struct BootConfig {
     pub state: StateDir,
     /// Inventory backend plugins, consulted after the built-in store.
     pub backends: Vec<Arc<dyn InventoryBackend>>,
+    /// Builds a node's overlays when they are missing.
+    pub overlay_builder: Option<http::OverlayBuilder>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +97,10 @@ impl BootServer {
             scripts: ipxe_script::IpxeScripts::new(config.state.root().join("ipxe")),
             status: status::StatusBoard::default(),
             local,
+            images: wulf_image::ImageStore::new(&config.state),
+            archives: wulf_overlay::ArchiveStore::new(&config.state),
+            overlay_builder: config.overlay_builder.clone(),
+            building: Default::default(),
         });
         Ok(BootServer {
             http,

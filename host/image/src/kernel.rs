@@ -14,6 +14,9 @@ pub struct Kernel {
     /// The extracted file's name in the image directory.
     pub file: String,
     pub size: u64,
+    /// Of the kernel file: its strong ETag when served.
+    #[serde(default)]
+    pub sha256: String,
 }
 
 impl Kernel {
@@ -131,6 +134,7 @@ mod tests {
             version: version_of(path).unwrap(),
             file: String::new(),
             size: 0,
+            sha256: String::new(),
         }
     }
 

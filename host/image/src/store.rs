@@ -553,11 +553,13 @@ fn extract_kernels(rootfs_tar: &Path, into: &Path) -> Result<Vec<Kernel>> {
         let mut src = data.at(file.data_offset, file.entry.size)?;
         rootfs::copy_exact(&mut src, &mut dst, file.entry.size, &path)?;
         dst.flush().map_err(ImageError::at(&out))?;
+        let bytes = fs::read(&out).map_err(ImageError::at(&out))?;
         kernels.push(Kernel {
             path,
             version,
             file: name,
             size: file.entry.size,
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
         });
     }
     Ok(kernels)

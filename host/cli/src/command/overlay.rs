@@ -13,7 +13,7 @@ use wulf_core::overlay_file::FileContent;
 use wulf_core::{Node, OverlayGenerator};
 use wulf_overlay::render::node_json;
 use wulf_overlay::source::SourceKind;
-use wulf_overlay::{ArchiveStore, OverlayStore, Renderer};
+use wulf_overlay::{ArchiveStore, OverlayStore, Renderer, Report};
 use wulf_plugin::{WasmOverlayGenerator, World};
 
 use crate::context::Context;
@@ -312,13 +312,12 @@ fn renderer(
     Ok(renderer)
 }
 
-fn build(
+fn build_nodes(
     ctx: &Context,
     store: &OverlayStore,
     only: &[String],
     force: bool,
-    json: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Report, f64)> {
     let cluster = all_nodes(ctx)?;
     let selected: Vec<Node> = if only.is_empty() {
         cluster.clone()
@@ -345,12 +344,34 @@ fn build(
     let started = std::time::Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let report = ArchiveStore::new(&ctx.state).build(&renderer, &selected, force, threads)?;
+    Ok((report, started.elapsed().as_secs_f64()))
+}
+
+/// Builds the overlays of one node; what `wulf serve` runs when a node's are missing.
+pub fn build_node(ctx: &Context, id: &str) -> anyhow::Result<()> {
+    build_nodes(
+        ctx,
+        &OverlayStore::new(&ctx.state),
+        &[id.to_string()],
+        false,
+    )
+    .map(|_| ())
+}
+
+fn build(
+    ctx: &Context,
+    store: &OverlayStore,
+    only: &[String],
+    force: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (report, seconds) = build_nodes(ctx, store, only, force)?;
     if json {
         table::print_json(&json!({
             "built": report.built,
             "unchanged": report.unchanged,
             "shared_segments": report.shared_segments,
-            "seconds": started.elapsed().as_secs_f64(),
+            "seconds": seconds,
         }));
     } else {
         println!(
@@ -358,7 +379,7 @@ fn build(
             report.built.len(),
             report.unchanged,
             report.shared_segments,
-            started.elapsed().as_secs_f64()
+            seconds
         );
     }
     Ok(())

@@ -43,6 +43,12 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         tftp_root: args.tftp_root.unwrap_or_else(|| server.tftp_root.clone()),
         state: ctx.state.clone(),
         backends: ctx.backends()?,
+        overlay_builder: Some({
+            let ctx = ctx.clone();
+            std::sync::Arc::new(move |id: &str| {
+                crate::command::overlay::build_node(&ctx, id).map_err(|e| crate::describe(&e))
+            })
+        }),
     };
     std::fs::create_dir_all(ctx.state.root())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,211 @@
+//! Large files over HTTP: streamed from disk in 256 KiB chunks (memory stays flat whatever
+//! the image size), with `HEAD`, a single `Range`, strong `ETag`s from content hashes and
+//! `Last-Modified`/`If-Modified-Since`. A blob may be several files sent back to back (a
+//! node's overlay archive is its shared segments followed by its own); ranges span them.
+
+use std::io::SeekFrom;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
+
+const CHUNK: usize = 256 * 1024;
+
+/// One or more files served as one.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub parts: Vec<PathBuf>,
+    /// A content hash: the strong ETag.
+    pub etag: String,
+}
+
+struct Part {
+    path: PathBuf,
+    len: u64,
+}
+
+/// Parses a single `bytes=` range against `len`; `None` for no usable range header (serve the
+/// whole), `Err` for an unsatisfiable one.
+fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        // Several ranges: sending the whole representation is allowed (RFC 9110 14.2).
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = (start.trim(), end.trim());
+    let range = if start.is_empty() {
+        let suffix: u64 = end.parse().ok()?;
+        if suffix == 0 {
+            return Some(Err(()));
+        }
+        (len.saturating_sub(suffix), len.checked_sub(1)?)
+    } else {
+        let start: u64 = start.parse().ok()?;
+        let end: u64 = if end.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            end.parse::<u64>().ok()?.min(len.saturating_sub(1))
+        };
+        if start >= len || end < start {
+            return Some(Err(()));
+        }
+        (start, end)
+    };
+    Some(Ok(range))
+}
+
+fn etag_matches(value: &str, etag: &str) -> bool {
+    value
+        .split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == etag)
+}
+
+/// Serves `blob` for a request with `headers`; `head` sends headers only.
+pub async fn serve(blob: &Blob, headers: &HeaderMap, head: bool) -> Response {
+    let mut parts = Vec::with_capacity(blob.parts.len());
+    let mut modified = SystemTime::UNIX_EPOCH;
+    for path in &blob.parts {
+        match tokio::fs::metadata(path).await {
+            Ok(meta) => {
+                modified = modified.max(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+                parts.push(Part {
+                    path: path.clone(),
+                    len: meta.len(),
+                });
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "a file to serve is gone");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the file is being rebuilt; retry\n",
+                )
+                    .into_response();
+            }
+        }
+    }
+    let len: u64 = parts.iter().map(|p| p.len).sum();
+    let etag = format!("\"{}\"", blob.etag);
+    let last_modified = httpdate::fmt_http_date(modified);
+
+    let mut response_headers = HeaderMap::new();
+    let set = |h: &mut HeaderMap, name, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    set(&mut response_headers, header::ETAG, &etag);
+    set(&mut response_headers, header::LAST_MODIFIED, &last_modified);
+    set(&mut response_headers, header::ACCEPT_RANGES, "bytes");
+    set(
+        &mut response_headers,
+        header::CONTENT_TYPE,
+        "application/octet-stream",
+    );
+    set(&mut response_headers, header::CACHE_CONTROL, "no-cache");
+
+    let header_str = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let not_modified = match header_str(header::IF_NONE_MATCH) {
+        Some(tags) => etag_matches(tags, &etag),
+        None => header_str(header::IF_MODIFIED_SINCE)
+            .and_then(|d| httpdate::parse_http_date(d).ok())
+            .is_some_and(|since| {
+                httpdate::fmt_http_date(since) == last_modified || since > modified
+            }),
+    };
+    if not_modified {
+        return (StatusCode::NOT_MODIFIED, response_headers).into_response();
+    }
+
+    // If-Range with another validator means the client's copy is stale: send it all.
+    let range_allowed =
+        header_str(header::IF_RANGE).is_none_or(|v| v == etag || v == last_modified);
+    let range = header_str(header::RANGE)
+        .filter(|_| range_allowed)
+        .and_then(|v| parse_range(v, len));
+    let (status, start, end) = match range {
+        Some(Ok((start, end))) => {
+            set(
+                &mut response_headers,
+                header::CONTENT_RANGE,
+                &format!("bytes {start}-{end}/{len}"),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end + 1)
+        }
+        Some(Err(())) => {
+            set(
+                &mut response_headers,
+                header::CONTENT_RANGE,
+                &format!("bytes */{len}"),
+            );
+            return (StatusCode::RANGE_NOT_SATISFIABLE, response_headers).into_response();
+        }
+        None => (StatusCode::OK, 0, len),
+    };
+    set(
+        &mut response_headers,
+        header::CONTENT_LENGTH,
+        &(end - start).to_string(),
+    );
+    if head || end == start {
+        return (status, response_headers).into_response();
+    }
+
+    // Open every part the range touches, positioned, and chain them.
+    let mut reader: Option<Box<dyn AsyncRead + Send + Unpin>> = None;
+    let mut offset = 0;
+    for part in parts {
+        let (part_start, part_end) = (offset, offset + part.len);
+        offset = part_end;
+        if part_end <= start || part_start >= end {
+            continue;
+        }
+        let from = start.saturating_sub(part_start);
+        let to = end.min(part_end) - part_start;
+        let mut file = match tokio::fs::File::open(&part.path).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(path = %part.path.display(), error = %e, "cannot open a file to serve");
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+        };
+        if from > 0 && file.seek(SeekFrom::Start(from)).await.is_err() {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        let piece: Box<dyn AsyncRead + Send + Unpin> = Box::new(file.take(to - from));
+        reader = Some(match reader {
+            None => piece,
+            Some(r) => Box::new(r.chain(piece)),
+        });
+    }
+    let Some(reader) = reader else {
+        return (status, response_headers).into_response();
+    };
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK));
+    (status, response_headers, body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_like_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Some(Ok((0, 99))));
+        assert_eq!(parse_range("bytes=900-", 1000), Some(Ok((900, 999))));
+        assert_eq!(parse_range("bytes=-100", 1000), Some(Ok((900, 999))));
+        assert_eq!(parse_range("bytes=500-5000", 1000), Some(Ok((500, 999))));
+        assert_eq!(parse_range("bytes=1000-", 1000), Some(Err(())));
+        assert_eq!(parse_range("bytes=5-1", 1000), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), None);
+        assert_eq!(parse_range("items=0-1", 1000), None);
+    }
+}

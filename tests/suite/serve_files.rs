@@ -1,0 +1,230 @@
+//! The provisioning routes of `wulf serve` with curl: kernel, image, system and runtime
+//! overlays and Warewulf's `/provision` dispatcher; ranges, conditional requests, `HEAD`,
+//! asset keys, on-demand overlay builds and concurrent downloads.
+
+use std::process::Command;
+
+use wulf_tests::{Wulf, require_command};
+
+const MAC: &str = "aa:00:00:00:00:01";
+const MAC2: &str = "aa-00-00-00-00-02";
+
+/// `curl` returning (status, headers, body bytes).
+fn curl(args: &[&str]) -> (u32, String, Vec<u8>) {
+    require_command("curl", "curl");
+    let dir = tempfile::tempdir().unwrap();
+    let (headers, body) = (dir.path().join("h"), dir.path().join("b"));
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-D",
+            headers.to_str().unwrap(),
+            "-o",
+            body.to_str().unwrap(),
+            "-w",
+            "%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (
+        code,
+        std::fs::read_to_string(&headers)
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+        std::fs::read(&body).unwrap_or_default(),
+    )
+}
+
+fn header(headers: &str, name: &str) -> String {
+    headers
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn nodes_get_their_kernel_image_and_overlays_with_ranges_and_validators() {
+    let scratch = tempfile::tempdir().unwrap();
+    let layout = crate::cli_image::fixture_layout(&scratch.path().join("layout"));
+    let wulf = Wulf::new();
+    wulf.ok(&[
+        "image",
+        "import",
+        &format!("oci:{}:v1", layout.display()),
+        "base",
+    ]);
+    wulf.ok(&[
+        "profile",
+        "add",
+        "default",
+        "--image",
+        "base",
+        "--system-overlays",
+        "wwinit,hostname",
+        "--runtime-overlays",
+        "hosts",
+    ]);
+    wulf.ok(&[
+        "node",
+        "add",
+        "n1",
+        "--hwaddr",
+        MAC,
+        "--ipaddr",
+        "10.0.0.1",
+        "--profile",
+        "default",
+    ]);
+    wulf.ok(&[
+        "node",
+        "add",
+        "n2",
+        "--hwaddr",
+        MAC2,
+        "--profile",
+        "default",
+        "--kernelversion",
+        "5.10",
+        "--asset",
+        "tag-42",
+    ]);
+    let served = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    let base = format!("http://{}", served.http);
+
+    // The kernel the image's default selection picks, and a node's override.
+    let (code, headers, body) = curl(&[&format!("{base}/kernel/{MAC}")]);
+    assert_eq!((code, body.as_slice()), (200, &b"KERNEL-6.1"[..]));
+    let etag = header(&headers, "etag");
+    assert_eq!(etag.len(), 66, "a quoted sha256: {headers}");
+    let (code, _, body) = curl(&[&format!("{base}/kernel/{MAC2}?assetkey=tag-42")]);
+    assert_eq!((code, body.as_slice()), (200, &b"KERNEL-5.10"[..]));
+
+    // Asset keys, unknown and malformed addresses.
+    let (code, _, body) = curl(&[&format!("{base}/kernel/{MAC2}")]);
+    assert_eq!(
+        (code, String::from_utf8_lossy(&body).trim()),
+        (401, "asset key mismatch")
+    );
+    let (code, _, _) = curl(&[&format!("{base}/kernel/{MAC2}?assetkey=wrong")]);
+    assert_eq!(code, 401);
+    let (code, _, body) = curl(&[&format!("{base}/image/aa:00:00:00:00:99")]);
+    assert_eq!(code, 404, "{}", String::from_utf8_lossy(&body));
+    let (code, _, _) = curl(&[&format!("{base}/image/not-a-mac")]);
+    assert_eq!(code, 400);
+    let (code, _, _) = curl(&[
+        &format!("{base}/image/{MAC}/../../etc/passwd"),
+        "--path-as-is",
+    ]);
+    assert_eq!(code, 404);
+
+    // The image: whole, ranges, validators, HEAD.
+    let show: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["image", "show", "base", "--json"])).unwrap();
+    let file = wulf
+        .path()
+        .join("images/base")
+        .join(show["build"]["file"].as_str().unwrap());
+    let whole = std::fs::read(&file).unwrap();
+    let url = format!("{base}/image/{MAC}");
+    let (code, headers, body) = curl(&[&url]);
+    assert_eq!(code, 200);
+    assert!(body == whole, "the image as built");
+    let etag = header(&headers, "etag");
+    assert_eq!(
+        etag,
+        format!("\"{}\"", show["build"]["sha256"].as_str().unwrap())
+    );
+    assert_eq!(header(&headers, "accept-ranges"), "bytes");
+    let (code, headers, body) = curl(&["-r", "0-99", &url]);
+    assert_eq!((code, body.as_slice()), (206, &whole[..100]));
+    assert_eq!(
+        header(&headers, "content-range"),
+        format!("bytes 0-99/{}", whole.len())
+    );
+    let (code, _, body) = curl(&["-H", "Range: bytes=-10", &url]);
+    assert_eq!((code, body.as_slice()), (206, &whole[whole.len() - 10..]));
+    let (code, headers, _) = curl(&["-H", &format!("Range: bytes={}-", whole.len()), &url]);
+    assert_eq!(
+        (code, header(&headers, "content-range")),
+        (416, format!("bytes */{}", whole.len()))
+    );
+    let (code, _, body) = curl(&["-H", &format!("If-None-Match: {etag}"), &url]);
+    assert_eq!((code, body.len()), (304, 0));
+    let (code, _, body) = curl(&["-H", "If-None-Match: \"other\"", &url]);
+    assert_eq!((code, body.len()), (200, whole.len()));
+    let (code, _, _) = curl(&[
+        "-H",
+        "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT",
+        &url,
+    ]);
+    assert_eq!(code, 304);
+    let (code, headers, _) = curl(&["-I", &url]);
+    assert_eq!(code, 200);
+    assert_eq!(header(&headers, "content-length"), whole.len().to_string());
+
+    // Overlays are built on first request; the system overlay carries the node's hostname.
+    assert!(!wulf.path().join("provision/index.json").exists());
+    let (code, _, system) = curl(&[&format!("{base}/system/{MAC}")]);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&system));
+    let listing = {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.gz"), &system).unwrap();
+        let out = Command::new("sh")
+            .current_dir(dir.path())
+            .args(["-c", "gzip -dc s.gz | cpio -t --quiet"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        listing.lines().any(|l| l == "etc/hostname") && listing.lines().any(|l| l == "init"),
+        "{listing}"
+    );
+    let (code, _, runtime) = curl(&[&format!("{base}/provision/{MAC}?stage=runtime")]);
+    assert_eq!(code, 200);
+    assert!(!runtime.is_empty());
+    let (code, _, _) = curl(&[&format!("{base}/provision/{MAC}?stage=bogus")]);
+    assert_eq!(code, 400);
+    let (code, _, body) = curl(&[&format!("{base}/provision/{MAC}")]);
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).starts_with("#!ipxe"));
+
+    // Eight downloads at once all get the whole image.
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || curl(&[&url]))
+        })
+        .collect();
+    for h in handles {
+        let (code, _, body) = h.join().unwrap();
+        assert_eq!(code, 200);
+        assert!(body == whole);
+    }
+
+    let (_, _, status) = curl(&[&format!("{base}/status")]);
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    assert_eq!(
+        status["nodes"]["n1"]["stage"], "image",
+        "the last thing n1 fetched: {status}"
+    );
+    assert!(
+        status["nodes"]["n1"]["sent"]
+            .as_str()
+            .unwrap()
+            .starts_with("initramfs-"),
+        "{status}"
+    );
+    assert_eq!(
+        status["nodes"]["n2"]["sent"], "vmlinuz-5.10.0-30",
+        "{status}"
+    );
+    drop(served);
+}
