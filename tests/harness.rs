@@ -222,3 +222,21 @@ impl Wulf {
         Serving { child, http, tftp }
     }
 }
+
+/// Makes sure a file from a Debian package is there (ROMs, firmware), installing the package
+/// with apt-get when it is not; fails loudly when it cannot be had.
+pub fn require_file(path: &str, package: &str) {
+    if Path::new(path).exists() {
+        return;
+    }
+    require_command("sh", "dash");
+    let install = Command::new("apt-get")
+        .args(["-q", "-y", "--no-install-recommends", "install", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output();
+    assert!(
+        Path::new(path).exists(),
+        "{path} is needed and could not be installed from Debian package `{package}`: {:?}",
+        install.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+    );
+}

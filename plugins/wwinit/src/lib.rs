@@ -83,6 +83,7 @@ const RUN_INIT: &str = r#"#!/bin/sh
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 . /warewulf/config
+hostname "${WWHOSTNAME}" 2>/dev/null
 for script in /warewulf/init.d/*; do
     [ -f "$script" ] || continue
     echo "wulf: running ${script##*/}"
