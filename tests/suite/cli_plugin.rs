@@ -30,9 +30,17 @@ fn install_list_test_and_remove() {
     let wulf = Wulf::new();
     wulf.write("nodes.toml", NODES);
     insta::assert_snapshot!(wulf.ok(&["plugin", "list"]), @"
-    NAME           VERSION  WORLD              SOURCE    STATUS
-    csv-inventory  0.1.0    inventory-backend  embedded  enabled
-    hostname       0.1.0    overlay-generator  embedded  enabled
+    NAME                 VERSION  WORLD              SOURCE    STATUS
+    csv-inventory        0.1.0    inventory-backend  embedded  enabled
+    customize            0.1.0    image-transform    embedded  enabled
+    fstab                0.1.0    overlay-generator  embedded  enabled
+    hostname             0.1.0    overlay-generator  embedded  enabled
+    hosts                0.1.0    overlay-generator  embedded  enabled
+    network              0.1.0    overlay-generator  embedded  enabled
+    resolv               0.1.0    overlay-generator  embedded  enabled
+    ssh-authorized-keys  0.1.0    overlay-generator  embedded  enabled
+    strip-docs           0.1.0    image-transform    embedded  enabled
+    wwinit               0.1.0    overlay-generator  embedded  enabled
     ");
     insta::assert_snapshot!(wulf.ok(&["plugin", "test", "hostname", "--node", "n001"]), @r"
     /etc/hostname 0644 0:0 5 file
@@ -51,9 +59,17 @@ fn install_list_test_and_remove() {
     );
     let list = wulf.redact(&wulf.ok(&["plugin", "list"]));
     insta::assert_snapshot!(list, @"
-    NAME           VERSION  WORLD              SOURCE                            STATUS
-    csv-inventory  0.1.0    inventory-backend  embedded                          enabled
-    hostname       0.1.0    overlay-generator  [STATE]/plugins/hostname  enabled (overrides embedded)
+    NAME                 VERSION  WORLD              SOURCE                            STATUS
+    csv-inventory        0.1.0    inventory-backend  embedded                          enabled
+    customize            0.1.0    image-transform    embedded                          enabled
+    fstab                0.1.0    overlay-generator  embedded                          enabled
+    hostname             0.1.0    overlay-generator  [STATE]/plugins/hostname  enabled (overrides embedded)
+    hosts                0.1.0    overlay-generator  embedded                          enabled
+    network              0.1.0    overlay-generator  embedded                          enabled
+    resolv               0.1.0    overlay-generator  embedded                          enabled
+    ssh-authorized-keys  0.1.0    overlay-generator  embedded                          enabled
+    strip-docs           0.1.0    image-transform    embedded                          enabled
+    wwinit               0.1.0    overlay-generator  embedded                          enabled
     ");
 
     // A bare component, named on the command line, configured by the site.
@@ -101,9 +117,17 @@ fn install_list_test_and_remove() {
     ");
     wulf.ok(&["plugin", "remove", "echo"]);
     insta::assert_snapshot!(wulf.ok(&["plugin", "list"]), @"
-    NAME           VERSION  WORLD              SOURCE    STATUS
-    csv-inventory  0.1.0    inventory-backend  embedded  enabled
-    hostname       0.1.0    overlay-generator  embedded  enabled
+    NAME                 VERSION  WORLD              SOURCE    STATUS
+    csv-inventory        0.1.0    inventory-backend  embedded  enabled
+    customize            0.1.0    image-transform    embedded  enabled
+    fstab                0.1.0    overlay-generator  embedded  enabled
+    hostname             0.1.0    overlay-generator  embedded  enabled
+    hosts                0.1.0    overlay-generator  embedded  enabled
+    network              0.1.0    overlay-generator  embedded  enabled
+    resolv               0.1.0    overlay-generator  embedded  enabled
+    ssh-authorized-keys  0.1.0    overlay-generator  embedded  enabled
+    strip-docs           0.1.0    image-transform    embedded  enabled
+    wwinit               0.1.0    overlay-generator  embedded  enabled
     ");
 }
 

@@ -558,7 +558,7 @@ mod tests {
     #[test]
     fn timestamps_and_sizes_read_well() {
         assert_eq!(timestamp(0), "1970-01-01 00:00 UTC");
-        assert_eq!(timestamp(1_795_000_000), "2026-11-18 09:46 UTC");
+        assert_eq!(timestamp(1_795_000_000), "2026-11-18 11:06 UTC");
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(3 * 1024 * 1024 + 512 * 1024), "3.5 MiB");
     }
