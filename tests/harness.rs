@@ -193,11 +193,28 @@ impl Wulf {
     /// Starts `wulf serve <args>` and waits for the addresses it reports (pass port 0 to let
     /// the kernel choose).
     pub fn serve(&self, args: &[&str]) -> Serving {
+        self.serve_in(&[], args)
+    }
+
+    /// Like [`Wulf::serve`], run under `prefix` (e.g. `ip netns exec <ns>`).
+    pub fn serve_in(&self, prefix: &[&str], args: &[&str]) -> Serving {
         use std::io::BufRead;
         let mut full = vec!["serve"];
         full.extend_from_slice(args);
-        let mut child = self
-            .command(&full)
+        let mut command = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest)
+                    .arg(wulf_bin())
+                    .args(&full)
+                    .env("WULF_STATE_DIR", self.path())
+                    .env_remove("WULF_CONFIG")
+                    .env_remove("RUST_LOG");
+                c
+            }
+            None => self.command(&full),
+        };
+        let mut child = command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()

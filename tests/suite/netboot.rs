@@ -210,29 +210,40 @@ fn node_image(dir: &Path, kernel: &Kernel) -> PathBuf {
     layout.finish("v1")
 }
 
-/// Boots the VM with `bootfile` and returns its serial output; panics with the log and the
-/// node's status when the marker does not come.
-fn boot(bootfile: &str, http: std::net::SocketAddr, log: &Path) -> String {
+/// Boots a VM (`prefix` runs qemu, e.g. inside a network namespace; `net` are its network
+/// options) and returns its serial output; panics with the log and the node's status when the
+/// marker does not come.
+fn boot(
+    prefix: &[&str],
+    net: &[&str],
+    what: &str,
+    http: std::net::SocketAddr,
+    log: &Path,
+) -> String {
     let started = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-            "-no-reboot",
-            "-boot",
-            "n",
-        ])
-        .args(["-netdev", &format!("user,id=n0,bootfile={bootfile}")])
-        .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
+    let mut command = Command::new(prefix.first().copied().unwrap_or("qemu-system-x86_64"));
+    if !prefix.is_empty() {
+        command.args(&prefix[1..]).arg("qemu-system-x86_64");
+    }
+    let mut child = command
+        .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"])
+        .args(net)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(log).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("qemu-system-x86_64: {e}"));
+    let demo = std::env::var_os("WULF_DEMO").is_some();
+    let mut shown = 0;
     loop {
+        if demo {
+            // Show the node's console as it boots.
+            let serial = std::fs::read(log).unwrap_or_default();
+            if serial.len() > shown {
+                eprint!("{}", String::from_utf8_lossy(&serial[shown..]));
+                shown = serial.len();
+            }
+        }
         if let Ok(Some(_)) = child.try_wait() {
             break;
         }
@@ -246,25 +257,45 @@ fn boot(bootfile: &str, http: std::net::SocketAddr, log: &Path) -> String {
     let mut serial = String::new();
     let _ = std::fs::File::open(log).and_then(|mut f| f.read_to_string(&mut serial));
     if !serial.contains(MARKER) {
-        let status = Command::new("curl")
+        let mut status = Command::new(prefix.first().copied().unwrap_or("curl"));
+        if !prefix.is_empty() {
+            status.args(&prefix[1..]).arg("curl");
+        }
+        let status = status
             .args(["-s", &format!("http://{http}/status")])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
         panic!(
-            "the node did not come up within {:?} (bootfile {bootfile}).\n--- wulf /status ---\n{status}\n--- serial console ---\n{serial}",
+            "the node did not come up within {:?} ({what}).\n--- wulf /status ---\n{status}\n--- serial console ---\n{serial}",
             started.elapsed()
         );
     }
     eprintln!(
-        "netboot via {bootfile}: marker after {:.1} s",
+        "netboot ({what}): marker after {:.1} s",
         started.elapsed().as_secs_f64()
     );
     serial
 }
 
-#[test]
-fn a_virtual_machine_netboots_from_wulf_over_http_and_tftp() {
+/// Checks the marker line: everything in it came from wulf.
+fn expect_marker(serial: &str, addr: &str) {
+    let line = serial.lines().find(|l| l.contains(MARKER)).unwrap();
+    assert!(line.contains("hostname=n0001"), "{line}");
+    assert!(line.contains(&format!("addr={addr}/24")), "{line}");
+    assert!(
+        line.contains(&format!("hosts=[{addr} n0001 n0001-default n0001-eth0]")),
+        "{line}"
+    );
+    assert!(
+        line.contains("motd=[provisioned by wulf for n0001]"),
+        "{line}"
+    );
+}
+
+/// What every variant needs: the packages, the kernel, the image through a real registry, a
+/// site overlay and the default profile.
+fn prepare(scratch: &Path) -> Wulf {
     for (command, package) in [
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("busybox", "busybox-static"),
@@ -280,10 +311,7 @@ fn a_virtual_machine_netboots_from_wulf_over_http_and_tftp() {
         "virtio_net.ko not found for {}",
         kernel.version
     );
-
-    // The image goes through a real registry.
-    let scratch = tempfile::tempdir().unwrap();
-    let layout = node_image(&scratch.path().join("layout"), &kernel);
+    let layout = node_image(&scratch.join("layout"), &kernel);
     let registry = Registry::start();
     registry.push(&layout, "v1", "e2e/node:v1");
     let wulf = Wulf::new();
@@ -294,7 +322,6 @@ fn a_virtual_machine_netboots_from_wulf_over_http_and_tftp() {
         "node",
         "--insecure-http",
     ]);
-
     wulf.ok(&["overlay", "create", "e2e"]);
     wulf.write(
         "overlays/e2e/etc/motd.ww",
@@ -311,12 +338,15 @@ fn a_virtual_machine_netboots_from_wulf_over_http_and_tftp() {
         "--runtime-overlays",
         "hosts",
         "--kernelargs",
-        "console=ttyS0",
-        "--kernelargs",
-        "panic=-1",
-        "--kernelargs",
-        "loglevel=4",
+        "console=ttyS0,panic=-1,loglevel=4",
     ]);
+    wulf
+}
+
+#[test]
+fn a_virtual_machine_netboots_from_wulf_over_http_and_tftp() {
+    let scratch = tempfile::tempdir().unwrap();
+    let wulf = prepare(scratch.path());
     wulf.ok(&[
         "node",
         "add",
@@ -349,33 +379,32 @@ fn a_virtual_machine_netboots_from_wulf_over_http_and_tftp() {
     let (http, tftp) = (served.http, served.tftp.expect("TFTP is on"));
     std::fs::write(tftp_root.join("boot.ipxe"), format!("#!ipxe\necho wulf e2e: script from wulf's TFTP\nchain http://10.0.2.2:{}/ipxe/${{mac}}\n", http.port())).unwrap();
 
-    let expect = |serial: &str| {
-        let line = serial.lines().find(|l| l.contains(MARKER)).unwrap();
-        assert!(line.contains("hostname=n0001"), "{line}");
-        assert!(line.contains("addr=10.0.2.15/24"), "{line}");
-        assert!(
-            line.contains("hosts=[10.0.2.15 n0001 n0001-default n0001-eth0]"),
-            "{line}"
-        );
-        assert!(
-            line.contains("motd=[provisioned by wulf for n0001]"),
-            "{line}"
-        );
-    };
-    let log = scratch.path().join("serial-http.log");
-    expect(&boot(
-        &format!("http://10.0.2.2:{}/ipxe/{MAC}", http.port()),
-        http,
-        &log,
-    ));
-    let log = scratch.path().join("serial-tftp.log");
+    let device = format!("virtio-net-pci,netdev=n0,mac={MAC}");
+    let bootfile = format!(
+        "user,id=n0,bootfile=http://10.0.2.2:{}/ipxe/{MAC}",
+        http.port()
+    );
     let serial = boot(
-        &format!("tftp://10.0.2.2:{}/boot.ipxe", tftp.port()),
+        &[],
+        &["-boot", "n", "-netdev", &bootfile, "-device", &device],
+        "user network, HTTP",
         http,
-        &log,
+        &scratch.path().join("serial-http.log"),
+    );
+    expect_marker(&serial, "10.0.2.15");
+    let bootfile = format!(
+        "user,id=n0,bootfile=tftp://10.0.2.2:{}/boot.ipxe",
+        tftp.port()
+    );
+    let serial = boot(
+        &[],
+        &["-boot", "n", "-netdev", &bootfile, "-device", &device],
+        "user network, TFTP then HTTP",
+        http,
+        &scratch.path().join("serial-tftp.log"),
     );
     assert!(serial.contains("script from wulf's TFTP"), "{serial}");
-    expect(&serial);
+    expect_marker(&serial, "10.0.2.15");
 
     let status = Command::new("curl")
         .args(["-s", &format!("http://{http}/status")])
@@ -383,4 +412,176 @@ fn a_virtual_machine_netboots_from_wulf_over_http_and_tftp() {
         .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["nodes"]["n0001"]["stage"], "runtime", "{status}");
+}
+
+/// A network namespace with a tap device, deleted when dropped.
+struct Netns {
+    name: String,
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn pxe_firmware_gets_dhcp_from_dnsmasq_configured_by_wulf_and_tftp_from_wulf_on_port_69() {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    assert_eq!(
+        uid, "0",
+        "this test needs root (a network namespace, a tap device, ports 67 and 69); it does not skip"
+    );
+    require_command("dnsmasq", "dnsmasq-base");
+    require_command("ip", "iproute2");
+    require_file("/usr/lib/ipxe/undionly.kpxe", "ipxe");
+    require_file("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf");
+    let scratch = tempfile::tempdir().unwrap();
+    let wulf = prepare(scratch.path());
+    wulf.ok(&[
+        "node",
+        "add",
+        "n0001",
+        "--profile",
+        "default",
+        "--hwaddr",
+        MAC,
+        "--netdev",
+        "eth0",
+        "--ipaddr",
+        "10.99.0.15",
+        "--netmask",
+        "255.255.255.0",
+        "--gateway",
+        "10.99.0.1",
+    ]);
+
+    let ns = Netns {
+        name: format!("wulf-e2e-{}", std::process::id()),
+    };
+    run(Command::new("ip").args(["netns", "add", &ns.name]));
+    let exec = ["ip", "netns", "exec", ns.name.as_str()];
+    let in_ns = |args: &[&str]| {
+        run(Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args(args));
+    };
+    in_ns(&["ip", "link", "set", "lo", "up"]);
+    in_ns(&["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    in_ns(&["ip", "addr", "add", "10.99.0.1/24", "dev", "tap0"]);
+    in_ns(&["ip", "link", "set", "tap0", "up"]);
+
+    // The DHCP configuration is wulf's own.
+    let dhcp_conf = scratch.path().join("dnsmasq.conf");
+    wulf.ok(&[
+        "configure",
+        "dhcp",
+        "--format",
+        "dnsmasq",
+        "--server-ip",
+        "10.99.0.1",
+        "--interface",
+        "tap0",
+        "--output",
+        dhcp_conf.to_str().unwrap(),
+    ]);
+    let conf = std::fs::read_to_string(&dhcp_conf).unwrap();
+    assert!(
+        conf.contains(&format!("dhcp-host={MAC},10.99.0.15,n0001,infinite")),
+        "{conf}"
+    );
+    let _dnsmasq = Killed(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+            ])
+            .arg(format!("--conf-file={}", dhcp_conf.display()))
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                scratch.path().join("leases").display()
+            ))
+            .arg(format!(
+                "--pid-file={}",
+                scratch.path().join("dnsmasq.pid").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    // wulf serves HTTP on 9873 and TFTP on 69 (the iPXE binaries from Debian's ipxe package).
+    let served = wulf.serve_in(
+        &exec,
+        &[
+            "--http-addr",
+            "10.99.0.1:9873",
+            "--tftp-addr",
+            "10.99.0.1:69",
+            "--tftp-root",
+            "/usr/lib/ipxe",
+        ],
+    );
+    let http = served.http;
+    let tap = [
+        "-boot",
+        "n",
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no",
+    ];
+
+    // BIOS: the NIC's boot ROM is iPXE, which asks dnsmasq and goes straight to HTTP.
+    let device = format!("virtio-net-pci,netdev=n0,mac={MAC}");
+    let mut net: Vec<&str> = tap.to_vec();
+    net.extend(["-device", device.as_str()]);
+    let serial = boot(
+        &exec,
+        &net,
+        "BIOS, DHCP from dnsmasq",
+        http,
+        &scratch.path().join("serial-bios.log"),
+    );
+    expect_marker(&serial, "10.99.0.15");
+
+    // UEFI: OVMF's own PXE (no iPXE ROM on the NIC) gets snponly.efi from wulf's TFTP on port
+    // 69, then iPXE asks dnsmasq again and continues over HTTP.
+    let vars = scratch.path().join("OVMF_VARS.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+    let device = format!("virtio-net-pci,netdev=n0,mac={MAC},romfile=,bootindex=1");
+    let code = "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".to_string();
+    let vars = format!("if=pflash,format=raw,file={}", vars.display());
+    let mut net: Vec<&str> = vec!["-machine", "q35", "-drive", &code, "-drive", &vars];
+    net.extend(tap);
+    net.extend(["-device", device.as_str()]);
+    let serial = boot(
+        &exec,
+        &net,
+        "UEFI PXE, TFTP on port 69",
+        http,
+        &scratch.path().join("serial-uefi.log"),
+    );
+    expect_marker(&serial, "10.99.0.15");
 }

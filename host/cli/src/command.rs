@@ -1,5 +1,6 @@
 //! One module per top-level command.
 
+pub mod configure;
 pub mod image;
 pub mod import;
 pub mod node;

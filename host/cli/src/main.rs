@@ -54,6 +54,9 @@ enum Command {
     /// Manage overlays: site file trees with templates, generator plugins, per-node archives
     #[command(subcommand, visible_alias = "overlays")]
     Overlay(command::overlay::OverlayCommand),
+    /// Configure services around wulf: DHCP for PXE and iPXE clients
+    #[command(subcommand)]
+    Configure(command::configure::ConfigureCommand),
     /// Import an inventory from another tool
     #[command(subcommand)]
     Import(command::import::ImportCommand),
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
             Command::Profile(cmd) => command::node::run_profile(&ctx, cmd),
             Command::Image(cmd) => command::image::run(&ctx, cmd),
             Command::Overlay(cmd) => command::overlay::run(&ctx, cmd),
+            Command::Configure(cmd) => command::configure::run(&ctx, cmd),
             Command::Import(cmd) => command::import::run(&ctx, cmd),
             Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
         });
