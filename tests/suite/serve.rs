@@ -161,6 +161,85 @@ fn tftp_serves_real_clients() {
     );
 }
 
+#[test]
+fn tftp_serves_tftp_hpa_and_atftp() {
+    require_command("tftp", "tftp-hpa");
+    require_command("atftp", "atftp");
+    let s = serve();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (host, port) = (s.tftp.ip().to_string(), s.tftp.port().to_string());
+
+    // tftp-hpa, with and without a block size option.
+    for (name, extra) in [("hpa-plain", ""), ("hpa-blksize", "blksize 1428\n")] {
+        let out = dir.path().join(name);
+        let script = format!("{extra}binary\nget big.bin {}\nquit\n", out.display());
+        let mut child = Command::new("tftp")
+            .args([&host, &port])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("tftp: {e}"));
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .map(|mut i| i.write_all(script.as_bytes()));
+        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+        assert!(status.success(), "tftp-hpa {name}: {status}");
+        assert!(
+            std::fs::read(&out).unwrap_or_default() == payload(70_000 * 512 + 3),
+            "tftp-hpa {name}: content"
+        );
+    }
+
+    // atftp, plain and with blksize/tsize/windowsize-free options it sends itself.
+    for (name, options) in [
+        ("atftp-plain", vec![]),
+        (
+            "atftp-blksize",
+            vec!["--option", "blksize 8192", "--option", "tsize 0"],
+        ),
+    ] {
+        let out = dir.path().join(name);
+        let status = Command::new("atftp")
+            .args(&options)
+            .args([
+                "-g",
+                "-r",
+                "undionly.kpxe",
+                "-l",
+                out.to_str().unwrap_or_default(),
+                &host,
+                &port,
+            ])
+            .status()
+            .unwrap_or_else(|e| panic!("atftp: {e}"));
+        assert!(status.success(), "atftp {name}: {status}");
+        assert_eq!(
+            std::fs::read(&out).unwrap_or_default(),
+            payload(300_000),
+            "atftp {name}"
+        );
+    }
+    let out = dir.path().join("missing");
+    let status = Command::new("atftp")
+        .args([
+            "-g",
+            "-r",
+            "nope",
+            "-l",
+            out.to_str().unwrap_or_default(),
+            &host,
+            &port,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !status.status.success(),
+        "atftp must fail on a missing file"
+    );
+}
+
 /// A minimal TFTP client speaking raw packets.
 struct Raw {
     socket: UdpSocket,
