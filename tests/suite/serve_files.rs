@@ -226,5 +226,28 @@ fn nodes_get_their_kernel_image_and_overlays_with_ranges_and_validators() {
         status["nodes"]["n2"]["sent"], "vmlinuz-5.10.0-30",
         "{status}"
     );
+
+    // The same through the CLI.
+    let server = served.http.to_string();
+    let table = wulf.ok(&["node", "status", "--server", &server]);
+    let row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("n2"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("kernel")
+            && row.contains("vmlinuz-5.10.0-30")
+            && row.contains("127.0.0.1")
+            && row.contains("s ago"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["node", "status", "--json", "--server", &server])).unwrap();
+    assert_eq!(json["nodes"]["n1"]["stage"], "image");
     drop(served);
+    let err = wulf.fails(&["node", "status", "--server", "127.0.0.1:1"]);
+    assert!(
+        err.contains("cannot reach wulf serve at 127.0.0.1:1"),
+        "{err}"
+    );
 }

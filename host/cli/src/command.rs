@@ -8,3 +8,4 @@ pub mod node_fields;
 pub mod overlay;
 pub mod plugin;
 pub mod serve;
+pub mod status;

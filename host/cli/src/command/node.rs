@@ -46,6 +46,8 @@ impl Kind {
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
+    /// What each node last fetched from the running boot server (stage, file, address, time)
+    Status(crate::command::status::StatusArgs),
     /// Add nodes: names or hostlists like n[001-100]; --ipaddr and --ipmiaddr count up
     #[command(visible_aliases = ["new", "create"])]
     Add {
@@ -203,6 +205,7 @@ pub fn run_node(ctx: &Context, command: NodeCommand) -> anyhow::Result<()> {
         } => set(ctx, kind, &target, &fields, Some(&node_only)),
         NodeCommand::Delete(args) => delete(ctx, kind, &args),
         NodeCommand::List(args) => list(ctx, kind, &args),
+        NodeCommand::Status(args) => crate::command::status::run(ctx, args),
         NodeCommand::Show {
             name,
             json: false,
