@@ -227,6 +227,23 @@ fn nodes_get_their_kernel_image_and_overlays_with_ranges_and_validators() {
         "{status}"
     );
 
+    let (code, _, metrics) = curl(&[&format!("{base}/metrics")]);
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("wulf_http_requests_total{stage=\"image\",code=\"206\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wulf_http_requests_total{stage=\"kernel\",code=\"401\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wulf_overlay_builds_total 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("wulf_nodes 2\n"), "{metrics}");
+
     // The same through the CLI.
     let server = served.http.to_string();
     let table = wulf.ok(&["node", "status", "--server", &server]);

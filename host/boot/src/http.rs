@@ -33,6 +33,7 @@ pub struct AppState {
     pub overlay_builder: Option<OverlayBuilder>,
     /// One overlay build per node at a time: the others wait for it.
     pub building: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -44,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/runtime/{mac}", get(runtime))
         .route("/provision/{mac}", get(provision))
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -145,6 +147,19 @@ async fn provision(
 }
 
 async fn serve_stage(app: &Arc<AppState>, stage: Stage, req: Request) -> Response {
+    let response = serve_stage_inner(app, stage, req).await;
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    app.metrics
+        .request(stage.name(), response.status().as_u16(), bytes);
+    response
+}
+
+async fn serve_stage_inner(app: &Arc<AppState>, stage: Stage, req: Request) -> Response {
     let hwaddr = match HwAddr::parse(&req.mac) {
         Ok(hwaddr) => hwaddr,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
@@ -261,8 +276,11 @@ async fn resolve(app: &Arc<AppState>, stage: Stage, node: &Node) -> Result<Blob,
             }
             let id = node.id.clone();
             tracing::info!(node = %id, "building overlays on demand");
-            tokio::task::spawn_blocking(move || builder(&id))
-                .await
+            let started = std::time::Instant::now();
+            let built = tokio::task::spawn_blocking(move || builder(&id)).await;
+            app.metrics
+                .overlay_build(started.elapsed(), matches!(built, Ok(Ok(()))));
+            built
                 .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
                 .map_err(|e| {
                     (
@@ -341,12 +359,26 @@ async fn ipxe(
         }
     };
     match rendered {
-        Ok(script) => text(StatusCode::OK, script),
+        Ok(script) => {
+            app.metrics.request("ipxe", 200, script.len() as u64);
+            text(StatusCode::OK, script)
+        }
         Err(e) => {
             tracing::error!(mac = %hwaddr, error = %e, "cannot render iPXE script");
+            app.metrics.request("ipxe", 500, 0);
             text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
         }
     }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let nodes = app.index.snapshot().nodes.len();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(nodes),
+    )
+        .into_response()
 }
 
 async fn status(State(app): State<Arc<AppState>>) -> Response {

@@ -5,6 +5,7 @@
 pub mod files;
 pub mod http;
 pub mod ipxe_script;
+pub mod metrics;
 pub mod node_index;
 pub mod status;
 pub mod tftp;
@@ -101,6 +102,7 @@ impl BootServer {
             archives: wulf_overlay::ArchiveStore::new(&config.state),
             overlay_builder: config.overlay_builder.clone(),
             building: Default::default(),
+            metrics: Default::default(),
         });
         Ok(BootServer {
             http,
