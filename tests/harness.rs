@@ -182,6 +182,13 @@ pub struct Serving {
     pub tftp: Option<std::net::SocketAddr>,
 }
 
+impl Serving {
+    /// The server's process id (for its memory use).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Serving {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -17,7 +17,7 @@ use wulf_tests::{Wulf, require_command, require_file, workspace};
 
 const MAC: &str = "52:54:00:12:34:56";
 const MARKER: &str = "WULF-E2E-NODE-UP";
-const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// The virtio network driver and what it needs, in load order (Debian's kernel has them as
 /// modules).
 const MODULES: &[&str] = &[
