@@ -9,7 +9,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,7 +52,11 @@ fn get(addr: SocketAddr, path: &str) -> u64 {
         } else {
             head.extend_from_slice(&buf[..n]);
             if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                assert!(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"), "{path}: {}", String::from_utf8_lossy(&head[..i]));
+                assert!(
+                    head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"),
+                    "{path}: {}",
+                    String::from_utf8_lossy(&head[..i])
+                );
                 total += (head.len() - i - 4) as u64;
                 body_started = true;
             }
@@ -103,12 +106,21 @@ fn main() {
         std::fs::create_dir_all(root.join(dir)).unwrap_or_else(|e| panic!("{e}"));
     }
     std::fs::write(root.join("bin/sh"), b"#!sh").unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(root.join("boot/vmlinuz-6.1.0-1-amd64"), noise(1 << 20, 1)).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(root.join("boot/vmlinuz-6.1.0-1-amd64"), noise(1 << 20, 1))
+        .unwrap_or_else(|e| panic!("{e}"));
     for i in 0..IMAGE_MIB {
-        std::fs::write(root.join(format!("data/{i}")), noise(1 << 20, i as u64 + 2)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(root.join(format!("data/{i}")), noise(1 << 20, i as u64 + 2))
+            .unwrap_or_else(|e| panic!("{e}"));
     }
-    wulf.ok(&["image", "import", root.to_str().unwrap_or_default(), "storm"]);
-    let mut nodes = String::from("[profiles.default]\nimage = \"storm\"\nsystem-overlays = [\"wwinit\", \"hostname\", \"network\"]\nruntime-overlays = [\"hosts\"]\n\n");
+    wulf.ok(&[
+        "image",
+        "import",
+        root.to_str().unwrap_or_default(),
+        "storm",
+    ]);
+    let mut nodes = String::from(
+        "[profiles.default]\nimage = \"storm\"\nsystem-overlays = [\"wwinit\", \"hostname\", \"network\"]\nruntime-overlays = [\"hosts\"]\n\n",
+    );
     for n in 0..NODES {
         nodes.push_str(&format!("[nodes.n{n:04}]\nprofiles = [\"default\"]\n[nodes.n{n:04}.network-devices.default]\nhwaddr = \"{}\"\nipaddr = \"10.0.{}.{}\"\nnetmask = \"255.255.0.0\"\n\n", mac(n), n >> 8, n & 0xff));
     }
@@ -123,21 +135,46 @@ fn main() {
         std::fs::create_dir_all(docroot.join(stage)).unwrap_or_else(|e| panic!("{e}"));
     }
     let fetch = |path: &str| -> Vec<u8> {
-        let out = Command::new("curl").args(["-s", "--fail", &format!("http://{wulf_addr}{path}")]).output().unwrap_or_else(|e| panic!("{e}"));
+        let out = Command::new("curl")
+            .args(["-s", "--fail", &format!("http://{wulf_addr}{path}")])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(out.status.success(), "{path}");
         out.stdout
     };
-    std::fs::write(docroot.join("kernel.bin"), fetch(&format!("/kernel/{}", mac(0)))).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(docroot.join("image.bin"), fetch(&format!("/image/{}", mac(0)))).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        docroot.join("kernel.bin"),
+        fetch(&format!("/kernel/{}", mac(0))),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        docroot.join("image.bin"),
+        fetch(&format!("/image/{}", mac(0))),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     for n in 0..NODES {
         let m = mac(n);
-        std::fs::write(docroot.join("ipxe").join(&m), fetch(&format!("/ipxe/{m}"))).unwrap_or_else(|e| panic!("{e}"));
-        std::os::unix::fs::symlink(docroot.join("kernel.bin"), docroot.join("kernel").join(&m)).unwrap_or_else(|e| panic!("{e}"));
-        std::os::unix::fs::symlink(docroot.join("image.bin"), docroot.join("image").join(&m)).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(docroot.join("system").join(&m), fetch(&format!("/system/{m}"))).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(docroot.join("runtime").join(&m), fetch(&format!("/runtime/{m}"))).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(docroot.join("ipxe").join(&m), fetch(&format!("/ipxe/{m}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(docroot.join("kernel.bin"), docroot.join("kernel").join(&m))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(docroot.join("image.bin"), docroot.join("image").join(&m))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            docroot.join("system").join(&m),
+            fetch(&format!("/system/{m}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            docroot.join("runtime").join(&m),
+            fetch(&format!("/runtime/{m}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or_else(|e| panic!("{e}"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
     let conf = scratch.path().join("nginx.conf");
     std::fs::write(
         &conf,
@@ -148,30 +185,61 @@ fn main() {
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut nginx = Command::new("nginx").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("nginx: {e}"));
-    let nginx_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap_or_else(|e| panic!("{e}"));
+    let mut nginx = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("nginx: {e}"));
+    let nginx_addr: SocketAddr = format!("127.0.0.1:{port}")
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
     let started = Instant::now();
     while TcpStream::connect(nginx_addr).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "nginx did not start: {}", std::fs::read_to_string(scratch.path().join("error.log")).unwrap_or_default());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nginx did not start: {}",
+            std::fs::read_to_string(scratch.path().join("error.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Same bytes from both.
-    assert_eq!(get(nginx_addr, &format!("/image/{}", mac(7))), get(wulf_addr, &format!("/image/{}", mac(7))));
+    assert_eq!(
+        get(nginx_addr, &format!("/image/{}", mac(7))),
+        get(wulf_addr, &format!("/image/{}", mac(7)))
+    );
 
-    println!("{NODES} nodes in the inventory; each simulated node fetches script, kernel (1 MiB), image (~{IMAGE_MIB} MiB), system and runtime overlays; 2 cores");
+    println!(
+        "{NODES} nodes in the inventory; each simulated node fetches script, kernel (1 MiB), image (~{IMAGE_MIB} MiB), system and runtime overlays; 2 cores"
+    );
     println!();
-    println!("{:>6}  {:>14}  {:>14}  {:>10}", "nodes", "wulf MiB/s", "nginx MiB/s", "wulf/nginx");
+    println!(
+        "{:>6}  {:>14}  {:>14}  {:>10}",
+        "nodes", "wulf MiB/s", "nginx MiB/s", "wulf/nginx"
+    );
     for n in [100, NODES] {
         // Warm both once, then the best of two.
-        let best = |addr| (0..2).map(|_| storm(addr, n)).min_by(|a, b| a.0.total_cmp(&b.0)).unwrap_or((1.0, 0));
+        let best = |addr| {
+            (0..2)
+                .map(|_| storm(addr, n))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .unwrap_or((1.0, 0))
+        };
         let (wt, wb) = best(wulf_addr);
         let (nt, nb) = best(nginx_addr);
         assert_eq!(wb, nb, "both sent the same bytes");
         let (w, x) = (wb as f64 / wt / 1048576.0, nb as f64 / nt / 1048576.0);
-        println!("{n:>6}  {w:>14.0}  {x:>14.0}  {:>9.0}%   (target >= 80%)", 100.0 * w / x);
+        println!(
+            "{n:>6}  {w:>14.0}  {x:>14.0}  {:>9.0}%   (target >= 80%)",
+            100.0 * w / x
+        );
     }
     println!();
-    println!("wulf serve peak RSS (VmHWM): {:.1} MiB (target < 100 MiB)", vm_hwm(served.pid()) as f64 / 1024.0);
+    println!(
+        "wulf serve peak RSS (VmHWM): {:.1} MiB (target < 100 MiB)",
+        vm_hwm(served.pid()) as f64 / 1024.0
+    );
     let _ = nginx.kill();
     let _ = nginx.wait();
 }
