@@ -144,10 +144,37 @@ impl Wulf {
     }
 }
 
+/// One apt-get at a time: tests run in parallel and dpkg has one lock.
+static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Installs `package` unless `present()` already holds (checked again under the lock);
+/// returns what apt-get said, for the failure message.
+fn apt_install(package: &str, present: impl Fn() -> bool) -> String {
+    let _guard = APT.lock().unwrap_or_else(|p| p.into_inner());
+    if present() {
+        return String::new();
+    }
+    let update = Command::new("apt-get").args(["-q", "update"]).output();
+    let install = Command::new("apt-get")
+        .args(["-q", "-y", "--no-install-recommends", "install", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output();
+    format!(
+        "apt-get update: {:?}, install: {:?}",
+        update.map(|o| o.status),
+        install.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+    )
+}
+
+/// Refreshes apt's package lists (a fresh machine may have none), under the apt lock.
+pub fn apt_update() {
+    let _guard = APT.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = Command::new("apt-get").args(["-q", "update"]).output();
+}
+
 /// Makes sure a command from a Debian package is there, installing the package with apt-get
 /// when it is not. Fails loudly when it cannot be had: a test never passes by skipping.
 pub fn require_command(command: &str, package: &str) {
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let present = || {
         Command::new("sh")
             .args(["-c", &format!("command -v {command}")])
@@ -157,20 +184,24 @@ pub fn require_command(command: &str, package: &str) {
     if present() {
         return;
     }
-    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let said = apt_install(package, present);
+    assert!(
+        present(),
+        "`{command}` is needed and could not be installed from Debian package `{package}` ({said})"
+    );
+}
+
+/// Makes sure a file from a Debian package is there (ROMs, firmware), installing the package
+/// with apt-get when it is not; fails loudly when it cannot be had.
+pub fn require_file(path: &str, package: &str) {
+    let present = || Path::new(path).exists();
     if present() {
         return;
     }
-    let update = Command::new("apt-get").args(["-q", "update"]).output();
-    let install = Command::new("apt-get")
-        .args(["-q", "-y", "--no-install-recommends", "install", package])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output();
+    let said = apt_install(package, present);
     assert!(
         present(),
-        "`{command}` is needed and could not be installed from Debian package `{package}` (apt-get update: {:?}, install: {:?})",
-        update.map(|o| o.status),
-        install.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        "{path} is needed and could not be installed from Debian package `{package}` ({said})"
     );
 }
 
@@ -247,20 +278,14 @@ impl Wulf {
     }
 }
 
-/// Makes sure a file from a Debian package is there (ROMs, firmware), installing the package
-/// with apt-get when it is not; fails loudly when it cannot be had.
-pub fn require_file(path: &str, package: &str) {
-    if Path::new(path).exists() {
-        return;
-    }
-    require_command("sh", "dash");
-    let install = Command::new("apt-get")
-        .args(["-q", "-y", "--no-install-recommends", "install", package])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output();
-    assert!(
-        Path::new(path).exists(),
-        "{path} is needed and could not be installed from Debian package `{package}`: {:?}",
-        install.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-    );
+/// The fastest of `runs` runs of `f`: the least disturbed by a shared, noisy machine.
+pub fn best_of(runs: usize, mut f: impl FnMut()) -> std::time::Duration {
+    (0..runs)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            f();
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
 }

@@ -10,9 +10,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use wulf_tests::{Wulf, require_command, workspace};
+use wulf_tests::{Wulf, best_of, require_command, workspace};
 
 const RUNS: usize = 2;
 
@@ -48,17 +48,6 @@ fn rootfs() -> PathBuf {
         "debootstrap failed; set WULF_BENCH_ROOTFS to any root filesystem tree instead"
     );
     dir
-}
-
-fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
-    (0..runs)
-        .map(|_| {
-            let started = Instant::now();
-            f();
-            started.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
 }
 
 fn sh(dir: &Path, script: &str) {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use wulf_boot::node_index::Snapshot;
 use wulf_core::{HwAddr, Inventory};
+use wulf_tests::best_of;
 
 fn inventory_toml(nodes: usize) -> String {
     let mut text = String::new();
@@ -25,17 +26,6 @@ fn inventory_toml(nodes: usize) -> String {
         ));
     }
     text
-}
-
-fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
-    (0..runs)
-        .map(|_| {
-            let started = Instant::now();
-            f();
-            started.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
 }
 
 fn main() {

@@ -64,11 +64,25 @@ struct Kernel {
 }
 
 fn debian_kernel() -> Kernel {
+    // Both netboot tests want it, in parallel: one downloads, the other waits.
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = ONCE.lock().unwrap_or_else(|p| p.into_inner());
     let cache = workspace().join("target/e2e-kernel");
     let root = cache.join("root");
     if !root.join("boot").is_dir() {
         std::fs::create_dir_all(&cache).unwrap();
-        let depends = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]));
+        let depends = || {
+            Command::new("apt-cache")
+                .args(["depends", "linux-image-amd64"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let mut depends = depends();
+        if !depends.contains("linux-image-6") {
+            wulf_tests::apt_update();
+            depends = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]));
+        }
         let package = depends
             .lines()
             .find_map(|l| {
@@ -88,7 +102,7 @@ fn debian_kernel() -> Kernel {
             .map(|e| e.unwrap().path())
             .find(|p| p.extension().is_some_and(|e| e == "deb"))
             .unwrap_or_else(|| panic!("apt-get download {package} left no .deb"));
-        let staging = cache.join("root.partial");
+        let staging = cache.join(format!("root.partial-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
         run(Command::new("dpkg").arg("-x").arg(&deb).arg(&staging));
         std::fs::rename(&staging, &root).unwrap();
@@ -293,6 +307,27 @@ fn expect_marker(serial: &str, addr: &str) {
     );
 }
 
+/// The VM's node: its MAC, a static address on `eth0` and the gateway.
+fn add_node(wulf: &Wulf, ipaddr: &str, gateway: &str) {
+    wulf.ok(&[
+        "node",
+        "add",
+        "n0001",
+        "--profile",
+        "default",
+        "--hwaddr",
+        MAC,
+        "--netdev",
+        "eth0",
+        "--ipaddr",
+        ipaddr,
+        "--netmask",
+        "255.255.255.0",
+        "--gateway",
+        gateway,
+    ]);
+}
+
 /// What every variant needs: the packages, the kernel, the image through a real registry, a
 /// site overlay and the default profile.
 fn prepare(scratch: &Path) -> Wulf {
@@ -347,23 +382,7 @@ fn prepare(scratch: &Path) -> Wulf {
 fn a_virtual_machine_netboots_from_wulf_over_http_and_tftp() {
     let scratch = tempfile::tempdir().unwrap();
     let wulf = prepare(scratch.path());
-    wulf.ok(&[
-        "node",
-        "add",
-        "n0001",
-        "--profile",
-        "default",
-        "--hwaddr",
-        MAC,
-        "--netdev",
-        "eth0",
-        "--ipaddr",
-        "10.0.2.15",
-        "--netmask",
-        "255.255.255.0",
-        "--gateway",
-        "10.0.2.2",
-    ]);
+    add_node(&wulf, "10.0.2.15", "10.0.2.2");
 
     // TFTP hands out a script that chains to the node's iPXE script over HTTP.
     let tftp_root = scratch.path().join("tftp");
@@ -454,23 +473,7 @@ fn pxe_firmware_gets_dhcp_from_dnsmasq_configured_by_wulf_and_tftp_from_wulf_on_
     require_file("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf");
     let scratch = tempfile::tempdir().unwrap();
     let wulf = prepare(scratch.path());
-    wulf.ok(&[
-        "node",
-        "add",
-        "n0001",
-        "--profile",
-        "default",
-        "--hwaddr",
-        MAC,
-        "--netdev",
-        "eth0",
-        "--ipaddr",
-        "10.99.0.15",
-        "--netmask",
-        "255.255.255.0",
-        "--gateway",
-        "10.99.0.1",
-    ]);
+    add_node(&wulf, "10.99.0.15", "10.99.0.1");
 
     let ns = Netns {
         name: format!("wulf-e2e-{}", std::process::id()),

@@ -67,6 +67,25 @@ pub struct RootFs {
     pub diff_ids: Vec<String>,
 }
 
+impl Config {
+    /// The `diff_id` of each of `layers` layers (none when the config lists none), refusing a
+    /// config that disagrees with the manifest on how many layers there are.
+    pub fn diff_ids(&self, layers: usize, what: &str) -> Result<Vec<String>> {
+        let ids = self
+            .rootfs
+            .as_ref()
+            .map(|r| r.diff_ids.clone())
+            .unwrap_or_default();
+        if !ids.is_empty() && ids.len() != layers {
+            return Err(ImageError::Invalid(format!(
+                "{what}: the manifest has {layers} layers but the config lists {} diff_ids",
+                ids.len()
+            )));
+        }
+        Ok(ids)
+    }
+}
+
 /// What a manifest blob turned out to be.
 #[derive(Debug)]
 pub enum Parsed {

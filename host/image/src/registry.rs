@@ -115,18 +115,7 @@ pub async fn pull(
         .await
         .map_err(|e| registry_error(&format!("cannot fetch the config of {image}"), e))?;
     let config = oci::parse_config(&config_bytes, &format!("config of {image}"))?;
-    let diff_ids = config
-        .rootfs
-        .clone()
-        .map(|r| r.diff_ids)
-        .unwrap_or_default();
-    if !diff_ids.is_empty() && diff_ids.len() != manifest.layers.len() {
-        return Err(ImageError::Invalid(format!(
-            "{image}: the manifest has {} layers but the config lists {} diff_ids",
-            manifest.layers.len(),
-            diff_ids.len()
-        )));
-    }
+    let diff_ids = config.diff_ids(manifest.layers.len(), &image.to_string())?;
 
     std::fs::create_dir_all(blobs).map_err(ImageError::at(blobs))?;
     let total: i64 = manifest.layers.iter().filter_map(|l| l.size).sum();

@@ -211,18 +211,7 @@ fn layers_of(
     path_of: impl Fn(&str) -> Result<PathBuf>,
     what: &str,
 ) -> Result<Vec<Layer>> {
-    let diff_ids = config
-        .rootfs
-        .as_ref()
-        .map(|r| r.diff_ids.as_slice())
-        .unwrap_or_default();
-    if !diff_ids.is_empty() && diff_ids.len() != manifest.layers.len() {
-        return Err(ImageError::Invalid(format!(
-            "{what}: the manifest has {} layers but the config lists {} diff_ids",
-            manifest.layers.len(),
-            diff_ids.len()
-        )));
-    }
+    let diff_ids = config.diff_ids(manifest.layers.len(), what)?;
     manifest
         .layers
         .iter()
@@ -298,18 +287,7 @@ pub fn read_docker_archive(dir: &Path, what: &str) -> Result<Resolved> {
     let config_bytes = std::fs::read(inside(&entry.config)?)
         .map_err(|e| ImageError::Invalid(format!("{what}: config {}: {e}", entry.config)))?;
     let config = oci::parse_config(&config_bytes, &format!("{what}: config"))?;
-    let diff_ids = config
-        .rootfs
-        .as_ref()
-        .map(|r| r.diff_ids.clone())
-        .unwrap_or_default();
-    if !diff_ids.is_empty() && diff_ids.len() != entry.layers.len() {
-        return Err(ImageError::Invalid(format!(
-            "{what}: manifest.json has {} layers but the config lists {} diff_ids",
-            entry.layers.len(),
-            diff_ids.len()
-        )));
-    }
+    let diff_ids = config.diff_ids(entry.layers.len(), what)?;
     let layers = entry
         .layers
         .iter()
