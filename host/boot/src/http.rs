@@ -34,7 +34,12 @@ pub struct AppState {
     /// One overlay build per node at a time: the others wait for it.
     pub building: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub metrics: crate::metrics::Metrics,
+    /// The last parsed overlay index and the file it was parsed from.
+    pub archive_index: Mutex<Option<(IndexStamp, Arc<wulf_overlay::archive::Index>)>>,
 }
+
+/// (mtime, inode, size): a build replaces the file by rename, so the inode changes too.
+type IndexStamp = Option<(Option<std::time::SystemTime>, u64, u64)>;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -295,11 +300,33 @@ async fn resolve(app: &Arc<AppState>, stage: Stage, node: &Node) -> Result<Blob,
     }
 }
 
+/// The archive index, parsed again only when the file was replaced: with 10,000 nodes it is
+/// megabytes of JSON, too much to parse per request.
+fn archive_index(app: &AppState) -> Result<Arc<wulf_overlay::archive::Index>, Failure> {
+    let stamp = std::fs::metadata(app.archives.index_path()).ok().map(|m| {
+        (
+            m.modified().ok(),
+            std::os::unix::fs::MetadataExt::ino(&m),
+            m.len(),
+        )
+    });
+    let mut cached = app.archive_index.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((seen, index)) = cached.as_ref()
+        && *seen == stamp
+    {
+        return Ok(Arc::clone(index));
+    }
+    let index = Arc::new(
+        app.archives
+            .index()
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+    );
+    *cached = Some((stamp, Arc::clone(&index)));
+    Ok(index)
+}
+
 fn overlay_blob(app: &AppState, node: &Node, kind: Kind) -> Result<Option<Blob>, Failure> {
-    let index = app
-        .archives
-        .index()
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let index = archive_index(app)?;
     Ok(app
         .archives
         .segments(&index, &node.id, kind)

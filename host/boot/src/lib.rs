@@ -103,6 +103,7 @@ impl BootServer {
             overlay_builder: config.overlay_builder.clone(),
             building: Default::default(),
             metrics: Default::default(),
+            archive_index: Default::default(),
         });
         Ok(BootServer {
             http,

@@ -107,7 +107,8 @@ impl ArchiveStore {
         &self.dir
     }
 
-    fn index_path(&self) -> PathBuf {
+    /// `index.json`: replaced whole (rename) whenever a build changes it.
+    pub fn index_path(&self) -> PathBuf {
         self.dir.join("index.json")
     }
 
