@@ -89,6 +89,14 @@ impl Inventory {
         Ok(shadowed)
     }
 
+    /// Every node merged with its profiles, in id order (merged once per profile list).
+    pub fn merged_nodes(&self) -> Vec<Node> {
+        crate::merge::merge_all(self.nodes.values(), &self.profiles)
+            .into_iter()
+            .map(|m| m.node)
+            .collect()
+    }
+
     /// A node merged with its profiles.
     pub fn merged(&self, id: &str) -> Result<Merged, InventoryError> {
         let node = self

@@ -19,6 +19,7 @@ use wulf_core::extension::{EntryKind, ImageTransform, TransformRun};
 use crate::Progress;
 use crate::compress::Compression;
 use crate::error::{ImageError, Result};
+use crate::flatten::HashingReader;
 use crate::kernel::{self, Kernel};
 use crate::oci::Platform;
 use crate::pack::{self, PackOptions, Packed};
@@ -550,16 +551,16 @@ fn extract_kernels(rootfs_tar: &Path, into: &Path) -> Result<Vec<Kernel>> {
         let name = format!("vmlinuz-{version}");
         let out = into.join(&name);
         let mut dst = File::create(&out).map_err(ImageError::at(&out))?;
-        let mut src = data.at(file.data_offset, file.entry.size)?;
+        // Hashed on the way out: the strong ETag the boot server sends for it.
+        let mut src = HashingReader::new(data.at(file.data_offset, file.entry.size)?);
         rootfs::copy_exact(&mut src, &mut dst, file.entry.size, &path)?;
         dst.flush().map_err(ImageError::at(&out))?;
-        let bytes = fs::read(&out).map_err(ImageError::at(&out))?;
         kernels.push(Kernel {
             path,
             version,
             file: name,
             size: file.entry.size,
-            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+            sha256: hex::encode(sha2::Digest::finalize(src.hasher)),
         });
     }
     Ok(kernels)

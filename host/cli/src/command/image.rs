@@ -304,26 +304,21 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
                 Some(name) => vec![store.get(&name)?],
                 None => store.list()?,
             };
-            let inventory = ctx.inventory()?;
+            let merged = ctx.inventory()?.merged_nodes();
             let mut rows = Vec::new();
             let mut list = Vec::new();
             for image in &images {
                 let default = image.default_kernel().map(|k| k.path.clone());
                 for k in &image.kernels {
                     // Nodes of this image whose kernel selection lands on this kernel.
-                    let nodes: Vec<String> = inventory
-                        .nodes
-                        .keys()
-                        .filter_map(|id| inventory.merged(id).ok())
-                        .filter(|m| m.node.image.as_deref() == Some(image.name.as_str()))
-                        .filter(|m| {
-                            wulf_image::kernel::select(
-                                &image.kernels,
-                                m.node.kernel.version.as_deref(),
-                            )
-                            .is_some_and(|chosen| chosen.path == k.path)
+                    let nodes: Vec<String> = merged
+                        .iter()
+                        .filter(|n| n.image.as_deref() == Some(image.name.as_str()))
+                        .filter(|n| {
+                            wulf_image::kernel::select(&image.kernels, n.kernel.version.as_deref())
+                                .is_some_and(|chosen| chosen.path == k.path)
                         })
-                        .map(|m| m.node.id)
+                        .map(|n| n.id.clone())
                         .collect();
                     let is_default = default.as_deref() == Some(k.path.as_str());
                     list.push(json!({"image": image.name, "path": k.path, "version": k.version, "size": k.size, "default": is_default, "nodes": nodes}));
@@ -424,9 +419,9 @@ fn users(ctx: &Context) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
                 .push(format!("profile {id}"));
         }
     }
-    for id in inventory.nodes.keys() {
-        if let Some(image) = inventory.merged(id)?.node.image {
-            users.entry(image).or_default().push(id.clone());
+    for node in inventory.merged_nodes() {
+        if let Some(image) = node.image {
+            users.entry(image).or_default().push(node.id);
         }
     }
     Ok(users)

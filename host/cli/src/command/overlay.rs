@@ -198,7 +198,7 @@ pub fn run(ctx: &Context, command: OverlayCommand) -> anyhow::Result<()> {
         OverlayCommand::Render { name, file, node } => {
             let inventory = ctx.inventory()?;
             let merged = inventory.merged(&node)?.node;
-            let cluster = all_nodes(ctx)?;
+            let cluster = inventory.merged_nodes();
             let renderer = renderer(ctx, &store, &BTreeSet::from([name.clone()]), &cluster)?;
             let files =
                 renderer.render(&merged, &node_json(&merged), std::slice::from_ref(&name))?;
@@ -231,17 +231,6 @@ fn existing(store: &OverlayStore, name: &str, file: &str) -> anyhow::Result<Path
         bail!("no site overlay named `{name}`: create it with `wulf overlay create {name}`");
     }
     Ok(store.file_path(name, file)?)
-}
-
-/// Every node of the inventory, merged.
-fn all_nodes(ctx: &Context) -> anyhow::Result<Vec<Node>> {
-    let inventory = ctx.inventory()?;
-    Ok(
-        wulf_core::merge::merge_all(inventory.nodes.values(), &inventory.profiles)
-            .into_iter()
-            .map(|m| m.node)
-            .collect(),
-    )
 }
 
 /// A loaded generator and what identifies its output: version, code and config.
@@ -318,7 +307,7 @@ fn build_nodes(
     only: &[String],
     force: bool,
 ) -> anyhow::Result<(Report, f64)> {
-    let cluster = all_nodes(ctx)?;
+    let cluster = ctx.inventory()?.merged_nodes();
     let selected: Vec<Node> = if only.is_empty() {
         cluster.clone()
     } else {
@@ -401,7 +390,7 @@ fn users(ctx: &Context) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
                 .push(format!("profile {id}"));
         }
     }
-    for node in all_nodes(ctx)? {
+    for node in inventory.merged_nodes() {
         for o in node.system_overlays.iter().chain(&node.runtime_overlays) {
             let list = users.entry(o.clone()).or_default();
             if !list.contains(&node.id) {

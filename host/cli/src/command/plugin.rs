@@ -248,11 +248,7 @@ fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Re
                 WasmOverlayGenerator::new(plugin).context("not an overlay generator")?;
             let inventory = ctx.inventory()?;
             let merged = inventory.merged(node_id)?;
-            let all: Vec<_> =
-                wulf_core::merge::merge_all(inventory.nodes.values(), &inventory.profiles)
-                    .into_iter()
-                    .map(|m| m.node)
-                    .collect();
+            let all = inventory.merged_nodes();
             let server = ctx.server();
             let started = Instant::now();
             let mut files = generator.generate_shared(&all, &server)?;
