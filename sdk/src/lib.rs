@@ -104,7 +104,8 @@ pub use bindings::overlay::wulf::plugin::types::{
 /// ```
 pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, PluginError> {
     let text = raw_config();
-    serde_json::from_str(&text).map_err(|e| PluginError::Config(format!("{e} in {text}")))
+    // The error names the field, not the text: a config may hold secrets (host keys).
+    serde_json::from_str(&text).map_err(|e| PluginError::Config(e.to_string()))
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -44,6 +44,7 @@ fn main() {
     let package = PluginPackage {
         manifest,
         wasm: wasm.into(),
+        embedded: false,
     };
     let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config = Config::parse("", Path::new("wulf.toml"), &StateDir::new(state.path()))

@@ -39,6 +39,7 @@ fn install_list_test_and_remove() {
     network              0.1.0    overlay-generator  embedded  enabled
     resolv               0.1.0    overlay-generator  embedded  enabled
     ssh-authorized-keys  0.1.0    overlay-generator  embedded  enabled
+    ssh-host-keys        0.1.0    overlay-generator  embedded  enabled
     strip-docs           0.1.0    image-transform    embedded  enabled
     wwinit               0.1.0    overlay-generator  embedded  enabled
     ");
@@ -68,6 +69,7 @@ fn install_list_test_and_remove() {
     network              0.1.0    overlay-generator  embedded                          enabled
     resolv               0.1.0    overlay-generator  embedded                          enabled
     ssh-authorized-keys  0.1.0    overlay-generator  embedded                          enabled
+    ssh-host-keys        0.1.0    overlay-generator  embedded                          enabled
     strip-docs           0.1.0    image-transform    embedded                          enabled
     wwinit               0.1.0    overlay-generator  embedded                          enabled
     ");
@@ -126,6 +128,7 @@ fn install_list_test_and_remove() {
     network              0.1.0    overlay-generator  embedded  enabled
     resolv               0.1.0    overlay-generator  embedded  enabled
     ssh-authorized-keys  0.1.0    overlay-generator  embedded  enabled
+    ssh-host-keys        0.1.0    overlay-generator  embedded  enabled
     strip-docs           0.1.0    image-transform    embedded  enabled
     wwinit               0.1.0    overlay-generator  embedded  enabled
     ");
@@ -254,4 +257,64 @@ fn a_bad_site_config_names_file_and_key() {
     insta::assert_snapshot!(wulf.fails(&["plugin", "list"]), @"error: [STATE]/wulf.toml: `plugins.limits.timeout-ms` = 0: must be between 1 and 600000");
     let missing = wulf.fails(&["--config", "/nonexistent/wulf.toml", "plugin", "list"]);
     insta::assert_snapshot!(missing, @"error: cannot read /nonexistent/wulf.toml: No such file or directory (os error 2)");
+}
+
+#[test]
+fn host_keys_go_to_first_party_plugins_or_granted_ones() {
+    let wulf = Wulf::new();
+    wulf.write("nodes.toml", NODES);
+    // The embedded plugin gets them; they are generated on first use and then kept.
+    let files: serde_json::Value = serde_json::from_str(&wulf.ok(&[
+        "plugin",
+        "test",
+        "ssh-host-keys",
+        "--node",
+        "n001",
+        "--json",
+    ]))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let files = files.as_array().unwrap_or_else(|| panic!("{files}"));
+    let listed: Vec<_> = files
+        .iter()
+        .map(|f| format!("{} {}", f["path"].as_str().unwrap_or(""), f["mode"]))
+        .collect();
+    insta::assert_snapshot!(listed.join("\n"), @r#"
+    /etc/ssh "0755"
+    /etc/ssh/ssh_host_ecdsa_key "0600"
+    /etc/ssh/ssh_host_ecdsa_key.pub "0644"
+    /etc/ssh/ssh_host_ed25519_key "0600"
+    /etc/ssh/ssh_host_ed25519_key.pub "0644"
+    /etc/ssh/ssh_host_rsa_key "0600"
+    /etc/ssh/ssh_host_rsa_key.pub "0644"
+    "#);
+    for file in files.iter().skip(1) {
+        let path = file["path"].as_str().unwrap_or_default();
+        let name = path.trim_start_matches("/etc/ssh/");
+        let on_host = std::fs::read_to_string(wulf.path().join("keys").join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(file["content"].as_str(), Some(on_host.as_str()), "{path}");
+    }
+    let shown = wulf.ok(&["configure", "ssh", "--json"]);
+    let again = wulf.ok(&["configure", "ssh", "--json"]);
+    assert_eq!(shown, again, "the keys are generated once");
+    let regenerated = wulf.ok(&["configure", "ssh", "--regenerate", "--json"]);
+    assert_ne!(shown, regenerated);
+
+    // A directory plugin asking for them needs the admin's grant.
+    let src = plugin_dir(
+        &workspace().join("plugins/ssh-host-keys"),
+        "wulf-plugin-ssh-host-keys",
+    );
+    let manifest = std::fs::read_to_string(src.path().join("plugin.toml"))
+        .unwrap_or_default()
+        .replace("name = \"ssh-host-keys\"", "name = \"site-keys\"");
+    std::fs::write(src.path().join("plugin.toml"), manifest).unwrap_or_else(|e| panic!("{e}"));
+    let error = wulf.fails(&["plugin", "install", &src.path().display().to_string()]);
+    insta::assert_snapshot!(error, @"error: `site-keys` was not installed: plugin `site-keys` asks for the cluster's SSH host keys, which the site configuration does not grant; to allow it set `grant-ssh-host-keys = true` under [plugin.site-keys] in wulf.toml");
+    wulf.write(
+        "wulf.toml",
+        "[plugin.site-keys]\ngrant-ssh-host-keys = true\n",
+    );
+    wulf.ok(&["plugin", "install", &src.path().display().to_string()]);
+    wulf.ok(&["plugin", "test", "site-keys", "--node", "n001"]);
 }

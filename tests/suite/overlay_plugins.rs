@@ -11,7 +11,7 @@ use wulf_tests::{Wulf, require_command};
 
 const CLUSTER: &str = r#"
 [profiles.default]
-system-overlays = ["wwinit", "hostname", "hosts", "resolv", "network", "fstab", "ssh-authorized-keys"]
+system-overlays = ["wwinit", "hostname", "hosts", "resolv", "network", "fstab", "ssh-host-keys", "ssh-authorized-keys"]
 image = "rocky-9"
 root = "tmpfs"
 primary-network = "default"
@@ -62,8 +62,10 @@ hwaddr = "aa:00:00:00:00:02"
 ipaddr = "10.0.0.2"
 "#;
 
-fn listing(root: &Path, host: &str) -> String {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+/// The unpacked tree as `path mode uid:gid` and contents; host keys, which are random, are
+/// checked against the host's copies in `keys` and named instead.
+fn listing(root: &Path, host: &str, keys: &Path) -> String {
+    fn walk(root: &Path, dir: &Path, keys: &Path, out: &mut Vec<String>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -75,7 +77,7 @@ fn listing(root: &Path, host: &str) -> String {
             let head = format!("/{rel} {:04o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid());
             if m.is_dir() {
                 out.push(format!("{head} dir"));
-                walk(root, &path, out);
+                walk(root, &path, keys, out);
             } else if m.file_type().is_symlink() {
                 out.push(format!(
                     "{head} -> {}",
@@ -86,6 +88,11 @@ fn listing(root: &Path, host: &str) -> String {
                 // /init and run-init are long scripts checked by their own tests; show their size.
                 if rel == "init" || rel == "warewulf/run-init" {
                     out.push(format!("{head} ({} lines of sh)", text.lines().count()));
+                } else if let Some(name) = rel.strip_prefix("etc/ssh/ssh_host_") {
+                    let name = format!("ssh_host_{name}");
+                    let on_host = std::fs::read_to_string(keys.join(&name)).unwrap();
+                    assert_eq!(text, on_host, "{rel}");
+                    out.push(format!("{head} (the host's keys/{name})"));
                 } else {
                     out.push(format!(
                         "{head}\n{}",
@@ -99,7 +106,7 @@ fn listing(root: &Path, host: &str) -> String {
         }
     }
     let mut out = Vec::new();
-    walk(root, root, &mut out);
+    walk(root, root, keys, &mut out);
     out.join("\n").replace(host, "[HOST]")
 }
 
@@ -125,8 +132,8 @@ keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin admin@head"]
         serde_json::from_str(&wulf.ok(&["overlay", "build", "--json"])).unwrap();
     assert_eq!(report["built"], serde_json::json!(["n001", "n002"]));
     assert_eq!(
-        report["shared_segments"], 1,
-        "hosts is computed once for the cluster"
+        report["shared_segments"], 2,
+        "hosts and the host keys are computed once for the cluster"
     );
 
     let index: serde_json::Value =
@@ -153,5 +160,8 @@ keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin admin@head"]
         .unwrap()
         .trim()
         .to_string();
-    insta::assert_snapshot!("n001_system_overlay", listing(scratch.path(), &host));
+    insta::assert_snapshot!(
+        "n001_system_overlay",
+        listing(scratch.path(), &host, &wulf.path().join("keys"))
+    );
 }

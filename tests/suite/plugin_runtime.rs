@@ -59,6 +59,7 @@ fn package(name: &str) -> PluginPackage {
     PluginPackage {
         manifest,
         wasm: wasm.into(),
+        embedded: false,
     }
 }
 

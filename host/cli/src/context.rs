@@ -6,7 +6,10 @@ use anyhow::Context as _;
 use std::sync::Arc;
 
 use wulf_core::{Config, ImageTransform, Inventory, InventoryBackend, InventoryStore, StateDir};
-use wulf_plugin::{Registry, Runtime, WasmImageTransform, WasmInventoryBackend};
+use wulf_overlay::HostKeys;
+use wulf_plugin::{
+    LoadedPlugin, PluginPackage, Registry, Runtime, WasmImageTransform, WasmInventoryBackend,
+};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -56,6 +59,36 @@ impl Context {
         Ok(Runtime::new(self.config.plugins.cache_dir.join("plugins"))?)
     }
 
+    /// Loads `package` with its site settings, and with the cluster's SSH host keys when its
+    /// manifest asks for them (generated the first time they are needed).
+    pub fn load_plugin(
+        &self,
+        runtime: &Runtime,
+        package: &PluginPackage,
+    ) -> anyhow::Result<LoadedPlugin> {
+        if !package.manifest.ssh_host_keys {
+            return Ok(runtime.load(package, &self.config.plugins)?);
+        }
+        let mut plugins = self.config.plugins.clone();
+        plugins.host_keys = Some(Arc::new(self.host_keys()?.to_json()));
+        Ok(runtime.load(package, &plugins)?)
+    }
+
+    /// The cluster's SSH host keys, generating the missing ones.
+    pub fn host_keys(&self) -> anyhow::Result<HostKeys> {
+        let dir = HostKeys::dir_in(self.state.root());
+        let comment = format!("root@{}", self.server().hostname);
+        let (keys, generated) = HostKeys::ensure(&dir, &comment)?;
+        if !generated.is_empty() {
+            tracing::warn!(
+                "generated the cluster's SSH host keys ({}) in {}",
+                generated.join(", "),
+                dir.display()
+            );
+        }
+        Ok(keys)
+    }
+
     /// The inventory backend plugins of the site configuration, in order, loaded.
     pub fn backends(&self) -> anyhow::Result<Vec<Arc<dyn InventoryBackend>>> {
         if self.config.plugins.backends.is_empty() {
@@ -69,7 +102,7 @@ impl Context {
             .iter()
             .map(|name| {
                 let package = registry.package(name)?;
-                let plugin = Arc::new(runtime.load(&package, &self.config.plugins)?);
+                let plugin = Arc::new(self.load_plugin(&runtime, &package)?);
                 let backend = WasmInventoryBackend::new(plugin).with_context(|| {
                     format!("plugin `{name}` in plugins.backends is not an inventory backend")
                 })?;
@@ -104,7 +137,7 @@ impl Context {
             .iter()
             .map(|name| {
                 let package = registry.package(name)?;
-                let plugin = Arc::new(runtime.load(&package, &self.config.plugins)?);
+                let plugin = Arc::new(self.load_plugin(&runtime, &package)?);
                 let transform = WasmImageTransform::new(plugin)
                     .with_context(|| format!("plugin `{name}` is not an image transform"))?;
                 Ok(Arc::new(transform) as Arc<dyn ImageTransform>)

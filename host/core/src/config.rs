@@ -69,6 +69,7 @@ struct RawLimits {
 struct RawPluginSite {
     config: toml::Table,
     grant_read_dirs: Vec<PathBuf>,
+    grant_ssh_host_keys: bool,
     limits: RawLimits,
 }
 
@@ -112,6 +113,9 @@ pub struct PluginsConfig {
     /// Inventory backend plugins, consulted in this order after the built-in store.
     pub backends: Vec<String>,
     pub sites: BTreeMap<String, PluginSite>,
+    /// The cluster's SSH host keys as granted plugins see them (`{"ed25519": {"private",
+    /// "public"}, …}`). Never read from wulf.toml: a command that loads such a plugin fills it.
+    pub host_keys: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 /// Resource limits of one plugin call.
@@ -139,6 +143,8 @@ pub struct PluginSite {
     pub config: serde_json::Map<String, serde_json::Value>,
     /// Directories the plugin may read, if its manifest asks for them.
     pub grant_read_dirs: Vec<PathBuf>,
+    /// Whether a directory plugin may have the cluster's SSH host keys.
+    pub grant_ssh_host_keys: bool,
     limits: RawLimits,
 }
 
@@ -175,6 +181,7 @@ impl Config {
                 limits: Limits::default(),
                 backends: Vec::new(),
                 sites: BTreeMap::new(),
+                host_keys: None,
             },
         }
     }
@@ -251,6 +258,7 @@ impl Config {
                 PluginSite {
                     config,
                     grant_read_dirs: site.grant_read_dirs,
+                    grant_ssh_host_keys: site.grant_ssh_host_keys,
                     limits: site.limits,
                 },
             );

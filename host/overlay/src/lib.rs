@@ -7,11 +7,13 @@
 
 pub mod archive;
 pub mod error;
+pub mod host_keys;
 pub mod render;
 pub mod source;
 pub mod template;
 
 pub use archive::{ArchiveStore, Kind, Report};
 pub use error::OverlayError;
+pub use host_keys::HostKeys;
 pub use render::Renderer;
 pub use source::OverlayStore;

@@ -128,6 +128,8 @@ struct RawManifest {
 struct RawCapabilities {
     #[serde(default)]
     read_dirs: Vec<PathBuf>,
+    #[serde(default)]
+    ssh_host_keys: bool,
 }
 
 /// A validated manifest.
@@ -140,6 +142,9 @@ pub struct Manifest {
     pub description: String,
     /// Host directories the plugin asks to read; granted only where the site config allows.
     pub read_dirs: Vec<PathBuf>,
+    /// Asks for the cluster's SSH host keys (private keys) under `host-keys` in its config;
+    /// granted to embedded plugins, and to others only where the site config allows.
+    pub ssh_host_keys: bool,
     /// Configuration defaults, overlaid by the site config.
     pub config: serde_json::Map<String, serde_json::Value>,
 }
@@ -222,6 +227,7 @@ impl Manifest {
             api_version,
             description: raw.description,
             read_dirs: raw.capabilities.read_dirs,
+            ssh_host_keys: raw.capabilities.ssh_host_keys,
             config,
         })
     }
@@ -295,7 +301,7 @@ file = "nodes.csv"
           |
         8 | colour = 1
           | ^^^^^^
-        unknown field `colour`, expected `read-dirs`
+        unknown field `colour`, expected `read-dirs` or `ssh-host-keys`
         ");
         insta::assert_snapshot!(error(&GOOD.replace("0.1.0", "0.2.0")), @r#"plugins/x/plugin.toml: `api-version` = "0.2.0": this host implements wulf:plugin@0.1.0; rebuild the plugin with wulf-sdk 0.1"#);
         insta::assert_snapshot!(error(&GOOD.replace("inventory-backend", "printer")), @r#"plugins/x/plugin.toml: `world` = "printer": expected overlay-generator, inventory-backend or image-transform"#);

@@ -220,6 +220,7 @@ impl Registry {
                 Ok(PluginPackage {
                     manifest,
                     wasm: wasm.into(),
+                    embedded: false,
                 })
             }
             Source::Embedded => {
@@ -233,6 +234,7 @@ impl Registry {
                 Ok(PluginPackage {
                     manifest: Self::embedded_manifest(plugin)?,
                     wasm: Arc::from(plugin.wasm),
+                    embedded: true,
                 })
             }
         }

@@ -31,6 +31,12 @@ pub enum LoadError {
         "plugin `{plugin}` asks to read {dir}, which the site configuration does not grant; to allow it add the directory to `grant-read-dirs` under [plugin.{plugin}] in wulf.toml"
     )]
     CapabilityRefused { plugin: String, dir: PathBuf },
+    #[error(
+        "plugin `{plugin}` asks for the cluster's SSH host keys, which the site configuration does not grant; to allow it set `grant-ssh-host-keys = true` under [plugin.{plugin}] in wulf.toml"
+    )]
+    HostKeysRefused { plugin: String },
+    #[error("plugin `{plugin}` needs the cluster's SSH host keys, and none were loaded")]
+    HostKeysMissing { plugin: String },
     #[error("plugin `{plugin}` cannot be compiled: {message}")]
     Compile { plugin: String, message: String },
     #[error("plugin `{plugin}` cannot be linked: {message}")]
@@ -44,6 +50,8 @@ pub enum LoadError {
 pub struct PluginPackage {
     pub manifest: Manifest,
     pub wasm: Arc<[u8]>,
+    /// Shipped in the `wulf` binary: first-party, trusted with the host keys.
+    pub embedded: bool,
 }
 
 /// The engine, the per-world linkers and the compile cache.
@@ -142,6 +150,18 @@ impl Runtime {
         }
         let mut plugin_config = manifest.config.clone();
         plugin_config.extend(site.config);
+        if manifest.ssh_host_keys {
+            if !package.embedded && !site.grant_ssh_host_keys {
+                return Err(LoadError::HostKeysRefused { plugin });
+            }
+            let keys = config
+                .host_keys
+                .as_ref()
+                .ok_or_else(|| LoadError::HostKeysMissing {
+                    plugin: plugin.clone(),
+                })?;
+            plugin_config.insert("host-keys".into(), keys.as_ref().clone());
+        }
         let limits = config.limits_for(&plugin);
 
         let (component, origin) =
@@ -196,6 +216,11 @@ impl Runtime {
 impl LoadedPlugin {
     pub fn name(&self) -> &str {
         &self.manifest.name
+    }
+
+    /// The configuration the plugin sees: manifest defaults, site settings, granted keys.
+    pub fn config_json(&self) -> &str {
+        &self.spec.config_json
     }
 
     /// A fresh store with this plugin's limits and deadline armed.

@@ -1,6 +1,6 @@
 //! `wulf configure dhcp`: the DHCP server configuration that sends PXE firmware to our TFTP
 //! (the iPXE binary for its architecture) and iPXE to our HTTP script, as Warewulf's templates
-//! do, for dnsmasq or ISC dhcpd.
+//! do, for dnsmasq or ISC dhcpd. `wulf configure ssh`: the cluster's SSH host keys.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -15,6 +15,20 @@ use crate::context::Context;
 pub enum ConfigureCommand {
     /// Write (or --show) a dnsmasq or ISC dhcpd configuration for PXE and iPXE clients
     Dhcp(DhcpArgs),
+    /// Generate the cluster's SSH host keys (once; the ssh-host-keys overlay installs them)
+    /// and show their fingerprints
+    Ssh(SshArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SshArgs {
+    /// Replace the existing keys with new ones (nodes get them at their next boot, and users
+    /// will see a changed host key)
+    #[arg(long)]
+    regenerate: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,7 +72,47 @@ pub struct DhcpArgs {
 pub fn run(ctx: &Context, command: ConfigureCommand) -> anyhow::Result<()> {
     match command {
         ConfigureCommand::Dhcp(args) => dhcp(ctx, args),
+        ConfigureCommand::Ssh(args) => ssh(ctx, &args),
     }
+}
+
+fn ssh(ctx: &Context, args: &SshArgs) -> anyhow::Result<()> {
+    let keys = if args.regenerate {
+        let dir = wulf_overlay::HostKeys::dir_in(ctx.state.root());
+        let comment = format!("root@{}", ctx.server().hostname);
+        let _lock = wulf_core::atomic_file::WriteLock::acquire(&dir.join(".lock"))
+            .with_context(|| format!("locking {}", dir.display()))?;
+        wulf_overlay::HostKeys::regenerate(&dir, &comment)?
+    } else {
+        ctx.host_keys()?
+    };
+    if args.json {
+        let rows: Vec<_> = keys
+            .keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "type": k.kind,
+                    "fingerprint": k.fingerprint,
+                    "path": keys.dir.join(format!("ssh_host_{}_key", k.kind)),
+                    "public": k.public.trim_end(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("cluster SSH host keys in {}:", keys.dir.display());
+    for key in &keys.keys {
+        println!("  {:8} {}", key.kind, key.fingerprint);
+    }
+    println!(
+        "nodes get them from the `ssh-host-keys` overlay; in known_hosts one line per key covers every node (narrow `*` to their names):"
+    );
+    for key in &keys.keys {
+        println!("  * {}", key.public.trim_end());
+    }
+    Ok(())
 }
 
 /// A node's interface with a MAC and an IPv4 address.

@@ -256,23 +256,20 @@ fn generators(ctx: &Context) -> anyhow::Result<Generators> {
     let runtime = ctx.runtime()?;
     for listing in wanted {
         let package = registry.package(&listing.name)?;
-        let plugin = Arc::new(runtime.load(&package, &ctx.config.plugins)?);
-        if let Some(generator) = WasmOverlayGenerator::new(plugin) {
+        let plugin = Arc::new(ctx.load_plugin(&runtime, &package)?);
+        // What the plugin's output depends on besides the node: its code and the config it
+        // sees (hashed: it may hold the host keys, and identities are stored in the index).
+        let identity = {
             use sha2::Digest as _;
-            let site = ctx
-                .config
-                .plugins
-                .sites
-                .get(&listing.name)
-                .map(|s| serde_json::Value::Object(s.config.clone()));
-            let identity = format!(
-                "{}@{}:{}:{}:{}",
+            format!(
+                "{}@{}:{}:{}",
                 listing.name,
                 package.manifest.version,
                 hex::encode(sha2::Sha256::digest(&package.wasm)),
-                serde_json::Value::Object(package.manifest.config.clone()),
-                site.unwrap_or_default()
-            );
+                hex::encode(sha2::Sha256::digest(plugin.config_json()))
+            )
+        };
+        if let Some(generator) = WasmOverlayGenerator::new(plugin) {
             let generator = Arc::new(generator) as Arc<dyn OverlayGenerator>;
             out.insert(listing.name.clone(), (generator, identity));
         }

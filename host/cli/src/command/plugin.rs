@@ -96,7 +96,7 @@ fn install(
     let loaded = registry
         .package(&manifest.name)
         .map_err(anyhow::Error::from)
-        .and_then(|package| Ok(ctx.runtime()?.load(&package, &ctx.config.plugins)?));
+        .and_then(|package| ctx.load_plugin(&ctx.runtime()?, &package));
     match loaded {
         Ok(plugin) => {
             println!(
@@ -171,7 +171,7 @@ fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
     let load = registry
         .package_of(&listing)
         .map_err(anyhow::Error::from)
-        .and_then(|package| Ok(ctx.runtime()?.load(&package, &ctx.config.plugins)?));
+        .and_then(|package| ctx.load_plugin(&ctx.runtime()?, &package));
     let load_status = match &load {
         Ok(plugin) => format!(
             "loads: {} in {:.1} ms",
@@ -239,7 +239,7 @@ fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
 fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Result<()> {
     let registry = ctx.registry();
     let package = registry.package(name)?;
-    let plugin = Arc::new(ctx.runtime()?.load(&package, &ctx.config.plugins)?);
+    let plugin = Arc::new(ctx.load_plugin(&ctx.runtime()?, &package)?);
     match plugin.manifest.world {
         World::OverlayGenerator => {
             let node_id =

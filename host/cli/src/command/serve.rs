@@ -94,9 +94,8 @@ fn check_plugins(ctx: &Context) {
             .package_of(listing)
             .map_err(|e| e.to_string())
             .and_then(|package| {
-                runtime
-                    .load(&package, &ctx.config.plugins)
-                    .map_err(|e| e.to_string())
+                ctx.load_plugin(&runtime, &package)
+                    .map_err(|e| format!("{e:#}"))
             });
         match loaded {
             Ok(plugin) => {
