@@ -8,7 +8,7 @@ fn cluster() -> Wulf {
     let wulf = Wulf::new();
     wulf.ok(&[
         "profile",
-        "add",
+        "set",
         "default",
         "--netmask",
         "255.255.255.0",

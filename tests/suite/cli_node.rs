@@ -9,7 +9,7 @@ fn add_set_list_show_delete() {
     let wulf = Wulf::new();
     wulf.ok(&[
         "profile",
-        "add",
+        "set",
         "default",
         "-O",
         "wwinit,hostname",
@@ -52,6 +52,7 @@ fn add_set_list_show_delete() {
     profiles = ["default"]
     cluster = "c1"
     system-overlays = ["wwinit", "hostname"]
+    runtime-overlays = ["ssh-authorized-keys"]
 
     [kernel]
     args = ["quiet"]
@@ -99,6 +100,7 @@ fn add_set_list_show_delete() {
     n001  network-devices.default.ipaddr   --       10.0.0.1
     n001  network-devices.default.netmask  default  255.255.255.0
     n001  profiles                         --       default
+    n001  runtime-overlays                 default  ssh-authorized-keys
     n001  system-overlays                  default  wwinit,hostname
     ");
     insta::assert_snapshot!(wulf.ok(&["node", "delete", "n003", "--yes"]), @"deleted 1 node(s): n003");
@@ -111,7 +113,6 @@ fn add_set_list_show_delete() {
 #[test]
 fn bad_input_changes_nothing() {
     let wulf = Wulf::new();
-    wulf.ok(&["profile", "add", "default"]);
     wulf.ok(&[
         "node",
         "add",
@@ -258,7 +259,7 @@ fn nodes_from_the_csv_backend() {
         &format!("[plugins]\nbackends = [\"csv-inventory\"]\n[plugin.csv-inventory]\ngrant-read-dirs = [\"{dir}\"]\n"),
     );
     wulf.ok(&["plugin", "install", &package.path().display().to_string()]);
-    wulf.ok(&["profile", "add", "default", "--image", "rocky-9"]);
+    wulf.ok(&["profile", "set", "default", "--image", "rocky-9"]);
     wulf.ok(&["node", "add", "n1", "--hwaddr", "aa:bb:cc:00:00:99"]);
 
     insta::assert_snapshot!(wulf.ok(&["node", "list"]), @"
@@ -493,7 +494,6 @@ fn warewulf_nodes_conf_imports() {
 #[test]
 fn export_and_import_round_trip() {
     let wulf = Wulf::new();
-    wulf.ok(&["profile", "add", "default"]);
     wulf.ok(&[
         "node", "add", "n[1-2]", "--ipaddr", "10.0.0.1", "--tagadd", "rack=r1",
     ]);
@@ -574,7 +574,7 @@ fn export_and_import_round_trip() {
 #[test]
 fn unset_and_edit() {
     let wulf = Wulf::new();
-    wulf.ok(&["profile", "add", "default", "-A", "quiet"]);
+    wulf.ok(&["profile", "set", "default", "-A", "quiet"]);
     wulf.ok(&[
         "node",
         "add",

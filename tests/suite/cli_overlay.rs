@@ -231,3 +231,45 @@ fn template_and_plugin_failures_are_named_and_build_nothing() {
     let err = wulf.fails(&["overlay", "chmod", "motd", "/etc/issue", "999"]);
     assert!(err.contains("not an octal mode"), "{err}");
 }
+
+#[test]
+fn a_new_node_gets_the_shipped_default_profile_and_its_overlays() {
+    let wulf = Wulf::new();
+    wulf.ok(&[
+        "node",
+        "add",
+        "n1",
+        "--hwaddr",
+        "aa:bb:cc:dd:ee:01",
+        "--ipaddr",
+        "10.0.0.1",
+        "--netmask",
+        "255.255.255.0",
+    ]);
+    insta::assert_snapshot!(wulf.ok(&["profile", "show", "default"]), @r#"
+    # profile default
+    comment = "This profile is given to every new node"
+    system-overlays = ["wwinit", "hostname", "hosts", "resolv", "network", "fstab", "ssh-host-keys"]
+    runtime-overlays = ["ssh-authorized-keys"]
+    "#);
+    let report = build(&wulf, &[]);
+    assert_eq!(report["built"], serde_json::json!(["n1"]));
+    let scratch = tempfile::tempdir().unwrap();
+    unpack(&wulf, "n1", "system", scratch.path());
+    for path in [
+        "init",
+        "warewulf/config",
+        "etc/hostname",
+        "etc/hosts",
+        "etc/systemd/network",
+        "etc/fstab",
+        "etc/ssh/ssh_host_ed25519_key",
+        "etc/ssh/ssh_host_rsa_key.pub",
+    ] {
+        assert!(scratch.path().join(path).exists(), "{path} missing");
+    }
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("etc/hostname")).unwrap(),
+        "n1\n"
+    );
+}

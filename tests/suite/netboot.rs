@@ -364,7 +364,7 @@ fn prepare(scratch: &Path) -> Wulf {
     );
     wulf.ok(&[
         "profile",
-        "add",
+        "set",
         "default",
         "--image",
         "node",

@@ -62,7 +62,7 @@ fn nodes_get_their_kernel_image_and_overlays_with_ranges_and_validators() {
     ]);
     wulf.ok(&[
         "profile",
-        "add",
+        "set",
         "default",
         "--image",
         "base",

@@ -45,6 +45,29 @@ pub struct Inventory {
 }
 
 impl Inventory {
+    /// What a new state directory starts with, as Warewulf ships its `nodes.conf`: a `default`
+    /// profile, which `wulf node add` gives every new node, whose overlay lists are the
+    /// first-party overlays, so a new node boots configured.
+    pub fn shipped() -> Inventory {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        let mut default = Node::new("default");
+        default.comment = Some("This profile is given to every new node".into());
+        default.system_overlays = names(&[
+            "wwinit",
+            "hostname",
+            "hosts",
+            "resolv",
+            "network",
+            "fstab",
+            "ssh-host-keys",
+        ]);
+        default.runtime_overlays = names(&["ssh-authorized-keys"]);
+        Inventory {
+            profiles: [("default".to_string(), default)].into(),
+            nodes: BTreeMap::new(),
+        }
+    }
+
     /// Parses the TOML form.
     pub fn from_toml(text: &str) -> Result<Inventory, String> {
         let mut inventory: Inventory =
@@ -122,11 +145,12 @@ impl InventoryStore {
         }
     }
 
-    /// The current inventory; empty when nothing was stored yet.
+    /// The current inventory; the shipped one ([`Inventory::shipped`]) when nothing was
+    /// stored yet.
     pub fn load(&self) -> Result<Inventory, InventoryError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Inventory::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Inventory::shipped()),
             Err(source) => {
                 return Err(InventoryError::Read {
                     path: self.path.clone(),
@@ -227,7 +251,7 @@ mod tests {
     fn update_round_trips_and_failed_edits_write_nothing() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = InventoryStore::new(&StateDir::new(dir.path()));
-        assert_eq!(store.load().ok(), Some(Inventory::default()));
+        assert_eq!(store.load().ok(), Some(Inventory::shipped()));
         store
             .update(|inv| {
                 inv.profiles.insert(

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ssh_key::private::RsaKeypair;
 use ssh_key::rand_core::OsRng;
 use ssh_key::{Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey};
 
@@ -148,8 +149,15 @@ fn read_key(kind: &'static str, path: &Path, text: &str) -> Result<HostKey, Over
 }
 
 fn generate(kind: &'static str, path: &Path, comment: &str) -> Result<HostKey, OverlayError> {
-    let mut key = PrivateKey::random(&mut OsRng, algorithm(kind))
-        .map_err(|e| OverlayError::Invalid(format!("generating the {kind} host key: {e}")))?;
+    let failed =
+        |e: ssh_key::Error| OverlayError::Invalid(format!("generating the {kind} host key: {e}"));
+    let mut key = match algorithm(kind) {
+        // ssh-keygen's size, not the crate's 4096 bits, which take twice as long to make.
+        Algorithm::Rsa { .. } => RsaKeypair::random(&mut OsRng, 3072)
+            .map(PrivateKey::from)
+            .map_err(failed)?,
+        algorithm => PrivateKey::random(&mut OsRng, algorithm).map_err(failed)?,
+    };
     key.set_comment(comment);
     let described = describe(kind, &key)?;
     wulf_core::atomic_file::write_atomic_mode(path, described.private.as_bytes(), 0o600)

@@ -54,6 +54,11 @@ pub fn run(ctx: &Context, command: ImportCommand) -> anyhow::Result<()> {
         return Ok(());
     }
     InventoryStore::new(&ctx.state).update(|inventory| -> anyhow::Result<()> {
+        // The shipped `default` profile, untouched, gives way to the imported one.
+        let shipped = Inventory::shipped();
+        if inventory.profiles.get("default") == shipped.profiles.get("default") {
+            inventory.profiles.remove("default");
+        }
         for (kind, existing, incoming) in [
             ("profile", &mut inventory.profiles, &imported.profiles),
             ("node", &mut inventory.nodes, &imported.nodes),
