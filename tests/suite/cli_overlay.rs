@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use wulf_tests::oci::run;
+use wulf_tests::oci::{Item, LayerCompression, run};
 use wulf_tests::{Wulf, require_command};
 
 const NODES: &str = r#"
@@ -272,4 +272,82 @@ fn a_new_node_gets_the_shipped_default_profile_and_its_overlays() {
         std::fs::read_to_string(scratch.path().join("etc/hostname")).unwrap(),
         "n1\n"
     );
+}
+
+#[test]
+fn templates_read_files_of_the_node_image() {
+    let scratch = tempfile::tempdir().unwrap();
+    let layout = crate::cli_image::fixture_layout(&scratch.path().join("layout"));
+    let wulf = Wulf::new();
+    wulf.ok(&[
+        "image",
+        "import",
+        &format!("oci:{}:v1", layout.display()),
+        "base",
+    ]);
+    wulf.ok(&[
+        "profile",
+        "set",
+        "default",
+        "--image",
+        "base",
+        "--system-overlays",
+        "users",
+    ]);
+    wulf.ok(&["node", "add", "n1", "--hwaddr", "aa:bb:cc:dd:ee:01"]);
+    wulf.ok(&["overlay", "create", "users"]);
+    wulf.write(
+        "overlays/users/etc/passwd.ww",
+        "{{ include_from(node.image, \"/etc/passwd\") }}admin:x:1000:1000::/home/admin:/bin/sh\n",
+    );
+    wulf.write(
+        "overlays/users/etc/shell.ww",
+        "{{ include_from(\"base\", \"/bin/ash\") }}\n",
+    );
+    insta::assert_snapshot!(
+        wulf.ok(&["overlay", "render", "users", "etc/passwd.ww", "--node", "n1"]),
+        @"
+    root:x:0:0::/root:/bin/sh
+    user:x:1000:1000::/home/user:/bin/sh
+    admin:x:1000:1000::/home/admin:/bin/sh
+    "
+    );
+    assert_eq!(build(&wulf, &[])["built"], serde_json::json!(["n1"]));
+    let out = scratch.path().join("out");
+    unpack(&wulf, "n1", "system", &out);
+    assert_eq!(
+        std::fs::read_to_string(out.join("etc/shell")).unwrap(),
+        "#!shell\n",
+        "links are followed inside the image"
+    );
+    assert_eq!(build(&wulf, &[])["built"], serde_json::json!([]));
+    // Another image under the same name changes what the templates read: n1 is rebuilt.
+    let mut other = wulf_tests::oci::Layout::new(&scratch.path().join("other"));
+    other.layer(
+        &[
+            Item::file("etc/passwd", "root:x:0:0::/root:/bin/bash\n"),
+            Item::file("bin/ash", "#!other"),
+        ],
+        LayerCompression::Gzip,
+    );
+    let other = other.finish("v2");
+    wulf.ok(&[
+        "image",
+        "import",
+        &format!("oci:{}:v2", other.display()),
+        "base",
+        "--force",
+    ]);
+    assert_eq!(build(&wulf, &[])["built"], serde_json::json!(["n1"]));
+
+    wulf.write(
+        "overlays/users/etc/shell.ww",
+        "{{ include_from(\"base\", \"/etc/nothing\") }}\n",
+    );
+    insta::assert_snapshot!(wulf.fails(&["overlay", "build"]), @r#"error: overlay `users`, file etc/shell.ww: line 1: include_from("base", "/etc/nothing"): /etc/nothing is not a file in image `base` (or a link to one) (rendering for node n1)"#);
+    wulf.write(
+        "overlays/users/etc/shell.ww",
+        "{{ include_from(\"base\", \"/../etc/passwd\") }}\n",
+    );
+    insta::assert_snapshot!(wulf.fails(&["overlay", "build"]), @r#"error: overlay `users`, file etc/shell.ww: line 1: include_from("base", "/../etc/passwd"): "/../etc/passwd": give an absolute path inside the image, without `..` (rendering for node n1)"#);
 }

@@ -5,10 +5,11 @@
 //! server) see the old image or the new one, and a failed or interrupted import or build
 //! leaves the last good one in place.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -600,4 +601,94 @@ fn resolve_file<'a>(
         }
     }
     None
+}
+
+/// Files of images, read on demand, for templates' `include_from(image, path)`: each image's
+/// rootfs index is scanned once, and each file read once, however many nodes ask.
+pub struct ImageFiles {
+    store: ImageStore,
+    indexes: Mutex<HashMap<String, Arc<Vec<TarEntry>>>>,
+    files: Mutex<HashMap<ImagePath, Arc<Vec<u8>>>>,
+}
+
+/// (image, absolute path).
+type ImagePath = (String, String);
+
+impl std::fmt::Debug for ImageFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageFiles")
+            .field("dir", &self.store.dir())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImageFiles {
+    /// Larger files are refused: this is for configuration files, not payloads.
+    pub const MAX_BYTES: u64 = 16 << 20;
+
+    pub fn new(store: ImageStore) -> Self {
+        ImageFiles {
+            store,
+            indexes: Default::default(),
+            files: Default::default(),
+        }
+    }
+
+    /// What reads depend on: every image's metadata (a re-import or rebuild changes it).
+    pub fn identity(&self) -> String {
+        let metas = self.store.list().unwrap_or_default();
+        let text = serde_json::to_string(&metas).unwrap_or_default();
+        hex::encode(sha2::Digest::finalize(
+            <sha2::Sha256 as sha2::Digest>::new_with_prefix(text),
+        ))
+    }
+
+    /// The content of `path` (absolute, inside the image; symlinks followed) in `image`.
+    pub fn read(&self, image: &str, path: &str) -> Result<Arc<Vec<u8>>> {
+        let key = (image.to_owned(), path.to_owned());
+        if let Some(found) = self.files.lock().ok().and_then(|f| f.get(&key).cloned()) {
+            return Ok(found);
+        }
+        let relative = path.trim_start_matches('/');
+        if !path.starts_with('/') || relative.split('/').any(|p| p == ".." || p.is_empty()) {
+            return Err(ImageError::Invalid(format!(
+                "{path:?}: give an absolute path inside the image, without `..`"
+            )));
+        }
+        let entries = self.index(image)?;
+        let by_path: HashMap<&str, &TarEntry> =
+            entries.iter().map(|e| (e.entry.path.as_str(), e)).collect();
+        let file = resolve_file(&by_path, relative).ok_or_else(|| {
+            ImageError::Invalid(format!(
+                "{path} is not a file in image `{image}` (or a link to one)"
+            ))
+        })?;
+        if file.entry.size > Self::MAX_BYTES {
+            return Err(ImageError::Invalid(format!(
+                "{path} in image `{image}` has {} bytes; include_from reads files up to {} MiB",
+                file.entry.size,
+                Self::MAX_BYTES >> 20
+            )));
+        }
+        let rootfs = self.store.rootfs(image);
+        let content = Arc::new(DataReader::open(&rootfs)?.read(file.data_offset, file.entry.size)?);
+        if let Ok(mut files) = self.files.lock() {
+            files.insert(key, Arc::clone(&content));
+        }
+        Ok(content)
+    }
+
+    fn index(&self, image: &str) -> Result<Arc<Vec<TarEntry>>> {
+        if let Some(found) = self.indexes.lock().ok().and_then(|i| i.get(image).cloned()) {
+            return Ok(found);
+        }
+        if !self.store.exists(image) {
+            return Err(ImageError::NotFound(image.to_owned()));
+        }
+        let entries = Arc::new(rootfs::scan(&self.store.rootfs(image))?);
+        if let Ok(mut indexes) = self.indexes.lock() {
+            indexes.insert(image.to_owned(), Arc::clone(&entries));
+        }
+        Ok(entries)
+    }
 }

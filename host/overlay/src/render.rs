@@ -23,6 +23,8 @@ pub enum Prepared {
         hash: String,
         /// Some template reads `cluster`, so any node's change can change its output.
         uses_cluster: bool,
+        /// Some template reads image files, so a changed image can change its output.
+        uses_images: bool,
     },
     Generator {
         generator: Arc<dyn OverlayGenerator>,
@@ -40,6 +42,8 @@ pub struct Renderer {
     cluster: Value,
     cluster_nodes: Vec<Node>,
     cluster_hash: String,
+    /// What image files read by templates depend on (see [`Renderer::set_image_reader`]).
+    images_identity: String,
     build_time: u64,
 }
 
@@ -111,10 +115,11 @@ impl Renderer {
         for name in names {
             let prepared = if store.exists(name) {
                 let files = store.files(name)?;
-                let mut uses_cluster = false;
+                let (mut uses_cluster, mut uses_images) = (false, false);
                 for f in &files {
                     if let SourceKind::Template(text) = &f.kind {
                         uses_cluster |= text.contains("cluster");
+                        uses_images |= text.contains("include_from");
                         templates
                             .add(&template_key(name, &f.source), text.clone())
                             .map_err(|message| OverlayError::Template {
@@ -128,6 +133,7 @@ impl Renderer {
                     hash: source::hash_files(&files),
                     files,
                     uses_cluster,
+                    uses_images,
                 }
             } else if let Some(generator) = generators.get(name) {
                 Prepared::Generator {
@@ -167,8 +173,29 @@ impl Renderer {
             cluster: Value::from(Serde(serde_json::json!({ "nodes": cluster_json }))),
             cluster_nodes: cluster.to_vec(),
             cluster_hash,
+            images_identity: String::new(),
             build_time,
         })
+    }
+
+    /// Whether some template reads image files.
+    pub fn reads_images(&self) -> bool {
+        self.overlays.values().any(|p| {
+            matches!(
+                p,
+                Prepared::Tree {
+                    uses_images: true,
+                    ..
+                }
+            )
+        })
+    }
+
+    /// Lets templates read image files (`include_from`); `identity` changes when an image
+    /// does, and rebuilds the nodes whose templates read images.
+    pub fn set_image_reader(&mut self, read: crate::template::ImageReader, identity: String) {
+        self.templates.set_image_reader(read);
+        self.images_identity = identity;
     }
 
     /// Overrides a generator's identity (its plugin version, wasm hash and config).
@@ -208,11 +235,17 @@ impl Renderer {
             h.update([0]);
             match self.overlays.get(name) {
                 Some(Prepared::Tree {
-                    hash, uses_cluster, ..
+                    hash,
+                    uses_cluster,
+                    uses_images,
+                    ..
                 }) => {
                     h.update(hash.as_bytes());
                     if *uses_cluster {
                         h.update(self.cluster_hash.as_bytes());
+                    }
+                    if *uses_images {
+                        h.update(self.images_identity.as_bytes());
                     }
                 }
                 Some(Prepared::Generator { identity, .. }) => h.update(identity.as_bytes()),

@@ -7,7 +7,8 @@
 //!   directory, or absolute);
 //! - `{{ softlink("target") }}`: the current file becomes a symlink;
 //! - `{{ abort() }}`: the current file is not written;
-//! - `{{ include("/etc/munge/munge.key") }}`: a file of the host, as text.
+//! - `{{ include("/etc/munge/munge.key") }}`: a file of the host, as text;
+//! - `{{ include_from(node.image, "/etc/passwd") }}`: a file of an image, as text.
 
 use std::path::Path;
 
@@ -23,6 +24,9 @@ pub enum Rendered {
     File { path: String, content: String },
     Symlink { path: String, target: String },
 }
+
+/// Reads a text file of an image: `(image, path) -> content`.
+pub type ImageReader = std::sync::Arc<dyn Fn(&str, &str) -> Result<String, String> + Send + Sync>;
 
 /// Compiled templates, by name.
 pub struct Templates {
@@ -89,6 +93,19 @@ impl Templates {
         });
         env.add_filter("systemd_escape", systemd_escape);
         Templates { env }
+    }
+
+    /// Lets templates read image files with `include_from(image, path)`.
+    pub fn set_image_reader(&mut self, read: ImageReader) {
+        self.env
+            .add_function("include_from", move |image: String, path: String| {
+                read(&image, &path).map_err(|message| {
+                    Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("include_from({image:?}, {path:?}): {message}"),
+                    )
+                })
+            });
     }
 
     /// Compiles a template under `name`; errors carry the line.

@@ -295,6 +295,20 @@ fn renderer(
     for (name, (_, identity)) in loaded {
         renderer.set_identity(&name, identity);
     }
+    if renderer.reads_images() {
+        let files = Arc::new(wulf_image::ImageFiles::new(wulf_image::ImageStore::new(
+            &ctx.state,
+        )));
+        let identity = files.identity();
+        renderer.set_image_reader(
+            Arc::new(move |image: &str, path: &str| {
+                let content = files.read(image, path).map_err(|e| e.to_string())?;
+                String::from_utf8(content.to_vec())
+                    .map_err(|_| format!("{path} in image `{image}` is not text"))
+            }),
+            identity,
+        );
+    }
     Ok(renderer)
 }
 
