@@ -268,3 +268,67 @@ fn nodes_get_their_kernel_image_and_overlays_with_ranges_and_validators() {
         "{err}"
     );
 }
+
+/// The decompressed text of a served overlay (all its gzip segments).
+fn overlay_text(url: &str) -> String {
+    let (code, _, body) = curl(&[url]);
+    assert_eq!(code, 200, "{url}: {}", String::from_utf8_lossy(&body));
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&body[..]), &mut text)
+        .unwrap();
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// Fetches `url` until its overlay contains `wanted` (the server checks its inputs at most
+/// once a second and polls the inventory file).
+fn wait_for_overlay(url: &str, wanted: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = overlay_text(url);
+        if text.contains(wanted) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} never contained {wanted:?}; last:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn stale_overlays_are_rebuilt_when_sources_or_nodes_change() {
+    let wulf = Wulf::new();
+    wulf.ok(&["overlay", "create", "motd"]);
+    wulf.write("overlays/motd/etc/motd.ww", "v1 {{ node.comment }}\n");
+    wulf.ok(&[
+        "profile",
+        "set",
+        "default",
+        "--system-overlays",
+        "motd,hostname",
+    ]);
+    wulf.ok(&["node", "add", "n1", "--hwaddr", MAC, "--comment", "first"]);
+    wulf.ok(&["overlay", "build"]);
+    let served = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    let url = format!("http://{}/system/{MAC}", served.http);
+    assert!(overlay_text(&url).contains("v1 first"));
+
+    // An edited overlay source, then an edited node: both rebuilt on the next request.
+    wulf.write("overlays/motd/etc/motd.ww", "v2 {{ node.comment }}\n");
+    wait_for_overlay(&url, "v2 first");
+    wulf.ok(&["node", "set", "n1", "--comment", "second"]);
+    wait_for_overlay(&url, "v2 second");
+    let built: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["overlay", "build", "--json"])).unwrap();
+    assert_eq!(
+        built["built"],
+        serde_json::json!([]),
+        "the server left nothing stale"
+    );
+
+    // A broken template: the last good archive stays in service, and the error is logged.
+    wulf.write("overlays/motd/etc/motd.ww", "v3 {{ node.nope }}\n");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(overlay_text(&url).contains("v2 second"));
+}

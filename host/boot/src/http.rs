@@ -19,8 +19,9 @@ use crate::ipxe_script::IpxeScripts;
 use crate::node_index::NodeIndex;
 use crate::status::StatusBoard;
 
-/// Builds a node's overlay archives when the boot server finds them missing. Blocking.
-pub type OverlayBuilder = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+/// Builds overlay archives, incrementally: one node's (`Some(id)`), when the boot server finds
+/// them missing, or every node's (`None`) when their inputs changed. Blocking.
+pub type OverlayBuilder = Arc<dyn Fn(Option<&str>) -> Result<(), String> + Send + Sync>;
 
 pub struct AppState {
     pub index: NodeIndex,
@@ -33,6 +34,8 @@ pub struct AppState {
     pub overlay_builder: Option<OverlayBuilder>,
     /// One overlay build per node at a time: the others wait for it.
     pub building: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Whether the archives' inputs changed since the last cluster-wide check.
+    pub freshness: crate::freshness::Freshness,
     pub metrics: crate::metrics::Metrics,
     /// The last parsed overlay index and the file it was parsed from.
     pub archive_index: Mutex<Option<(IndexStamp, Arc<wulf_overlay::archive::Index>)>>,
@@ -259,6 +262,7 @@ async fn resolve(app: &Arc<AppState>, stage: Stage, node: &Node) -> Result<Blob,
             } else {
                 Kind::Runtime
             };
+            freshen(app).await;
             if let Some(blob) = overlay_blob(app, node, kind)? {
                 return Ok(blob);
             }
@@ -282,7 +286,7 @@ async fn resolve(app: &Arc<AppState>, stage: Stage, node: &Node) -> Result<Blob,
             let id = node.id.clone();
             tracing::info!(node = %id, "building overlays on demand");
             let started = std::time::Instant::now();
-            let built = tokio::task::spawn_blocking(move || builder(&id)).await;
+            let built = tokio::task::spawn_blocking(move || builder(Some(&id))).await;
             app.metrics
                 .overlay_build(started.elapsed(), matches!(built, Ok(Ok(()))));
             built
@@ -298,6 +302,38 @@ async fn resolve(app: &Arc<AppState>, stage: Stage, node: &Node) -> Result<Blob,
             })
         }
     }
+}
+
+/// Rebuilds stale archives (incrementally, for the whole cluster) when the inputs of a build
+/// changed since the last check; concurrent requests wait for the one check.
+async fn freshen(app: &AppState) {
+    let Some(builder) = app.overlay_builder.clone() else {
+        return;
+    };
+    let generation = app.index.snapshot().generation;
+    if app.freshness.changed(generation).is_none() {
+        return;
+    }
+    let _running = app.freshness.running.lock().await;
+    // Whoever held the lock before may have done it already.
+    let Some(inputs) = app.freshness.changed(generation) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let built = tokio::task::spawn_blocking(move || builder(None)).await;
+    let ok = matches!(built, Ok(Ok(())));
+    app.metrics.overlay_build(started.elapsed(), ok);
+    match built {
+        Ok(Ok(())) => tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "overlay archives checked against their inputs"
+        ),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "rebuilding stale overlay archives failed; serving the last built ones")
+        }
+        Err(error) => tracing::error!(%error, "the overlay build task failed"),
+    }
+    app.freshness.checked(inputs);
 }
 
 /// The archive index, parsed again only when the file was replaced: with 10,000 nodes it is

@@ -3,6 +3,7 @@
 //! and knows nothing of wasm.
 
 pub mod files;
+pub mod freshness;
 pub mod http;
 pub mod ipxe_script;
 pub mod metrics;
@@ -28,8 +29,11 @@ pub struct BootConfig {
     pub state: StateDir,
     /// Inventory backend plugins, consulted after the built-in store.
     pub backends: Vec<Arc<dyn InventoryBackend>>,
-    /// Builds a node's overlays when they are missing.
+    /// Builds overlays when they are missing or stale.
     pub overlay_builder: Option<http::OverlayBuilder>,
+    /// What overlay builds read besides the inventory (overlay sources, plugins, keys,
+    /// images): a change there makes the next overlay request check every archive.
+    pub overlay_inputs: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +106,7 @@ impl BootServer {
             archives: wulf_overlay::ArchiveStore::new(&config.state),
             overlay_builder: config.overlay_builder.clone(),
             building: Default::default(),
+            freshness: freshness::Freshness::new(config.overlay_inputs.clone()),
             metrics: Default::default(),
             archive_index: Default::default(),
         });

@@ -348,14 +348,19 @@ fn build_nodes(
 }
 
 /// Builds the overlays of one node; what `wulf serve` runs when a node's are missing.
-pub fn build_node(ctx: &Context, id: &str) -> anyhow::Result<()> {
-    build_nodes(
-        ctx,
-        &OverlayStore::new(&ctx.state),
-        &[id.to_string()],
-        false,
-    )
-    .map(|_| ())
+/// The boot server's builds: one node's archives, or every node's (`None`), incrementally.
+pub fn build_for_server(ctx: &Context, id: Option<&str>) -> anyhow::Result<()> {
+    let only: Vec<String> = id.map(str::to_owned).into_iter().collect();
+    let (report, seconds) = build_nodes(ctx, &OverlayStore::new(&ctx.state), &only, false)?;
+    if !report.built.is_empty() {
+        tracing::info!(
+            nodes = report.built.len(),
+            unchanged = report.unchanged,
+            seconds,
+            "overlay archives rebuilt"
+        );
+    }
+    Ok(())
 }
 
 fn build(

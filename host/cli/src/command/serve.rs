@@ -45,12 +45,20 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         backends: ctx.backends()?,
         overlay_builder: Some({
             let ctx = ctx.clone();
-            std::sync::Arc::new(move |id: &str| {
-                crate::command::overlay::build_node(&ctx, id).map_err(|e| crate::describe(&e))
+            std::sync::Arc::new(move |id: Option<&str>| {
+                crate::command::overlay::build_for_server(&ctx, id).map_err(|e| crate::describe(&e))
             })
         }),
+        overlay_inputs: vec![
+            ctx.state.root().join("overlays"),
+            ctx.config.plugins.dir.clone(),
+            wulf_overlay::HostKeys::dir_in(ctx.state.root()),
+            ctx.state.root().join("images"),
+        ],
     };
     std::fs::create_dir_all(ctx.state.root())?;
+    // Before serving: generated later, they would change a build input under the first boots.
+    ctx.host_keys()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
