@@ -1,6 +1,6 @@
 //! Overlay build for 10,000 nodes through the real binary: every node has the default system
-//! overlay list (wwinit, hostname, hosts, network, fstab, ssh-authorized-keys: six plugin
-//! calls) and a runtime list (a site template that reads the node), so 20,000 archives.
+//! overlay list (wwinit, hostname, hosts, network, fstab, ssh-host-keys, ssh-authorized-keys:
+//! seven plugins) and a runtime list (a site template that reads the node), so 20,000 archives.
 //!
 //! Baseline, in the same run: how Warewulf packs overlays, one `find | cpio -o -H newc | gzip`
 //! per node over the same rendered files, timed on a sample of nodes and scaled.
@@ -19,7 +19,7 @@ const SAMPLE: usize = 200;
 fn inventory() -> String {
     let mut text = String::from(
         r#"[profiles.default]
-system-overlays = ["wwinit", "hostname", "hosts", "network", "fstab", "ssh-authorized-keys"]
+system-overlays = ["wwinit", "hostname", "hosts", "network", "fstab", "ssh-host-keys", "ssh-authorized-keys"]
 runtime-overlays = ["site"]
 primary-network = "default"
 [profiles.default.network-devices.default]
@@ -69,10 +69,13 @@ fn main() {
         "hosts",
         "network",
         "fstab",
+        "ssh-host-keys",
         "ssh-authorized-keys",
     ] {
         wulf.ok(&["plugin", "show", plugin]);
     }
+    // The host keys are made once per host, as `wulf configure ssh` does at installation.
+    wulf.ok(&["configure", "ssh"]);
 
     let started = Instant::now();
     let out = wulf.ok(&["overlay", "build", "--json"]);
@@ -144,7 +147,7 @@ fn main() {
     let baseline = per_node * NODES as f64;
 
     println!(
-        "{NODES} nodes, system list of 6 generator plugins + runtime list of 1 template (20,000 archives), 2 cores"
+        "{NODES} nodes, system list of 7 generator plugins + runtime list of 1 template (20,000 archives), 2 cores"
     );
     println!();
     println!(

@@ -402,3 +402,88 @@ fn tftp_refuses_writes_traversal_and_garbage() {
     client.request(1, "exact.bin", &[]);
     assert_eq!(client.download(1, None), payload(1024));
 }
+
+/// Fetches `url` until the body contains `wanted`.
+fn wait_for(url: &str, wanted: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let (_, body) = curl(&[url]);
+        if body.contains(wanted) {
+            return body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{url} never answered {wanted:?}; last:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn unknown_macs_are_discovered_onto_discoverable_nodes() {
+    let s = serve();
+    s._wulf.write(
+        "nodes.toml",
+        &format!(
+            "{NODES}\n[nodes.spare2]\nprofiles = [\"default\"]\ndiscoverable = true\n\n[nodes.spare1]\nprofiles = [\"default\"]\ndiscoverable = true\nprimary-network = \"boot\"\n[nodes.spare1.network-devices.boot]\ndevice = \"eth1\"\n"
+        ),
+    );
+    let url = |mac: &str| format!("http://{}/ipxe/{mac}", s.http);
+    // Nodes are taken in id order; the MAC goes on the primary network device.
+    wait_for(&url("aa:bb:cc:00:00:99"), "echo wulf: spare1");
+    let stored = std::fs::read_to_string(s._wulf.path().join("nodes.toml")).unwrap_or_default();
+    let spare1 = stored
+        .split("[nodes.spare1]")
+        .nth(1)
+        .unwrap_or_default()
+        .split("[nodes.spare2]")
+        .next()
+        .unwrap_or_default();
+    assert!(
+        spare1.contains("[nodes.spare1.network-devices.boot]")
+            && spare1.contains("hwaddr = \"aa:bb:cc:00:00:99\"")
+            && !spare1.contains("discoverable"),
+        "{stored}"
+    );
+    // The next unknown machine gets the next node (on a `default` device), then none is left.
+    assert!(
+        curl(&[&url("AA-BB-CC-00-00-98")])
+            .1
+            .contains("echo wulf: spare2")
+    );
+    assert!(
+        curl(&[&url("aa:bb:cc:00:00:97")])
+            .1
+            .contains("not a known node")
+    );
+    // A discovered machine keeps its node, and the files follow the script.
+    assert!(
+        curl(&[&url("aa:bb:cc:00:00:99")])
+            .1
+            .contains("echo wulf: spare1")
+    );
+    let (code, _) = curl(&[&format!("http://{}/kernel/aa:bb:cc:00:00:97", s.http)]);
+    assert_eq!(code, 404, "no node left for a third machine");
+    let status: serde_json::Value =
+        serde_json::from_str(&curl(&[&format!("http://{}/status", s.http)]).1)
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.to_string().contains("spare2"), "{status}");
+}
+
+#[test]
+fn scripts_follow_template_edits_and_node_changes() {
+    let s = serve();
+    let url = format!("http://{}/ipxe/aa:bb:cc:dd:ee:01", s.http);
+    assert!(curl(&[&url]).1.contains("quiet"));
+    // A site template replaces the built-in one; the cached script is dropped.
+    s._wulf.write(
+        "ipxe/default.ipxe",
+        "#!ipxe\necho site template for {{ id }} args {{ kernel_args }}\n",
+    );
+    wait_for(&url, "site template for n001 args quiet");
+    s._wulf.write(
+        "nodes.toml",
+        &NODES.replace("args = [\"quiet\"]", "args = [\"console=ttyS0\"]"),
+    );
+    wait_for(&url, "site template for n001 args console=ttyS0");
+}

@@ -332,3 +332,57 @@ fn stale_overlays_are_rebuilt_when_sources_or_nodes_change() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(overlay_text(&url).contains("v2 second"));
 }
+
+#[test]
+fn secure_mode_sends_runtime_overlays_to_privileged_ports_only() {
+    if !nix_is_root() {
+        eprintln!(
+            "SKIPPED secure_mode_sends_runtime_overlays_to_privileged_ports_only: binding a source port below 1024 needs root"
+        );
+        return;
+    }
+    let wulf = Wulf::new();
+    wulf.write("wulf.toml", "[server]\nsecure = true\n");
+    wulf.ok(&[
+        "profile",
+        "set",
+        "default",
+        "--image",
+        "none",
+        "--system-overlays",
+        "hostname",
+        "--runtime-overlays",
+        "hosts",
+    ]);
+    wulf.ok(&["node", "add", "n1", "--hwaddr", MAC]);
+    let served = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    let base = format!("http://{}", served.http);
+    let (code, _, script) = curl(&[&format!("{base}/ipxe/{MAC}")]);
+    let script = String::from_utf8_lossy(&script);
+    assert_eq!(code, 200);
+    assert!(
+        !script.contains("runtime"),
+        "scripts skip the runtime overlay in secure mode:\n{script}"
+    );
+    let (code, _, body) = curl(&[&format!("{base}/runtime/{MAC}")]);
+    assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
+    let (code, _, body) = curl(&["--local-port", "700-900", &format!("{base}/runtime/{MAC}")]);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(overlay_text(&format!("{base}/system/{MAC}")).contains("n1"));
+    let (_, _, metrics) = curl(&[&format!("{base}/metrics")]);
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("wulf_plugin_calls_total{plugin=\"hostname\",outcome=\"ok\"} 2\n")
+            && metrics.contains("wulf_plugin_call_seconds_count{plugin=\"hosts\"} 2\n"),
+        "plugin calls (generate and generate-shared, once each) are counted:\n{metrics}"
+    );
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next().map(|u| u == "0"))
+        .unwrap_or(false)
+}

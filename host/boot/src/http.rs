@@ -25,6 +25,8 @@ pub type OverlayBuilder = Arc<dyn Fn(Option<&str>) -> Result<(), String> + Send 
 
 pub struct AppState {
     pub index: NodeIndex,
+    /// Secure mode: runtime overlays only to source ports below 1024.
+    pub secure: bool,
     pub scripts: IpxeScripts,
     pub status: StatusBoard,
     /// Used in scripts when a request carries no `Host` header.
@@ -172,8 +174,7 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: Stage, req: Request) -> R
         Ok(hwaddr) => hwaddr,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    let snapshot = app.index.snapshot();
-    let Some(node) = snapshot.lookup(&hwaddr).cloned() else {
+    let Some((node, _)) = find_node(app, &hwaddr).await else {
         tracing::info!(mac = %hwaddr, peer = %req.peer, stage = stage.name(), "unknown node asked for a file");
         return text(
             StatusCode::NOT_FOUND,
@@ -185,6 +186,13 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: Stage, req: Request) -> R
     {
         tracing::warn!(node = %node.id, peer = %req.peer, stage = stage.name(), "asset key mismatch");
         return text(StatusCode::UNAUTHORIZED, "asset key mismatch\n".into());
+    }
+    if stage == Stage::Runtime && app.secure && req.peer.port() >= 1024 {
+        tracing::warn!(node = %node.id, peer = %req.peer, "secure mode: runtime overlay refused to an unprivileged port");
+        return text(
+            StatusCode::FORBIDDEN,
+            "secure mode: the runtime overlay is only sent to privileged source ports (below 1024)\n".into(),
+        );
     }
     let blob = match resolve(app, stage, &node).await {
         Ok(blob) => blob,
@@ -209,6 +217,31 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: Stage, req: Request) -> R
 }
 
 type Failure = (StatusCode, String);
+
+/// The node with `hwaddr`; else, when some node is marked discoverable, the first of them,
+/// which gets `hwaddr` (Warewulf's discovery, persisted in the inventory). With the
+/// generation of the inventory snapshot it came from.
+async fn find_node(app: &Arc<AppState>, hwaddr: &HwAddr) -> Option<(Arc<Node>, u64)> {
+    let snapshot = app.index.snapshot();
+    if let Some(node) = snapshot.lookup(hwaddr) {
+        return Some((Arc::clone(node), snapshot.generation));
+    }
+    if !snapshot.discoverable {
+        return None;
+    }
+    let (index_of, wanted) = (Arc::clone(app), *hwaddr);
+    match tokio::task::spawn_blocking(move || index_of.index.discover(&wanted)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(error)) => {
+            tracing::error!(mac = %hwaddr, %error, "discovery failed");
+            None
+        }
+        Err(error) => {
+            tracing::error!(mac = %hwaddr, %error, "discovery task failed");
+            None
+        }
+    }
+}
 
 async fn resolve(app: &Arc<AppState>, stage: Stage, node: &Node) -> Result<Blob, Failure> {
     let not_found = |m: String| (StatusCode::NOT_FOUND, m);
@@ -406,10 +439,11 @@ async fn ipxe(
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
     let authority = authority(&headers, app.local);
-    let snapshot = app.index.snapshot();
-    let rendered = match snapshot.lookup(&hwaddr) {
-        Some(node) => {
-            let script = app.scripts.for_node(node, &hwaddr, &authority);
+    let rendered = match find_node(&app, &hwaddr).await {
+        Some((node, generation)) => {
+            let script = app
+                .scripts
+                .cached_for_node(generation, &node, &hwaddr, &authority);
             if script.is_ok() {
                 app.status
                     .record(&node.id, "ipxe", "ipxe script", peer.ip().to_string());
@@ -418,13 +452,13 @@ async fn ipxe(
         }
         None => {
             tracing::info!(mac = %hwaddr, %peer, "unknown node asked for an iPXE script");
-            app.scripts.unconfigured(&hwaddr, &authority)
+            app.scripts.unconfigured(&hwaddr, &authority).map(Arc::from)
         }
     };
     match rendered {
         Ok(script) => {
             app.metrics.request("ipxe", 200, script.len() as u64);
-            text(StatusCode::OK, script)
+            text(StatusCode::OK, script.to_string())
         }
         Err(e) => {
             tracing::error!(mac = %hwaddr, error = %e, "cannot render iPXE script");

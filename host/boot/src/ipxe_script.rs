@@ -1,7 +1,15 @@
 //! Per-node iPXE scripts from templates: the built-in `default` and `unconfigured`, or a site
 //! template `<state>/ipxe/<name>.ipxe` named by the node's `ipxe-template`.
+//!
+//! A node's script changes only with its record, the templates and the address it was asked
+//! on, so scripts are rendered once and kept until the inventory is reloaded (a new
+//! generation) or a site template changes (checked at most once a second).
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use minijinja::{Environment, UndefinedBehavior, context};
 use wulf_core::{HwAddr, Node};
@@ -21,16 +29,91 @@ pub enum ScriptError {
     Render { name: String, message: String },
 }
 
-/// Renders iPXE scripts.
+/// How long a look at the site templates is trusted.
+const TEMPLATES_TTL: Duration = Duration::from_secs(1);
+/// Cached scripts at most; beyond, the cache starts over (a client can send any `Host`).
+const MAX_CACHED: usize = 200_000;
+
+/// Renders iPXE scripts, and keeps them.
 pub struct IpxeScripts {
     site_dir: PathBuf,
+    secure: bool,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    generation: u64,
+    /// When the site templates were last looked at, and what they were.
+    templates: Option<(Instant, u64)>,
+    /// By (node, MAC asked with, authority).
+    scripts: HashMap<(String, HwAddr, String), Arc<str>>,
 }
 
 impl IpxeScripts {
-    pub fn new(site_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(site_dir: impl Into<PathBuf>, secure: bool) -> Self {
         IpxeScripts {
             site_dir: site_dir.into(),
+            secure,
+            cache: Mutex::default(),
         }
+    }
+
+    /// The script for a known node from the cache, rendering it on a miss. `generation` is
+    /// the inventory snapshot's: a new one empties the cache.
+    pub fn cached_for_node(
+        &self,
+        generation: u64,
+        node: &Node,
+        hwaddr: &HwAddr,
+        authority: &str,
+    ) -> Result<Arc<str>, ScriptError> {
+        let key = (node.id.clone(), *hwaddr, authority.to_owned());
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = cache
+                .templates
+                .is_some_and(|(at, _)| at.elapsed() < TEMPLATES_TTL);
+            if !fresh {
+                let stamp = self.templates_stamp();
+                if cache.templates.map(|(_, s)| s) != Some(stamp) {
+                    cache.scripts.clear();
+                }
+                cache.templates = Some((Instant::now(), stamp));
+            }
+            if cache.generation != generation {
+                cache.scripts.clear();
+                cache.generation = generation;
+            }
+            if let Some(script) = cache.scripts.get(&key) {
+                return Ok(Arc::clone(script));
+            }
+        }
+        let script: Arc<str> = self.for_node(node, hwaddr, authority)?.into();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.generation == generation {
+            if cache.scripts.len() >= MAX_CACHED {
+                cache.scripts.clear();
+            }
+            cache.scripts.insert(key, Arc::clone(&script));
+        }
+        Ok(script)
+    }
+
+    /// Names, sizes and mtimes of the site templates.
+    fn templates_stamp(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        if let Ok(entries) = std::fs::read_dir(&self.site_dir) {
+            let mut files: Vec<_> = entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| Some((e.file_name(), e.metadata().ok()?)))
+                .map(|(name, m)| (name, m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
+                .collect();
+            files.sort();
+            files.hash(&mut hasher);
+        }
+        hasher.finish()
     }
 
     fn source(&self, name: &str, node: &str) -> Result<String, ScriptError> {
@@ -87,6 +170,7 @@ impl IpxeScripts {
             root => &node.root,
             init => &node.init,
             tags => &node.tags,
+            secure => self.secure,
         };
         self.render(name, &node.id, ctx)
     }
@@ -114,7 +198,7 @@ mod tests {
 
     #[test]
     fn default_and_unconfigured_scripts() {
-        let scripts = IpxeScripts::new("/nonexistent");
+        let scripts = IpxeScripts::new("/nonexistent", false);
         let mac = HwAddr::parse("AA-BB-CC-DD-EE-01").unwrap_or_else(|e| panic!("{e}"));
         let script = scripts
             .for_node(&node(), &mac, "10.0.0.1:9873")
@@ -141,7 +225,7 @@ mod tests {
             "#!ipxe\necho {{ id }} {{ nope }}\n",
         )
         .unwrap_or_default();
-        let scripts = IpxeScripts::new(dir.path());
+        let scripts = IpxeScripts::new(dir.path(), false);
         let mac = HwAddr::parse("aa:bb:cc:dd:ee:01").unwrap_or_else(|e| panic!("{e}"));
         let mut node = node();
         node.ipxe_template = Some("custom".into());

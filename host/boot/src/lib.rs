@@ -29,6 +29,8 @@ pub struct BootConfig {
     pub state: StateDir,
     /// Inventory backend plugins, consulted after the built-in store.
     pub backends: Vec<Arc<dyn InventoryBackend>>,
+    /// Runtime overlays only to privileged source ports; scripts skip them.
+    pub secure: bool,
     /// Builds overlays when they are missing or stale.
     pub overlay_builder: Option<http::OverlayBuilder>,
     /// What overlay builds read besides the inventory (overlay sources, plugins, keys,
@@ -99,7 +101,8 @@ impl BootServer {
                 })??;
         let app = Arc::new(http::AppState {
             index,
-            scripts: ipxe_script::IpxeScripts::new(config.state.root().join("ipxe")),
+            scripts: ipxe_script::IpxeScripts::new(config.state.root().join("ipxe"), config.secure),
+            secure: config.secure,
             status: status::StatusBoard::default(),
             local,
             images: wulf_image::ImageStore::new(&config.state),

@@ -80,6 +80,24 @@ impl Metrics {
             "# HELP wulf_overlay_build_seconds_total Time spent in on-demand overlay builds.\n# TYPE wulf_overlay_build_seconds_total counter\nwulf_overlay_build_seconds_total {:.6}",
             c.overlay_build_seconds
         );
+        let plugins = wulf_core::plugin_stats::snapshot();
+        out.push_str("# HELP wulf_plugin_calls_total Plugin calls by plugin and outcome.\n# TYPE wulf_plugin_calls_total counter\n");
+        for (plugin, s) in &plugins {
+            let _ = writeln!(
+                out,
+                "wulf_plugin_calls_total{{plugin=\"{plugin}\",outcome=\"ok\"}} {}\nwulf_plugin_calls_total{{plugin=\"{plugin}\",outcome=\"error\"}} {}",
+                s.calls - s.failures,
+                s.failures
+            );
+        }
+        out.push_str("# HELP wulf_plugin_call_seconds Time in plugin calls (instantiate, run, check).\n# TYPE wulf_plugin_call_seconds summary\n");
+        for (plugin, s) in &plugins {
+            let _ = writeln!(
+                out,
+                "wulf_plugin_call_seconds_sum{{plugin=\"{plugin}\"}} {:.6}\nwulf_plugin_call_seconds_count{{plugin=\"{plugin}\"}} {}",
+                s.seconds, s.calls
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP wulf_nodes Nodes in the inventory.\n# TYPE wulf_nodes gauge\nwulf_nodes {nodes}"

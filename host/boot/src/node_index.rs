@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub by_hwaddr: HashMap<HwAddr, String>,
     /// Bumped on every reload: caches keyed on it go stale together.
     pub generation: u64,
+    /// Whether some node waits to be discovered: unknown MACs are worth a look then.
+    pub discoverable: bool,
 }
 
 impl Snapshot {
@@ -30,6 +32,7 @@ impl Snapshot {
         };
         for merged in wulf_core::merge::merge_all(inventory.nodes.values(), &inventory.profiles) {
             let id = merged.node.id.clone();
+            snapshot.discoverable |= merged.node.discoverable == Some(true);
             for device in merged.node.network_devices.values() {
                 if let Some(hwaddr) = device.hwaddr.as_deref().and_then(|h| HwAddr::parse(h).ok()) {
                     snapshot.by_hwaddr.insert(hwaddr, id.clone());
@@ -51,6 +54,8 @@ pub struct NodeIndex {
     path: std::path::PathBuf,
     backends: Vec<Arc<dyn InventoryBackend>>,
     current: RwLock<Loaded>,
+    /// One discovery at a time, so two unknown machines never claim the same node.
+    discovering: std::sync::Mutex<()>,
 }
 
 struct Loaded {
@@ -73,6 +78,7 @@ impl NodeIndex {
                 at: Instant::now(),
                 snapshot: Arc::new(Snapshot::default()),
             }),
+            discovering: std::sync::Mutex::new(()),
         };
         index.reload()?;
         Ok(index)
@@ -119,6 +125,62 @@ impl NodeIndex {
             snapshot,
         };
         Ok(())
+    }
+
+    /// Gives `hwaddr`, which no node has, to the first node (by id) marked discoverable, as
+    /// Warewulf does: the address goes on its primary network device (`default` when it has
+    /// none), the mark is cleared, the inventory is written atomically and reloaded. `None`
+    /// when no node is discoverable. Nodes from backend plugins are never edited.
+    pub fn discover(
+        &self,
+        hwaddr: &HwAddr,
+    ) -> Result<Option<(Arc<Node>, u64)>, wulf_core::inventory::InventoryError> {
+        let _one_at_a_time = self.discovering.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = self.snapshot();
+        if let Some(node) = snapshot.lookup(hwaddr) {
+            return Ok(Some((Arc::clone(node), snapshot.generation)));
+        }
+        let claimed = self.store.update(
+            |inventory| -> Result<_, wulf_core::inventory::InventoryError> {
+                let taken = inventory.nodes.values().any(|n| {
+                    n.network_devices.values().any(|d| {
+                        d.hwaddr
+                            .as_deref()
+                            .and_then(|h| HwAddr::parse(h).ok())
+                            .as_ref()
+                            == Some(hwaddr)
+                    })
+                });
+                if taken {
+                    return Ok(None);
+                }
+                let Some((id, node)) = inventory
+                    .nodes
+                    .iter_mut()
+                    .find(|(_, n)| n.discoverable == Some(true))
+                else {
+                    return Ok(None);
+                };
+                let merged = wulf_core::merge::merge(node, &inventory.profiles).node;
+                let device = merged.primary_network().unwrap_or("default").to_owned();
+                node.network_devices
+                    .entry(device.clone())
+                    .or_default()
+                    .hwaddr = Some(hwaddr.to_string());
+                node.discoverable = None;
+                Ok(Some((id.clone(), device)))
+            },
+        )?;
+        let Some((id, device)) = claimed else {
+            return Ok(None);
+        };
+        tracing::warn!(node = %id, mac = %hwaddr, %device, "discovered: the unknown MAC is now this node's");
+        self.reload()?;
+        let snapshot = self.snapshot();
+        Ok(snapshot
+            .nodes
+            .get(&id)
+            .map(|node| (Arc::clone(node), snapshot.generation)))
     }
 
     /// Reloads if the inventory file changed since the last load. A broken file keeps the

@@ -45,6 +45,7 @@ struct RawServer {
     tftp: Option<bool>,
     tftp_addr: Option<String>,
     tftp_root: Option<PathBuf>,
+    secure: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +92,10 @@ pub struct ServerConfig {
     pub tftp_addr: Option<SocketAddr>,
     /// The iPXE binaries; Debian's `ipxe` package puts them here.
     pub tftp_root: PathBuf,
+    /// Warewulf's secure mode: the runtime overlay (which may hold secrets) only goes to
+    /// privileged source ports (below 1024), that is to root on a booted node, and iPXE
+    /// scripts do not fetch it.
+    pub secure: bool,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +105,7 @@ impl Default for ServerConfig {
             tftp: true,
             tftp_addr: None,
             tftp_root: PathBuf::from("/usr/lib/ipxe"),
+            secure: false,
         }
     }
 }
@@ -236,6 +242,7 @@ impl Config {
         if let Some(root) = raw.server.tftp_root {
             defaults.server.tftp_root = root;
         }
+        defaults.server.secure = raw.server.secure.unwrap_or(false);
         validate_limits(&raw.plugins.limits, "plugins.limits", &invalid)?;
         let mut sites = BTreeMap::new();
         for (name, site) in raw.plugin {

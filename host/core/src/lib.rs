@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod merge;
 pub mod node;
 pub mod overlay_file;
+pub mod plugin_stats;
 pub mod state_dir;
 pub mod validation;
 pub mod warewulf_import;

@@ -238,9 +238,12 @@ impl LoadedPlugin {
         &self,
         call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<T, wit::PluginError>>,
     ) -> Result<T, ExtensionError> {
+        let started = Instant::now();
         let mut store = self.new_store()?;
         let outcome = call(&mut store);
-        self.finish_call(&store, outcome)
+        let result = self.finish_call(&store, outcome);
+        wulf_core::plugin_stats::record(self.name(), started.elapsed(), result.is_ok());
+        result
     }
 
     /// Maps the three ways a call ends: a value, the guest's own error, or a trap/limit.

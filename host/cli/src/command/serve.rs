@@ -42,6 +42,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         tftp_addr: (server.tftp && !args.no_tftp).then_some(tftp_addr),
         tftp_root: args.tftp_root.unwrap_or_else(|| server.tftp_root.clone()),
         state: ctx.state.clone(),
+        secure: server.secure,
         backends: ctx.backends()?,
         overlay_builder: Some({
             let ctx = ctx.clone();

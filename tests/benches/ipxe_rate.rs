@@ -1,0 +1,183 @@
+//! iPXE script rate: how many `/ipxe/<mac>` requests a second `wulf serve` answers for a
+//! 10,000-node inventory, over keep-alive connections on loopback (64 clients, each asking for
+//! a different node every time). Baseline, in the same run: nginx (Debian's) serving the very
+//! same scripts as static files at the same paths, to the same clients.
+//!
+//! Run with `cargo bench -p wulf-tests --bench ipxe_rate`. Target (issue: boot server): 20,000
+//! requests a second on 2 cores.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use wulf_tests::{Wulf, require_command};
+
+const NODES: usize = 10_000;
+const CLIENTS: usize = 64;
+const SECONDS: f64 = 4.0;
+
+fn mac(n: usize) -> String {
+    format!(
+        "02:00:00:{:02x}:{:02x}:{:02x}",
+        n >> 16,
+        (n >> 8) & 0xff,
+        n & 0xff
+    )
+}
+
+/// Keep-alive GETs of `/ipxe/<mac>` for different nodes until `stop`; counts responses.
+fn client(addr: SocketAddr, first: usize, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let _ = stream.set_nodelay(true);
+    let mut writer = stream.try_clone().unwrap_or_else(|e| panic!("{e}"));
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let mut n = first;
+    let mut line = String::new();
+    let mut body = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        write!(
+            writer,
+            "GET /ipxe/{} HTTP/1.1\r\nHost: 10.0.0.1:9873\r\n\r\n",
+            mac(n % NODES)
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        line.clear();
+        reader
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(line.starts_with("HTTP/1.1 200"), "{line:?}");
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            reader
+                .read_line(&mut line)
+                .unwrap_or_else(|e| panic!("{e}"));
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        body.resize(length, 0);
+        reader
+            .read_exact(&mut body)
+            .unwrap_or_else(|e| panic!("{e}"));
+        done.fetch_add(1, Ordering::Relaxed);
+        n += 7919;
+    }
+}
+
+/// Requests a second from `CLIENTS` keep-alive connections over `SECONDS`.
+fn rate(addr: SocketAddr) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+            std::thread::spawn(move || client(addr, c * 131, stop, done))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (start_count, started) = (done.load(Ordering::Relaxed), Instant::now());
+    std::thread::sleep(Duration::from_secs_f64(SECONDS));
+    let count = done.load(Ordering::Relaxed) - start_count;
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    count as f64 / elapsed
+}
+
+fn main() {
+    require_command("nginx", "nginx");
+    require_command("curl", "curl");
+    let wulf = Wulf::new();
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut nodes = String::from(
+        "[profiles.default]\nimage = \"rocky-9\"\nkernel = { args = [\"quiet\", \"crashkernel=no\"] }\n\n",
+    );
+    for n in 0..NODES {
+        nodes.push_str(&format!(
+            "[nodes.n{n:05}]\nprofiles = [\"default\"]\n[nodes.n{n:05}.network-devices.default]\nhwaddr = \"{}\"\n\n",
+            mac(n)
+        ));
+    }
+    wulf.write("nodes.toml", &nodes);
+    let served = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    let wulf_addr = served.http;
+
+    // nginx serves the same scripts, as wulf rendered them, at the same paths.
+    let docroot = scratch.path().join("www/ipxe");
+    std::fs::create_dir_all(&docroot).unwrap_or_else(|e| panic!("{e}"));
+    for n in 0..NODES {
+        let m = mac(n);
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--fail",
+                "-H",
+                "Host: 10.0.0.1:9873",
+                &format!("http://{wulf_addr}/ipxe/{m}"),
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success(), "{m}");
+        std::fs::write(docroot.join(&m), out.stdout).unwrap_or_else(|e| panic!("{e}"));
+        if n == 0 {
+            println!(
+                "script size: {} bytes",
+                std::fs::metadata(docroot.join(&m)).map_or(0, |m| m.len())
+            );
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let conf = scratch.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes auto;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  keepalive_requests 1000000;\n  client_body_temp_path {dir}/tmp;\n  proxy_temp_path {dir}/tmp;\n  fastcgi_temp_path {dir}/tmp;\n  uwsgi_temp_path {dir}/tmp;\n  scgi_temp_path {dir}/tmp;\n  default_type text/plain;\n  open_file_cache max=20000;\n  server {{ listen 127.0.0.1:{port} backlog=4096; root {root}; }}\n}}\n",
+            dir = scratch.path().display(),
+            root = scratch.path().join("www").display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut nginx = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("nginx: {e}"));
+    let nginx_addr: SocketAddr = format!("127.0.0.1:{port}")
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    while TcpStream::connect(nginx_addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nginx did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    println!(
+        "{NODES} nodes; {CLIENTS} keep-alive clients, each asking for another node every time; best of 2 runs of {SECONDS} s; 2 cores shared by server and clients"
+    );
+    let best = |addr| (0..2).map(|_| rate(addr)).fold(0.0, f64::max);
+    let w = best(wulf_addr);
+    let x = best(nginx_addr);
+    println!(
+        "wulf {w:>9.0} req/s   nginx {x:>9.0} req/s   wulf/nginx {:>4.0}%   (target >= 20,000 req/s)",
+        100.0 * w / x
+    );
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+}
