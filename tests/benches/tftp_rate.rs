@@ -13,6 +13,10 @@ use wulf_tests::{Wulf, require_file};
 
 const BLKSIZE: usize = 1468;
 
+/// Client timeouts (a block never came): each costs the client's 500 ms wait.
+static OUT_OF_ORDER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static TIMEOUTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One read with options; returns the bytes received, checking every block arrives in order.
 fn fetch(server: SocketAddr, file: &str, windowsize: u16) -> usize {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
@@ -87,6 +91,7 @@ fn fetch(server: SocketAddr, file: &str, windowsize: u16) -> usize {
             Ok((n, _)) => n,
             Err(_) => {
                 // A lost packet: ask again from the last block we have.
+                TIMEOUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 socket
                     .send_to(&ack(expected.wrapping_sub(1)), peer)
                     .unwrap_or_else(|e| panic!("{e}"));
@@ -99,6 +104,7 @@ fn fetch(server: SocketAddr, file: &str, windowsize: u16) -> usize {
         }
         let block = u16::from_be_bytes([buf[2], buf[3]]);
         if block != expected {
+            OUT_OF_ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue;
         }
         received += n - 4;
@@ -198,8 +204,10 @@ fn main() {
         for windowsize in [1, 4, 16] {
             let ours = speed(wulf_addr, name, size, windowsize);
             println!(
-                "{name:>10}  {windowsize:>10}  {ours:>12.1}  {baseline:>16.1}  {:>7.2}x",
-                ours / baseline
+                "{name:>10}  {windowsize:>10}  {ours:>12.1}  {baseline:>16.1}  {:>7.2}x   timeouts {} out-of-order {}",
+                ours / baseline,
+                TIMEOUTS.swap(0, std::sync::atomic::Ordering::Relaxed),
+                OUT_OF_ORDER.swap(0, std::sync::atomic::Ordering::Relaxed)
             );
         }
     }
