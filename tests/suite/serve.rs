@@ -487,3 +487,69 @@ fn scripts_follow_template_edits_and_node_changes() {
     );
     wait_for(&url, "site template for n001 args console=ttyS0");
 }
+
+/// Sends raw bytes on one connection and reads until the server closes it.
+fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stream.write_all(request).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn http_connections_keep_alive_pipeline_and_refuse_malformed_requests() {
+    let s = serve();
+    // Two pipelined requests, then one that asks to close: three answers, in order.
+    let answers = raw_http(
+        s.http,
+        b"GET /ipxe/aa:bb:cc:dd:ee:01 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /ipxe/aa:bb:cc:dd:ee:99 HTTP/1.1\r\nHost: x\r\n\r\nGET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let statuses: Vec<&str> = answers
+        .lines()
+        .filter(|l| l.starts_with("HTTP/1.1 "))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"],
+        "{answers}"
+    );
+    assert!(answers.contains("echo wulf: n001"), "{answers}");
+    // HTTP/1.0 closes after one answer.
+    let answer = raw_http(s.http, b"GET /status HTTP/1.0\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    // Malformed requests get 4xx and the connection closes; the server goes on.
+    for (request, status) in [
+        (&b"BLAH\x01 / HTTP/1.1\r\n\r\n"[..], "400"),
+        (
+            b"GET /status HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "411",
+        ),
+        (
+            b"GET /status HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+            "413",
+        ),
+        (b"GET /status HTTP/1.1\r\nContent-Length: x\r\n\r\n", "400"),
+        (
+            b"GET /kernel/../../etc/passwd HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "404",
+        ),
+    ] {
+        let answer = raw_http(s.http, request);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{:?}: {answer}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    let huge = format!(
+        "GET /status HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert!(raw_http(s.http, huge.as_bytes()).starts_with("HTTP/1.1 431"));
+    assert_eq!(curl(&[&format!("http://{}/status", s.http)]).0, 200);
+}

@@ -1,22 +1,27 @@
-//! Large files over HTTP: streamed from disk in 32 KiB chunks (memory stays flat whatever
-//! the image size), with `HEAD`, a single `Range`, strong `ETag`s from content hashes and
-//! `Last-Modified`/`If-Modified-Since`. A blob may be several files sent back to back (a
+//! Large files over HTTP, with `HEAD`, a single `Range`, strong `ETag`s from content hashes
+//! and `Last-Modified`/`If-Modified-Since`. A blob may be several files sent back to back (a
 //! node's overlay archive is its shared segments followed by its own); ranges span them.
+//!
+//! The response carries no body bytes: it carries the open files and byte ranges
+//! ([`SendFile`]), and the connection ([`crate::conn`]) hands them to `sendfile(2)`, so the
+//! kernel copies from the page cache to the socket and memory stays flat whatever the image
+//! size and however many nodes boot at once. The files are opened here, before the headers
+//! are written: a file replaced meanwhile (a rebuild renames over it) is still sent whole,
+//! from the copy that was opened.
 
-use std::io::SeekFrom;
+use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
-/// Per connection about two chunks are in memory (tokio's read buffer and the one being
-/// written). Measured with `benches/boot_storm.rs`: 1,000 concurrent nodes peak at 142 MiB RSS
-/// with 32 KiB chunks; 256 KiB chunks doubled the throughput but peaked at 598 MiB. Zero-copy
-/// (sendfile) is what would give both.
-const CHUNK: usize = 32 * 1024;
+/// The body of a file response: (file, offset, length) pieces, in order.
+#[derive(Debug)]
+pub struct SendFile {
+    pub pieces: Vec<(File, u64, u64)>,
+}
 
 /// One or more files served as one.
 #[derive(Debug, Clone)]
@@ -27,7 +32,7 @@ pub struct Blob {
 }
 
 struct Part {
-    path: PathBuf,
+    file: File,
     len: u64,
 }
 
@@ -70,15 +75,15 @@ fn etag_matches(value: &str, etag: &str) -> bool {
 }
 
 /// Serves `blob` for a request with `headers`; `head` sends headers only.
-pub async fn serve(blob: &Blob, headers: &HeaderMap, head: bool) -> Response {
+pub fn serve(blob: &Blob, headers: &HeaderMap, head: bool) -> Response {
     let mut parts = Vec::with_capacity(blob.parts.len());
     let mut modified = SystemTime::UNIX_EPOCH;
     for path in &blob.parts {
-        match tokio::fs::metadata(path).await {
-            Ok(meta) => {
+        match File::open(path).and_then(|file| Ok((file.metadata()?, file))) {
+            Ok((meta, file)) => {
                 modified = modified.max(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
                 parts.push(Part {
-                    path: path.clone(),
+                    file,
                     len: meta.len(),
                 });
             }
@@ -163,8 +168,8 @@ pub async fn serve(blob: &Blob, headers: &HeaderMap, head: bool) -> Response {
         return (status, response_headers).into_response();
     }
 
-    // Open every part the range touches, positioned, and chain them.
-    let mut reader: Option<Box<dyn AsyncRead + Send + Unpin>> = None;
+    // The pieces of every part the range touches.
+    let mut pieces = Vec::new();
     let mut offset = 0;
     for part in parts {
         let (part_start, part_end) = (offset, offset + part.len);
@@ -174,27 +179,13 @@ pub async fn serve(blob: &Blob, headers: &HeaderMap, head: bool) -> Response {
         }
         let from = start.saturating_sub(part_start);
         let to = end.min(part_end) - part_start;
-        let mut file = match tokio::fs::File::open(&part.path).await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(path = %part.path.display(), error = %e, "cannot open a file to serve");
-                return StatusCode::SERVICE_UNAVAILABLE.into_response();
-            }
-        };
-        if from > 0 && file.seek(SeekFrom::Start(from)).await.is_err() {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-        let piece: Box<dyn AsyncRead + Send + Unpin> = Box::new(file.take(to - from));
-        reader = Some(match reader {
-            None => piece,
-            Some(r) => Box::new(r.chain(piece)),
-        });
+        pieces.push((part.file, from, to - from));
     }
-    let Some(reader) = reader else {
-        return (status, response_headers).into_response();
-    };
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK));
-    (status, response_headers, body).into_response()
+    let mut response = (status, response_headers).into_response();
+    response
+        .extensions_mut()
+        .insert(Arc::new(SendFile { pieces }));
+    response
 }
 
 #[cfg(test)]

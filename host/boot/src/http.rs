@@ -201,7 +201,7 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: Stage, req: Request) -> R
             return text(status, format!("{message}\n"));
         }
     };
-    let response = files::serve(&blob, &req.headers, req.head).await;
+    let response = files::serve(&blob, &req.headers, req.head);
     if response.status().is_success() && !req.head {
         let sent = blob
             .parts

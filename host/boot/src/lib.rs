@@ -2,6 +2,7 @@
 //! status board. The only crate that links axum. It reads the inventory through `wulf-core`
 //! and knows nothing of wasm.
 
+pub mod conn;
 pub mod files;
 pub mod freshness;
 pub mod http;
@@ -158,8 +159,7 @@ impl BootServer {
             let root = tftp::TftpRoot::new(self.tftp_root);
             tokio::spawn(tftp::serve(socket, root, tftp::TftpOptions::default()))
         });
-        let service = http::router(self.app).into_make_service_with_connect_info::<SocketAddr>();
-        let http = axum::serve(self.http, service);
+        let http = conn::serve(self.http, http::router(self.app));
         match tftp {
             Some(tftp) => tokio::select! {
                 result = http => result.map_err(|error| BootError::Serve { what: "HTTP", error }),

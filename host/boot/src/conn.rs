@@ -1,0 +1,300 @@
+//! The HTTP/1.1 connections of the boot server. Requests are parsed here and answered by the
+//! axum router; a file response's body ([`SendFile`]) is written with `sendfile(2)`, which a
+//! body stream through hyper cannot do. A boot storm is many long downloads of the same few
+//! files: with sendfile the bytes go from the page cache to the socket without passing through
+//! user space, and a connection costs a few kilobytes, not buffers.
+//!
+//! Keep-alive and pipelining as HTTP/1.1 has them; requests may carry no body beyond a small
+//! one (which is read and dropped); slow or stalled clients are timed out.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt as _;
+
+use crate::files::SendFile;
+
+/// A request's header block may not be larger.
+const MAX_HEAD: usize = 16 * 1024;
+/// Request bodies are not used; small ones are read and dropped.
+const MAX_BODY: u64 = 64 * 1024;
+/// Bodies the router builds (scripts, status, metrics) are collected up to this size.
+const MAX_RESPONSE: usize = 64 << 20;
+/// How long a client may take to send a request, or to take the next part of a response.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// sendfile(2) moves at most this much per call, so one huge file cannot hog a worker.
+const SENDFILE_STEP: usize = 4 << 20;
+
+/// Accepts connections forever, one task each.
+pub async fn serve(listener: TcpListener, router: Router) -> io::Result<()> {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, or a connection reset before accept: keep serving.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection(stream, peer, router).await {
+                tracing::debug!(%peer, %error, "connection ended");
+            }
+        });
+    }
+}
+
+/// One parsed request head.
+struct Head {
+    request: Request<Body>,
+    keep_alive: bool,
+    body_len: u64,
+}
+
+async fn connection(mut stream: TcpStream, peer: SocketAddr, router: Router) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    loop {
+        // Read until a whole header block is buffered (a pipelined one may be already).
+        let (head, used) = loop {
+            match parse(&buf, peer) {
+                Ok(Some(parsed)) => break parsed,
+                Ok(None) if buf.len() >= MAX_HEAD => {
+                    return reply_and_close(
+                        &mut stream,
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    )
+                    .await;
+                }
+                Ok(None) => {}
+                Err(status) => return reply_and_close(&mut stream, status).await,
+            }
+            let mut chunk = [0u8; 2048];
+            let n = timeout(stream.read(&mut chunk)).await?;
+            if n == 0 {
+                return Ok(()); // the client is done
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        buf.drain(..used);
+        if head.body_len > MAX_BODY {
+            return reply_and_close(&mut stream, StatusCode::PAYLOAD_TOO_LARGE).await;
+        }
+        // Drop the body.
+        let mut left = head.body_len;
+        while left > 0 {
+            if buf.is_empty() {
+                let mut chunk = [0u8; 2048];
+                let n = timeout(stream.read(&mut chunk)).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let take = left.min(buf.len() as u64) as usize;
+            buf.drain(..take);
+            left -= take as u64;
+        }
+
+        let is_head = head.request.method() == axum::http::Method::HEAD;
+        let response = match router.clone().oneshot(head.request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let keep_alive = head.keep_alive;
+        write_response(&mut stream, response, is_head, keep_alive).await?;
+        if !keep_alive {
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+/// Parses a request head at the start of `buf`: `None` until it is complete; the status to
+/// answer for a bad one.
+fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Head, usize)>, StatusCode> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let used = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
+        Err(_) => return Err(StatusCode::BAD_REQUEST),
+    };
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut builder = Request::builder()
+        .method(parsed.method.unwrap_or("GET"))
+        .uri(parsed.path.unwrap_or("/"))
+        .version(version);
+    let mut connection = String::new();
+    let mut body_len = 0u64;
+    for h in parsed.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked request bodies: nothing here takes a body.
+            return Err(StatusCode::LENGTH_REQUIRED);
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            body_len = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or(StatusCode::BAD_REQUEST)?;
+        }
+        if name.eq_ignore_ascii_case("connection") {
+            connection = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+        }
+        builder = builder.header(name, h.value);
+    }
+    let keep_alive = match version {
+        Version::HTTP_10 => connection.contains("keep-alive"),
+        _ => !connection.contains("close"),
+    };
+    let mut request = builder
+        .body(Body::empty())
+        .map_err(|_| StatusCode::BAD_REQUEST)?;
+    request.extensions_mut().insert(ConnectInfo(peer));
+    Ok(Some((
+        Head {
+            request,
+            keep_alive,
+            body_len,
+        },
+        used,
+    )))
+}
+
+async fn write_response(
+    stream: &mut TcpStream,
+    response: Response<Body>,
+    is_head: bool,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let (mut parts, body) = response.into_parts();
+    let sendfile = parts.extensions.remove::<Arc<SendFile>>();
+    let collected = match &sendfile {
+        Some(_) => None,
+        None => Some(
+            axum::body::to_bytes(body, MAX_RESPONSE)
+                .await
+                .map_err(io::Error::other)?,
+        ),
+    };
+    // A handler that set a length (a file's, for HEAD) knows better than the empty body.
+    let bodiless = matches!(
+        parts.status,
+        StatusCode::NOT_MODIFIED | StatusCode::NO_CONTENT
+    );
+    if let Some(bytes) = &collected
+        && !bodiless
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    }
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(
+        format!(
+            "HTTP/1.1 {} {}\r\n",
+            parts.status.as_u16(),
+            parts.status.canonical_reason().unwrap_or("")
+        )
+        .as_bytes(),
+    );
+    write_headers(&mut head, &parts.headers, keep_alive);
+    match collected {
+        Some(bytes) if !is_head => {
+            head.extend_from_slice(&bytes);
+            timeout(stream.write_all(&head)).await
+        }
+        _ => {
+            timeout(stream.write_all(&head)).await?;
+            match sendfile {
+                Some(body) if !is_head => {
+                    for (file, offset, len) in &body.pieces {
+                        send_piece(stream, file, *offset, *len).await?;
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap, keep_alive: bool) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `len` bytes of `file` from `offset` to the socket, by sendfile(2).
+async fn send_piece(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    let end = offset + len;
+    let mut at = offset;
+    while at < end {
+        let step = (end - at).min(SENDFILE_STEP as u64) as usize;
+        let sent = timeout(stream.async_io(Interest::WRITABLE, || {
+            let mut position = at;
+            rustix::fs::sendfile(stream, file, Some(&mut position), step).map_err(io::Error::from)
+        }))
+        .await?;
+        if sent == 0 {
+            // The file is shorter than when it was opened: it was truncated in place.
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was sent",
+            ));
+        }
+        at += sent as u64;
+    }
+    Ok(())
+}
+
+/// A minimal response to a request that cannot be parsed, then the connection closes.
+async fn reply_and_close(stream: &mut TcpStream, status: StatusCode) -> io::Result<()> {
+    let text = format!(
+        "HTTP/1.1 {} {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let _ = timeout(stream.write_all(text.as_bytes())).await;
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+async fn timeout<T>(io: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(IO_TIMEOUT, io)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client too slow"))?
+}
