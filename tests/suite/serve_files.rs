@@ -386,3 +386,82 @@ fn nix_is_root() -> bool {
         .and_then(|v| v.split_whitespace().next().map(|u| u == "0"))
         .unwrap_or(false)
 }
+
+#[test]
+fn transfers_in_flight_survive_reloads_and_builds_follow_the_config() {
+    require_command("curl", "curl");
+    // An image whose initramfs is about 8 MiB (incompressible data).
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().join("rootfs");
+    for dir in ["bin", "boot", "data"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::write(root.join("bin/sh"), "#!sh").unwrap();
+    std::fs::write(root.join("boot/vmlinuz-6.1.0-1-amd64"), "KERNEL").unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..8 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(root.join("data/blob"), noise).unwrap();
+    let wulf = Wulf::new();
+    wulf.ok(&["image", "import", root.to_str().unwrap(), "big"]);
+    wulf.ok(&[
+        "profile",
+        "set",
+        "default",
+        "--image",
+        "big",
+        "--system-overlays",
+        "hostname",
+        "--runtime-overlays",
+        "hosts",
+    ]);
+    wulf.ok(&["node", "add", "n1", "--hwaddr", MAC]);
+    let served = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    let image = format!("http://{}/image/{MAC}", served.http);
+    let whole = curl(&[&image]).2;
+    assert!(whole.len() > 8 << 20, "{}", whole.len());
+
+    // A slow download (about 4 s), and meanwhile: SIGHUP, a config edit, an inventory edit.
+    let out = scratch.path().join("slow");
+    let mut slow = Command::new("curl")
+        .args(["-s", "--fail", "--limit-rate", "2M", "-o"])
+        .arg(&out)
+        .arg(&image)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    run_kill_hup(served.pid());
+    wulf.write(
+        "wulf.toml",
+        "[plugin.hosts.config]\nextra = [\"10.9.9.9 from-the-config\"]\n",
+    );
+    wulf.ok(&["node", "set", "n1", "--comment", "edited mid-transfer"]);
+    run_kill_hup(served.pid());
+    assert!(
+        slow.wait().unwrap().success(),
+        "the download in flight failed"
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == whole,
+        "the download in flight is whole and unchanged"
+    );
+    // The server's builds read the edited wulf.toml.
+    wait_for_overlay(
+        &format!("http://{}/runtime/{MAC}", served.http),
+        "10.9.9.9 from-the-config",
+    );
+}
+
+fn run_kill_hup(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

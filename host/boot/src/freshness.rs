@@ -51,6 +51,12 @@ impl Freshness {
         *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(inputs);
     }
 
+    /// Forgets the last check (SIGHUP): the next overlay request checks every archive.
+    pub fn forget(&self) {
+        *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     fn stamp(&self) -> u64 {
         let mut cached = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, stamp)) = *cached

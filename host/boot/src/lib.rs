@@ -145,6 +145,7 @@ impl BootServer {
                 let app = app.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     if forced {
+                        app.freshness.forget();
                         if let Err(e) = app.index.reload() {
                             tracing::error!(error = %e, "inventory reload on SIGHUP failed");
                         }

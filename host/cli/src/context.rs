@@ -39,16 +39,44 @@ pub fn init_tracing(verbose: u8, format: LogFormat) {
 pub struct Context {
     pub state: StateDir,
     pub config: Config,
+    /// `--config`, if given: where [`Context::reloaded`] reads the site configuration again.
+    config_arg: Option<PathBuf>,
 }
 
 impl Context {
     pub fn new(state_dir: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<Self> {
         let state = StateDir::new(state_dir.map(Ok).unwrap_or_else(default_state_dir)?);
-        let config = match config {
-            Some(path) => Config::load(&path, &state, true)?,
-            None => Config::load(&state.config_file(), &state, false)?,
-        };
-        Ok(Context { state, config })
+        let config_arg = config;
+        let config = Self::load_config(&state, config_arg.as_deref())?;
+        Ok(Context {
+            state,
+            config,
+            config_arg,
+        })
+    }
+
+    fn load_config(state: &StateDir, path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+        Ok(match path {
+            Some(path) => Config::load(path, state, true)?,
+            None => Config::load(&state.config_file(), state, false)?,
+        })
+    }
+
+    /// The site configuration file: `--config`, else `<state>/wulf.toml`.
+    pub fn config_file(&self) -> PathBuf {
+        self.config_arg
+            .clone()
+            .unwrap_or_else(|| self.state.config_file())
+    }
+
+    /// This context with the site configuration read again (a long-running server's view of
+    /// an edited `wulf.toml`).
+    pub fn reloaded(&self) -> anyhow::Result<Context> {
+        Ok(Context {
+            state: self.state.clone(),
+            config: Self::load_config(&self.state, self.config_arg.as_deref())?,
+            config_arg: self.config_arg.clone(),
+        })
     }
 
     pub fn registry(&self) -> Registry {

@@ -47,10 +47,13 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         overlay_builder: Some({
             let ctx = ctx.clone();
             std::sync::Arc::new(move |id: Option<&str>| {
+                // Builds follow edits of wulf.toml (plugin settings, grants, limits).
+                let ctx = ctx.reloaded().map_err(|e| crate::describe(&e))?;
                 crate::command::overlay::build_for_server(&ctx, id).map_err(|e| crate::describe(&e))
             })
         }),
         overlay_inputs: vec![
+            ctx.config_file(),
             ctx.state.root().join("overlays"),
             ctx.config.plugins.dir.clone(),
             wulf_overlay::HostKeys::dir_in(ctx.state.root()),
