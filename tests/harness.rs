@@ -252,9 +252,16 @@ impl Wulf {
             }
             None => self.command(&full),
         };
+        // WULF_SERVE_STDERR=<file> keeps the server's log, for debugging a test or a bench.
+        let stderr = match std::env::var_os("WULF_SERVE_STDERR") {
+            Some(path) => std::fs::File::create(&path)
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|e| panic!("WULF_SERVE_STDERR: {e}")),
+            None => std::process::Stdio::null(),
+        };
         let mut child = command
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning wulf serve: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));

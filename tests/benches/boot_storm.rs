@@ -34,7 +34,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// One HTTP/1.0 GET; returns the body length, panicking on anything but 200.
+/// One HTTP/1.0 GET; returns the body length, panicking on anything but 200 or a read error.
 fn get(addr: SocketAddr, path: &str) -> u64 {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
@@ -43,7 +43,9 @@ fn get(addr: SocketAddr, path: &str) -> u64 {
     let mut head = Vec::new();
     let mut body_started = false;
     loop {
-        let n = stream.read(&mut buf).unwrap_or(0);
+        let n = stream
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("{path} from {addr}: {e} after {total} bytes"));
         if n == 0 {
             break;
         }
@@ -82,7 +84,13 @@ fn storm(addr: SocketAddr, nodes: usize) -> (f64, u64) {
                 .unwrap_or_else(|e| panic!("{e}"))
         })
         .collect();
-    let bytes = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    let bytes = handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| panic!("a simulated node failed"))
+        })
+        .sum();
     (started.elapsed().as_secs_f64(), bytes)
 }
 
@@ -210,6 +218,7 @@ fn main() {
         get(wulf_addr, &format!("/image/{}", mac(7)))
     );
 
+    println!("wulf on {wulf_addr}, nginx on {nginx_addr}");
     println!(
         "{NODES} nodes in the inventory; each simulated node fetches script, kernel (1 MiB), image (~{IMAGE_MIB} MiB), system and runtime overlays; 2 cores"
     );

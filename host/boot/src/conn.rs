@@ -48,7 +48,12 @@ pub async fn serve(listener: TcpListener, router: Router) -> io::Result<()> {
         let router = router.clone();
         tokio::spawn(async move {
             if let Err(error) = connection(stream, peer, router).await {
-                tracing::debug!(%peer, %error, "connection ended");
+                use io::ErrorKind::{BrokenPipe, ConnectionReset};
+                if matches!(error.kind(), BrokenPipe | ConnectionReset) {
+                    tracing::debug!(%peer, %error, "the client went away");
+                } else {
+                    tracing::warn!(%peer, %error, "connection ended early");
+                }
             }
         });
     }

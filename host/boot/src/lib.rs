@@ -64,15 +64,28 @@ pub struct BootServer {
     tftp_root: PathBuf,
 }
 
+/// Connections a boot storm may have waiting to be accepted (tokio's default is 1,024; a
+/// rack powering on is more). The kernel caps it at `net.core.somaxconn`.
+const HTTP_BACKLOG: u32 = 8192;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(HTTP_BACKLOG)
+}
+
 impl BootServer {
     pub async fn bind(config: BootConfig) -> Result<BootServer, BootError> {
-        let http = TcpListener::bind(config.http_addr)
-            .await
-            .map_err(|error| BootError::Bind {
-                what: "HTTP",
-                addr: config.http_addr,
-                error,
-            })?;
+        let http = listen(config.http_addr).map_err(|error| BootError::Bind {
+            what: "HTTP",
+            addr: config.http_addr,
+            error,
+        })?;
         let tftp = match config.tftp_addr {
             Some(addr) => Some(
                 UdpSocket::bind(addr)
