@@ -48,6 +48,19 @@ impl Snapshot {
     }
 }
 
+/// How a discovery ends without claiming a node.
+enum Discovery {
+    /// The MAC is taken meanwhile, or no node is discoverable: nothing to write.
+    Unclaimed,
+    Inventory(wulf_core::inventory::InventoryError),
+}
+
+impl From<wulf_core::inventory::InventoryError> for Discovery {
+    fn from(e: wulf_core::inventory::InventoryError) -> Self {
+        Discovery::Inventory(e)
+    }
+}
+
 /// The current snapshot and how to refresh it.
 pub struct NodeIndex {
     store: InventoryStore,
@@ -140,39 +153,40 @@ impl NodeIndex {
         if let Some(node) = snapshot.lookup(hwaddr) {
             return Ok(Some((Arc::clone(node), snapshot.generation)));
         }
-        let claimed = self.store.update(
-            |inventory| -> Result<_, wulf_core::inventory::InventoryError> {
-                let taken = inventory.nodes.values().any(|n| {
-                    n.network_devices.values().any(|d| {
-                        d.hwaddr
-                            .as_deref()
-                            .and_then(|h| HwAddr::parse(h).ok())
-                            .as_ref()
-                            == Some(hwaddr)
-                    })
-                });
-                if taken {
-                    return Ok(None);
-                }
-                let Some((id, node)) = inventory
-                    .nodes
-                    .iter_mut()
-                    .find(|(_, n)| n.discoverable == Some(true))
-                else {
-                    return Ok(None);
-                };
-                let merged = wulf_core::merge::merge(node, &inventory.profiles).node;
-                let device = merged.primary_network().unwrap_or("default").to_owned();
-                node.network_devices
-                    .entry(device.clone())
-                    .or_default()
-                    .hwaddr = Some(hwaddr.to_string());
-                node.discoverable = None;
-                Ok(Some((id.clone(), device)))
-            },
-        )?;
-        let Some((id, device)) = claimed else {
-            return Ok(None);
+        // `Unclaimed` aborts the update: nothing is written when no node takes the MAC.
+        let claimed = self.store.update(|inventory| -> Result<_, Discovery> {
+            let taken = inventory.nodes.values().any(|n| {
+                n.network_devices.values().any(|d| {
+                    d.hwaddr
+                        .as_deref()
+                        .and_then(|h| HwAddr::parse(h).ok())
+                        .as_ref()
+                        == Some(hwaddr)
+                })
+            });
+            if taken {
+                return Err(Discovery::Unclaimed);
+            }
+            let Some((id, node)) = inventory
+                .nodes
+                .iter_mut()
+                .find(|(_, n)| n.discoverable == Some(true))
+            else {
+                return Err(Discovery::Unclaimed);
+            };
+            let merged = wulf_core::merge::merge(node, &inventory.profiles).node;
+            let device = merged.primary_network().unwrap_or("default").to_owned();
+            node.network_devices
+                .entry(device.clone())
+                .or_default()
+                .hwaddr = Some(hwaddr.to_string());
+            node.discoverable = None;
+            Ok((id.clone(), device))
+        });
+        let (id, device) = match claimed {
+            Ok(claimed) => claimed,
+            Err(Discovery::Unclaimed) => return Ok(None),
+            Err(Discovery::Inventory(e)) => return Err(e),
         };
         tracing::warn!(node = %id, mac = %hwaddr, %device, "discovered: the unknown MAC is now this node's");
         self.reload()?;
