@@ -70,7 +70,10 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, router: Router) -> 
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     loop {
-        // Read until a whole header block is buffered (a pipelined one may be already).
+        // Read until a whole header block is buffered (a pipelined one may be already). The
+        // whole head must arrive within the timeout, not each piece of it: a client trickling a
+        // byte at a time cannot hold the connection.
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
         let (head, used) = loop {
             match parse(&buf, peer) {
                 Ok(Some(parsed)) => break parsed,
@@ -85,7 +88,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, router: Router) -> 
                 Err(status) => return reply_and_close(&mut stream, status).await,
             }
             let mut chunk = [0u8; 2048];
-            let n = timeout(stream.read(&mut chunk)).await?;
+            let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request head too slow"))??;
             if n == 0 {
                 return Ok(()); // the client is done
             }
