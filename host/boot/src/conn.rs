@@ -88,9 +88,16 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, router: Router) -> 
                 Err(status) => return reply_and_close(&mut stream, status).await,
             }
             let mut chunk = [0u8; 2048];
-            let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request head too slow"))??;
+            let Ok(read) = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await else {
+                if buf.is_empty() {
+                    return Ok(()); // an idle keep-alive connection: close it quietly
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head too slow",
+                ));
+            };
+            let n = read?;
             if n == 0 {
                 return Ok(()); // the client is done
             }
