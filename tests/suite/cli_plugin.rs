@@ -166,11 +166,11 @@ fn bad_installs_change_nothing() {
         &unknown_key.path().display().to_string(),
     ]);
     insta::assert_snapshot!(error.replace(&unknown_key.path().display().to_string(), "[SRC]"), @r#"
-    error: [SRC]/plugin.toml: TOML parse error at line 7, column 1
+    error: [SRC]/plugin.toml: TOML parse error at line 9, column 1
       |
-    7 | colour = "red"
+    9 | colour = "red"
       | ^^^^^^
-    unknown field `colour`, expected one of `name`, `version`, `world`, `api-version`, `description`, `capabilities`, `config`
+    unknown field `colour`, expected one of `name`, `version`, `world`, `api-version`, `description`, `capabilities`, `shared`, `config`
     "#);
 
     let not_wasm = unknown_key.path().join("notes.wasm");

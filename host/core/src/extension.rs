@@ -87,6 +87,23 @@ pub trait OverlayGenerator: Send + Sync {
         nodes: &[Node],
         server: &Server,
     ) -> Result<Vec<OverlayFile>, ExtensionError>;
+
+    /// What [`OverlayGenerator::generate_shared`] depends on, so it is called only when needed.
+    fn shared(&self) -> Shared {
+        Shared::Cluster
+    }
+}
+
+/// What an overlay generator's shared files depend on (its manifest's `shared` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shared {
+    /// Every node: called again whenever any node changes (the default).
+    #[default]
+    Cluster,
+    /// Only the plugin and its config: called with no nodes, again only when those change.
+    Config,
+    /// The plugin makes no shared files: never called.
+    None,
 }
 
 /// A source of nodes and profiles besides the built-in store. Records are unmerged.

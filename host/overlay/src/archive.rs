@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wulf_core::atomic_file::{WriteLock, write_atomic};
-use wulf_core::extension::EntryKind;
+use wulf_core::extension::{EntryKind, Shared as SharedDeps};
 use wulf_core::overlay_file::{FileContent, OverlayFile};
 use wulf_core::{Node, StateDir};
 use wulf_image::cpio::{CpioWriter, Entry};
@@ -165,9 +165,14 @@ impl ArchiveStore {
             else {
                 continue;
             };
+            // Called only when what its shared files depend on changed (or never).
+            let (cluster, cluster_hash) = match generator.shared() {
+                SharedDeps::None => continue,
+                SharedDeps::Config => (&[][..], ""),
+                SharedDeps::Cluster => (all, renderer.cluster_hash()),
+            };
             let input = hex::encode(Sha256::digest(format!(
-                "{identity}\0{}\0{:?}",
-                renderer.cluster_hash(),
+                "{identity}\0{cluster_hash}\0{:?}",
                 renderer.server()
             )));
             if !force
@@ -185,7 +190,7 @@ impl ArchiveStore {
                 continue;
             }
             let files = generator
-                .generate_shared(all, renderer.server())
+                .generate_shared(cluster, renderer.server())
                 .map_err(|source| OverlayError::Plugin {
                     overlay: name.clone(),
                     node: "(shared)".into(),

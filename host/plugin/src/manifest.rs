@@ -120,6 +120,8 @@ struct RawManifest {
     #[serde(default)]
     capabilities: RawCapabilities,
     #[serde(default)]
+    shared: Option<String>,
+    #[serde(default)]
     config: toml::Table,
 }
 
@@ -145,6 +147,9 @@ pub struct Manifest {
     /// Asks for the cluster's SSH host keys (private keys) under `host-keys` in its config;
     /// granted to embedded plugins, and to others only where the site config allows.
     pub ssh_host_keys: bool,
+    /// Overlay generators: what their shared files depend on (`shared = "cluster" | "config"
+    /// | "none"`), so the host calls `generate-shared` only when that changed.
+    pub shared: wulf_core::extension::Shared,
     /// Configuration defaults, overlaid by the site config.
     pub config: serde_json::Map<String, serde_json::Value>,
 }
@@ -216,6 +221,19 @@ impl Manifest {
                 ));
             }
         }
+        use wulf_core::extension::Shared;
+        let shared = match raw.shared.as_deref() {
+            None | Some("cluster") => Shared::Cluster,
+            Some("config") => Shared::Config,
+            Some("none") => Shared::None,
+            Some(other) => {
+                return Err(invalid(
+                    "shared",
+                    other,
+                    "expected cluster (the default), config or none",
+                ));
+            }
+        };
         let config = serde_json::to_value(&raw.config)
             .ok()
             .and_then(|v| v.as_object().cloned())
@@ -228,6 +246,7 @@ impl Manifest {
             description: raw.description,
             read_dirs: raw.capabilities.read_dirs,
             ssh_host_keys: raw.capabilities.ssh_host_keys,
+            shared,
             config,
         })
     }
@@ -296,6 +315,24 @@ file = "nodes.csv"
 
     #[test]
     fn errors_name_the_file_and_key() {
+        let shared = |value: &str| {
+            Manifest::parse(
+                &GOOD.replace(
+                    "[capabilities]",
+                    &format!("shared = \"{value}\"\n[capabilities]"),
+                ),
+                Path::new("plugin.toml"),
+            )
+            .map(|m| m.shared)
+        };
+        use wulf_core::extension::Shared;
+        assert_eq!(shared("config").ok(), Some(Shared::Config));
+        assert_eq!(shared("none").ok(), Some(Shared::None));
+        assert_eq!(
+            Manifest::parse(GOOD, Path::new("p")).ok().map(|m| m.shared),
+            Some(Shared::Cluster)
+        );
+        insta::assert_snapshot!(error(&GOOD.replace("[capabilities]", "shared = \"sometimes\"\n[capabilities]")), @r#"plugins/x/plugin.toml: `shared` = "sometimes": expected cluster (the default), config or none"#);
         insta::assert_snapshot!(error(&GOOD.replace("[config]", "colour = 1\n[config]")), @"
         plugins/x/plugin.toml: TOML parse error at line 8, column 1
           |

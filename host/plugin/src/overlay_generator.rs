@@ -26,6 +26,10 @@ impl OverlayGenerator for WasmOverlayGenerator {
         self.plugin.name()
     }
 
+    fn shared(&self) -> wulf_core::extension::Shared {
+        self.plugin.manifest.shared
+    }
+
     fn generate(&self, node: &Node, server: &Server) -> Result<Vec<OverlayFile>, ExtensionError> {
         let pre = self
             .plugin
