@@ -1,6 +1,7 @@
 //! Shared by the black-box tests: the real `wulf` binary, fixture plugins, scratch state
 //! directories.
 
+pub mod nginx;
 pub mod oci;
 
 use std::path::{Path, PathBuf};

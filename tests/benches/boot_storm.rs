@@ -9,8 +9,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use wulf_tests::{Wulf, require_command};
 
@@ -179,39 +179,11 @@ fn main() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let conf = scratch.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes auto;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  client_body_temp_path {dir}/tmp;\n  proxy_temp_path {dir}/tmp;\n  fastcgi_temp_path {dir}/tmp;\n  uwsgi_temp_path {dir}/tmp;\n  scgi_temp_path {dir}/tmp;\n  default_type application/octet-stream;\n  server {{ listen 127.0.0.1:{port} backlog=4096; root {root}; }}\n}}\n",
-            dir = scratch.path().display(),
-            root = docroot.display()
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let mut nginx = Command::new("nginx")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("nginx: {e}"));
-    let nginx_addr: SocketAddr = format!("127.0.0.1:{port}")
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let started = Instant::now();
-    while TcpStream::connect(nginx_addr).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nginx did not start: {}",
-            std::fs::read_to_string(scratch.path().join("error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let nginx = wulf_tests::nginx::Nginx::start(
+        &docroot,
+        "tcp_nopush on;\n  default_type application/octet-stream;",
+    );
+    let nginx_addr = nginx.addr;
     // Same bytes from both.
     assert_eq!(
         get(nginx_addr, &format!("/image/{}", mac(7))),
@@ -249,6 +221,5 @@ fn main() {
         "wulf serve peak RSS (VmHWM): {:.1} MiB (target < 100 MiB)",
         vm_hwm(served.pid()) as f64 / 1024.0
     );
-    let _ = nginx.kill();
-    let _ = nginx.wait();
+    drop(nginx);
 }

@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -135,38 +135,11 @@ fn main() {
             );
         }
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let conf = scratch.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes auto;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  keepalive_requests 1000000;\n  client_body_temp_path {dir}/tmp;\n  proxy_temp_path {dir}/tmp;\n  fastcgi_temp_path {dir}/tmp;\n  uwsgi_temp_path {dir}/tmp;\n  scgi_temp_path {dir}/tmp;\n  default_type text/plain;\n  open_file_cache max=20000;\n  server {{ listen 127.0.0.1:{port} backlog=4096; root {root}; }}\n}}\n",
-            dir = scratch.path().display(),
-            root = scratch.path().join("www").display()
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let mut nginx = Command::new("nginx")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("nginx: {e}"));
-    let nginx_addr: SocketAddr = format!("127.0.0.1:{port}")
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let started = Instant::now();
-    while TcpStream::connect(nginx_addr).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nginx did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let nginx = wulf_tests::nginx::Nginx::start(
+        &scratch.path().join("www"),
+        "keepalive_requests 1000000;\n  default_type text/plain;\n  open_file_cache max=20000;",
+    );
+    let nginx_addr = nginx.addr;
 
     println!(
         "{NODES} nodes; {CLIENTS} keep-alive clients, each asking for another node every time; best of 2 runs of {SECONDS} s; 2 cores shared by server and clients"
@@ -178,6 +151,5 @@ fn main() {
         "wulf {w:>9.0} req/s   nginx {x:>9.0} req/s   wulf/nginx {:>4.0}%   (target >= 20,000 req/s)",
         100.0 * w / x
     );
-    let _ = nginx.kill();
-    let _ = nginx.wait();
+    drop(nginx);
 }
