@@ -122,14 +122,7 @@ fn inventory_edits_are_picked_up_while_serving() {
     let edited =
         format!("{NODES}\n[nodes.n002.network-devices.default]\nhwaddr = \"aa:bb:cc:dd:ee:02\"\n");
     s._wulf.write("nodes.toml", &edited);
-    let started = Instant::now();
-    while !curl(&[&url]).1.contains("echo wulf: n002") {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the edit was never served"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for(&url, "echo wulf: n002");
 }
 
 #[test]

@@ -64,14 +64,20 @@ impl Freshness {
         {
             return stamp;
         }
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for dir in &self.watched {
-            walk(dir, &mut hasher);
-        }
-        let stamp = hasher.finish();
+        let stamp = stamp(&self.watched);
         *cached = Some((Instant::now(), stamp));
         stamp
     }
+}
+
+/// A hash of `paths` and everything under them (names, sizes, mtimes, inodes, modes,
+/// owners): it changes when a file is added, removed, replaced or edited.
+pub(crate) fn stamp(paths: &[PathBuf]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in paths {
+        walk(path, &mut hasher);
+    }
+    hasher.finish()
 }
 
 fn walk(path: &Path, hasher: &mut impl Hasher) {

@@ -6,7 +6,6 @@
 //! generation) or a site template changes (checked at most once a second).
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,7 +74,7 @@ impl IpxeScripts {
                 .templates
                 .is_some_and(|(at, _)| at.elapsed() < TEMPLATES_TTL);
             if !fresh {
-                let stamp = self.templates_stamp();
+                let stamp = crate::freshness::stamp(std::slice::from_ref(&self.site_dir));
                 if cache.templates.map(|(_, s)| s) != Some(stamp) {
                     cache.scripts.clear();
                 }
@@ -98,22 +97,6 @@ impl IpxeScripts {
             cache.scripts.insert(key, Arc::clone(&script));
         }
         Ok(script)
-    }
-
-    /// Names, sizes and mtimes of the site templates.
-    fn templates_stamp(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt as _;
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        if let Ok(entries) = std::fs::read_dir(&self.site_dir) {
-            let mut files: Vec<_> = entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| Some((e.file_name(), e.metadata().ok()?)))
-                .map(|(name, m)| (name, m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
-                .collect();
-            files.sort();
-            files.hash(&mut hasher);
-        }
-        hasher.finish()
     }
 
     fn source(&self, name: &str, node: &str) -> Result<String, ScriptError> {

@@ -62,15 +62,7 @@ impl HostKeys {
         let path = |kind: &str| dir.join(format!("ssh_host_{kind}_key"));
         // Two processes (the server and a command) must not each generate a different set.
         let _lock = if TYPES.iter().any(|k| !path(k).exists()) {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::create_dir_all(dir).map_err(|e| OverlayError::io(dir, e))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| OverlayError::io(dir, e))?;
-            let lock = dir.join(".lock");
-            Some(
-                wulf_core::atomic_file::WriteLock::acquire(&lock)
-                    .map_err(|e| OverlayError::io(&lock, e))?,
-            )
+            Some(lock(dir)?)
         } else {
             None
         };
@@ -99,6 +91,7 @@ impl HostKeys {
 
     /// Replaces every key with a new one (`wulf configure ssh --regenerate`).
     pub fn regenerate(dir: &Path, comment: &str) -> Result<HostKeys, OverlayError> {
+        let _lock = lock(dir)?;
         let mut keys = Vec::new();
         for kind in TYPES {
             keys.push(generate(
@@ -127,6 +120,16 @@ impl HostKeys {
             .collect::<serde_json::Map<_, _>>()
             .into()
     }
+}
+
+/// Creates the key directory (0700) and takes its lock.
+fn lock(dir: &Path) -> Result<wulf_core::atomic_file::WriteLock, OverlayError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).map_err(|e| OverlayError::io(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| OverlayError::io(dir, e))?;
+    let lock = dir.join(".lock");
+    wulf_core::atomic_file::WriteLock::acquire(&lock).map_err(|e| OverlayError::io(&lock, e))
 }
 
 fn read_key(kind: &'static str, path: &Path, text: &str) -> Result<HostKey, OverlayError> {

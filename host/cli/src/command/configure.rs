@@ -80,8 +80,6 @@ fn ssh(ctx: &Context, args: &SshArgs) -> anyhow::Result<()> {
     let keys = if args.regenerate {
         let dir = wulf_overlay::HostKeys::dir_in(ctx.state.root());
         let comment = format!("root@{}", ctx.server().hostname);
-        let _lock = wulf_core::atomic_file::WriteLock::acquire(&dir.join(".lock"))
-            .with_context(|| format!("locking {}", dir.display()))?;
         wulf_overlay::HostKeys::regenerate(&dir, &comment)?
     } else {
         ctx.host_keys()?
