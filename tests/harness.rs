@@ -235,8 +235,25 @@ impl Wulf {
         self.serve_in(&[], args)
     }
 
+    /// Like [`Wulf::serve`], with the server's log (stderr) written to `log`.
+    pub fn serve_logged(&self, args: &[&str], log: &Path) -> Serving {
+        let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        self.spawn_server(&[], args, std::process::Stdio::from(file))
+    }
+
     /// Like [`Wulf::serve`], run under `prefix` (e.g. `ip netns exec <ns>`).
     pub fn serve_in(&self, prefix: &[&str], args: &[&str]) -> Serving {
+        // WULF_SERVE_STDERR=<file> keeps the server's log, for debugging a test or a bench.
+        let stderr = match std::env::var_os("WULF_SERVE_STDERR") {
+            Some(path) => std::fs::File::create(&path)
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|e| panic!("WULF_SERVE_STDERR: {e}")),
+            None => std::process::Stdio::null(),
+        };
+        self.spawn_server(prefix, args, stderr)
+    }
+
+    fn spawn_server(&self, prefix: &[&str], args: &[&str], stderr: std::process::Stdio) -> Serving {
         use std::io::BufRead;
         let mut full = vec!["serve"];
         full.extend_from_slice(args);
@@ -252,13 +269,6 @@ impl Wulf {
                 c
             }
             None => self.command(&full),
-        };
-        // WULF_SERVE_STDERR=<file> keeps the server's log, for debugging a test or a bench.
-        let stderr = match std::env::var_os("WULF_SERVE_STDERR") {
-            Some(path) => std::fs::File::create(&path)
-                .map(std::process::Stdio::from)
-                .unwrap_or_else(|e| panic!("WULF_SERVE_STDERR: {e}")),
-            None => std::process::Stdio::null(),
         };
         let mut child = command
             .stdout(std::process::Stdio::piped())

@@ -610,6 +610,22 @@ fn images_are_listed_copied_renamed_and_deleted_with_their_users_in_mind() {
         serde_json::from_str(&wulf.ok(&["node", "show", "n1", "--json"])).unwrap();
     assert_eq!(node["image"], "rocky-9", "{node}");
 
+    // A rename whose inventory write fails (a hand edit broke the file) is undone whole: the
+    // image keeps its name, the records and the file are as they were.
+    let nodes = wulf.path().join("nodes.toml");
+    let good = std::fs::read_to_string(&nodes).unwrap();
+    let broken = format!("{good}\n[nodes.n3.network-devices.default]\nhwaddr = \"nonsense\"\n");
+    std::fs::write(&nodes, &broken).unwrap();
+    let err = wulf.fails(&["image", "rename", "rocky-9", "alma"]);
+    assert!(
+        err.contains("image `rocky-9` was renamed back")
+            && err.contains("node `n3`: `network-devices.default.hwaddr` = \"nonsense\""),
+        "{err}"
+    );
+    assert_eq!(images_dir(&wulf), ["rocky-9", "rocky-test"]);
+    assert_eq!(std::fs::read_to_string(&nodes).unwrap(), broken);
+    std::fs::write(&nodes, &good).unwrap();
+
     wulf.ok(&["image", "delete", "rocky-test"]);
     let err = wulf.fails(&["image", "show", "rocky-test"]);
     assert!(err.contains("no image named `rocky-test`"), "{err}");

@@ -245,7 +245,7 @@ fn a_hostile_plugin_fails_with_its_name_and_cause() {
     error: plugin `panicking` crashed: wasm trap: wasm `unreachable` instruction executed; its stderr: panicked at tests/fixtures/panicking/src/lib.rs:8:9: fixture panicked on purpose for n001
     error: plugin `escaping` returned invalid output: path "/../../etc/passwd" contains `..`
     "#);
-    insta::assert_snapshot!(wulf.fails(&["plugin", "test", "hostname", "--node", "n404"]), @"error: node `n404` does not exist");
+    insta::assert_snapshot!(wulf.fails(&["plugin", "test", "hostname", "--node", "n404"]), @"error: node `n404` does not exist (add it with `wulf node add`)");
     insta::assert_snapshot!(wulf.fails(&["plugin", "test", "hostname"]), @"error: which node? pass --node <id> (see the nodes in nodes.toml)");
     wulf.ok(&["plugin", "test", "hostname", "--node", "n001"]);
 }

@@ -13,3 +13,4 @@ mod overlay_plugins;
 mod plugin_runtime;
 mod serve;
 mod serve_files;
+mod site_layer;

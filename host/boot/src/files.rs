@@ -10,25 +10,17 @@
 //! from the copy that was opened.
 
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use wulf_core::BootFile;
 
 /// The body of a file response: (file, offset, length) pieces, in order.
 #[derive(Debug)]
 pub struct SendFile {
     pub pieces: Vec<(File, u64, u64)>,
-}
-
-/// One or more files served as one.
-#[derive(Debug, Clone)]
-pub struct Blob {
-    pub parts: Vec<PathBuf>,
-    /// A content hash: the strong ETag.
-    pub etag: String,
 }
 
 struct Part {
@@ -75,7 +67,7 @@ fn etag_matches(value: &str, etag: &str) -> bool {
 }
 
 /// Serves `blob` for a request with `headers`; `head` sends headers only.
-pub fn serve(blob: &Blob, headers: &HeaderMap, head: bool) -> Response {
+pub fn serve(blob: &BootFile, headers: &HeaderMap, head: bool) -> Response {
     let mut parts = Vec::with_capacity(blob.parts.len());
     let mut modified = SystemTime::UNIX_EPOCH;
     for path in &blob.parts {

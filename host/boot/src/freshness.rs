@@ -7,19 +7,19 @@
 //! What changed is told by the inventory snapshot's generation and a stamp of the watched
 //! directories (paths, sizes, mtimes, inodes, modes), taken at most once a second.
 
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a stamp of the watched directories is trusted.
+use wulf_core::Provisioner;
+
+/// How long a stamp of the watched inputs is trusted.
 const STAMP_TTL: Duration = Duration::from_secs(1);
 
-/// (inventory generation, directory stamp).
+/// (inventory generation, input stamp).
 type Inputs = (u64, u64);
 
 pub struct Freshness {
-    watched: Vec<PathBuf>,
+    provisioner: Arc<dyn Provisioner>,
     stamp: Mutex<Option<(Instant, u64)>>,
     /// The inputs of the last cluster-wide check.
     checked: Mutex<Option<Inputs>>,
@@ -28,10 +28,10 @@ pub struct Freshness {
 }
 
 impl Freshness {
-    /// Watches `dirs` (recursively; missing ones are fine).
-    pub fn new(dirs: Vec<PathBuf>) -> Self {
+    /// Watches the build inputs `provisioner` names.
+    pub fn new(provisioner: Arc<dyn Provisioner>) -> Self {
         Freshness {
-            watched: dirs,
+            provisioner,
             stamp: Mutex::new(None),
             checked: Mutex::new(None),
             running: tokio::sync::Mutex::new(()),
@@ -64,52 +64,52 @@ impl Freshness {
         {
             return stamp;
         }
-        let stamp = stamp(&self.watched);
+        let stamp = self.provisioner.overlay_inputs_stamp();
         *cached = Some((Instant::now(), stamp));
         stamp
-    }
-}
-
-/// A hash of `paths` and everything under them (names, sizes, mtimes, inodes, modes,
-/// owners): it changes when a file is added, removed, replaced or edited.
-pub(crate) fn stamp(paths: &[PathBuf]) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for path in paths {
-        walk(path, &mut hasher);
-    }
-    hasher.finish()
-}
-
-fn walk(path: &Path, hasher: &mut impl Hasher) {
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return;
-    };
-    path.hash(hasher);
-    (
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.ino(),
-        meta.mode(),
-        meta.uid(),
-        meta.gid(),
-    )
-        .hash(hasher);
-    if meta.is_dir()
-        && let Ok(entries) = std::fs::read_dir(path)
-    {
-        let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        children.sort();
-        for child in children {
-            walk(&child, hasher);
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use wulf_core::provision::{BuildSummary, ServedInventory};
+    use wulf_core::{BootFile, BootStage, HwAddr, Node, ProvisionError};
+
+    /// A provisioner whose build inputs are a directory tree; nothing else is asked of it.
+    struct Watched(Vec<PathBuf>);
+
+    impl Provisioner for Watched {
+        fn load_inventory(&self) -> Result<ServedInventory, ProvisionError> {
+            Ok(ServedInventory::default())
+        }
+        fn inventory_stamp(&self) -> u64 {
+            0
+        }
+        fn has_backends(&self) -> bool {
+            false
+        }
+        fn lookup_hwaddr(&self, _: &HwAddr) -> Result<Option<Node>, ProvisionError> {
+            Ok(None)
+        }
+        fn discover(&self, _: &HwAddr) -> Result<Option<String>, ProvisionError> {
+            Ok(None)
+        }
+        fn boot_file(&self, node: &Node, stage: BootStage) -> Result<BootFile, ProvisionError> {
+            Err(ProvisionError::NoOverlay {
+                node: node.id.clone(),
+                stage,
+            })
+        }
+        fn build_overlays(&self, _: Option<&str>) -> Result<BuildSummary, ProvisionError> {
+            Ok(BuildSummary::default())
+        }
+        fn overlay_inputs_stamp(&self) -> u64 {
+            wulf_core::stamp::tree_stamp(&self.0)
+        }
+        fn forget(&self) {}
+    }
 
     #[test]
     fn edits_additions_and_generations_are_changes() {
@@ -117,7 +117,10 @@ mod tests {
         let overlay = dir.path().join("overlays/motd");
         std::fs::create_dir_all(&overlay).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(overlay.join("etc.ww"), "a").unwrap_or_else(|e| panic!("{e}"));
-        let fresh = Freshness::new(vec![dir.path().join("overlays"), dir.path().join("gone")]);
+        let fresh = Freshness::new(Arc::new(Watched(vec![
+            dir.path().join("overlays"),
+            dir.path().join("gone"),
+        ])));
         let first = fresh.changed(1).unwrap_or_else(|| panic!("never checked"));
         fresh.checked(first);
         assert_eq!(fresh.changed(1), None);

@@ -74,7 +74,7 @@ impl IpxeScripts {
                 .templates
                 .is_some_and(|(at, _)| at.elapsed() < TEMPLATES_TTL);
             if !fresh {
-                let stamp = crate::freshness::stamp(std::slice::from_ref(&self.site_dir));
+                let stamp = wulf_core::stamp::tree_stamp(std::slice::from_ref(&self.site_dir));
                 if cache.templates.map(|(_, s)| s) != Some(stamp) {
                     cache.scripts.clear();
                 }

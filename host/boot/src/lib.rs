@@ -1,6 +1,7 @@
 //! wulf's network edges: HTTP provisioning (axum), the TFTP server, iPXE scripts and the
-//! status board. The only crate that links axum. It reads the inventory through `wulf-core`
-//! and knows nothing of wasm.
+//! status board. The only crate that links axum. Everything a node gets comes from the
+//! application layer through `wulf-core`'s [`Provisioner`] trait; this crate knows nothing of
+//! wasm, stores or rules.
 
 pub mod conn;
 pub mod files;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use wulf_core::{InventoryBackend, StateDir};
+use wulf_core::{ProvisionError, Provisioner, StateDir};
 
 /// Where to listen and what to serve.
 #[derive(Clone)]
@@ -27,16 +28,14 @@ pub struct BootConfig {
     /// `None` turns TFTP off.
     pub tftp_addr: Option<SocketAddr>,
     pub tftp_root: PathBuf,
+    /// Where per-node iPXE script templates live (`<state>/ipxe`).
     pub state: StateDir,
-    /// Inventory backend plugins, consulted after the built-in store.
-    pub backends: Vec<Arc<dyn InventoryBackend>>,
     /// Runtime overlays only to privileged source ports; scripts skip them.
     pub secure: bool,
-    /// Builds overlays when they are missing or stale.
-    pub overlay_builder: Option<http::OverlayBuilder>,
-    /// What overlay builds read besides the inventory (overlay sources, plugins, keys,
-    /// images): a change there makes the next overlay request check every archive.
-    pub overlay_inputs: Vec<PathBuf>,
+    /// The application layer.
+    pub provisioner: Arc<dyn Provisioner>,
+    /// Build overlays when they are missing or their inputs changed.
+    pub build_on_demand: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +46,8 @@ pub enum BootError {
         addr: SocketAddr,
         error: std::io::Error,
     },
-    #[error("{0}")]
-    Inventory(#[from] wulf_core::inventory::InventoryError),
+    #[error("the inventory cannot be served")]
+    Inventory(#[from] ProvisionError),
     #[error("{what} stopped: {error}")]
     Serve {
         what: &'static str,
@@ -105,27 +104,24 @@ impl BootServer {
         })?;
         // Backend plugins run blocking calls (WASI inside them blocks too): keep them off the
         // async workers.
-        let (state, backends) = (config.state.clone(), config.backends.clone());
-        let index =
-            tokio::task::spawn_blocking(move || node_index::NodeIndex::open(&state, backends))
-                .await
-                .map_err(|error| BootError::Serve {
-                    what: "inventory load",
-                    error: std::io::Error::other(error),
-                })??;
+        let provisioner = Arc::clone(&config.provisioner);
+        let index = tokio::task::spawn_blocking(move || node_index::NodeIndex::open(provisioner))
+            .await
+            .map_err(|error| BootError::Serve {
+                what: "inventory load",
+                error: std::io::Error::other(error),
+            })??;
         let app = Arc::new(http::AppState {
             index,
             scripts: ipxe_script::IpxeScripts::new(config.state.root().join("ipxe"), config.secure),
             secure: config.secure,
             status: status::StatusBoard::default(),
             local,
-            images: wulf_image::ImageStore::new(&config.state),
-            archives: wulf_overlay::ArchiveStore::new(&config.state),
-            overlay_builder: config.overlay_builder.clone(),
+            provisioner: Arc::clone(&config.provisioner),
+            build_on_demand: config.build_on_demand,
             building: Default::default(),
-            freshness: freshness::Freshness::new(config.overlay_inputs.clone()),
+            freshness: freshness::Freshness::new(Arc::clone(&config.provisioner)),
             metrics: Default::default(),
-            archive_index: Default::default(),
         });
         Ok(BootServer {
             http,
@@ -159,8 +155,9 @@ impl BootServer {
                 let _ = tokio::task::spawn_blocking(move || {
                     if forced {
                         app.freshness.forget();
+                        app.provisioner.forget();
                         if let Err(e) = app.index.reload() {
-                            tracing::error!(error = %e, "inventory reload on SIGHUP failed");
+                            tracing::error!(error = %node_index::error_chain(&e), "inventory reload on SIGHUP failed");
                         }
                     } else {
                         app.index.refresh();

@@ -98,6 +98,15 @@ impl Metrics {
                 s.seconds, s.calls
             );
         }
+        let (engines, loads) = wulf_core::plugin_stats::runtime_counts();
+        let _ = writeln!(
+            out,
+            "# HELP wulf_plugin_engines_created_total Wasm engines created by this process (one is expected).\n# TYPE wulf_plugin_engines_created_total counter\nwulf_plugin_engines_created_total {engines}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wulf_plugin_component_loads_total Plugin components compiled or read from the cache, and linked.\n# TYPE wulf_plugin_component_loads_total counter\nwulf_plugin_component_loads_total {loads}"
+        );
         let _ = writeln!(
             out,
             "# HELP wulf_nodes Nodes in the inventory.\n# TYPE wulf_nodes gauge\nwulf_nodes {nodes}"

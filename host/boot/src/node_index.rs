@@ -1,12 +1,13 @@
 //! The boot server's view of the inventory: merged nodes by hardware address, reloaded when
 //! the inventory file changes (a CLI edit), every half minute when backend plugins serve nodes
-//! too, and on SIGHUP; swapped in whole so a request sees one consistent snapshot.
+//! too, and on SIGHUP; swapped in whole so a request sees one consistent snapshot. A reload
+//! that fails (a hand edit that broke the file) keeps the last good snapshot in service.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use wulf_core::{HwAddr, Inventory, InventoryBackend, InventoryStore, Node, StateDir};
+use wulf_core::{HwAddr, Inventory, Node, ProvisionError, Provisioner};
 
 /// How often nodes from backend plugins are fetched again.
 const BACKEND_REFRESH: Duration = Duration::from_secs(30);
@@ -48,46 +49,26 @@ impl Snapshot {
     }
 }
 
-/// How a discovery ends without claiming a node.
-enum Discovery {
-    /// The MAC is taken meanwhile, or no node is discoverable: nothing to write.
-    Unclaimed,
-    Inventory(wulf_core::inventory::InventoryError),
-}
-
-impl From<wulf_core::inventory::InventoryError> for Discovery {
-    fn from(e: wulf_core::inventory::InventoryError) -> Self {
-        Discovery::Inventory(e)
-    }
-}
-
 /// The current snapshot and how to refresh it.
 pub struct NodeIndex {
-    store: InventoryStore,
-    path: std::path::PathBuf,
-    backends: Vec<Arc<dyn InventoryBackend>>,
+    provisioner: Arc<dyn Provisioner>,
     current: RwLock<Loaded>,
     /// One discovery at a time, so two unknown machines never claim the same node.
     discovering: std::sync::Mutex<()>,
 }
 
 struct Loaded {
-    modified: Option<SystemTime>,
+    stamp: u64,
     at: Instant,
     snapshot: Arc<Snapshot>,
 }
 
 impl NodeIndex {
-    pub fn open(
-        state: &StateDir,
-        backends: Vec<Arc<dyn InventoryBackend>>,
-    ) -> Result<NodeIndex, wulf_core::inventory::InventoryError> {
+    pub fn open(provisioner: Arc<dyn Provisioner>) -> Result<NodeIndex, ProvisionError> {
         let index = NodeIndex {
-            store: InventoryStore::new(state),
-            path: state.nodes_file(),
-            backends,
+            provisioner,
             current: RwLock::new(Loaded {
-                modified: None,
+                stamp: 0,
                 at: Instant::now(),
                 snapshot: Arc::new(Snapshot::default()),
             }),
@@ -107,106 +88,75 @@ impl NodeIndex {
         self.current.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn modified(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok()
-    }
-
     /// Reloads unconditionally.
-    pub fn reload(&self) -> Result<(), wulf_core::inventory::InventoryError> {
-        let modified = self.modified();
-        let mut inventory = self.store.load()?;
-        for backend in &self.backends {
-            match inventory.absorb(backend.as_ref()) {
-                Ok(shadowed) => {
-                    for name in shadowed {
-                        tracing::warn!(backend = backend.name(), record = %name, "the built-in inventory already defines it; the backend's is ignored");
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(backend = backend.name(), error = %e, "inventory backend failed; serving without its nodes")
-                }
+    pub fn reload(&self) -> Result<(), ProvisionError> {
+        let stamp = self.provisioner.inventory_stamp();
+        let served = match self.provisioner.load_inventory() {
+            Ok(served) => served,
+            Err(error) => {
+                // Not again until the file changes: the error was said once.
+                let mut loaded = self.current.write().unwrap_or_else(|p| p.into_inner());
+                loaded.stamp = stamp;
+                loaded.at = Instant::now();
+                return Err(error);
             }
-        }
+        };
         let generation = self.read().snapshot.generation + 1;
-        let snapshot = Arc::new(Snapshot::build(&inventory, generation));
-        tracing::info!(nodes = snapshot.nodes.len(), generation, "inventory loaded");
+        let snapshot = Arc::new(Snapshot::build(&served.inventory, generation));
+        tracing::info!(
+            nodes = snapshot.nodes.len(),
+            refused = served.rejected.len(),
+            generation,
+            "inventory loaded"
+        );
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Loaded {
-            modified,
+            stamp,
             at: Instant::now(),
             snapshot,
         };
         Ok(())
     }
 
-    /// Gives `hwaddr`, which no node has, to the first node (by id) marked discoverable, as
-    /// Warewulf does: the address goes on its primary network device (`default` when it has
-    /// none), the mark is cleared, the inventory is written atomically and reloaded. `None`
-    /// when no node is discoverable. Nodes from backend plugins are never edited.
-    pub fn discover(
+    /// The node with `hwaddr` that no loaded record has: asked of the backends, then offered
+    /// for discovery (a node marked discoverable takes it, or a backend accepts it). With the
+    /// generation of the snapshot it came from.
+    pub fn find_unknown(
         &self,
         hwaddr: &HwAddr,
-    ) -> Result<Option<(Arc<Node>, u64)>, wulf_core::inventory::InventoryError> {
+    ) -> Result<Option<(Arc<Node>, u64)>, ProvisionError> {
         let _one_at_a_time = self.discovering.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = self.snapshot();
         if let Some(node) = snapshot.lookup(hwaddr) {
             return Ok(Some((Arc::clone(node), snapshot.generation)));
         }
-        // `Unclaimed` aborts the update: nothing is written when no node takes the MAC.
-        let claimed = self.store.update(|inventory| -> Result<_, Discovery> {
-            let taken = inventory.nodes.values().any(|n| {
-                n.network_devices.values().any(|d| {
-                    d.hwaddr
-                        .as_deref()
-                        .and_then(|h| HwAddr::parse(h).ok())
-                        .as_ref()
-                        == Some(hwaddr)
-                })
-            });
-            if taken {
-                return Err(Discovery::Unclaimed);
-            }
-            let Some((id, node)) = inventory
-                .nodes
-                .iter_mut()
-                .find(|(_, n)| n.discoverable == Some(true))
-            else {
-                return Err(Discovery::Unclaimed);
-            };
-            let merged = wulf_core::merge::merge(node, &inventory.profiles).node;
-            let device = merged.primary_network().unwrap_or("default").to_owned();
-            node.network_devices
-                .entry(device.clone())
-                .or_default()
-                .hwaddr = Some(hwaddr.to_string());
-            node.discoverable = None;
-            Ok((id.clone(), device))
-        });
-        let (id, device) = match claimed {
-            Ok(claimed) => claimed,
-            Err(Discovery::Unclaimed) => return Ok(None),
-            Err(Discovery::Inventory(e)) => return Err(e),
-        };
-        tracing::warn!(node = %id, mac = %hwaddr, %device, "discovered: the unknown MAC is now this node's");
+        if let Some(node) = self.provisioner.lookup_hwaddr(hwaddr)? {
+            return Ok(Some((Arc::new(node), snapshot.generation)));
+        }
+        if !snapshot.discoverable && !self.provisioner.has_backends() {
+            return Ok(None);
+        }
+        if self.provisioner.discover(hwaddr)?.is_none() {
+            return Ok(None);
+        }
         self.reload()?;
         let snapshot = self.snapshot();
         Ok(snapshot
-            .nodes
-            .get(&id)
+            .lookup(hwaddr)
             .map(|node| (Arc::clone(node), snapshot.generation)))
     }
 
-    /// Reloads if the inventory file changed since the last load. A broken file keeps the
-    /// last good snapshot in service.
+    /// Reloads if the inventory file changed since the last load, or backends were last asked
+    /// long ago. A broken file keeps the last good snapshot in service.
     pub fn refresh(&self) {
         let stale = {
             let loaded = self.read();
-            self.modified() != loaded.modified
-                || (!self.backends.is_empty() && loaded.at.elapsed() >= BACKEND_REFRESH)
+            self.provisioner.inventory_stamp() != loaded.stamp
+                || (self.provisioner.has_backends() && loaded.at.elapsed() >= BACKEND_REFRESH)
         };
         if stale && let Err(e) = self.reload() {
-            tracing::error!(error = %e, "inventory reload failed; still serving the previous one");
+            tracing::error!(error = %error_chain(&e), "inventory reload failed; still serving the previous one");
         }
     }
 }
+
+pub(crate) use wulf_core::provision::error_chain;

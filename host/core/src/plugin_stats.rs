@@ -1,9 +1,32 @@
-//! Process-wide counts and durations of plugin calls, by plugin: the plugin runtime records
-//! every call, the boot server's `/metrics` reports them.
+//! Process-wide counts and durations of plugin calls, by plugin, and of the engines and
+//! components behind them: the plugin runtime records them, the boot server's `/metrics`
+//! reports them (a long-lived process should show one engine, however many builds it ran).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+static ENGINES: AtomicU64 = AtomicU64::new(0);
+static COMPONENT_LOADS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one wasm engine created.
+pub fn engine_created() {
+    ENGINES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts one component compiled or read from the cache and linked.
+pub fn component_loaded() {
+    COMPONENT_LOADS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// (engines created, components loaded) so far in this process.
+pub fn runtime_counts() -> (u64, u64) {
+    (
+        ENGINES.load(Ordering::Relaxed),
+        COMPONENT_LOADS.load(Ordering::Relaxed),
+    )
+}
 
 /// Calls of one plugin so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

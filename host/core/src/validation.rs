@@ -1,13 +1,29 @@
 //! Checks an inventory before it is written: names, addresses, references, and addresses that
 //! two nodes claim at once. Every error names the record, the field and the value.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::hwaddr::HwAddr;
 use crate::inventory::Inventory;
 use crate::merge::merge_all;
 use crate::node::Node;
+
+/// Whether a record is a node or a profile: profiles may not carry node-only fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    Node,
+    Profile,
+}
+
+impl RecordKind {
+    pub fn noun(self) -> &'static str {
+        match self {
+            RecordKind::Node => "node",
+            RecordKind::Profile => "profile",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{record}: `{field}` = {value:?}: {reason}")]
@@ -36,7 +52,7 @@ const NAME_RULE: &str =
 
 struct Checker<'a> {
     record: String,
-    inventory: &'a Inventory,
+    profiles: &'a BTreeMap<String, Node>,
 }
 
 impl Checker<'_> {
@@ -73,7 +89,7 @@ impl Checker<'_> {
         }
         for profile in &node.profiles {
             let name = profile.strip_prefix('~').unwrap_or(profile);
-            if !self.inventory.profiles.contains_key(name) {
+            if !self.profiles.contains_key(name) {
                 return Err(self.fail(
                     "profiles",
                     profile,
@@ -149,26 +165,35 @@ impl Checker<'_> {
     }
 }
 
+/// Checks one record on its own (names, addresses, profile references against `profiles`):
+/// what a record from an inventory backend must pass before it is served.
+pub fn check_record(
+    kind: RecordKind,
+    id: &str,
+    record: &Node,
+    profiles: &BTreeMap<String, Node>,
+) -> Result<(), ValidationError> {
+    let checker = Checker {
+        record: format!("{} `{id}`", kind.noun()),
+        profiles,
+    };
+    checker.record(id, record)?;
+    if kind == RecordKind::Profile && (record.discoverable.is_some() || record.asset_key.is_some())
+    {
+        let field = if record.discoverable.is_some() {
+            "discoverable"
+        } else {
+            "asset-key"
+        };
+        return Err(checker.fail(field, "set", "belongs on nodes only"));
+    }
+    Ok(())
+}
+
 /// Checks every record, then that no hardware or IP address belongs to two nodes.
 pub fn validate(inventory: &Inventory) -> Result<(), ValidationError> {
     for (id, profile) in &inventory.profiles {
-        Checker {
-            record: format!("profile `{id}`"),
-            inventory,
-        }
-        .record(id, profile)?;
-        if profile.discoverable.is_some() || profile.asset_key.is_some() {
-            let field = if profile.discoverable.is_some() {
-                "discoverable"
-            } else {
-                "asset-key"
-            };
-            return Err(Checker {
-                record: format!("profile `{id}`"),
-                inventory,
-            }
-            .fail(field, "set", "belongs on nodes only"));
-        }
+        check_record(RecordKind::Profile, id, profile, &inventory.profiles)?;
     }
     let mut hwaddrs: HashMap<HwAddr, &str> = HashMap::new();
     let mut ips: HashMap<String, (&str, String)> = HashMap::new();
@@ -176,7 +201,7 @@ pub fn validate(inventory: &Inventory) -> Result<(), ValidationError> {
     for ((id, node), merged) in inventory.nodes.iter().zip(merged_nodes) {
         let checker = Checker {
             record: format!("node `{id}`"),
-            inventory,
+            profiles: &inventory.profiles,
         };
         checker.record(id, node)?;
         let merged = merged.node;

@@ -490,9 +490,16 @@ impl ImageStore {
 
     /// Renames an image. The caller rewrites nodes and profiles that refer to it.
     pub fn rename(&self, from: &str, to: &str) -> Result<ImageMeta> {
+        let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
+        self.rename_locked(from, to)
+    }
+
+    /// [`ImageStore::rename`] for a caller that already holds the state directory's write
+    /// lock (the inventory store's, which is the same file), so that the image and the records
+    /// naming it change under one lock.
+    pub fn rename_locked(&self, from: &str, to: &str) -> Result<ImageMeta> {
         validate_name(to)?;
         let mut meta = self.get(from)?;
-        let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
         if self.exists(to) {
             return Err(ImageError::Exists(to.to_owned()));
         }

@@ -40,7 +40,7 @@ pub struct Renderer {
     server: Server,
     server_value: Value,
     cluster: Value,
-    cluster_nodes: Vec<Node>,
+    cluster_nodes: Arc<[Node]>,
     cluster_hash: String,
     /// What image files read by templates depend on (see [`Renderer::set_image_reader`]).
     images_identity: String,
@@ -106,7 +106,7 @@ impl Renderer {
         store: &OverlayStore,
         generators: &BTreeMap<String, Arc<dyn OverlayGenerator>>,
         names: &BTreeSet<String>,
-        cluster: &[Node],
+        cluster: Arc<[Node]>,
         server: &Server,
         build_time: u64,
     ) -> Result<Renderer> {
@@ -157,7 +157,7 @@ impl Renderer {
         });
         let mut hasher = Sha256::new();
         let mut cluster_json = Vec::new();
-        for node in cluster {
+        for node in cluster.iter() {
             let json = node_json(node);
             hasher.update(serde_json::to_vec(&json).unwrap_or_default());
             if any_cluster {
@@ -171,7 +171,7 @@ impl Renderer {
             server: server.clone(),
             server_value: Value::from(Serde(server_json(server))),
             cluster: Value::from(Serde(serde_json::json!({ "nodes": cluster_json }))),
-            cluster_nodes: cluster.to_vec(),
+            cluster_nodes: cluster,
             cluster_hash,
             images_identity: String::new(),
             build_time,

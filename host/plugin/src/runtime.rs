@@ -109,6 +109,7 @@ impl Runtime {
         };
         let (overlay, inventory, transform) =
             build().map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        wulf_core::plugin_stats::engine_created();
         Ok(Runtime {
             engine,
             overlay,
@@ -201,6 +202,7 @@ impl Runtime {
             memory_bytes: limits.memory_bytes,
             read_dirs: manifest.read_dirs.clone().into(),
         };
+        wulf_core::plugin_stats::component_loaded();
         Ok(LoadedPlugin {
             manifest: manifest.clone(),
             limits,

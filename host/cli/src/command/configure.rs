@@ -78,11 +78,9 @@ pub fn run(ctx: &Context, command: ConfigureCommand) -> anyhow::Result<()> {
 
 fn ssh(ctx: &Context, args: &SshArgs) -> anyhow::Result<()> {
     let keys = if args.regenerate {
-        let dir = wulf_overlay::HostKeys::dir_in(ctx.state.root());
-        let comment = format!("root@{}", ctx.server().hostname);
-        wulf_overlay::HostKeys::regenerate(&dir, &comment)?
+        ctx.site.regenerate_host_keys()?
     } else {
-        ctx.host_keys()?
+        ctx.site.host_keys()?
     };
     if args.json {
         let rows: Vec<_> = keys
@@ -121,7 +119,7 @@ struct Host {
 }
 
 fn dhcp(ctx: &Context, args: DhcpArgs) -> anyhow::Result<()> {
-    let http = ctx.config.server.http_addr;
+    let http = ctx.site.config().server.http_addr;
     let server = match (args.server_ip, http.ip()) {
         (Some(ip), _) => ip,
         (None, std::net::IpAddr::V4(ip)) if !ip.is_unspecified() => ip,
@@ -147,7 +145,7 @@ fn dhcp(ctx: &Context, args: DhcpArgs) -> anyhow::Result<()> {
         }
     }
 
-    let inventory = ctx.inventory()?;
+    let inventory = ctx.site.inventory()?;
     let mut hosts = Vec::new();
     for id in inventory.nodes.keys() {
         let node = inventory.merged(id)?.node;

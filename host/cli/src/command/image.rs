@@ -1,6 +1,5 @@
 //! `wulf image ...`: import, build and manage node images.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 use std::sync::{Arc, Mutex};
 
@@ -8,11 +7,9 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use wulf_core::InventoryStore;
 use wulf_image::store::ImageMeta;
-use wulf_image::{
-    Compression, ImageStore, ImportOptions, Platform, Progress, RegistryOptions, Source,
-};
+use wulf_image::{Compression, ImportOptions, Platform, Progress, RegistryOptions, Source};
+use wulf_site::BuildSettings;
 
 use crate::context::Context;
 use crate::table;
@@ -101,7 +98,7 @@ pub enum ImageCommand {
 }
 
 pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
-    let store = ImageStore::new(&ctx.state);
+    let site = &ctx.site;
     match command {
         ImageCommand::Import {
             source,
@@ -132,7 +129,8 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let mut meta = runtime.block_on(store.import(&source, &name, &options, progress))?;
+            let mut meta =
+                runtime.block_on(site.import_image(&source, &name, &options, progress))?;
             if !json {
                 println!(
                     "imported {source} as image `{name}`: {} entries, {}",
@@ -141,7 +139,7 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
                 );
             }
             if !no_build {
-                meta = build_one(ctx, &store, &name, 0, json)?;
+                meta = build_one(ctx, &name, &BuildSettings::default(), 0, json)?;
             }
             if json {
                 table::print_json(&image_json(&meta, &[]));
@@ -159,44 +157,21 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             json,
         } => {
             let names = if all {
-                store.list()?.into_iter().map(|m| m.name).collect()
+                site.image_names()?
             } else if names.is_empty() {
                 bail!("name the images to build, or use --all");
             } else {
                 names
             };
-            if let Some(transforms) = &transforms {
-                let registry = ctx.registry();
-                for t in transforms.iter().filter(|t| !t.is_empty()) {
-                    registry
-                        .find(t)
-                        .with_context(|| format!("--transform {t}"))?;
-                }
-            }
+            let settings = BuildSettings {
+                compression,
+                level,
+                transforms,
+                mtime,
+            };
             let mut built = Vec::new();
             for name in &names {
-                let changes = compression.is_some()
-                    || level.is_some()
-                    || transforms.is_some()
-                    || mtime.is_some();
-                if changes {
-                    store.update_settings(name, |s| {
-                        if let Some(c) = compression {
-                            s.compression = c;
-                            s.level = None;
-                        }
-                        if level.is_some() {
-                            s.level = level;
-                        }
-                        if let Some(t) = &transforms {
-                            s.transforms = t.iter().filter(|t| !t.is_empty()).cloned().collect();
-                        }
-                        if mtime.is_some() {
-                            s.mtime = mtime;
-                        }
-                    })?;
-                }
-                built.push(build_one(ctx, &store, name, threads, json)?);
+                built.push(build_one(ctx, name, &settings, threads, json)?);
             }
             if json {
                 table::print_json(&json!(
@@ -206,27 +181,22 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ImageCommand::List { json } => {
-            let images = store.list()?;
-            let users = users(ctx)?;
+            let images = site.list_images()?;
             if json {
                 let list: Vec<_> = images
                     .iter()
-                    .map(|m| image_json(m, users.get(&m.name).map_or(&[][..], Vec::as_slice)))
+                    .map(|i| image_json(&i.meta, &i.users))
                     .collect();
                 table::print_json(&json!(list));
                 return Ok(());
             }
             let rows = images
                 .iter()
-                .map(|m| {
+                .map(|image| {
+                    let m = &image.meta;
                     vec![
                         m.name.clone(),
-                        users
-                            .get(&m.name)
-                            .map_or(0, |u| {
-                                u.iter().filter(|u| !u.starts_with("profile ")).count()
-                            })
-                            .to_string(),
+                        image.nodes().to_string(),
                         m.default_kernel()
                             .map(|k| k.version.clone())
                             .unwrap_or_default(),
@@ -249,11 +219,11 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ImageCommand::Show { name, json } => {
-            let meta = store.get(&name)?;
-            let users = users(ctx)?;
-            let used = users.get(&name).map_or(&[][..], Vec::as_slice);
+            let shown = site.show_image(&name)?;
+            let (meta, used) = (&shown.meta, &shown.users);
+            let store = site.image_store();
             if json {
-                table::print_json(&image_json(&meta, used));
+                table::print_json(&image_json(meta, used));
                 return Ok(());
             }
             let mut rows = vec![
@@ -274,7 +244,7 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
                 ("compression", meta.settings.compression.to_string()),
                 ("transforms", meta.settings.transforms.join(",")),
             ];
-            match (&meta.build, store.initramfs_path(&meta)) {
+            match (&meta.build, store.initramfs_path(meta)) {
                 (Some(build), Some(path)) => {
                     rows.push(("initramfs", path.display().to_string()));
                     rows.push((
@@ -300,40 +270,22 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ImageCommand::Kernels { name, json } => {
-            let images = match name {
-                Some(name) => vec![store.get(&name)?],
-                None => store.list()?,
-            };
-            let merged = ctx.inventory()?.merged_nodes();
+            let kernels = site.kernels(name.as_deref())?;
             let mut rows = Vec::new();
             let mut list = Vec::new();
-            for image in &images {
-                let default = image.default_kernel().map(|k| k.path.clone());
-                for k in &image.kernels {
-                    // Nodes of this image whose kernel selection lands on this kernel.
-                    let nodes: Vec<String> = merged
-                        .iter()
-                        .filter(|n| n.image.as_deref() == Some(image.name.as_str()))
-                        .filter(|n| {
-                            wulf_image::kernel::select(&image.kernels, n.kernel.version.as_deref())
-                                .is_some_and(|chosen| chosen.path == k.path)
-                        })
-                        .map(|n| n.id.clone())
-                        .collect();
-                    let is_default = default.as_deref() == Some(k.path.as_str());
-                    list.push(json!({"image": image.name, "path": k.path, "version": k.version, "size": k.size, "default": is_default, "nodes": nodes}));
-                    rows.push(vec![
-                        image.name.clone(),
-                        k.path.clone(),
-                        k.version.clone(),
-                        if is_default {
-                            "yes".into()
-                        } else {
-                            String::new()
-                        },
-                        nodes.len().to_string(),
-                    ]);
-                }
+            for k in &kernels {
+                list.push(json!({"image": k.image, "path": k.kernel.path, "version": k.kernel.version, "size": k.kernel.size, "default": k.default, "nodes": k.nodes}));
+                rows.push(vec![
+                    k.image.clone(),
+                    k.kernel.path.clone(),
+                    k.kernel.version.clone(),
+                    if k.default {
+                        "yes".into()
+                    } else {
+                        String::new()
+                    },
+                    k.nodes.len().to_string(),
+                ]);
             }
             if json {
                 table::print_json(&json!(list));
@@ -343,34 +295,17 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ImageCommand::Delete { name } => {
-            store.get(&name)?;
-            if let Some(used) = users(ctx)?.get(&name) {
-                bail!(
-                    "image `{name}` is used by {}: point them at another image first",
-                    used.join(", ")
-                );
-            }
-            store.delete(&name)?;
+            site.delete_image(&name)?;
             println!("deleted image `{name}`");
             Ok(())
         }
         ImageCommand::Copy { from, to } => {
-            store.copy(&from, &to)?;
+            site.copy_image(&from, &to)?;
             println!("copied image `{from}` to `{to}`");
             Ok(())
         }
         ImageCommand::Rename { from, to } => {
-            store.rename(&from, &to)?;
-            let changed = InventoryStore::new(&ctx.state).update(|inv| {
-                let mut changed = Vec::new();
-                for (id, record) in inv.nodes.iter_mut().chain(inv.profiles.iter_mut()) {
-                    if record.image.as_deref() == Some(from.as_str()) {
-                        record.image = Some(to.clone());
-                        changed.push(id.clone());
-                    }
-                }
-                Ok::<_, anyhow::Error>(changed)
-            })?;
+            let changed = site.rename_image(&from, &to)?;
             println!("renamed image `{from}` to `{to}`");
             if !changed.is_empty() {
                 println!("now using `{to}`: {}", changed.join(", "));
@@ -382,18 +317,14 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
 
 fn build_one(
     ctx: &Context,
-    store: &ImageStore,
     name: &str,
+    settings: &BuildSettings,
     threads: usize,
     quiet: bool,
 ) -> anyhow::Result<ImageMeta> {
-    let meta = store.get(name)?;
-    let transforms = ctx.transforms(&meta.settings.transforms)?;
     let progress = Bars::new(quiet);
     let started = std::time::Instant::now();
-    let meta = store
-        .build(name, &transforms, threads, &progress)
-        .with_context(|| format!("building image `{name}`"))?;
+    let meta = ctx.site.build_image(name, settings, threads, &progress)?;
     if !quiet && let Some(build) = &meta.build {
         println!(
             "built image `{name}`: {} entries, {} -> {} {} in {:.1} s",
@@ -405,26 +336,6 @@ fn build_one(
         );
     }
     Ok(meta)
-}
-
-/// Nodes (merged) and profiles using each image.
-fn users(ctx: &Context) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
-    let inventory = ctx.inventory()?;
-    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (id, profile) in &inventory.profiles {
-        if let Some(image) = &profile.image {
-            users
-                .entry(image.clone())
-                .or_default()
-                .push(format!("profile {id}"));
-        }
-    }
-    for node in inventory.merged_nodes() {
-        if let Some(image) = node.image {
-            users.entry(image).or_default().push(node.id);
-        }
-    }
-    Ok(users)
 }
 
 fn image_json(meta: &ImageMeta, users: &[String]) -> serde_json::Value {

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Subcommand;
-use wulf_core::{Inventory, InventoryStore};
+use wulf_core::Inventory;
 
 use crate::context::Context;
 
@@ -53,25 +53,11 @@ pub fn run(ctx: &Context, command: ImportCommand) -> anyhow::Result<()> {
         eprintln!("dry run: would import {counts}; nothing written");
         return Ok(());
     }
-    InventoryStore::new(&ctx.state).update(|inventory| -> anyhow::Result<()> {
-        // The shipped `default` profile, untouched, gives way to the imported one.
-        let shipped = Inventory::shipped();
-        if inventory.profiles.get("default") == shipped.profiles.get("default") {
-            inventory.profiles.remove("default");
-        }
-        for (kind, existing, incoming) in [
-            ("profile", &mut inventory.profiles, &imported.profiles),
-            ("node", &mut inventory.nodes, &imported.nodes),
-        ] {
-            for (id, record) in incoming {
-                if existing.contains_key(id) && !force {
-                    bail!("{kind} `{id}` already exists; pass --force to replace it (nothing was imported)");
-                }
-                existing.insert(id.clone(), record.clone());
-            }
-        }
-        Ok(())
-    })?;
+    let incoming = Inventory {
+        profiles: imported.profiles.clone(),
+        nodes: imported.nodes.clone(),
+    };
+    ctx.site.import_inventory(&incoming, force)?;
     report(&mut std::io::stderr());
     println!("imported {counts} from {}", file.display());
     Ok(())

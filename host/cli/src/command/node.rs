@@ -7,42 +7,12 @@ use std::io::IsTerminal;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::json;
-use wulf_core::hostlist;
-use wulf_core::inventory::InventoryError;
-use wulf_core::{Inventory, InventoryStore, Node};
+use wulf_core::Node;
+use wulf_site::{ImportReport, Kind, RecordView, Selection};
 
 use super::node_fields::{FieldArgs, NodeOnlyArgs};
 use crate::context::Context;
 use crate::table;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Node,
-    Profile,
-}
-
-impl Kind {
-    fn noun(self) -> &'static str {
-        match self {
-            Kind::Node => "node",
-            Kind::Profile => "profile",
-        }
-    }
-
-    fn records(self, inventory: &Inventory) -> &BTreeMap<String, Node> {
-        match self {
-            Kind::Node => &inventory.nodes,
-            Kind::Profile => &inventory.profiles,
-        }
-    }
-
-    fn records_mut(self, inventory: &mut Inventory) -> &mut BTreeMap<String, Node> {
-        match self {
-            Kind::Node => &mut inventory.nodes,
-            Kind::Profile => &mut inventory.profiles,
-        }
-    }
-}
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
@@ -232,20 +202,12 @@ pub fn run_profile(ctx: &Context, command: ProfileCommand) -> anyhow::Result<()>
     }
 }
 
-fn expand_all(patterns: &[String]) -> anyhow::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for pattern in patterns {
-        for name in hostlist::expand(pattern)? {
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
+fn summarize(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [first, .., last] => format!("{first} .. {last}"),
     }
-    Ok(names)
-}
-
-fn store(ctx: &Context) -> InventoryStore {
-    InventoryStore::new(&ctx.state)
 }
 
 fn add(
@@ -255,31 +217,9 @@ fn add(
     fields: &FieldArgs,
     node_only: Option<&NodeOnlyArgs>,
 ) -> anyhow::Result<()> {
-    let names = expand_all(patterns)?;
-    store(ctx).update(|inventory| -> anyhow::Result<()> {
-        let default_profile = kind == Kind::Node
-            && fields.profiles.is_none()
-            && inventory.profiles.contains_key("default");
-        for (offset, name) in names.iter().enumerate() {
-            if kind.records(inventory).contains_key(name) {
-                bail!(
-                    "{} `{name}` already exists (change it with `wulf {} set`)",
-                    kind.noun(),
-                    kind.noun()
-                );
-            }
-            let mut node = Node::new(name.clone());
-            if default_profile {
-                node.profiles = vec!["default".into()];
-            }
-            fields.apply(&mut node, Some(offset))?;
-            if let Some(node_only) = node_only {
-                node_only.apply(&mut node);
-            }
-            kind.records_mut(inventory).insert(name.clone(), node);
-        }
-        Ok(())
-    })?;
+    let names = ctx
+        .site
+        .add_records(kind, patterns, &fields.patch(node_only))?;
     println!(
         "added {} {}(s): {}",
         names.len(),
@@ -289,14 +229,6 @@ fn add(
     Ok(())
 }
 
-fn summarize(names: &[String]) -> String {
-    match names {
-        [] => String::new(),
-        [one] => one.clone(),
-        [first, .., last] => format!("{first} .. {last}"),
-    }
-}
-
 fn set(
     ctx: &Context,
     kind: Kind,
@@ -304,41 +236,21 @@ fn set(
     fields: &FieldArgs,
     node_only: Option<&NodeOnlyArgs>,
 ) -> anyhow::Result<()> {
-    let (patterns, all) = (&target.names, target.all);
-    if patterns.is_empty() && !all {
-        bail!(
-            "which {}s? name them (hostlists work) or pass --all",
-            kind.noun()
-        );
-    }
-    let count = store(ctx).update(|inventory| -> anyhow::Result<usize> {
-        let names = if all {
-            kind.records(inventory).keys().cloned().collect()
-        } else {
-            expand_all(patterns)?
-        };
-        for name in &names {
-            let node = kind.records_mut(inventory).get_mut(name).with_context(|| {
-                format!(
-                    "{} `{name}` does not exist (add it with `wulf {} add`)",
-                    kind.noun(),
-                    kind.noun()
-                )
-            })?;
-            fields.apply(node, None)?;
-            if let Some(node_only) = node_only {
-                node_only.apply(node);
-            }
-        }
-        Ok(names.len())
-    })?;
+    let selection = if target.all {
+        Selection::All
+    } else {
+        Selection::Patterns(target.names.clone())
+    };
+    let count = ctx
+        .site
+        .set_records(kind, &selection, &fields.patch(node_only))?;
     println!("updated {count} {}(s)", kind.noun());
     Ok(())
 }
 
 fn delete(ctx: &Context, kind: Kind, args: &DeleteArgs) -> anyhow::Result<()> {
-    let (names, yes) = (expand_all(&args.names)?, args.yes);
-    if !yes {
+    let names = wulf_site::expand(&args.names)?;
+    if !args.yes {
         if !std::io::stdin().is_terminal() {
             bail!(
                 "deleting {} {}(s) needs confirmation: pass --yes",
@@ -358,38 +270,12 @@ fn delete(ctx: &Context, kind: Kind, args: &DeleteArgs) -> anyhow::Result<()> {
             bail!("nothing deleted");
         }
     }
-    store(ctx).update(|inventory| -> anyhow::Result<()> {
-        for name in &names {
-            if !kind.records(inventory).contains_key(name) {
-                bail!("{} `{name}` does not exist", kind.noun());
-            }
-            if kind == Kind::Profile {
-                let users: Vec<&str> = inventory
-                    .nodes
-                    .iter()
-                    .chain(&inventory.profiles)
-                    .filter(|(_, n)| n.profiles.iter().any(|p| p.trim_start_matches('~') == name))
-                    .map(|(id, _)| id.as_str())
-                    .filter(|id| !names.iter().any(|n| n == id))
-                    .collect();
-                if !users.is_empty() {
-                    bail!(
-                        "profile `{name}` is used by {}; take it off them first",
-                        users.join(", ")
-                    );
-                }
-            }
-        }
-        for name in &names {
-            kind.records_mut(inventory).remove(name);
-        }
-        Ok(())
-    })?;
+    let deleted = ctx.site.delete_records(kind, &names)?;
     println!(
         "deleted {} {}(s): {}",
-        names.len(),
+        deleted.len(),
         kind.noun(),
-        summarize(&names)
+        summarize(&deleted)
     );
     Ok(())
 }
@@ -403,17 +289,7 @@ fn record_json(node: &Node) -> serde_json::Value {
 }
 
 fn list(ctx: &Context, kind: Kind, args: &ListArgs) -> anyhow::Result<()> {
-    let inventory = ctx.inventory()?;
-    let wanted = expand_all(&args.patterns)?;
-    let merged: Vec<Node> = kind
-        .records(&inventory)
-        .values()
-        .filter(|n| wanted.is_empty() || wanted.contains(&n.id))
-        .map(|n| match kind {
-            Kind::Node => wulf_core::merge::merge(n, &inventory.profiles).node,
-            Kind::Profile => n.clone(),
-        })
-        .collect();
+    let merged = ctx.site.list_records(kind, &args.patterns)?;
     if args.json {
         let map: serde_json::Map<String, serde_json::Value> = merged
             .iter()
@@ -520,20 +396,11 @@ fn list(ctx: &Context, kind: Kind, args: &ListArgs) -> anyhow::Result<()> {
 }
 
 fn show(ctx: &Context, kind: Kind, name: &str, json: bool) -> anyhow::Result<()> {
-    let inventory = ctx.inventory()?;
-    let record = kind
-        .records(&inventory)
-        .get(name)
-        .with_context(|| format!("{} `{name}` does not exist", kind.noun()))?;
-    let (record, applied, missing) = match kind {
-        Kind::Node => {
-            let merged = inventory
-                .merged(name)
-                .map_err(|e: InventoryError| anyhow::anyhow!(e))?;
-            (merged.node, merged.applied, merged.missing)
-        }
-        Kind::Profile => (record.clone(), Vec::new(), Vec::new()),
-    };
+    let RecordView {
+        record,
+        applied,
+        missing,
+    } = ctx.site.show_record(kind, name)?;
     if json {
         let mut value = record_json(&record);
         value["applied-profiles"] = json!(applied);
@@ -557,16 +424,7 @@ fn show(ctx: &Context, kind: Kind, name: &str, json: bool) -> anyhow::Result<()>
 }
 
 fn export(ctx: &Context, patterns: &[String], json: bool) -> anyhow::Result<()> {
-    let inventory = store(ctx).load()?;
-    let wanted = expand_all(patterns)?;
-    if let Some(missing) = wanted.iter().find(|n| !inventory.nodes.contains_key(*n)) {
-        bail!("node `{missing}` does not exist");
-    }
-    let selected: BTreeMap<&String, &Node> = inventory
-        .nodes
-        .iter()
-        .filter(|(id, _)| wanted.is_empty() || wanted.contains(id))
-        .collect();
+    let selected = ctx.site.stored_records(Kind::Node, patterns)?;
     if json {
         table::print_json(&serde_json::to_value(&selected)?);
     } else {
@@ -575,47 +433,15 @@ fn export(ctx: &Context, patterns: &[String], json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Lays `incoming` over `existing`: objects merge key by key, anything else is replaced.
-fn overlay_json(existing: &mut serde_json::Value, incoming: serde_json::Value) {
-    match (existing, incoming) {
-        (serde_json::Value::Object(existing), serde_json::Value::Object(incoming)) => {
-            for (key, value) in incoming {
-                overlay_json(
-                    existing.entry(key).or_insert(serde_json::Value::Null),
-                    value,
-                );
-            }
-        }
-        (existing, incoming) => *existing = incoming,
-    }
-}
-
 fn import(ctx: &Context, file: &std::path::Path) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let incoming: BTreeMap<String, serde_json::Value> = serde_norway::from_str(&text)
         .with_context(|| format!("{}: expected a map of node name to fields", file.display()))?;
-    let (mut created, mut updated) = (0, 0);
-    store(ctx).update(|inventory| -> anyhow::Result<()> {
-        for (id, fields) in incoming {
-            let mut value = match inventory.nodes.get(&id) {
-                Some(node) => {
-                    updated += 1;
-                    serde_json::to_value(node)?
-                }
-                None => {
-                    created += 1;
-                    json!({})
-                }
-            };
-            overlay_json(&mut value, fields);
-            let mut node: Node = serde_json::from_value(value)
-                .with_context(|| format!("{}: node `{id}`", file.display()))?;
-            node.id = id.clone();
-            inventory.nodes.insert(id, node);
-        }
-        Ok(())
-    })?;
+    let ImportReport { created, updated } = ctx
+        .site
+        .import_nodes(incoming)
+        .with_context(|| file.display().to_string())?;
     println!(
         "imported {} node(s): {created} created, {updated} updated",
         created + updated
@@ -624,12 +450,9 @@ fn import(ctx: &Context, file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn show_sources(ctx: &Context, name: &str) -> anyhow::Result<()> {
-    let inventory = ctx.inventory()?;
-    let node = inventory
-        .nodes
-        .get(name)
-        .with_context(|| format!("node `{name}` does not exist"))?;
-    let rows = wulf_core::merge::field_sources(node, &inventory.profiles)
+    let rows = ctx
+        .site
+        .field_sources(name)?
         .into_iter()
         .map(|f| vec![name.to_string(), f.field, f.source.to_string(), f.value])
         .collect();
@@ -637,73 +460,23 @@ fn show_sources(ctx: &Context, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes a dotted path from a record's JSON form; `false` when it was not set.
-fn remove_path(value: &mut serde_json::Value, path: &str) -> bool {
-    let (parent, last) = match path.rsplit_once('.') {
-        Some((parent, last)) => (
-            parent
-                .split('.')
-                .try_fold(&mut *value, |v, key| v.get_mut(key)),
-            last,
-        ),
-        None => (Some(value), path),
-    };
-    parent
-        .and_then(|p| p.as_object_mut())
-        .and_then(|map| map.remove(last))
-        .is_some()
-}
-
 fn unset(ctx: &Context, kind: Kind, args: &UnsetArgs) -> anyhow::Result<()> {
-    let (names, fields) = (expand_all(&args.names)?, &args.fields);
-    store(ctx).update(|inventory| -> anyhow::Result<()> {
-        for name in &names {
-            let node = kind
-                .records_mut(inventory)
-                .get_mut(name)
-                .with_context(|| format!("{} `{name}` does not exist", kind.noun()))?;
-            let mut value = serde_json::to_value(&*node)?;
-            for field in fields {
-                if !remove_path(&mut value, field) {
-                    bail!(
-                        "{} `{name}` has no `{field}` set (see `wulf {} show {name}`)",
-                        kind.noun(),
-                        kind.noun()
-                    );
-                }
-            }
-            let mut cleared: Node = serde_json::from_value(value)?;
-            cleared.id = name.clone();
-            *node = cleared;
-        }
-        Ok(())
-    })?;
+    let count = ctx.site.unset_fields(kind, &args.names, &args.fields)?;
     println!(
-        "unset {} on {} {}(s)",
-        fields.join(", "),
-        names.len(),
+        "unset {} on {count} {}(s)",
+        args.fields.join(", "),
         kind.noun()
     );
     Ok(())
 }
 
 fn edit(ctx: &Context, kind: Kind, patterns: &[String]) -> anyhow::Result<()> {
-    let names = expand_all(patterns)?;
-    let inventory = store(ctx).load()?;
-    let mut selected = BTreeMap::new();
-    for name in &names {
-        let node = kind
-            .records(&inventory)
-            .get(name)
-            .with_context(|| format!("{} `{name}` does not exist", kind.noun()))?;
-        selected.insert(name.clone(), node.clone());
-    }
+    let names = wulf_site::expand(patterns)?;
+    let selected = ctx.site.stored_records(kind, &names)?;
     let original = toml::to_string(&selected)?;
-    let file = ctx
-        .state
-        .root()
-        .join(format!(".edit-{}.toml", std::process::id()));
-    std::fs::create_dir_all(ctx.state.root())?;
+    let root = ctx.site.state().root();
+    let file = root.join(format!(".edit-{}.toml", std::process::id()));
+    std::fs::create_dir_all(root)?;
     std::fs::write(
         &file,
         format!(
@@ -736,23 +509,13 @@ fn edit(ctx: &Context, kind: Kind, patterns: &[String]) -> anyhow::Result<()> {
     {
         bail!("the file was emptied; nothing changed");
     }
-    let mut records: BTreeMap<String, Node> = toml::from_str(&edited)
+    let records: BTreeMap<String, Node> = toml::from_str(&edited)
         .map_err(|e| anyhow::anyhow!("the edited file is not valid; nothing changed:\n{e}"))?;
     if toml::to_string(&records)? == original {
         println!("no changes");
         return Ok(());
     }
-    store(ctx).update(|inventory| -> anyhow::Result<()> {
-        let records_of_kind = kind.records_mut(inventory);
-        for name in &names {
-            records_of_kind.remove(name);
-        }
-        for (name, mut node) in std::mem::take(&mut records) {
-            node.id = name.clone();
-            records_of_kind.insert(name, node);
-        }
-        Ok(())
-    })?;
+    ctx.site.replace_records(kind, &names, records)?;
     println!("updated {} {}(s)", names.len(), kind.noun());
     Ok(())
 }

@@ -1,11 +1,8 @@
-//! The field flags `node add|set` and `profile add|set` share, with `wwctl`'s names, and how
-//! they change a record. Only flags that were given change anything; `UNSET` clears a value.
+//! The field flags `node add|set` and `profile add|set` share, with `wwctl`'s names. They
+//! become a [`Patch`], whose rules (`UNSET`, counting addresses up) live in `wulf-site`.
 
-use std::net::Ipv4Addr;
-
-use anyhow::{Context as _, bail};
 use clap::Args;
-use wulf_core::node::Node;
+use wulf_site::Patch;
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct FieldArgs {
@@ -122,185 +119,53 @@ pub struct NodeOnlyArgs {
     pub discoverable: Option<bool>,
 }
 
-fn is_unset(value: &str) -> bool {
-    matches!(
-        value.to_ascii_uppercase().as_str(),
-        "UNSET" | "UNDEF" | "DELETE" | "--"
-    )
-}
-
-fn text(target: &mut Option<String>, value: &Option<String>) {
-    if let Some(value) = value {
-        *target = (!is_unset(value)).then(|| value.clone());
-    }
-}
-
-fn number<T: std::str::FromStr>(
-    target: &mut Option<T>,
-    value: &Option<String>,
-    flag: &str,
-) -> anyhow::Result<()> {
-    if let Some(value) = value {
-        *target = if is_unset(value) {
-            None
-        } else {
-            Some(
-                value
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("--{flag} {value:?}: not a number"))?,
-            )
-        };
-    }
-    Ok(())
-}
-
-fn list(target: &mut Vec<String>, value: &Option<Vec<String>>) {
-    if let Some(items) = value {
-        *target = items
-            .iter()
-            .filter(|i| !i.is_empty() && !is_unset(i))
-            .cloned()
-            .collect();
-    }
-}
-
-fn tags(
-    target: &mut wulf_core::node::Tags,
-    add: &[String],
-    del: &[String],
-    flag: &str,
-) -> anyhow::Result<()> {
-    for pair in add {
-        let (key, value) = pair
-            .split_once('=')
-            .with_context(|| format!("--{flag} {pair:?}: expected key=value"))?;
-        if key.is_empty() {
-            bail!("--{flag} {pair:?}: the key is empty");
-        }
-        target.insert(key.to_string(), value.to_string());
-    }
-    for key in del {
-        target.remove(key);
-    }
-    Ok(())
-}
-
-/// `base` plus `offset`, for auto-incremented addresses across a hostlist.
-pub fn increment(base: &str, offset: usize, flag: &str) -> anyhow::Result<String> {
-    let ip: Ipv4Addr = base
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--{flag} {base:?}: not an IPv4 address"))?;
-    let next = u32::from(ip)
-        .checked_add(offset as u32)
-        .with_context(|| format!("--{flag} {base:?} + {offset} runs past 255.255.255.255"))?;
-    Ok(Ipv4Addr::from(next).to_string())
-}
-
 impl FieldArgs {
-    /// Applies the given flags to `node`; `offset` is its position in a hostlist (for address
-    /// auto-increment, used by `add`).
-    pub fn apply(&self, node: &mut Node, offset: Option<usize>) -> anyhow::Result<()> {
-        list(&mut node.profiles, &self.profiles);
-        text(&mut node.comment, &self.comment);
-        text(&mut node.cluster, &self.cluster);
-        text(&mut node.image, &self.image);
-        text(&mut node.ipxe_template, &self.ipxe);
-        list(&mut node.system_overlays, &self.system_overlays);
-        list(&mut node.runtime_overlays, &self.runtime_overlays);
-        text(&mut node.init, &self.init);
-        text(&mut node.root, &self.root);
-        text(&mut node.kernel.version, &self.kernelversion);
-        list(&mut node.kernel.args, &self.kernelargs);
-        text(&mut node.primary_network, &self.primarynet);
-        tags(&mut node.tags, &self.tagadd, &self.tagdel, "tagadd")?;
-
-        let ipmi = &mut node.ipmi;
-        text(&mut ipmi.username, &self.ipmiuser);
-        text(&mut ipmi.password, &self.ipmipass);
-        let ipmiaddr = match (&self.ipmiaddr, offset) {
-            (Some(base), Some(offset)) if !is_unset(base) => {
-                Some(increment(base, offset, "ipmiaddr")?)
-            }
-            (value, _) => value.clone(),
-        };
-        text(&mut ipmi.ipaddr, &ipmiaddr);
-        text(&mut ipmi.gateway, &self.ipmigateway);
-        text(&mut ipmi.netmask, &self.ipmimask);
-        number(&mut ipmi.port, &self.ipmiport, "ipmiport")?;
-        text(&mut ipmi.interface, &self.ipmiinterface);
-        text(&mut ipmi.escape_char, &self.ipmiescapechar);
-        if let Some(write) = self.ipmiwrite {
-            ipmi.write = Some(write);
-        }
-        tags(
-            &mut ipmi.tags,
-            &self.ipmitagadd,
-            &self.ipmitagdel,
-            "ipmitagadd",
-        )?;
-
-        if self.netdel {
-            node.network_devices.remove(&self.netname);
-            return Ok(());
-        }
-        if !self.touches_network() {
-            return Ok(());
-        }
-        let dev = node
-            .network_devices
-            .entry(self.netname.clone())
-            .or_default();
-        text(&mut dev.device_type, &self.net_type);
-        if let Some(onboot) = self.onboot {
-            dev.onboot = Some(onboot);
-        }
-        text(&mut dev.device, &self.netdev);
-        text(
-            &mut dev.hwaddr,
-            &self
-                .hwaddr
-                .as_ref()
-                .map(|h| h.to_ascii_lowercase().replace('-', ":")),
-        );
-        let ipaddr = match (&self.ipaddr, offset) {
-            (Some(base), Some(offset)) if !is_unset(base) => {
-                Some(increment(base, offset, "ipaddr")?)
-            }
-            (value, _) => value.clone(),
-        };
-        text(&mut dev.ipaddr, &ipaddr);
-        text(&mut dev.netmask, &self.netmask);
-        text(&mut dev.gateway, &self.gateway);
-        text(&mut dev.ipaddr6, &self.ipaddr6);
-        number(&mut dev.prefixlen6, &self.prefixlen6, "prefixlen6")?;
-        text(&mut dev.gateway6, &self.gateway6);
-        number(&mut dev.mtu, &self.mtu, "mtu")?;
-        tags(&mut dev.tags, &self.nettagadd, &self.nettagdel, "nettagadd")?;
-        Ok(())
-    }
-
-    fn touches_network(&self) -> bool {
-        self.net_type.is_some()
-            || self.onboot.is_some()
-            || self.netdev.is_some()
-            || self.hwaddr.is_some()
-            || self.ipaddr.is_some()
-            || self.netmask.is_some()
-            || self.gateway.is_some()
-            || self.ipaddr6.is_some()
-            || self.prefixlen6.is_some()
-            || self.gateway6.is_some()
-            || self.mtu.is_some()
-            || !self.nettagadd.is_empty()
-            || !self.nettagdel.is_empty()
-    }
-}
-
-impl NodeOnlyArgs {
-    pub fn apply(&self, node: &mut Node) {
-        text(&mut node.asset_key, &self.asset);
-        if let Some(discoverable) = self.discoverable {
-            node.discoverable = discoverable.then_some(true);
+    /// The change these flags ask for; `node_only` adds the node-only flags.
+    pub fn patch(&self, node_only: Option<&NodeOnlyArgs>) -> Patch {
+        let node_only = node_only.cloned().unwrap_or_default();
+        Patch {
+            profiles: self.profiles.clone(),
+            comment: self.comment.clone(),
+            cluster: self.cluster.clone(),
+            image: self.image.clone(),
+            ipxe: self.ipxe.clone(),
+            system_overlays: self.system_overlays.clone(),
+            runtime_overlays: self.runtime_overlays.clone(),
+            init: self.init.clone(),
+            root: self.root.clone(),
+            kernelversion: self.kernelversion.clone(),
+            kernelargs: self.kernelargs.clone(),
+            primarynet: self.primarynet.clone(),
+            netname: self.netname.clone(),
+            net_type: self.net_type.clone(),
+            onboot: self.onboot,
+            netdev: self.netdev.clone(),
+            hwaddr: self.hwaddr.clone(),
+            ipaddr: self.ipaddr.clone(),
+            netmask: self.netmask.clone(),
+            gateway: self.gateway.clone(),
+            ipaddr6: self.ipaddr6.clone(),
+            prefixlen6: self.prefixlen6.clone(),
+            gateway6: self.gateway6.clone(),
+            mtu: self.mtu.clone(),
+            ipmiuser: self.ipmiuser.clone(),
+            ipmipass: self.ipmipass.clone(),
+            ipmiaddr: self.ipmiaddr.clone(),
+            ipmigateway: self.ipmigateway.clone(),
+            ipmimask: self.ipmimask.clone(),
+            ipmiport: self.ipmiport.clone(),
+            ipmiinterface: self.ipmiinterface.clone(),
+            ipmiescapechar: self.ipmiescapechar.clone(),
+            ipmiwrite: self.ipmiwrite,
+            tagadd: self.tagadd.clone(),
+            tagdel: self.tagdel.clone(),
+            nettagadd: self.nettagadd.clone(),
+            nettagdel: self.nettagdel.clone(),
+            ipmitagadd: self.ipmitagadd.clone(),
+            ipmitagdel: self.ipmitagdel.clone(),
+            netdel: self.netdel,
+            asset: node_only.asset,
+            discoverable: node_only.discoverable,
         }
     }
 }

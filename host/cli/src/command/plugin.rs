@@ -1,14 +1,13 @@
 //! `wulf plugin ...`: install, inspect, toggle and try out plugins.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::json;
-use wulf_core::{FileContent, InventoryBackend, OverlayFile, OverlayGenerator};
-use wulf_plugin::{Listing, Origin, WasmInventoryBackend, WasmOverlayGenerator, World};
+use wulf_core::{FileContent, OverlayFile};
+use wulf_plugin::{Listing, Origin, World};
 
 use crate::context::Context;
 use crate::table;
@@ -62,7 +61,7 @@ pub fn run(ctx: &Context, command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::List { json } => list(ctx, json),
         PluginCommand::Show { name, json } => show(ctx, &name, json),
         PluginCommand::Remove { name } => {
-            let listing = ctx.registry().remove(&name)?;
+            let listing = ctx.site.registry().remove(&name)?;
             println!("removed plugin `{name}` ({})", listing.source);
             if listing.overrides_embedded {
                 println!("the embedded `{name}` is in use again");
@@ -70,12 +69,12 @@ pub fn run(ctx: &Context, command: PluginCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PluginCommand::Enable { name } => {
-            ctx.registry().set_enabled(&name, true)?;
+            ctx.site.registry().set_enabled(&name, true)?;
             println!("enabled plugin `{name}`");
             Ok(())
         }
         PluginCommand::Disable { name } => {
-            ctx.registry().set_enabled(&name, false)?;
+            ctx.site.registry().set_enabled(&name, false)?;
             println!("disabled plugin `{name}`");
             Ok(())
         }
@@ -89,14 +88,14 @@ fn install(
     name: Option<&str>,
     force: bool,
 ) -> anyhow::Result<()> {
-    let registry = ctx.registry();
+    let registry = ctx.site.registry();
     let manifest = registry.install(path, name, force)?;
     // Compile now: it proves the component links against this host, and warms the cache so
     // the first boot does not wait for the compiler.
     let loaded = registry
         .package(&manifest.name)
         .map_err(anyhow::Error::from)
-        .and_then(|package| ctx.load_plugin(&ctx.runtime()?, &package));
+        .and_then(|package| Ok(ctx.site.try_load(&package)?.loaded));
     match loaded {
         Ok(plugin) => {
             println!(
@@ -141,7 +140,7 @@ fn listing_json(listing: &Listing) -> serde_json::Value {
 }
 
 fn list(ctx: &Context, json: bool) -> anyhow::Result<()> {
-    let listings = ctx.registry().list()?;
+    let listings = ctx.site.registry().list()?;
     if json {
         table::print_json(&listings.iter().map(listing_json).collect());
         return Ok(());
@@ -164,14 +163,15 @@ fn list(ctx: &Context, json: bool) -> anyhow::Result<()> {
 }
 
 fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
-    let registry = ctx.registry();
+    let registry = ctx.site.registry();
     let listing = registry.find(name)?;
-    let limits = ctx.config.plugins.limits_for(name);
-    let site = ctx.config.plugins.sites.get(name);
+    let config = ctx.site.config();
+    let limits = config.plugins.limits_for(name);
+    let site = config.plugins.sites.get(name);
     let load = registry
         .package_of(&listing)
         .map_err(anyhow::Error::from)
-        .and_then(|package| ctx.load_plugin(&ctx.runtime()?, &package));
+        .and_then(|package| Ok(ctx.site.try_load(&package)?.loaded));
     let load_status = match &load {
         Ok(plugin) => format!(
             "loads: {} in {:.1} ms",
@@ -237,22 +237,13 @@ fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
 }
 
 fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let registry = ctx.registry();
-    let package = registry.package(name)?;
-    let plugin = Arc::new(ctx.load_plugin(&ctx.runtime()?, &package)?);
-    match plugin.manifest.world {
+    let world = ctx.site.registry().package(name)?.manifest.world;
+    match world {
         World::OverlayGenerator => {
             let node_id =
                 node.context("which node? pass --node <id> (see the nodes in nodes.toml)")?;
-            let generator =
-                WasmOverlayGenerator::new(plugin).context("not an overlay generator")?;
-            let inventory = ctx.inventory()?;
-            let merged = inventory.merged(node_id)?;
-            let all = inventory.merged_nodes();
-            let server = ctx.server();
             let started = Instant::now();
-            let mut files = generator.generate_shared(&all, &server)?;
-            files.extend(generator.generate(&merged.node, &server)?);
+            let files = ctx.site.test_generator(name, node_id)?;
             let elapsed = started.elapsed();
             print_files(&files, json);
             if !json {
@@ -265,8 +256,7 @@ fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Re
             Ok(())
         }
         World::InventoryBackend => {
-            let backend = WasmInventoryBackend::new(plugin).context("not an inventory backend")?;
-            let nodes = backend.list_nodes()?;
+            let nodes = ctx.site.test_backend(name)?;
             if json {
                 table::print_json(&json!(nodes
                     .iter()

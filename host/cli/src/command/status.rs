@@ -64,7 +64,7 @@ fn ago(secs: u64) -> String {
 
 pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let addr = args.server.clone().unwrap_or_else(|| {
-        let http = ctx.config.server.http_addr;
+        let http = ctx.site.config().server.http_addr;
         if http.ip().is_unspecified() {
             format!("127.0.0.1:{}", http.port())
         } else {
@@ -81,7 +81,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
                 print!("\x1b[2J\x1b[H");
             }
             // Every node of the inventory, those never seen too.
-            let mut ids: Vec<String> = ctx.inventory()?.nodes.keys().cloned().collect();
+            let mut ids: Vec<String> = ctx.site.inventory()?.nodes.keys().cloned().collect();
             for id in nodes.keys() {
                 if !ids.contains(id) {
                     ids.push(id.clone());

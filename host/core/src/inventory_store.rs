@@ -1,0 +1,202 @@
+//! The built-in inventory store: one TOML file in the state directory.
+//!
+//! Reads need no lock (writes replace the file atomically); every write is a locked
+//! read-modify-write, so concurrent commands never lose each other's edits. What is read is
+//! checked: a hand-edited file with a bad address or a duplicate MAC is refused, naming the
+//! file, the record and the field, instead of yielding a node that silently never boots.
+
+use std::path::PathBuf;
+
+use crate::atomic_file::{WriteLock, write_atomic};
+use crate::inventory::{Inventory, SerializeError};
+use crate::state_dir::StateDir;
+use crate::validation::{ValidationError, validate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid inventory: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ValidationError,
+    },
+    /// An edit whose result breaks a rule; nothing was written.
+    #[error(transparent)]
+    Refused(ValidationError),
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Serialize(#[from] SerializeError),
+}
+
+impl StoreError {
+    /// The record and field at fault, when the file was read but refused.
+    pub fn validation(&self) -> Option<&ValidationError> {
+        match self {
+            StoreError::Invalid { source, .. } | StoreError::Refused(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The inventory file of a state directory.
+#[derive(Debug, Clone)]
+pub struct InventoryStore {
+    path: PathBuf,
+    lock: PathBuf,
+}
+
+impl InventoryStore {
+    pub fn new(state: &StateDir) -> Self {
+        InventoryStore {
+            path: state.nodes_file(),
+            lock: state.lock_file(),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The current inventory, checked; the shipped one ([`Inventory::shipped`]) when nothing
+    /// was stored yet.
+    pub fn load(&self) -> Result<Inventory, StoreError> {
+        let inventory = self.load_unchecked()?;
+        validate(&inventory).map_err(|source| StoreError::Invalid {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(inventory)
+    }
+
+    /// The inventory as stored, parsed but not checked: what an edit starts from, so an
+    /// edit can repair a file that a hand edit broke.
+    fn load_unchecked(&self) -> Result<Inventory, StoreError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Inventory::shipped()),
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        Inventory::from_toml(&text).map_err(|message| StoreError::Parse {
+            path: self.path.clone(),
+            message,
+        })
+    }
+
+    /// Applies `edit` under the write lock, checks the result and stores it atomically.
+    /// Nothing is written when `edit` fails or the result is invalid.
+    pub fn update<R, E: From<StoreError>>(
+        &self,
+        edit: impl FnOnce(&mut Inventory) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let _lock = WriteLock::acquire(&self.lock).map_err(|source| StoreError::Write {
+            path: self.lock.clone(),
+            source,
+        })?;
+        let mut inventory = self.load_unchecked()?;
+        let result = edit(&mut inventory)?;
+        inventory.assign_ids();
+        validate(&inventory).map_err(StoreError::Refused)?;
+        let text = inventory.to_toml().map_err(StoreError::from)?;
+        write_atomic(&self.path, text.as_bytes()).map_err(|source| StoreError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::Node;
+
+    fn store() -> (tempfile::TempDir, InventoryStore) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = InventoryStore::new(&StateDir::new(dir.path()));
+        (dir, store)
+    }
+
+    #[test]
+    fn update_round_trips_and_failed_edits_write_nothing() {
+        let (dir, store) = store();
+        assert_eq!(store.load().ok(), Some(Inventory::shipped()));
+        store
+            .update(|inv| {
+                inv.nodes.insert(
+                    "n1".into(),
+                    Node {
+                        profiles: vec!["default".into()],
+                        ..Node::default()
+                    },
+                );
+                Ok::<_, StoreError>(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let before = std::fs::read(dir.path().join("nodes.toml")).unwrap_or_default();
+        let failed = store.update(|inv| {
+            inv.nodes.clear();
+            Err::<(), _>(StoreError::Parse {
+                path: "x".into(),
+                message: "refused".into(),
+            })
+        });
+        assert!(failed.is_err());
+        let invalid = store.update(|inv| {
+            inv.nodes.insert("bad name".into(), Node::default());
+            Ok::<_, StoreError>(())
+        });
+        assert!(matches!(invalid, Err(StoreError::Refused(_))));
+        assert_eq!(
+            std::fs::read(dir.path().join("nodes.toml")).unwrap_or_default(),
+            before
+        );
+        assert_eq!(store.load().map(|i| i.nodes.len()).ok(), Some(1));
+    }
+
+    #[test]
+    fn a_hand_edited_file_is_refused_on_load_and_repaired_by_an_edit() {
+        let (dir, store) = store();
+        std::fs::write(
+            dir.path().join("nodes.toml"),
+            "[nodes.n1.network-devices.default]\nhwaddr = \"aa:bb:cc:dd:ee:01\"\n\
+             [nodes.n2.network-devices.default]\nhwaddr = \"aa:bb:cc:dd:ee:01\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let error = store.load().err().unwrap_or_else(|| panic!("loaded"));
+        let field = error
+            .validation()
+            .map(|v| (v.record.clone(), v.field.clone()));
+        assert_eq!(
+            field,
+            Some((
+                "node `n2`".to_string(),
+                "network-devices.default.hwaddr".to_string()
+            ))
+        );
+        store
+            .update(|inv| {
+                inv.nodes.remove("n2");
+                Ok::<_, StoreError>(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.load().map(|i| i.nodes.len()).ok(), Some(1));
+    }
+}

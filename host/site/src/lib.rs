@@ -1,0 +1,222 @@
+//! wulf's application layer: one long-lived [`Site`] per process that owns every use-case and
+//! every rule (what may be deleted, what a rename rewrites, which profile a new node gets, what
+//! a node gets at each boot stage), over the state directory, the site configuration and the
+//! process's one plugin runtime.
+//!
+//! Every front end (the CLI, the boot server, later the API, the agent's endpoints and the
+//! dashboard) parses its input, calls one `Site` method and renders its typed result; none
+//! repeats a rule. This crate depends on `core`, `plugin`, `image` and `overlay`; it knows
+//! nothing of HTTP, flags or terminals.
+
+mod error;
+mod images;
+mod inventory;
+mod overlays;
+mod patch;
+mod plugins;
+mod provision;
+mod records;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use wulf_core::config::Config;
+use wulf_core::{InventoryStore, Server, StateDir};
+use wulf_image::ImageStore;
+use wulf_overlay::{ArchiveStore, HostKeys, OverlayStore};
+use wulf_plugin::{EmbeddedPlugin, Registry};
+
+pub use error::{Result, SiteError};
+pub use images::{BuildSettings, ImageUse, KernelUse};
+pub use overlays::{BuildReport, OverlayListing, Rendered};
+pub use patch::Patch;
+pub use plugins::Plugin;
+pub use records::{ImportReport, Kind, RecordView, Selection, expand};
+pub use wulf_core::validation::RecordKind;
+
+/// How to open a site.
+#[derive(Debug, Clone)]
+pub struct SiteOptions {
+    pub state: PathBuf,
+    /// `--config`: required to exist when given; else `<state>/wulf.toml`, absent meaning
+    /// built-in defaults.
+    pub config: Option<PathBuf>,
+    /// The first-party plugins compiled into the binary.
+    pub embedded: &'static [EmbeddedPlugin],
+}
+
+/// One site: its state directory, configuration, stores and plugins. Shared by every thread of
+/// a process (`Arc<Site>`); the configuration is read again when its file changes.
+pub struct Site {
+    state: StateDir,
+    config_arg: Option<PathBuf>,
+    embedded: &'static [EmbeddedPlugin],
+    config: RwLock<Arc<Config>>,
+    /// A stamp of the configuration file, the plugin directory and the host keys, as last
+    /// seen: when it changes, the configuration is read again and plugins loaded again.
+    plugin_inputs: Mutex<u64>,
+    plugins: plugins::Plugins,
+    store: InventoryStore,
+    images: ImageStore,
+    overlays: OverlayStore,
+    archives: ArchiveStore,
+    hostname: String,
+    provision: provision::ProvisionCache,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Site {
+    pub fn open(options: SiteOptions) -> Result<Site> {
+        let state = StateDir::new(options.state);
+        let config = load_config(&state, options.config.as_deref())?;
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let site = Site {
+            store: InventoryStore::new(&state),
+            images: ImageStore::new(&state),
+            overlays: OverlayStore::new(&state),
+            archives: ArchiveStore::new(&state),
+            config_arg: options.config,
+            embedded: options.embedded,
+            config: RwLock::new(Arc::new(config)),
+            plugin_inputs: Mutex::new(0),
+            plugins: plugins::Plugins::default(),
+            hostname,
+            provision: provision::ProvisionCache::default(),
+            state,
+        };
+        *site.plugin_inputs.lock().unwrap_or_else(|p| p.into_inner()) = site.plugin_inputs_stamp();
+        Ok(site)
+    }
+
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The site configuration file: `--config`, else `<state>/wulf.toml`.
+    pub fn config_file(&self) -> PathBuf {
+        self.config_arg
+            .clone()
+            .unwrap_or_else(|| self.state.config_file())
+    }
+
+    /// The plugin registry: embedded plugins and the plugin directory.
+    pub fn registry(&self) -> Registry {
+        Registry::new(&self.config().plugins.dir, self.embedded)
+    }
+
+    pub fn image_store(&self) -> &ImageStore {
+        &self.images
+    }
+
+    pub fn overlay_store(&self) -> &OverlayStore {
+        &self.overlays
+    }
+
+    pub fn archive_store(&self) -> &ArchiveStore {
+        &self.archives
+    }
+
+    /// This host as nodes see it: its name, and the address it serves HTTP on when one is set.
+    pub fn server(&self) -> Server {
+        let addr = self.config().server.http_addr;
+        Server {
+            hostname: self.hostname.clone(),
+            ipaddr: (!addr.ip().is_unspecified()).then(|| addr.ip().to_string()),
+            port: addr.port(),
+            ..Server::default()
+        }
+    }
+
+    /// The cluster's SSH host keys, generating the missing ones.
+    pub fn host_keys(&self) -> Result<HostKeys> {
+        let dir = HostKeys::dir_in(self.state.root());
+        let comment = format!("root@{}", self.hostname);
+        let (keys, generated) = HostKeys::ensure(&dir, &comment).map_err(SiteError::HostKeys)?;
+        if !generated.is_empty() {
+            tracing::warn!(
+                "generated the cluster's SSH host keys ({}) in {}",
+                generated.join(", "),
+                dir.display()
+            );
+        }
+        Ok(keys)
+    }
+
+    /// Replaces the cluster's SSH host keys.
+    pub fn regenerate_host_keys(&self) -> Result<HostKeys> {
+        let dir = HostKeys::dir_in(self.state.root());
+        let comment = format!("root@{}", self.hostname);
+        HostKeys::regenerate(&dir, &comment).map_err(SiteError::HostKeys)
+    }
+
+    /// Reads the configuration again and forgets loaded plugins when the configuration file,
+    /// the plugin directory or the host keys changed since the last look. A configuration that
+    /// no longer parses is logged and the last good one kept. The plugin runtime stays.
+    pub fn refresh(&self) {
+        let stamp = self.plugin_inputs_stamp();
+        let mut seen = self.plugin_inputs.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == stamp {
+            return;
+        }
+        *seen = stamp;
+        match load_config(&self.state, self.config_arg.as_deref()) {
+            Ok(config) => {
+                *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+            }
+            Err(error) => {
+                tracing::error!(error = %error_chain(&error), "the site configuration no longer loads; keeping the last good one");
+            }
+        }
+        self.plugins.forget();
+        tracing::info!("site configuration or plugins changed; plugins will be loaded again");
+    }
+
+    fn plugin_inputs_stamp(&self) -> u64 {
+        wulf_core::stamp::tree_stamp(&[
+            self.config_file(),
+            self.config().plugins.dir.clone(),
+            HostKeys::dir_in(self.state.root()),
+        ])
+    }
+
+    /// A plugin by name, loaded on the process's runtime once.
+    pub fn plugin(&self, name: &str) -> Result<Plugin> {
+        let config = self.config();
+        self.plugins
+            .get(&self.registry(), &config.plugins, name, &|| {
+                Ok(self.host_keys()?.to_json())
+            })
+    }
+
+    /// Loads a plugin package that is not (yet) installed: checks that it would load here.
+    pub fn try_load(&self, package: &wulf_plugin::PluginPackage) -> Result<Plugin> {
+        let config = self.config();
+        self.plugins.load(package, &config.plugins, &|| {
+            Ok(self.host_keys()?.to_json())
+        })
+    }
+}
+
+fn load_config(state: &StateDir, path: Option<&Path>) -> Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path, state, true)?,
+        None => Config::load(&state.config_file(), state, false)?,
+    })
+}
+
+pub use wulf_core::provision::error_chain;

@@ -1,0 +1,186 @@
+//! The process's plugins: one wasm [`Runtime`] (one engine, one linker per world), created the
+//! first time a plugin is needed and kept for the life of the process, and the plugins loaded
+//! on it, kept until the site configuration, the plugin directory or the host keys change.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use sha2::Digest as _;
+use wulf_core::config::PluginsConfig;
+use wulf_core::{ImageTransform, InventoryBackend, OverlayGenerator};
+use wulf_plugin::{
+    LoadedPlugin, PluginPackage, Registry, Runtime, WasmImageTransform, WasmInventoryBackend,
+    WasmOverlayGenerator, World,
+};
+
+use crate::error::{Result, SiteError};
+
+/// A loaded plugin and what identifies its output: name, version, code and the config it sees.
+#[derive(Clone)]
+pub struct Plugin {
+    pub loaded: Arc<LoadedPlugin>,
+    /// Hashed, never the config itself: it may hold the host keys, and identities are stored
+    /// in the overlay index.
+    pub identity: String,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.loaded.name())
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+/// The runtime and the loaded plugins.
+#[derive(Default)]
+pub(crate) struct Plugins {
+    runtime: Mutex<Option<Arc<Runtime>>>,
+    loaded: Mutex<BTreeMap<String, Plugin>>,
+    /// Held while a plugin loads, so two threads asking for the same plugin load it once.
+    loading: Mutex<()>,
+}
+
+impl Plugins {
+    /// The process's runtime, created on first use.
+    pub(crate) fn runtime(&self, config: &PluginsConfig) -> Result<Arc<Runtime>> {
+        let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(runtime) = runtime.as_ref() {
+            return Ok(Arc::clone(runtime));
+        }
+        let created = Arc::new(Runtime::new(config.cache_dir.join("plugins"))?);
+        *runtime = Some(Arc::clone(&created));
+        Ok(created)
+    }
+
+    /// Drops every loaded plugin: the next use loads them again (on the same runtime).
+    pub(crate) fn forget(&self) {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// A plugin by name, loaded once. `host_keys` is asked for only when its manifest wants
+    /// the cluster's SSH host keys.
+    pub(crate) fn get(
+        &self,
+        registry: &Registry,
+        config: &PluginsConfig,
+        name: &str,
+        host_keys: &dyn Fn() -> Result<serde_json::Value>,
+    ) -> Result<Plugin> {
+        let cached = || {
+            self.loaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .cloned()
+        };
+        if let Some(plugin) = cached() {
+            return Ok(plugin);
+        }
+        let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(plugin) = cached() {
+            return Ok(plugin);
+        }
+        let package = registry.package(name)?;
+        let plugin = self.load(&package, config, host_keys)?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Loads a package without keeping it (a plugin about to be installed, say).
+    pub(crate) fn load(
+        &self,
+        package: &PluginPackage,
+        config: &PluginsConfig,
+        host_keys: &dyn Fn() -> Result<serde_json::Value>,
+    ) -> Result<Plugin> {
+        let runtime = self.runtime(config)?;
+        let loaded = if package.manifest.ssh_host_keys {
+            let mut config = config.clone();
+            config.host_keys = Some(Arc::new(host_keys()?));
+            runtime.load(package, &config)?
+        } else {
+            runtime.load(package, config)?
+        };
+        let identity = format!(
+            "{}@{}:{}:{}",
+            package.manifest.name,
+            package.manifest.version,
+            hex::encode(sha2::Sha256::digest(&package.wasm)),
+            hex::encode(sha2::Sha256::digest(loaded.config_json()))
+        );
+        Ok(Plugin {
+            loaded: Arc::new(loaded),
+            identity,
+        })
+    }
+}
+
+/// The plugin as the extension point of its world.
+pub(crate) fn overlay_generator(plugin: &Plugin) -> Option<Arc<dyn OverlayGenerator>> {
+    WasmOverlayGenerator::new(Arc::clone(&plugin.loaded))
+        .map(|g| Arc::new(g) as Arc<dyn OverlayGenerator>)
+}
+
+pub(crate) fn inventory_backend(plugin: &Plugin) -> Result<Arc<dyn InventoryBackend>> {
+    WasmInventoryBackend::new(Arc::clone(&plugin.loaded))
+        .map(|b| Arc::new(b) as Arc<dyn InventoryBackend>)
+        .ok_or_else(|| SiteError::WrongWorld {
+            plugin: plugin.loaded.name().to_owned(),
+            wanted: "an inventory backend",
+        })
+}
+
+pub(crate) fn image_transform(plugin: &Plugin) -> Result<Arc<dyn ImageTransform>> {
+    WasmImageTransform::new(Arc::clone(&plugin.loaded))
+        .map(|t| Arc::new(t) as Arc<dyn ImageTransform>)
+        .ok_or_else(|| SiteError::WrongWorld {
+            plugin: plugin.loaded.name().to_owned(),
+            wanted: "an image transform",
+        })
+}
+
+/// Whether a world is the overlay generator's (for listings).
+pub(crate) fn is_generator(world: World) -> bool {
+    world == World::OverlayGenerator
+}
+
+impl crate::Site {
+    /// Runs an overlay generator for one node of the inventory, as a build would: its shared
+    /// files (called only when its manifest says they depend on something), then the node's.
+    pub fn test_generator(&self, name: &str, node: &str) -> Result<Vec<wulf_core::OverlayFile>> {
+        let plugin = self.plugin(name)?;
+        let generator = overlay_generator(&plugin).ok_or_else(|| SiteError::WrongWorld {
+            plugin: name.to_owned(),
+            wanted: "an overlay generator",
+        })?;
+        let inventory = self.inventory()?;
+        let merged = inventory.merged(node)?.node;
+        let server = self.server();
+        let mut files = match generator.shared() {
+            wulf_core::extension::Shared::None => Vec::new(),
+            wulf_core::extension::Shared::Config => generator.generate_shared(&[], &server)?,
+            wulf_core::extension::Shared::Cluster => {
+                generator.generate_shared(&inventory.merged_nodes(), &server)?
+            }
+        };
+        files.extend(generator.generate(&merged, &server)?);
+        Ok(files)
+    }
+
+    /// The nodes an inventory backend lists, as it returns them.
+    pub fn test_backend(&self, name: &str) -> Result<Vec<wulf_core::Node>> {
+        let backend = inventory_backend(&self.plugin(name)?)?;
+        backend.list_nodes().map_err(|source| SiteError::Backend {
+            backend: name.to_owned(),
+            source,
+        })
+    }
+}

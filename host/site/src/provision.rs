@@ -1,0 +1,198 @@
+//! The site as the boot server sees it ([`Provisioner`]): the served inventory, what a node
+//! gets at each boot stage, discovery and overlay builds.
+
+use std::sync::{Arc, Mutex};
+
+use wulf_core::provision::{BoxError, BuildSummary, ServedInventory};
+use wulf_core::stamp::tree_stamp;
+use wulf_core::{BootFile, BootStage, HwAddr, Node, ProvisionError, Provisioner};
+use wulf_overlay::archive::Index;
+use wulf_overlay::{HostKeys, Kind as ArchiveKind};
+
+use crate::Site;
+use crate::records::Selection;
+
+/// (mtime, inode, size) of the archive index: a build replaces it by rename.
+type IndexStamp = Option<(Option<std::time::SystemTime>, u64, u64)>;
+
+/// What the boot path keeps between requests.
+#[derive(Default)]
+pub(crate) struct ProvisionCache {
+    /// The last parsed overlay index and the file it was parsed from: with 10,000 nodes it is
+    /// megabytes of JSON, too much to parse per request.
+    archive_index: Mutex<Option<(IndexStamp, Arc<Index>)>>,
+}
+
+fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
+    Box::new(e)
+}
+
+impl Site {
+    fn archive_index(&self) -> Result<Arc<Index>, BoxError> {
+        let stamp = std::fs::metadata(self.archives.index_path()).ok().map(|m| {
+            (
+                m.modified().ok(),
+                std::os::unix::fs::MetadataExt::ino(&m),
+                m.len(),
+            )
+        });
+        let mut cached = self
+            .provision
+            .archive_index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, index)) = cached.as_ref()
+            && *seen == stamp
+        {
+            return Ok(Arc::clone(index));
+        }
+        let index = Arc::new(self.archives.index().map_err(boxed)?);
+        *cached = Some((stamp, Arc::clone(&index)));
+        Ok(index)
+    }
+
+    fn image_file(&self, node: &Node, stage: BootStage) -> Result<BootFile, ProvisionError> {
+        let image = node.image.clone().ok_or_else(|| ProvisionError::NoImage {
+            node: node.id.clone(),
+        })?;
+        let meta = self
+            .images
+            .get(&image)
+            .map_err(|e| ProvisionError::ImageUnavailable {
+                node: node.id.clone(),
+                image: image.clone(),
+                source: boxed(e),
+            })?;
+        if stage == BootStage::Kernel {
+            let wanted = node.kernel.version.as_deref();
+            let kernel = wulf_image::kernel::select(&meta.kernels, wanted).ok_or_else(|| {
+                ProvisionError::NoKernel {
+                    node: node.id.clone(),
+                    image: image.clone(),
+                    wanted: wanted.map(str::to_owned),
+                }
+            })?;
+            return Ok(BootFile {
+                parts: vec![self.images.kernel_path(&image, kernel)],
+                etag: if kernel.sha256.is_empty() {
+                    format!("{}-{}", meta.imported_at, kernel.file)
+                } else {
+                    kernel.sha256.clone()
+                },
+            });
+        }
+        let path =
+            self.images
+                .initramfs_path(&meta)
+                .ok_or_else(|| ProvisionError::ImageNotBuilt {
+                    node: node.id.clone(),
+                    image: image.clone(),
+                })?;
+        Ok(BootFile {
+            parts: vec![path],
+            etag: meta.build.map(|b| b.sha256).unwrap_or_default(),
+        })
+    }
+
+    fn overlay_archive(&self, node: &Node, stage: BootStage) -> Result<BootFile, ProvisionError> {
+        let kind = match stage {
+            BootStage::System => ArchiveKind::System,
+            _ => ArchiveKind::Runtime,
+        };
+        let index = self
+            .archive_index()
+            .map_err(|source| ProvisionError::Build {
+                node: Some(node.id.clone()),
+                source,
+            })?;
+        self.archives
+            .segments(&index, &node.id, kind)
+            .map(|(parts, archive)| BootFile {
+                parts,
+                etag: archive.sha256.clone(),
+            })
+            .ok_or_else(|| ProvisionError::NoOverlay {
+                node: node.id.clone(),
+                stage,
+            })
+    }
+}
+
+impl Provisioner for Site {
+    fn load_inventory(&self) -> Result<ServedInventory, ProvisionError> {
+        self.served_inventory(true)
+            .map_err(|e| ProvisionError::Inventory { source: boxed(e) })
+    }
+
+    fn inventory_stamp(&self) -> u64 {
+        tree_stamp(&[self.state.nodes_file()])
+    }
+
+    fn has_backends(&self) -> bool {
+        !self.config().plugins.backends.is_empty()
+    }
+
+    fn lookup_hwaddr(&self, hwaddr: &HwAddr) -> Result<Option<Node>, ProvisionError> {
+        self.backend_lookup(hwaddr)
+            .map_err(|e| ProvisionError::Inventory { source: boxed(e) })
+    }
+
+    fn discover(&self, hwaddr: &HwAddr) -> Result<Option<String>, ProvisionError> {
+        Site::discover(self, hwaddr).map_err(|e| ProvisionError::Discovery {
+            hwaddr: *hwaddr,
+            source: boxed(e),
+        })
+    }
+
+    fn boot_file(&self, node: &Node, stage: BootStage) -> Result<BootFile, ProvisionError> {
+        match stage {
+            BootStage::Kernel | BootStage::Image => self.image_file(node, stage),
+            BootStage::System | BootStage::Runtime => self.overlay_archive(node, stage),
+        }
+    }
+
+    fn build_overlays(&self, node: Option<&str>) -> Result<BuildSummary, ProvisionError> {
+        let selection = match node {
+            Some(id) => Selection::Patterns(vec![id.to_owned()]),
+            None => Selection::All,
+        };
+        let report = self
+            .build_overlays(&selection, false)
+            .map_err(|e| ProvisionError::Build {
+                node: node.map(str::to_owned),
+                source: boxed(e),
+            })?;
+        if !report.built.is_empty() {
+            tracing::info!(
+                nodes = report.built.len(),
+                unchanged = report.unchanged,
+                ms = report.took.as_millis() as u64,
+                "overlay archives rebuilt"
+            );
+        }
+        Ok(BuildSummary {
+            built: report.built.len(),
+            unchanged: report.unchanged,
+            took: report.took,
+        })
+    }
+
+    fn overlay_inputs_stamp(&self) -> u64 {
+        tree_stamp(&[
+            self.config_file(),
+            self.overlays.dir().to_path_buf(),
+            self.config().plugins.dir.clone(),
+            HostKeys::dir_in(self.state.root()),
+            self.images.dir().to_path_buf(),
+        ])
+    }
+
+    fn forget(&self) {
+        *self.plugin_inputs.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+        *self
+            .provision
+            .archive_index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
