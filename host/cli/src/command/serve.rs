@@ -86,7 +86,14 @@ fn check_plugins(site: &Site) {
     let Ok(listings) = site.registry().list() else {
         return;
     };
-    for listing in listings.iter().filter(|l| l.enabled) {
+    // An inventory backend the site does not use is not loaded (the shipped `csv-inventory`
+    // needs a directory grant that only a site using it gives).
+    let backends = site.config().plugins.backends.clone();
+    let used = |l: &&wulf_plugin::Listing| match &l.manifest {
+        Ok(m) => m.world != wulf_plugin::World::InventoryBackend || backends.contains(&l.name),
+        Err(_) => true,
+    };
+    for listing in listings.iter().filter(|l| l.enabled).filter(used) {
         match site.plugin(&listing.name) {
             Ok(plugin) => {
                 tracing::info!(plugin = %listing.name, origin = ?plugin.loaded.origin, ms = plugin.loaded.load_time.as_millis() as u64, "plugin loaded")
