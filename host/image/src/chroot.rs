@@ -9,7 +9,7 @@ use std::path::Path;
 use wulf_core::extension::{EntryKind, ImageEntry};
 
 use crate::Progress;
-use crate::error::{ImageError, Result};
+use crate::error::{EntryError, ImageError, Result};
 use crate::flatten::Flattened;
 use crate::rootfs::{RootfsWriter, sort_key};
 
@@ -17,10 +17,10 @@ use crate::rootfs::{RootfsWriter, sort_key};
 pub fn import_dir(root: &Path, out: &Path, progress: &dyn Progress) -> Result<Flattened> {
     let sh = root.join("bin/sh");
     if fs::symlink_metadata(&sh).is_err() {
-        return Err(ImageError::Invalid(format!(
-            "{} does not look like a root filesystem: it has no bin/sh",
-            root.display()
-        )));
+        return Err(ImageError::NotAnImage {
+            path: root.to_owned(),
+            reason: "does not look like a root filesystem: it has no bin/sh",
+        });
     }
     let device = fs::metadata(root).map_err(ImageError::at(root))?.dev();
     let mut writer = RootfsWriter::create(out)?;
@@ -54,12 +54,13 @@ impl Walk<'_> {
         let mut children = Vec::new();
         for child in fs::read_dir(dir).map_err(ImageError::at(dir))? {
             let child = child.map_err(ImageError::at(dir))?;
-            let name = child.file_name().into_string().map_err(|name| {
-                ImageError::Invalid(format!(
-                    "{}: file name {name:?} is not UTF-8",
-                    dir.display()
-                ))
-            })?;
+            let name = child
+                .file_name()
+                .into_string()
+                .map_err(|name| ImageError::BadEntry {
+                    archive: dir.display().to_string(),
+                    source: EntryError::NotUtf8 { name },
+                })?;
             children.push(name);
         }
         children.sort_by_key(|name| sort_key(name));

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use wulf_core::extension::{EntryKind, ImageEntry};
 
 use crate::Progress;
-use crate::error::{ImageError, Result};
+use crate::error::{EntryError, ImageError, Result};
 use crate::rootfs::{self, DataReader, RootfsWriter, sort_key};
 
 /// One layer blob as the manifest describes it.
@@ -134,10 +134,12 @@ fn decompress_layer(i: usize, layer: &Layer, out: &Path, progress: &dyn Progress
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(ImageError::Invalid(format!(
-                    "{what} is corrupt or truncated: {e}"
-                )));
+            Err(source) => {
+                return Err(ImageError::BadArchive {
+                    archive: what,
+                    problem: "it is corrupt or truncated",
+                    source,
+                });
             }
         };
         hasher.update(&buf[..n]);
@@ -150,22 +152,32 @@ fn decompress_layer(i: usize, layer: &Layer, out: &Path, progress: &dyn Progress
     if let Some(expected) = &layer.digest {
         let actual = format!("sha256:{}", hex::encode(blob.hasher.finalize_reset()));
         if !expected.starts_with("sha256:") {
-            return Err(ImageError::Invalid(format!(
-                "{what}: digest {expected} uses an algorithm wulf does not check (only sha256)"
-            )));
+            return Err(ImageError::BadDigest {
+                what,
+                digest: expected.clone(),
+                reason: "uses an algorithm wulf does not check (only sha256)",
+            });
         }
         if &actual != expected {
-            return Err(ImageError::Invalid(format!(
-                "{what}: the blob's digest is {actual}, but the manifest says {expected}: the blob is corrupt"
-            )));
+            return Err(ImageError::DigestMismatch {
+                what,
+                subject: "the blob",
+                claimed_by: "the manifest",
+                actual,
+                expected: expected.clone(),
+            });
         }
     }
     if let Some(expected) = &layer.diff_id {
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if &actual != expected {
-            return Err(ImageError::Invalid(format!(
-                "{what}: the uncompressed layer's digest is {actual}, but the image config says {expected}"
-            )));
+            return Err(ImageError::DigestMismatch {
+                what,
+                subject: "the uncompressed layer",
+                claimed_by: "the image config",
+                actual,
+                expected: expected.clone(),
+            });
         }
     }
     Ok(())
@@ -220,15 +232,26 @@ impl<R: Read> Read for HashingReader<R> {
 
 fn index_layer(i: usize, tar: &Path, index: &mut BTreeMap<Vec<u8>, Item>) -> Result<()> {
     let layer_name = format!("layer {}", i + 1);
-    let invalid = |msg: String| ImageError::Invalid(format!("{layer_name}: {msg}"));
+    let bad_entry = |source: EntryError| ImageError::BadEntry {
+        archive: layer_name.clone(),
+        source,
+    };
+    let bad_tar = |problem: &'static str| {
+        let archive = layer_name.clone();
+        move |source: io::Error| ImageError::BadArchive {
+            archive,
+            problem,
+            source,
+        }
+    };
     let file = File::open(tar).map_err(ImageError::at(tar))?;
     let mut archive = tar::Archive::new(BufReader::with_capacity(64 * 1024, file));
     let entries = archive
         .entries_with_seek()
-        .map_err(|e| invalid(format!("not a tar archive: {e}")))?;
+        .map_err(bad_tar("not a tar archive"))?;
     for e in entries {
-        let e = e.map_err(|e| invalid(format!("broken tar entry: {e}")))?;
-        let Some(tar_entry) = rootfs::entry_from_tar(&e).map_err(invalid)? else {
+        let e = e.map_err(bad_tar("broken tar entry"))?;
+        let Some(tar_entry) = rootfs::entry_from_tar(&e).map_err(bad_entry)? else {
             continue;
         };
         let mut entry = tar_entry.entry;
@@ -236,7 +259,7 @@ fn index_layer(i: usize, tar: &Path, index: &mut BTreeMap<Vec<u8>, Item>) -> Res
         let dir = rootfs::parent(&entry.path).to_owned();
 
         if let Some(hidden) = name.strip_prefix(".wh.") {
-            check_parents(index, &entry.path, &dir).map_err(invalid)?;
+            check_parents(index, &entry.path, &dir).map_err(bad_entry)?;
             if hidden == ".wh..opq" {
                 remove_lower(index, &dir, i, false);
             } else {
@@ -249,7 +272,7 @@ fn index_layer(i: usize, tar: &Path, index: &mut BTreeMap<Vec<u8>, Item>) -> Res
             }
             continue;
         }
-        check_parents(index, &entry.path, &dir).map_err(invalid)?;
+        check_parents(index, &entry.path, &dir).map_err(bad_entry)?;
 
         let mut source = None;
         match &mut entry.kind {
@@ -261,21 +284,30 @@ fn index_layer(i: usize, tar: &Path, index: &mut BTreeMap<Vec<u8>, Item>) -> Res
             }
             EntryKind::Hardlink(target) => {
                 let clean = rootfs::normalize(target)
-                    .map_err(|m| invalid(format!("hard link {}: {m}", entry.path)))?
+                    .map_err(|source| {
+                        bad_entry(EntryError::HardLink {
+                            path: entry.path.clone(),
+                            source: Box::new(source),
+                        })
+                    })?
                     .ok_or_else(|| {
-                        invalid(format!("hard link {} points to the root", entry.path))
+                        bad_entry(EntryError::HardLinkToRoot {
+                            path: entry.path.clone(),
+                        })
                     })?;
                 let Some(linked) = index.get(&sort_key(&clean)) else {
-                    return Err(invalid(format!(
-                        "hard link {} points to {clean}, which no earlier entry created",
-                        entry.path
-                    )));
+                    return Err(bad_entry(EntryError::HardLinkTarget {
+                        path: entry.path.clone(),
+                        target: clean,
+                        reason: "no earlier entry created",
+                    }));
                 };
                 if linked.source.is_none() {
-                    return Err(invalid(format!(
-                        "hard link {} points to {clean}, which is not a regular file",
-                        entry.path
-                    )));
+                    return Err(bad_entry(EntryError::HardLinkTarget {
+                        path: entry.path.clone(),
+                        target: clean,
+                        reason: "is not a regular file",
+                    }));
                 }
                 source = linked.source;
                 entry.size = linked.entry.size;
@@ -314,21 +346,24 @@ fn check_parents(
     index: &BTreeMap<Vec<u8>, Item>,
     path: &str,
     dir: &str,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), EntryError> {
     let mut prefix = dir;
     while !prefix.is_empty() {
         if let Some(item) = index.get(&sort_key(prefix)) {
             match &item.entry.kind {
                 EntryKind::Directory => {}
                 EntryKind::Symlink(target) => {
-                    return Err(format!(
-                        "entry {path} would be written through the symlink {prefix} -> {target}; refusing to follow it"
-                    ));
+                    return Err(EntryError::ThroughSymlink {
+                        path: path.to_owned(),
+                        link: prefix.to_owned(),
+                        target: target.clone(),
+                    });
                 }
                 _ => {
-                    return Err(format!(
-                        "entry {path} is inside {prefix}, which is not a directory"
-                    ));
+                    return Err(EntryError::InsideNonDirectory {
+                        path: path.to_owned(),
+                        parent: prefix.to_owned(),
+                    });
                 }
             }
         }

@@ -20,7 +20,7 @@ pub mod source;
 pub mod store;
 
 pub use compress::Compression;
-pub use error::ImageError;
+pub use error::{EntryError, ImageError};
 pub use kernel::Kernel;
 pub use oci::Platform;
 pub use registry::RegistryOptions;

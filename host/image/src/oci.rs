@@ -77,10 +77,11 @@ impl Config {
             .map(|r| r.diff_ids.clone())
             .unwrap_or_default();
         if !ids.is_empty() && ids.len() != layers {
-            return Err(ImageError::Invalid(format!(
-                "{what}: the manifest has {layers} layers but the config lists {} diff_ids",
-                ids.len()
-            )));
+            return Err(ImageError::LayerCount {
+                what: what.to_owned(),
+                layers,
+                diff_ids: ids.len(),
+            });
         }
         Ok(ids)
     }
@@ -99,34 +100,46 @@ pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<Parsed> {
         #[serde(default)]
         manifests: Option<Vec<Descriptor>>,
     }
-    let invalid =
-        |e: serde_json::Error| ImageError::Invalid(format!("{what} is not a valid manifest: {e}"));
-    let probe: Probe = serde_json::from_slice(bytes).map_err(invalid)?;
+    let bad_manifest = |source| ImageError::BadManifest {
+        what: what.to_owned(),
+        kind: "manifest",
+        source,
+    };
+    let probe: Probe = serde_json::from_slice(bytes).map_err(bad_manifest)?;
     if let Some(manifests) = probe.manifests {
         return Ok(Parsed::Index(manifests));
     }
     Ok(Parsed::Image(
-        serde_json::from_slice(bytes).map_err(invalid)?,
+        serde_json::from_slice(bytes).map_err(bad_manifest)?,
     ))
 }
 
 pub fn parse_config(bytes: &[u8], what: &str) -> Result<Config> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ImageError::Invalid(format!("{what} is not a valid image config: {e}")))
+    serde_json::from_slice(bytes).map_err(|source| ImageError::BadManifest {
+        what: what.to_owned(),
+        kind: "image config",
+        source,
+    })
 }
 
 /// Checks that `bytes` have the `sha256:` digest `expected`.
 pub fn verify(bytes: &[u8], expected: &str, what: &str) -> Result<()> {
     let Some(hex_digest) = expected.strip_prefix("sha256:") else {
-        return Err(ImageError::Invalid(format!(
-            "{what}: digest {expected} uses an algorithm wulf does not check (only sha256)"
-        )));
+        return Err(ImageError::BadDigest {
+            what: what.to_owned(),
+            digest: expected.to_owned(),
+            reason: "uses an algorithm wulf does not check (only sha256)",
+        });
     };
     let actual = hex::encode(Sha256::digest(bytes));
     if actual != hex_digest {
-        return Err(ImageError::Invalid(format!(
-            "{what}: content has digest sha256:{actual}, expected {expected}: it is corrupt"
-        )));
+        return Err(ImageError::DigestMismatch {
+            what: what.to_owned(),
+            subject: "the content",
+            claimed_by: "its reference",
+            actual: format!("sha256:{actual}"),
+            expected: expected.to_owned(),
+        });
     }
     Ok(())
 }
@@ -213,7 +226,7 @@ pub fn select_platform<'a>(
     {
         return Ok(found);
     }
-    let available: Vec<String> = manifests
+    let available = manifests
         .iter()
         .filter_map(|m| m.platform.as_ref())
         .filter(|p| p.os != "unknown")
@@ -222,14 +235,11 @@ pub fn select_platform<'a>(
             None => format!("{}/{}", p.os, p.architecture),
         })
         .collect();
-    Err(ImageError::Invalid(format!(
-        "{what} has no image for platform {platform}; it has: {}. Choose one with --platform",
-        if available.is_empty() {
-            "none with a platform".to_string()
-        } else {
-            available.join(", ")
-        }
-    )))
+    Err(ImageError::NoSuchPlatform {
+        what: what.to_owned(),
+        platform: platform.to_string(),
+        available,
+    })
 }
 
 /// Picks a manifest from an OCI layout's `index.json`: by tag when given, else the only one.
@@ -238,32 +248,28 @@ pub fn select_tag<'a>(
     tag: Option<&str>,
     what: &str,
 ) -> Result<&'a Descriptor> {
-    let tags: Vec<&str> = manifests
-        .iter()
-        .filter_map(|m| m.annotations.get(REF_NAME).map(String::as_str))
-        .collect();
+    let tags = || {
+        manifests
+            .iter()
+            .filter_map(|m| m.annotations.get(REF_NAME).cloned())
+            .collect()
+    };
     match tag {
         Some(tag) => manifests
             .iter()
             .find(|m| m.annotations.get(REF_NAME).is_some_and(|t| t == tag))
-            .ok_or_else(|| {
-                ImageError::Invalid(format!(
-                    "{what} has no image tagged {tag:?}; its tags: {}",
-                    if tags.is_empty() {
-                        "none".to_string()
-                    } else {
-                        tags.join(", ")
-                    }
-                ))
+            .ok_or_else(|| ImageError::NoSuchTag {
+                what: what.to_owned(),
+                tag: tag.to_owned(),
+                tags: tags(),
             }),
         None => match manifests {
             [only] => Ok(only),
-            [] => Err(ImageError::Invalid(format!("{what} holds no image"))),
-            _ => Err(ImageError::Invalid(format!(
-                "{what} holds {} images: name one with `:<tag>` ({})",
-                manifests.len(),
-                tags.join(", ")
-            ))),
+            _ => Err(ImageError::NotOneImage {
+                what: what.to_owned(),
+                count: manifests.len(),
+                tags: tags(),
+            }),
         },
     }
 }

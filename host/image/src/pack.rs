@@ -13,7 +13,7 @@ use wulf_core::overlay_file::{FileContent, OverlayFile};
 use crate::Progress;
 use crate::compress::{Compression, Compressor};
 use crate::cpio::{CpioWriter, Entry};
-use crate::error::{ImageError, Result};
+use crate::error::{EntryError, ImageError, Result};
 use crate::rootfs::{self, DataReader, TarEntry};
 
 /// The excludes file inside an image, as Warewulf reads it.
@@ -187,10 +187,14 @@ impl<W: Write> Packer<W> {
             && !self.written_files.contains(target)
         {
             let Some(&(offset, size, _)) = self.targets.get(target) else {
-                return Err(ImageError::Invalid(format!(
-                    "hard link /{} points to /{target}, which the image does not have",
-                    item.entry.path
-                )));
+                return Err(ImageError::BadEntry {
+                    archive: self.data.path().display().to_string(),
+                    source: EntryError::HardLinkTarget {
+                        path: item.entry.path.clone(),
+                        target: target.clone(),
+                        reason: "the image does not have",
+                    },
+                });
             };
             item.entry.kind = EntryKind::Regular;
             item.entry.size = size;
@@ -362,11 +366,10 @@ impl Excludes {
             let glob = globset::GlobBuilder::new(&absolute)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| {
-                    ImageError::Invalid(format!(
-                        "/{EXCLUDES_FILE} line {}: bad pattern {line:?}: {e}",
-                        n + 1
-                    ))
+                .map_err(|source| ImageError::BadExclude {
+                    line: n + 1,
+                    pattern: line.to_owned(),
+                    source,
                 })?;
             excludes.globs.push(glob.compile_matcher());
         }

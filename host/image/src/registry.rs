@@ -36,17 +36,16 @@ pub async fn pull(
     blobs: &Path,
     progress: Arc<dyn Progress>,
 ) -> Result<Resolved> {
-    let image: Reference = reference.parse().map_err(|e| {
-        ImageError::Invalid(format!(
-            "docker://{reference} is not a valid image reference ({e}); expected registry/repository[:tag|@sha256:digest]"
-        ))
-    })?;
-    let registry_error = |what: &str, e: oci_client::errors::OciDistributionError| {
-        ImageError::Registry(format!(
-            "{what} from {}: {}",
-            image.resolve_registry(),
-            chain(&e)
-        ))
+    let image: Reference = reference
+        .parse()
+        .map_err(|source| ImageError::BadReference {
+            reference: reference.to_owned(),
+            source,
+        })?;
+    let registry_error = |what: String, source| ImageError::Registry {
+        what,
+        registry: image.resolve_registry().to_owned(),
+        source: Box::new(source),
     };
     let client = Client::new(ClientConfig {
         protocol: if options.insecure_http {
@@ -60,9 +59,7 @@ pub async fn pull(
     let auth = match (&options.username, &options.password) {
         (Some(user), Some(pass)) => RegistryAuth::Basic(user.clone(), pass.clone()),
         (Some(user), None) => {
-            return Err(ImageError::Invalid(format!(
-                "a password is needed for user {user}: set WULF_OCI_PASSWORD or answer the prompt"
-            )));
+            return Err(ImageError::NoPassword { user: user.clone() });
         }
         _ => RegistryAuth::Anonymous,
     };
@@ -70,7 +67,7 @@ pub async fn pull(
     let (bytes, mut digest) = client
         .pull_manifest_raw(&image, &auth, oci::ACCEPTED_MANIFESTS)
         .await
-        .map_err(|e| registry_error(&format!("cannot fetch the manifest of {image}"), e))?;
+        .map_err(|e| registry_error(format!("the manifest of {image}"), e))?;
     if let Some(pinned) = image.digest() {
         oci::verify(&bytes, pinned, &format!("manifest of {image}"))?;
     }
@@ -86,12 +83,7 @@ pub async fn pull(
             let (bytes, _) = client
                 .pull_manifest_raw(&by_digest, &auth, oci::ACCEPTED_MANIFESTS)
                 .await
-                .map_err(|e| {
-                    registry_error(
-                        &format!("cannot fetch the {platform} manifest of {image}"),
-                        e,
-                    )
-                })?;
+                .map_err(|e| registry_error(format!("the {platform} manifest of {image}"), e))?;
             oci::verify(
                 &bytes,
                 &chosen.digest,
@@ -101,9 +93,10 @@ pub async fn pull(
             match oci::parse_manifest(&bytes, &format!("{platform} manifest of {image}"))? {
                 Parsed::Image(m) => m,
                 Parsed::Index(_) => {
-                    return Err(ImageError::Invalid(format!(
-                        "{image}: the {platform} entry is another index; nested indexes are not supported"
-                    )));
+                    return Err(ImageError::WrongKind {
+                        what: format!("{image}: the {platform} entry"),
+                        expected: "an image manifest (nested indexes are not supported)",
+                    });
                 }
             }
         }
@@ -113,7 +106,7 @@ pub async fn pull(
     client
         .pull_blob(&image, manifest.config.digest.as_str(), &mut config_bytes)
         .await
-        .map_err(|e| registry_error(&format!("cannot fetch the config of {image}"), e))?;
+        .map_err(|e| registry_error(format!("the config of {image}"), e))?;
     let config = oci::parse_config(&config_bytes, &format!("config of {image}"))?;
     let diff_ids = config.diff_ids(manifest.layers.len(), &image.to_string())?;
 
@@ -122,7 +115,11 @@ pub async fn pull(
     progress.start("downloading layers", Some(total.max(0) as u64));
     let mut layers = Vec::new();
     for (i, desc) in manifest.layers.iter().enumerate() {
-        let path = cached_blob(blobs, &desc.digest)?;
+        let path = cached_blob(blobs, &desc.digest).ok_or_else(|| ImageError::BadDigest {
+            what: format!("layer {} of {image}", i + 1),
+            digest: desc.digest.clone(),
+            reason: "is not a sha256 digest",
+        })?;
         if !path.exists() {
             let partial = path.with_extension(format!("partial-{}", std::process::id()));
             let file = tokio::fs::File::create(&partial)
@@ -156,7 +153,7 @@ pub async fn pull(
             if let Err(e) = pulled {
                 let _ = std::fs::remove_file(&partial);
                 return Err(registry_error(
-                    &format!("cannot fetch layer {} ({}) of {image}", i + 1, desc.digest),
+                    format!("layer {} ({}) of {image}", i + 1, desc.digest),
                     e,
                 ));
             }
@@ -178,30 +175,14 @@ pub async fn pull(
     })
 }
 
-fn cached_blob(blobs: &Path, digest: &str) -> Result<PathBuf> {
+/// Where the blob with `digest` is cached; `None` unless it is a well-formed sha256 digest.
+fn cached_blob(blobs: &Path, digest: &str) -> Option<PathBuf> {
     match digest.split_once(':') {
         Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            Ok(blobs.join(hex))
+            Some(blobs.join(hex))
         }
-        _ => Err(ImageError::Invalid(format!(
-            "layer digest {digest:?} is not a sha256 digest"
-        ))),
+        _ => None,
     }
-}
-
-/// The error and its causes on one line: "connection refused" lives three levels down.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 struct ProgressWriter<W> {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use wulf_core::extension::{EntryKind, ImageEntry};
 
-use crate::error::{ImageError, Result};
+use crate::error::{EntryError, ImageError, Result};
 
 /// The order of entries: component by component, so `a/b` comes right after `a` and before
 /// `a-b` (a `/` sorts before every other byte).
@@ -28,12 +28,16 @@ pub fn parent(path: &str) -> &str {
 
 /// Normalizes a path from an archive: no leading `/` or `./`, no trailing `/`, no `.`
 /// components. `None` for the root itself; an error for `..` anywhere.
-pub fn normalize(raw: &str) -> std::result::Result<Option<String>, String> {
+pub fn normalize(raw: &str) -> std::result::Result<Option<String>, EntryError> {
     let mut parts = Vec::new();
     for part in raw.split('/') {
         match part {
             "" | "." => {}
-            ".." => return Err(format!("path {raw:?} has a `..` component")),
+            ".." => {
+                return Err(EntryError::DotDot {
+                    path: raw.to_owned(),
+                });
+            }
             other => parts.push(other),
         }
     }
@@ -52,15 +56,25 @@ pub struct TarEntry {
 /// carry no file (PAX globals).
 pub fn entry_from_tar<R: Read>(
     e: &tar::Entry<'_, R>,
-) -> std::result::Result<Option<TarEntry>, String> {
+) -> std::result::Result<Option<TarEntry>, EntryError> {
     let raw_path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
     let header = e.header();
     let link = || {
         e.link_name_bytes()
             .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .ok_or_else(|| format!("{raw_path:?}: link without a target"))
+            .ok_or_else(|| EntryError::NoLinkTarget {
+                path: raw_path.clone(),
+            })
     };
-    let device = |kind: fn(u32, u32) -> EntryKind| -> std::result::Result<EntryKind, String> {
+    let bad_header = |field: &'static str| {
+        let path = raw_path.clone();
+        move |source: io::Error| EntryError::BadHeader {
+            path,
+            field,
+            source,
+        }
+    };
+    let device = |kind: fn(u32, u32) -> EntryKind| -> std::result::Result<EntryKind, EntryError> {
         let major = header.device_major().ok().flatten().unwrap_or(0);
         let minor = header.device_minor().ok().flatten().unwrap_or(0);
         Ok(kind(major, minor))
@@ -75,15 +89,12 @@ pub fn entry_from_tar<R: Read>(
         T::Block => device(|major, minor| EntryKind::BlockDevice { major, minor })?,
         T::Fifo => EntryKind::Fifo,
         T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => return Ok(None),
-        T::GNUSparse => {
-            return Err(format!(
-                "{raw_path:?} is a GNU sparse file, which wulf does not read; rebuild the layer without --sparse"
-            ));
-        }
-        other => {
-            return Err(format!(
-                "{raw_path:?} has unsupported tar entry type {other:?}"
-            ));
+        T::GNUSparse => return Err(EntryError::Sparse { path: raw_path }),
+        kind => {
+            return Err(EntryError::UnsupportedType {
+                path: raw_path,
+                kind,
+            });
         }
     };
     let Some(path) = normalize(&raw_path)? else {
@@ -97,16 +108,9 @@ pub fn entry_from_tar<R: Read>(
     let entry = ImageEntry {
         path,
         kind,
-        mode: header
-            .mode()
-            .map_err(|err| format!("{raw_path:?}: bad mode: {err}"))?
-            & 0o7777,
-        uid: header
-            .uid()
-            .map_err(|err| format!("{raw_path:?}: bad uid: {err}"))? as u32,
-        gid: header
-            .gid()
-            .map_err(|err| format!("{raw_path:?}: bad gid: {err}"))? as u32,
+        mode: header.mode().map_err(bad_header("mode"))? & 0o7777,
+        uid: header.uid().map_err(bad_header("uid"))? as u32,
+        gid: header.gid().map_err(bad_header("gid"))? as u32,
         mtime: header.mtime().unwrap_or(0),
         size,
     };
@@ -127,7 +131,12 @@ pub fn scan(path: &Path) -> Result<Vec<TarEntry>> {
         match entry_from_tar(&e) {
             Ok(Some(entry)) => out.push(entry),
             Ok(None) => {}
-            Err(msg) => return Err(ImageError::Invalid(format!("{}: {msg}", path.display()))),
+            Err(source) => {
+                return Err(ImageError::BadEntry {
+                    archive: path.display().to_string(),
+                    source,
+                });
+            }
         }
     }
     Ok(out)
@@ -154,6 +163,11 @@ impl DataReader {
         })
     }
 
+    /// The tar file read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// A reader of `size` bytes at `offset`; the caller reads all of it.
     pub fn at(&mut self, offset: u64, size: u64) -> Result<io::Take<&mut BufReader<File>>> {
         if offset != self.pos {
@@ -174,10 +188,11 @@ impl DataReader {
             .read_to_end(&mut out)
             .map_err(ImageError::at(&path))?;
         if n as u64 != size {
-            return Err(ImageError::Invalid(format!(
-                "{}: truncated at offset {offset}",
-                path.display()
-            )));
+            return Err(ImageError::Truncated {
+                what: format!("{} at offset {offset}", path.display()),
+                expected: size,
+                got: n as u64,
+            });
         }
         Ok(out)
     }
@@ -284,9 +299,11 @@ impl RootfsWriter {
 pub fn copy_exact(from: &mut dyn Read, to: &mut dyn Write, size: u64, what: &str) -> Result<()> {
     let copied = io::copy(&mut from.take(size), to).map_err(ImageError::io(what.to_owned()))?;
     if copied != size {
-        return Err(ImageError::Invalid(format!(
-            "{what}: expected {size} bytes, the archive ends after {copied}"
-        )));
+        return Err(ImageError::Truncated {
+            what: what.to_owned(),
+            expected: size,
+            got: copied,
+        });
     }
     Ok(())
 }
@@ -310,6 +327,11 @@ mod tests {
             Some("etc/passwd")
         );
         assert_eq!(normalize("./").unwrap(), None);
-        assert!(normalize("usr/../../etc").unwrap_err().contains("`..`"));
+        assert!(
+            normalize("usr/../../etc")
+                .unwrap_err()
+                .to_string()
+                .contains("`..`")
+        );
     }
 }

@@ -36,7 +36,10 @@ impl Source {
         };
         if let Some(rest) = s.strip_prefix("docker://") {
             if rest.is_empty() {
-                return Err(ImageError::Invalid("docker:// needs a registry reference, e.g. docker://registry.example.org/rocky:9".into()));
+                return Err(ImageError::BadReference {
+                    reference: String::new(),
+                    source: oci_client::ParseError::NameEmpty,
+                });
             }
             return Ok(Source::Registry(rest.to_owned()));
         }
@@ -52,10 +55,9 @@ impl Source {
             return Ok(Source::DockerArchive { file: rest.into() });
         }
         let path = PathBuf::from(s.strip_prefix("file://").unwrap_or(s));
-        let meta = std::fs::metadata(&path).map_err(|e| {
-            ImageError::Invalid(format!(
-                "{s}: {e}. A source is docker://registry/repo:tag, oci:<dir>[:tag], oci-archive:<file>[:tag], docker-archive:<file> or a directory"
-            ))
+        let meta = std::fs::metadata(&path).map_err(|source| ImageError::UnreadableSource {
+            input: s.to_owned(),
+            source,
         })?;
         if meta.is_dir() {
             if path.join("oci-layout").is_file() {
@@ -69,8 +71,10 @@ impl Source {
         let mut archive = tar::Archive::new(File::open(&path).map_err(ImageError::at(&path))?);
         let entries = archive.entries().map_err(ImageError::at(&path))?;
         for entry in entries {
-            let entry = entry.map_err(|e| {
-                ImageError::Invalid(format!("{}: not a tar archive: {e}", path.display()))
+            let entry = entry.map_err(|source| ImageError::BadArchive {
+                archive: path.display().to_string(),
+                problem: "not a tar archive",
+                source,
             })?;
             match entry.path_bytes().as_ref() {
                 b"oci-layout" | b"./oci-layout" => {
@@ -85,10 +89,10 @@ impl Source {
                 _ => {}
             }
         }
-        Err(ImageError::Invalid(format!(
-            "{}: a tar file with neither oci-layout nor manifest.json: not an image archive",
-            path.display()
-        )))
+        Err(ImageError::NotAnImage {
+            path,
+            reason: "is a tar file with neither oci-layout nor manifest.json: not an image archive",
+        })
     }
 
     /// The image name used when none is given: the last path component, as Warewulf does.
@@ -168,17 +172,18 @@ pub fn read_layout(
 ) -> Result<Resolved> {
     let index_path = dir.join("index.json");
     let index = std::fs::read(&index_path)
-        .map_err(|e| ImageError::Invalid(format!("{what}: cannot read index.json: {e}")))?;
+        .map_err(ImageError::io(format!("{what}: cannot read index.json")))?;
     let Parsed::Index(manifests) = oci::parse_manifest(&index, &format!("{what}/index.json"))?
     else {
-        return Err(ImageError::Invalid(format!(
-            "{what}: index.json is not an image index"
-        )));
+        return Err(ImageError::WrongKind {
+            what: format!("{what}: index.json"),
+            expected: "an image index",
+        });
     };
     let blob = |digest: &str| -> Result<(PathBuf, Vec<u8>)> {
         let path = blob_path(dir, digest, what)?;
-        let bytes = std::fs::read(&path)
-            .map_err(|e| ImageError::Invalid(format!("{what}: blob {digest}: {e}")))?;
+        let bytes =
+            std::fs::read(&path).map_err(ImageError::io(format!("{what}: blob {digest}")))?;
         oci::verify(&bytes, digest, &format!("{what}: blob {digest}"))?;
         Ok((path, bytes))
     };
@@ -235,7 +240,11 @@ fn blob_path(dir: &Path, digest: &str, what: &str) -> Result<PathBuf> {
                 && !hex.is_empty()
                 && hex.bytes().all(|b| b.is_ascii_hexdigit())
         })
-        .ok_or_else(|| ImageError::Invalid(format!("{what}: malformed digest {digest:?}")))?;
+        .ok_or_else(|| ImageError::BadDigest {
+            what: what.to_owned(),
+            digest: digest.to_owned(),
+            reason: "is malformed",
+        })?;
     Ok(dir.join("blobs").join(alg).join(hex))
 }
 
@@ -247,7 +256,11 @@ pub fn unpack_archive(file: &Path, into: &Path) -> Result<()> {
     archive.set_preserve_ownerships(false);
     archive
         .unpack(into)
-        .map_err(|e| ImageError::Invalid(format!("{}: cannot unpack: {e}", file.display())))
+        .map_err(|source| ImageError::BadArchive {
+            archive: file.display().to_string(),
+            problem: "cannot unpack",
+            source,
+        })
 }
 
 /// Reads an unpacked `docker save` archive.
@@ -259,33 +272,31 @@ pub fn read_docker_archive(dir: &Path, what: &str) -> Result<Resolved> {
         layers: Vec<String>,
     }
     let manifest = std::fs::read(dir.join("manifest.json"))
-        .map_err(|e| ImageError::Invalid(format!("{what}: cannot read manifest.json: {e}")))?;
-    let entries: Vec<Entry> = serde_json::from_slice(&manifest)
-        .map_err(|e| ImageError::Invalid(format!("{what}: manifest.json: {e}")))?;
-    let entry = match entries.as_slice() {
-        [one] => one,
-        [] => {
-            return Err(ImageError::Invalid(format!(
-                "{what}: manifest.json lists no image"
-            )));
-        }
-        _ => {
-            return Err(ImageError::Invalid(format!(
-                "{what} holds {} images; wulf imports archives of one image",
-                entries.len()
-            )));
-        }
+        .map_err(ImageError::io(format!("{what}: cannot read manifest.json")))?;
+    let entries: Vec<Entry> =
+        serde_json::from_slice(&manifest).map_err(|source| ImageError::BadManifest {
+            what: format!("{what}: manifest.json"),
+            kind: "manifest",
+            source,
+        })?;
+    let [entry] = entries.as_slice() else {
+        return Err(ImageError::NotOneImage {
+            what: format!("{what}: manifest.json"),
+            count: entries.len(),
+            tags: Vec::new(),
+        });
     };
     let inside = |rel: &str| -> Result<PathBuf> {
         match crate::rootfs::normalize(rel) {
             Ok(Some(clean)) => Ok(dir.join(clean)),
-            _ => Err(ImageError::Invalid(format!(
-                "{what}: bad path {rel:?} in manifest.json"
-            ))),
+            _ => Err(ImageError::BadArchivePath {
+                what: what.to_owned(),
+                path: rel.to_owned(),
+            }),
         }
     };
     let config_bytes = std::fs::read(inside(&entry.config)?)
-        .map_err(|e| ImageError::Invalid(format!("{what}: config {}: {e}", entry.config)))?;
+        .map_err(ImageError::io(format!("{what}: config {}", entry.config)))?;
     let config = oci::parse_config(&config_bytes, &format!("{what}: config"))?;
     let diff_ids = config.diff_ids(entry.layers.len(), what)?;
     let layers = entry

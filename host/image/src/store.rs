@@ -122,9 +122,9 @@ pub fn validate_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(ImageError::Invalid(format!(
-            "image name {name:?} is not valid: use letters, digits, `_`, `-`, `.` and `:` (not starting with `.`)"
-        )))
+        Err(ImageError::BadName {
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -169,7 +169,7 @@ impl ImageStore {
             }
             Err(e) => return Err(ImageError::at(&path)(e)),
         };
-        toml::from_str(&text).map_err(|e| ImageError::Invalid(format!("{}: {e}", path.display())))
+        toml::from_str(&text).map_err(|source| ImageError::BadMeta { path, source })
     }
 
     /// Every image, by name.
@@ -360,8 +360,9 @@ impl ImageStore {
     }
 
     fn write_meta_at(&self, dir: &Path, meta: &ImageMeta) -> Result<()> {
-        let text = toml::to_string(meta).map_err(|e| {
-            ImageError::Invalid(format!("cannot serialize image {}: {e}", meta.name))
+        let text = toml::to_string(meta).map_err(|source| ImageError::Serialize {
+            image: meta.name.clone(),
+            source,
         })?;
         let path = dir.join(META);
         write_atomic(&path, text.as_bytes()).map_err(ImageError::at(&path))
@@ -658,24 +659,23 @@ impl ImageFiles {
         }
         let relative = path.trim_start_matches('/');
         if !path.starts_with('/') || relative.split('/').any(|p| p == ".." || p.is_empty()) {
-            return Err(ImageError::Invalid(format!(
-                "{path:?}: give an absolute path inside the image, without `..`"
-            )));
+            return Err(ImageError::BadImagePath {
+                path: path.to_owned(),
+            });
         }
         let entries = self.index(image)?;
         let by_path: HashMap<&str, &TarEntry> =
             entries.iter().map(|e| (e.entry.path.as_str(), e)).collect();
-        let file = resolve_file(&by_path, relative).ok_or_else(|| {
-            ImageError::Invalid(format!(
-                "{path} is not a file in image `{image}` (or a link to one)"
-            ))
+        let file = resolve_file(&by_path, relative).ok_or_else(|| ImageError::NotAFile {
+            image: image.to_owned(),
+            path: path.to_owned(),
         })?;
         if file.entry.size > Self::MAX_BYTES {
-            return Err(ImageError::Invalid(format!(
-                "{path} in image `{image}` has {} bytes; include_from reads files up to {} MiB",
-                file.entry.size,
-                Self::MAX_BYTES >> 20
-            )));
+            return Err(ImageError::FileTooLarge {
+                image: image.to_owned(),
+                path: path.to_owned(),
+                size: file.entry.size,
+            });
         }
         let rootfs = self.store.rootfs(image);
         let content = Arc::new(DataReader::open(&rootfs)?.read(file.data_offset, file.entry.size)?);

@@ -133,9 +133,14 @@ fn lock(dir: &Path) -> Result<wulf_core::atomic_file::WriteLock, OverlayError> {
 }
 
 fn read_key(kind: &'static str, path: &Path, text: &str) -> Result<HostKey, OverlayError> {
-    let invalid = |reason: String| OverlayError::Invalid(format!("{}: {reason}", path.display()));
-    let key = PrivateKey::from_openssh(text)
-        .map_err(|e| invalid(format!("not an OpenSSH private key ({e})")))?;
+    let invalid = |reason: String| OverlayError::UnusableHostKey {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let key = PrivateKey::from_openssh(text).map_err(|source| OverlayError::NotAHostKey {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if key.is_encrypted() {
         return Err(invalid(
             "is encrypted: nodes need it in the clear, as sshd reads it".into(),
@@ -152,8 +157,11 @@ fn read_key(kind: &'static str, path: &Path, text: &str) -> Result<HostKey, Over
 }
 
 fn generate(kind: &'static str, path: &Path, comment: &str) -> Result<HostKey, OverlayError> {
-    let failed =
-        |e: ssh_key::Error| OverlayError::Invalid(format!("generating the {kind} host key: {e}"));
+    let failed = |source| OverlayError::HostKey {
+        action: "generating",
+        kind,
+        source,
+    };
     let mut key = match algorithm(kind) {
         // ssh-keygen's size, not the crate's 4096 bits, which take twice as long to make.
         Algorithm::Rsa { .. } => RsaKeypair::random(&mut OsRng, 3072)
@@ -172,8 +180,11 @@ fn generate(kind: &'static str, path: &Path, comment: &str) -> Result<HostKey, O
 }
 
 fn describe(kind: &'static str, key: &PrivateKey) -> Result<HostKey, OverlayError> {
-    let failed =
-        |e: ssh_key::Error| OverlayError::Invalid(format!("encoding the {kind} host key: {e}"));
+    let failed = |source| OverlayError::HostKey {
+        action: "encoding",
+        kind,
+        source,
+    };
     let private = key.to_openssh(LineEnding::LF).map_err(failed)?.to_string();
     let public = key.public_key().to_openssh().map_err(failed)? + "\n";
     Ok(HostKey {

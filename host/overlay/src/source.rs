@@ -46,9 +46,9 @@ pub fn validate_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(OverlayError::Invalid(format!(
-            "overlay name {name:?} is not valid: use letters, digits, `_`, `-` and `.`"
-        )))
+        Err(OverlayError::BadName {
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -98,9 +98,9 @@ impl OverlayStore {
             .filter(|p| !p.is_empty() && *p != ".")
             .collect();
         if clean.contains(&"..") || clean.is_empty() {
-            return Err(OverlayError::Invalid(format!(
-                "path {path:?} must name a file inside the overlay, without `..`"
-            )));
+            return Err(OverlayError::BadPath {
+                path: path.to_owned(),
+            });
         }
         Ok(self.path(overlay).join(clean.join("/")))
     }
@@ -144,8 +144,8 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<SourceFile>) -> Result<()> {
             let bytes = fs::read(&path).map_err(|e| OverlayError::io(&path, e))?;
             match rel.strip_suffix(".ww") {
                 Some(stem) => {
-                    let text = String::from_utf8(bytes).map_err(|_| {
-                        OverlayError::Invalid(format!("template {} is not UTF-8", path.display()))
+                    let text = String::from_utf8(bytes).map_err(|_| OverlayError::NotUtf8 {
+                        path: path.to_path_buf(),
                     })?;
                     (format!("/{stem}"), SourceKind::Template(text))
                 }
