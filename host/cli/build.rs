@@ -23,7 +23,8 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let mut code = String::from("pub static EMBEDDED: &[wulf_plugin::EmbeddedPlugin] = &[\n");
+    let mut code =
+        String::from("pub(crate) static EMBEDDED: &[wulf_plugin::EmbeddedPlugin] = &[\n");
     for plugin in &built {
         let manifest = plugin.krate.dir.join("plugin.toml");
         let _ = writeln!(

@@ -16,6 +16,8 @@
 //! This crate owns the guest bindings of the WIT package `wulf:plugin@0.1.0`; nothing else in
 //! the workspace may depend on it except plugins.
 
+#![warn(missing_docs)]
+
 extern crate self as wulf_sdk;
 
 mod file;
@@ -34,6 +36,7 @@ pub use traits::{Action, Entry, EntryKind, ImageTransform, InventoryBackend, Ove
 pub const API_VERSION: &str = "0.1.0";
 
 #[doc(hidden)]
+#[allow(unsafe_code, missing_docs, unreachable_pub, clippy::all)]
 pub mod bindings {
     //! Generated bindings, one module per world. The shared `types` and `host` interfaces are
     //! generated once, in `overlay`, and reused by the others.

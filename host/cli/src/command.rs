@@ -1,11 +1,11 @@
 //! One module per top-level command.
 
-pub mod configure;
-pub mod image;
-pub mod import;
-pub mod node;
-pub mod node_fields;
-pub mod overlay;
-pub mod plugin;
-pub mod serve;
-pub mod status;
+pub(crate) mod configure;
+pub(crate) mod image;
+pub(crate) mod import;
+pub(crate) mod node;
+pub(crate) mod node_fields;
+pub(crate) mod overlay;
+pub(crate) mod plugin;
+pub(crate) mod serve;
+pub(crate) mod status;

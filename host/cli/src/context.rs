@@ -7,12 +7,12 @@ use anyhow::Context as _;
 use wulf_site::{Site, SiteOptions};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
-pub fn init_tracing(verbose: u8, format: LogFormat) {
+pub(crate) fn init_tracing(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -34,12 +34,12 @@ pub fn init_tracing(verbose: u8, format: LogFormat) {
 
 /// What every command gets: the site, opened once per process.
 #[derive(Clone)]
-pub struct Context {
+pub(crate) struct Context {
     pub site: Arc<Site>,
 }
 
 impl Context {
-    pub fn new(state_dir: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub(crate) fn new(state_dir: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<Self> {
         let state = state_dir.map(Ok).unwrap_or_else(default_state_dir)?;
         let site = Site::open(SiteOptions {
             state,

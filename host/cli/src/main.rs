@@ -11,6 +11,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// A build or a running server makes tens of thousands of short-lived plugin instances, each
+/// with allocations of a few hundred KiB. glibc's malloc raises its mmap threshold after the
+/// first of them are freed and from then on keeps that memory in its arenas: measured, a
+/// 10,000-node build held 2.9 GB. mimalloc gives freed pages back: the same build stays flat.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "wulf",

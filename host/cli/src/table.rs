@@ -3,7 +3,7 @@
 use comfy_table::{ContentArrangement, Table, presets};
 
 /// A table with uppercase headers and no borders, like `wwctl`'s; empty cells show `--`.
-pub fn print(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn print(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut table = Table::new();
     table
         .load_preset(presets::NOTHING)
@@ -25,7 +25,7 @@ pub fn print(headers: &[&str], rows: Vec<Vec<String>>) {
 }
 
 /// Pretty JSON on stdout.
-pub fn print_json(value: &serde_json::Value) {
+pub(crate) fn print_json(value: &serde_json::Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()

@@ -115,8 +115,10 @@ impl ArchiveStore {
     pub fn index(&self) -> Result<Index> {
         let path = self.index_path();
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| OverlayError::Invalid(format!("{}: {e}", path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| OverlayError::BadIndex {
+                path: path.clone(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index::default()),
             Err(e) => Err(OverlayError::io(&path, e)),
         }
@@ -208,12 +210,7 @@ impl ArchiveStore {
             }
             let merged: BTreeMap<String, OverlayFile> =
                 files.into_iter().map(|f| (f.path.clone(), f)).collect();
-            let (bytes, sha) = pack(&merged)?;
-            let rel = format!("shared/{}.img.gz", &sha[..32]);
-            let path = self.dir.join(&rel);
-            if !path.exists() {
-                write_file(&path, &bytes)?;
-            }
+            let rel = self.write_archive("shared", "", &merged)?;
             shared.insert(name.clone(), rel.clone());
             shared_inputs.insert(
                 name.clone(),
@@ -274,7 +271,7 @@ impl ArchiveStore {
         if report.built.is_empty() && !shared_changed && self.index_path().exists() {
             return Ok(report);
         }
-        let text = serde_json::to_vec(&index).map_err(|e| OverlayError::Invalid(e.to_string()))?;
+        let text = serde_json::to_vec(&index).map_err(OverlayError::SerializeIndex)?;
         write_atomic(&self.index_path(), &text)
             .map_err(|e| OverlayError::io(&self.index_path(), e))?;
         self.collect_garbage(&index);
@@ -312,12 +309,13 @@ impl ArchiveStore {
                 continue;
             }
             let files = renderer.render(node, &json, list)?;
-            let (bytes, sha) = pack(&files)?;
-            let rel = format!("nodes/{}/{}-{}.img.gz", node.id, kind.as_str(), &sha[..32]);
-            let path = self.dir.join(&rel);
-            if !path.exists() {
-                write_file(&path, &bytes)?;
-            }
+            let rel = self.write_archive(
+                &format!("nodes/{}", node.id),
+                &format!("{}-", kind.as_str()),
+                &files,
+            )?;
+            let count = files.len();
+            drop(files);
             let mut segments = shared_segments;
             segments.push(rel);
             let mut whole = Sha256::new();
@@ -331,13 +329,55 @@ impl ArchiveStore {
                 sha256: hex::encode(whole.finalize()),
                 segments,
                 size,
-                files: files.len(),
+                files: count,
             };
             if let Ok(mut r) = results.lock() {
                 r.push((node.id.clone(), kind, archive, true));
             }
         }
         Ok(())
+    }
+
+    /// Packs `files` into `<dir>/<prefix><sha>.img.gz`, streamed to disk as it is compressed
+    /// (never held whole in memory), named by its content: a crash leaves a temp file or the
+    /// complete archive, never a torn one. The path relative to the provision directory.
+    fn write_archive(
+        &self,
+        dir: &str,
+        prefix: &str,
+        files: &BTreeMap<String, OverlayFile>,
+    ) -> Result<String> {
+        let abs = self.dir.join(dir);
+        fs::create_dir_all(&abs).map_err(|e| OverlayError::io(&abs, e))?;
+        let tmp = abs.join(format!(
+            ".tmp-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let file = fs::File::create(&tmp).map_err(|e| OverlayError::io(&tmp, e))?;
+        let written =
+            pack_into(files, HashingWriter::new(std::io::BufWriter::new(file))).and_then(|out| {
+                let (buffered, sha) = out.finish();
+                buffered
+                    .into_inner()
+                    .map_err(|e| OverlayError::io(&tmp, e.into_error()))?;
+                Ok(sha)
+            });
+        let sha = match written {
+            Ok(sha) => sha,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let rel = format!("{dir}/{prefix}{}.img.gz", &sha[..32]);
+        let path = self.dir.join(&rel);
+        if path.exists() {
+            let _ = fs::remove_file(&tmp);
+        } else {
+            fs::rename(&tmp, &path).map_err(|e| OverlayError::io(&path, e))?;
+        }
+        Ok(rel)
     }
 
     /// Removes segment files no node refers to any more.
@@ -366,21 +406,43 @@ impl ArchiveStore {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| OverlayError::io(dir, e))?;
-    }
-    // Content-addressed: a crash leaves a temp file or the complete archive, never a torn one.
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    fs::write(&tmp, bytes).map_err(|e| OverlayError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| OverlayError::io(path, e))
+/// A writer that hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    sha: Sha256,
 }
 
-/// A newc cpio of `files` (parents created 0755 where missing), gzip-compressed; and the
-/// archive's sha256.
-pub fn pack(files: &BTreeMap<String, OverlayFile>) -> Result<(Vec<u8>, String)> {
-    let io = |e: std::io::Error| OverlayError::Invalid(format!("packing an overlay: {e}"));
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            sha: Sha256::new(),
+        }
+    }
+
+    /// The writer and the hex sha256 of everything written.
+    fn finish(self) -> (W, String) {
+        (self.inner, hex::encode(self.sha.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A newc cpio of `files` (parents created 0755 where missing), gzip-compressed into `out`,
+/// which is handed back.
+fn pack_into<W: Write>(files: &BTreeMap<String, OverlayFile>, out: W) -> Result<W> {
+    let io = OverlayError::Pack;
+    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::new(6));
     let mut cpio = CpioWriter::new(gz);
     let mut dirs: BTreeSet<String> = BTreeSet::new();
     let dir_kind = EntryKind::Directory;
@@ -430,9 +492,7 @@ pub fn pack(files: &BTreeMap<String, OverlayFile>) -> Result<(Vec<u8>, String)> 
             .map_err(io)?;
     }
     let gz = cpio.finish().map_err(io)?;
-    let bytes = gz.finish().map_err(io)?;
-    let sha = hex::encode(Sha256::digest(&bytes));
-    Ok((bytes, sha))
+    gz.finish().map_err(io)
 }
 
 /// Writes a node's archive (all segments, in order) to `out`.

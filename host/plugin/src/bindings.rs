@@ -2,7 +2,7 @@
 //! generated with the overlay world and reused by the other two, so one `Host` impl serves all.
 //! Generated types never leave this crate: `conversion` maps them to `wulf-core` types.
 
-pub mod overlay {
+pub(crate) mod overlay {
     wasmtime::component::bindgen!({
         world: "overlay-generator",
         path: "../../wit/v0.1",
@@ -10,7 +10,7 @@ pub mod overlay {
     });
 }
 
-pub mod inventory {
+pub(crate) mod inventory {
     wasmtime::component::bindgen!({
         world: "inventory-backend",
         path: "../../wit/v0.1",
@@ -22,7 +22,7 @@ pub mod inventory {
     });
 }
 
-pub mod transform {
+pub(crate) mod transform {
     wasmtime::component::bindgen!({
         world: "image-transform",
         path: "../../wit/v0.1",
@@ -34,5 +34,5 @@ pub mod transform {
     });
 }
 
-pub use overlay::wulf::plugin::host::Level;
-pub use overlay::wulf::plugin::types as wit;
+pub(crate) use overlay::wulf::plugin::host::Level;
+pub(crate) use overlay::wulf::plugin::types as wit;

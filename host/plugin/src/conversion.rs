@@ -23,7 +23,7 @@ fn tags_from_wit(tags: Vec<wit::Tag>) -> Tags {
     tags.into_iter().map(|t| (t.key, t.value)).collect()
 }
 
-pub fn server_to_wit(server: &Server) -> wit::Server {
+pub(crate) fn server_to_wit(server: &Server) -> wit::Server {
     wit::Server {
         hostname: server.hostname.clone(),
         ipaddr: server.ipaddr.clone(),
@@ -35,7 +35,7 @@ pub fn server_to_wit(server: &Server) -> wit::Server {
     }
 }
 
-pub fn node_to_wit(node: &Node) -> wit::Node {
+pub(crate) fn node_to_wit(node: &Node) -> wit::Node {
     let primary = node.primary_network();
     wit::Node {
         id: node.id.clone(),
@@ -138,7 +138,7 @@ pub fn node_to_wit(node: &Node) -> wit::Node {
 }
 
 /// A node record from a backend. Bad resource JSON is kept as a string rather than dropped.
-pub fn node_from_wit(node: wit::Node) -> Node {
+pub(crate) fn node_from_wit(node: wit::Node) -> Node {
     let primary = node
         .network_devices
         .iter()
@@ -255,7 +255,7 @@ pub fn node_from_wit(node: wit::Node) -> Node {
     }
 }
 
-pub fn file_from_wit(file: wit::FileEntry) -> OverlayFile {
+pub(crate) fn file_from_wit(file: wit::FileEntry) -> OverlayFile {
     OverlayFile {
         path: file.path,
         mode: file.mode,
@@ -269,7 +269,7 @@ pub fn file_from_wit(file: wit::FileEntry) -> OverlayFile {
     }
 }
 
-pub fn entry_to_wit(entry: &ImageEntry) -> tx::Entry {
+pub(crate) fn entry_to_wit(entry: &ImageEntry) -> tx::Entry {
     tx::Entry {
         path: entry.path.clone(),
         kind: match &entry.kind {
@@ -290,7 +290,7 @@ pub fn entry_to_wit(entry: &ImageEntry) -> tx::Entry {
     }
 }
 
-pub fn action_from_wit(action: tx::Action) -> EntryAction {
+pub(crate) fn action_from_wit(action: tx::Action) -> EntryAction {
     match action {
         tx::Action::Keep => EntryAction::Keep,
         tx::Action::Drop => EntryAction::Drop,
@@ -300,7 +300,7 @@ pub fn action_from_wit(action: tx::Action) -> EntryAction {
 }
 
 /// The plugin's own words for an error it returned.
-pub fn error_message(error: wit::PluginError) -> String {
+pub(crate) fn error_message(error: wit::PluginError) -> String {
     match error {
         wit::PluginError::Config(m) => format!("bad configuration: {m}"),
         wit::PluginError::InvalidInput(m) => format!("invalid input: {m}"),

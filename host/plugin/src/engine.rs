@@ -6,10 +6,10 @@ use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances; deadlines are whole ticks.
-pub const TICK: Duration = Duration::from_millis(5);
+pub(crate) const TICK: Duration = Duration::from_millis(5);
 
 /// The largest linear memory any plugin may be given (the site config's `memory-mib` cap).
-pub const MAX_MEMORY: u64 = 4 << 30;
+pub(crate) const MAX_MEMORY: u64 = 4 << 30;
 
 /// Concurrent plugin instances the pooling allocator has slots for.
 const POOL_INSTANCES: u32 = 256;
@@ -34,7 +34,7 @@ fn base_config() -> Config {
 /// The pooling allocator keeps instance slots mapped between calls, which makes a fresh
 /// instance per call cheap. It reserves address space up front; where that is refused (small
 /// VA spaces, a tight `ulimit -v`), fall back to mapping memory on demand.
-pub fn new_engine() -> wasmtime::Result<Engine> {
+pub(crate) fn new_engine() -> wasmtime::Result<Engine> {
     let mut config = base_config();
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(POOL_INSTANCES)
@@ -69,6 +69,6 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
 }
 
 /// Epoch ticks for a wall-clock budget (at least one, plus one for the partial tick).
-pub fn ticks(budget: Duration) -> u64 {
+pub(crate) fn ticks(budget: Duration) -> u64 {
     (budget.as_nanos() / TICK.as_nanos()) as u64 + 1
 }

@@ -16,7 +16,7 @@ const STDERR_CAP: usize = 16 * 1024;
 
 /// What every store of one plugin starts from.
 #[derive(Debug, Clone)]
-pub struct StoreSpec {
+pub(crate) struct StoreSpec {
     pub plugin: Arc<str>,
     pub config_json: Arc<str>,
     pub memory_bytes: u64,
@@ -24,7 +24,7 @@ pub struct StoreSpec {
     pub read_dirs: Arc<[PathBuf]>,
 }
 
-pub struct HostState {
+pub(crate) struct HostState {
     pub plugin: Arc<str>,
     config_json: Arc<str>,
     wasi: WasiCtx,
@@ -34,7 +34,7 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(spec: &StoreSpec) -> wasmtime::Result<Self> {
+    pub(crate) fn new(spec: &StoreSpec) -> wasmtime::Result<Self> {
         let stderr = MemoryOutputPipe::new(STDERR_CAP);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stderr(stderr.clone());
@@ -57,7 +57,7 @@ impl HostState {
 
     /// What the plugin wrote to stderr, on one line. Rust's advice to set `RUST_BACKTRACE`
     /// means nothing inside a sandbox and is dropped, as is the unnamed-thread prefix.
-    pub fn stderr_text(&self) -> String {
+    pub(crate) fn stderr_text(&self) -> String {
         let text = String::from_utf8_lossy(&self.stderr.contents()).into_owned();
         let lines: Vec<&str> = text
             .lines()
@@ -80,7 +80,7 @@ impl WasiView for HostState {
 
 /// Caps every linear memory (and tables), and remembers whether the memory cap was the reason
 /// a growth failed, so the error can name the limit instead of a bare trap.
-pub struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     cap: usize,
     pub exceeded: bool,
 }

@@ -80,7 +80,7 @@ pub enum SiteError {
     ImageBuild {
         image: String,
         #[source]
-        source: ImageError,
+        source: Box<ImageError>,
     },
     #[error("image `{from}` was renamed back: the inventory could not be rewritten to `{to}`")]
     RenameRolledBack {
@@ -105,6 +105,10 @@ pub enum SiteError {
         node: String,
         rendered: Vec<String>,
     },
+    #[error(
+        "which address do nodes reach this host on? pass --server-ip, or set server.http-addr in wulf.toml"
+    )]
+    NoServerAddress,
     #[error("{path}")]
     Io {
         path: std::path::PathBuf,

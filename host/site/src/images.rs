@@ -119,7 +119,7 @@ impl Site {
             .build(name, &transforms, threads, progress)
             .map_err(|source| SiteError::ImageBuild {
                 image: name.to_owned(),
-                source,
+                source: Box::new(source),
             })
     }
 

@@ -8,6 +8,7 @@
 //! repeats a rule. This crate depends on `core`, `plugin`, `image` and `overlay`; it knows
 //! nothing of HTTP, flags or terminals.
 
+mod dhcp;
 mod error;
 mod images;
 mod inventory;
@@ -26,6 +27,7 @@ use wulf_image::ImageStore;
 use wulf_overlay::{ArchiveStore, HostKeys, OverlayStore};
 use wulf_plugin::{EmbeddedPlugin, Registry};
 
+pub use dhcp::{DhcpHost, Ipv4Net};
 pub use error::{Result, SiteError};
 pub use images::{BuildSettings, ImageUse, KernelUse};
 pub use overlays::{BuildReport, OverlayListing, Rendered};

@@ -57,9 +57,10 @@ impl Site {
     pub fn build_overlays(&self, selection: &Selection, force: bool) -> Result<BuildReport> {
         let started = Instant::now();
         let cluster: Arc<[Node]> = self.inventory()?.merged_nodes().into();
-        let selected: Vec<Node> = match selection {
-            Selection::All => cluster.to_vec(),
-            Selection::Patterns(patterns) => {
+        // A selection is a copy of its nodes; "all" is the cluster itself, not a second copy.
+        let chosen: Option<Vec<Node>> = match selection {
+            Selection::All => None,
+            Selection::Patterns(patterns) => Some({
                 let by_id: BTreeMap<&str, &Node> =
                     cluster.iter().map(|n| (n.id.as_str(), n)).collect();
                 expand(patterns)?
@@ -73,19 +74,20 @@ impl Site {
                         )
                     })
                     .collect::<Result<_>>()?
-            }
+            }),
         };
+        let selected: &[Node] = chosen.as_deref().unwrap_or(&cluster);
         let names: BTreeSet<String> = selected
             .iter()
             .flat_map(|n| n.system_overlays.iter().chain(&n.runtime_overlays).cloned())
             .collect();
-        let renderer = self.renderer(&names, cluster)?;
+        let renderer = self.renderer(&names, Arc::clone(&cluster))?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let Report {
             built,
             unchanged,
             shared_segments,
-        } = self.archives.build(&renderer, &selected, force, threads)?;
+        } = self.archives.build(&renderer, selected, force, threads)?;
         Ok(BuildReport {
             built,
             unchanged,
@@ -140,7 +142,9 @@ impl Site {
             let identity = files.identity();
             renderer.set_image_reader(
                 Arc::new(move |image: &str, path: &str| {
-                    let content = files.read(image, path).map_err(|e| e.to_string())?;
+                    let content = files
+                        .read(image, path)
+                        .map_err(|e| crate::error_chain(&e))?;
                     String::from_utf8(content.to_vec())
                         .map_err(|_| format!("{path} in image `{image}` is not text"))
                 }),

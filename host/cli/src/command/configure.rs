@@ -9,10 +9,12 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::{Subcommand, ValueEnum};
 
+use wulf_site::{DhcpHost, Ipv4Net};
+
 use crate::context::Context;
 
 #[derive(Debug, Subcommand)]
-pub enum ConfigureCommand {
+pub(crate) enum ConfigureCommand {
     /// Write (or --show) a dnsmasq or ISC dhcpd configuration for PXE and iPXE clients
     Dhcp(DhcpArgs),
     /// Generate the cluster's SSH host keys (once; the ssh-host-keys overlay installs them)
@@ -21,7 +23,7 @@ pub enum ConfigureCommand {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct SshArgs {
+pub(crate) struct SshArgs {
     /// Replace the existing keys with new ones (nodes get them at their next boot, and users
     /// will see a changed host key)
     #[arg(long)]
@@ -32,13 +34,13 @@ pub struct SshArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Dnsmasq,
     Isc,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct DhcpArgs {
+pub(crate) struct DhcpArgs {
     /// Which DHCP server
     #[arg(long, value_enum, default_value_t = Format::Dnsmasq)]
     format: Format,
@@ -69,7 +71,7 @@ pub struct DhcpArgs {
     output: Option<PathBuf>,
 }
 
-pub fn run(ctx: &Context, command: ConfigureCommand) -> anyhow::Result<()> {
+pub(crate) fn run(ctx: &Context, command: ConfigureCommand) -> anyhow::Result<()> {
     match command {
         ConfigureCommand::Dhcp(args) => dhcp(ctx, args),
         ConfigureCommand::Ssh(args) => ssh(ctx, &args),
@@ -111,67 +113,25 @@ fn ssh(ctx: &Context, args: &SshArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A node's interface with a MAC and an IPv4 address.
-struct Host {
-    name: String,
-    hwaddr: String,
-    ipaddr: String,
-}
-
 fn dhcp(ctx: &Context, args: DhcpArgs) -> anyhow::Result<()> {
     let http = ctx.site.config().server.http_addr;
-    let server = match (args.server_ip, http.ip()) {
-        (Some(ip), _) => ip,
-        (None, std::net::IpAddr::V4(ip)) if !ip.is_unspecified() => ip,
-        _ => bail!(
-            "which address do nodes reach this host on? pass --server-ip, or set server.http-addr in wulf.toml"
-        ),
-    };
-    let mask = u32::from(args.netmask);
-    if mask.leading_ones() + mask.trailing_zeros() != 32 {
+    let server = ctx.site.server_ipv4(args.server_ip)?;
+    let Some(net) = Ipv4Net::of(server, args.netmask) else {
         bail!("--netmask {} is not a netmask", args.netmask);
-    }
-    let network = Ipv4Addr::from(u32::from(server) & mask);
-    let in_net = |ip: Ipv4Addr| u32::from(ip) & mask == u32::from(network);
+    };
+    let network = net.network;
     if let Some(range) = &args.range {
         let [start, end] = range.as_slice() else {
             bail!("--range takes two addresses: start,end");
         };
-        if !in_net(*start) || !in_net(*end) || u32::from(*start) > u32::from(*end) {
+        if !net.contains(*start) || !net.contains(*end) || u32::from(*start) > u32::from(*end) {
             bail!(
                 "--range {start},{end} is not an ascending range inside {network}/{}",
-                mask.leading_ones()
+                net.prefix
             );
         }
     }
-
-    let inventory = ctx.site.inventory()?;
-    let mut hosts = Vec::new();
-    for id in inventory.nodes.keys() {
-        let node = inventory.merged(id)?.node;
-        let primary = node.primary_network().map(str::to_string);
-        for (net, dev) in &node.network_devices {
-            let (Some(mac), Some(ip)) = (&dev.hwaddr, &dev.ipaddr) else {
-                continue;
-            };
-            let ip: Ipv4Addr = ip
-                .parse()
-                .with_context(|| format!("node {id}, network {net}: {ip}"))?;
-            if !in_net(ip) {
-                continue;
-            }
-            let name = if primary.as_deref() == Some(net.as_str()) {
-                id.clone()
-            } else {
-                format!("{id}-{net}")
-            };
-            hosts.push(Host {
-                name,
-                hwaddr: mac.to_ascii_lowercase(),
-                ipaddr: ip.to_string(),
-            });
-        }
-    }
+    let hosts = ctx.site.dhcp_hosts(net)?;
     let url = format!(
         "http://{server}:{}/ipxe/${{mac:hexhyp}}?assetkey=${{asset}}",
         http.port()
@@ -209,7 +169,7 @@ fn dnsmasq(
     server: Ipv4Addr,
     network: Ipv4Addr,
     url: &str,
-    hosts: &[Host],
+    hosts: &[DhcpHost],
 ) -> String {
     let mut t = String::from(HEADER);
     t.push_str("# DHCP only: DNS stays with the site's resolver, TFTP with wulf.\nport=0\n");
@@ -258,7 +218,13 @@ fn dnsmasq(
     t
 }
 
-fn isc(args: &DhcpArgs, server: Ipv4Addr, network: Ipv4Addr, url: &str, hosts: &[Host]) -> String {
+fn isc(
+    args: &DhcpArgs,
+    server: Ipv4Addr,
+    network: Ipv4Addr,
+    url: &str,
+    hosts: &[DhcpHost],
+) -> String {
     let mut t = String::from(HEADER);
     t.push_str("option space ipxe;\noption ipxe-encap-opts code 175 = encapsulate ipxe;\noption ipxe.no-pxedhcp code 176 = unsigned integer 8;\noption ipxe.no-pxedhcp 1;\noption architecture-type code 93 = unsigned integer 16;\n\n");
     let _ = writeln!(t, "subnet {network} netmask {} {{", args.netmask);

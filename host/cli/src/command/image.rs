@@ -15,7 +15,7 @@ use crate::context::Context;
 use crate::table;
 
 #[derive(Debug, Subcommand)]
-pub enum ImageCommand {
+pub(crate) enum ImageCommand {
     /// Import an image: docker://registry/repo:tag, oci:<dir>[:tag], oci-archive:<file>[:tag],
     /// docker-archive:<file>, or a chroot directory. Builds it unless --no-build
     #[command(alias = "pull")]
@@ -97,7 +97,7 @@ pub enum ImageCommand {
     Rename { from: String, to: String },
 }
 
-pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
+pub(crate) fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
     let site = &ctx.site;
     match command {
         ImageCommand::Import {
@@ -365,7 +365,7 @@ fn password(user: &str) -> anyhow::Result<String> {
     rpassword::prompt_password(format!("password for {user}: ")).context("reading the password")
 }
 
-pub fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -381,7 +381,7 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// `2026-11-22 10:04 UTC` from Unix seconds.
-pub fn timestamp(secs: u64) -> String {
+pub(crate) fn timestamp(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Howard Hinnant's civil_from_days.

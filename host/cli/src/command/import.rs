@@ -9,7 +9,7 @@ use wulf_core::Inventory;
 use crate::context::Context;
 
 #[derive(Debug, Subcommand)]
-pub enum ImportCommand {
+pub(crate) enum ImportCommand {
     /// Import the profiles and nodes of a Warewulf v4 nodes.conf (YAML, legacy keys too)
     Warewulf {
         /// Usually /etc/warewulf/nodes.conf
@@ -23,7 +23,7 @@ pub enum ImportCommand {
     },
 }
 
-pub fn run(ctx: &Context, command: ImportCommand) -> anyhow::Result<()> {
+pub(crate) fn run(ctx: &Context, command: ImportCommand) -> anyhow::Result<()> {
     let ImportCommand::Warewulf {
         file,
         dry_run,

@@ -15,7 +15,7 @@ use crate::context::Context;
 use crate::table;
 
 #[derive(Debug, Subcommand)]
-pub enum NodeCommand {
+pub(crate) enum NodeCommand {
     /// What each node last fetched from the running boot server (stage, file, address, time)
     Status(crate::command::status::StatusArgs),
     /// Add nodes: names or hostlists like n[001-100]; --ipaddr and --ipmiaddr count up
@@ -73,7 +73,7 @@ pub enum NodeCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ProfileCommand {
+pub(crate) enum ProfileCommand {
     /// Add profiles
     #[command(visible_aliases = ["new", "create"])]
     Add {
@@ -110,7 +110,7 @@ pub enum ProfileCommand {
 
 /// Which records `set` changes.
 #[derive(Debug, clap::Args)]
-pub struct SetTarget {
+pub(crate) struct SetTarget {
     /// Names or hostlists
     names: Vec<String>,
     /// Every record of the kind
@@ -119,14 +119,14 @@ pub struct SetTarget {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct NamesArgs {
+pub(crate) struct NamesArgs {
     /// Names or hostlists
     #[arg(required = true)]
     names: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct DeleteArgs {
+pub(crate) struct DeleteArgs {
     /// Names or hostlists
     #[arg(required = true)]
     names: Vec<String>,
@@ -136,7 +136,7 @@ pub struct DeleteArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct UnsetArgs {
+pub(crate) struct UnsetArgs {
     /// Names or hostlists
     #[arg(required = true)]
     names: Vec<String>,
@@ -145,7 +145,7 @@ pub struct UnsetArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     patterns: Vec<String>,
     /// Network view: one row per network device
     #[arg(short, long)]
@@ -160,7 +160,7 @@ pub struct ListArgs {
     json: bool,
 }
 
-pub fn run_node(ctx: &Context, command: NodeCommand) -> anyhow::Result<()> {
+pub(crate) fn run_node(ctx: &Context, command: NodeCommand) -> anyhow::Result<()> {
     let kind = Kind::Node;
     match command {
         NodeCommand::Add {
@@ -189,7 +189,7 @@ pub fn run_node(ctx: &Context, command: NodeCommand) -> anyhow::Result<()> {
     }
 }
 
-pub fn run_profile(ctx: &Context, command: ProfileCommand) -> anyhow::Result<()> {
+pub(crate) fn run_profile(ctx: &Context, command: ProfileCommand) -> anyhow::Result<()> {
     let kind = Kind::Profile;
     match command {
         ProfileCommand::Add { names, fields } => add(ctx, kind, &names, &fields, None),

@@ -5,7 +5,7 @@ use clap::Args;
 use wulf_site::Patch;
 
 #[derive(Debug, Clone, Default, Args)]
-pub struct FieldArgs {
+pub(crate) struct FieldArgs {
     /// Profiles, in order (comma-separated; `~name` removes an inherited one)
     #[arg(short = 'P', long = "profile", value_delimiter = ',')]
     pub profiles: Option<Vec<String>>,
@@ -110,7 +110,7 @@ pub struct FieldArgs {
 
 /// Node-only flags.
 #[derive(Debug, Clone, Default, Args)]
-pub struct NodeOnlyArgs {
+pub(crate) struct NodeOnlyArgs {
     /// Asset key the node must present
     #[arg(long)]
     pub asset: Option<String>,
@@ -121,7 +121,7 @@ pub struct NodeOnlyArgs {
 
 impl FieldArgs {
     /// The change these flags ask for; `node_only` adds the node-only flags.
-    pub fn patch(&self, node_only: Option<&NodeOnlyArgs>) -> Patch {
+    pub(crate) fn patch(&self, node_only: Option<&NodeOnlyArgs>) -> Patch {
         let node_only = node_only.cloned().unwrap_or_default();
         Patch {
             profiles: self.profiles.clone(),

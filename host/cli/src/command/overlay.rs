@@ -14,7 +14,7 @@ use crate::context::Context;
 use crate::table;
 
 #[derive(Debug, Subcommand)]
-pub enum OverlayCommand {
+pub(crate) enum OverlayCommand {
     /// List site overlays and overlay-generator plugins, with the nodes using each
     #[command(alias = "ls")]
     List {
@@ -96,7 +96,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("mode {s:?} is not an octal mode like 644 or 0755"))
 }
 
-pub fn run(ctx: &Context, command: OverlayCommand) -> anyhow::Result<()> {
+pub(crate) fn run(ctx: &Context, command: OverlayCommand) -> anyhow::Result<()> {
     let site = &ctx.site;
     match command {
         OverlayCommand::List { json } => list(ctx, json),

@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::table;
 
 #[derive(Debug, Subcommand)]
-pub enum PluginCommand {
+pub(crate) enum PluginCommand {
     /// Install a plugin from a directory (plugin.toml + plugin.wasm) or a bare .wasm component
     Install {
         path: PathBuf,
@@ -55,7 +55,7 @@ pub enum PluginCommand {
     },
 }
 
-pub fn run(ctx: &Context, command: PluginCommand) -> anyhow::Result<()> {
+pub(crate) fn run(ctx: &Context, command: PluginCommand) -> anyhow::Result<()> {
     match command {
         PluginCommand::Install { path, name, force } => install(ctx, &path, name.as_deref(), force),
         PluginCommand::List { json } => list(ctx, json),

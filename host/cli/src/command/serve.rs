@@ -15,7 +15,7 @@ use wulf_site::Site;
 use crate::context::Context;
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// HTTP listen address [default: server.http-addr, or 0.0.0.0:9873]
     #[arg(long, value_name = "IP:PORT")]
     http_addr: Option<SocketAddr>,
@@ -30,7 +30,7 @@ pub struct ServeArgs {
     no_tftp: bool,
 }
 
-pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let site = &ctx.site;
     let server = site.config().server.clone();
     let default_tftp_port = if rustix::process::geteuid().is_root() {

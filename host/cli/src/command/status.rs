@@ -11,7 +11,7 @@ use crate::context::Context;
 use crate::table;
 
 #[derive(Debug, clap::Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// The boot server [default: server.http-addr, 127.0.0.1 when it listens on all addresses]
     #[arg(long, value_name = "HOST:PORT")]
     server: Option<String>,
@@ -62,7 +62,7 @@ fn ago(secs: u64) -> String {
     }
 }
 
-pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
+pub(crate) fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let addr = args.server.clone().unwrap_or_else(|| {
         let http = ctx.site.config().server.http_addr;
         if http.ip().is_unspecified() {
