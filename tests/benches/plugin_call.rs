@@ -79,8 +79,8 @@ fn main() {
     node.network_devices.insert(
         "default".into(),
         NetDevice {
-            hwaddr: Some("aa:bb:cc:dd:ee:01".into()),
-            ipaddr: Some("10.0.0.1".into()),
+            hwaddr: "aa:bb:cc:dd:ee:01".parse().ok(),
+            ipaddr: "10.0.0.1".parse().ok(),
             ..NetDevice::default()
         },
     );

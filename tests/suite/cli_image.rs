@@ -614,12 +614,15 @@ fn images_are_listed_copied_renamed_and_deleted_with_their_users_in_mind() {
     // image keeps its name, the records and the file are as they were.
     let nodes = wulf.path().join("nodes.toml");
     let good = std::fs::read_to_string(&nodes).unwrap();
-    let broken = format!("{good}\n[nodes.n3.network-devices.default]\nhwaddr = \"nonsense\"\n");
+    let broken = format!(
+        "{good}\n[nodes.n3.network-devices.default]\nhwaddr = \"aa:bb:cc:dd:ee:01\"\n\
+         [nodes.n4.network-devices.default]\nhwaddr = \"aa:bb:cc:dd:ee:01\"\n"
+    );
     std::fs::write(&nodes, &broken).unwrap();
     let err = wulf.fails(&["image", "rename", "rocky-9", "alma"]);
     assert!(
         err.contains("image `rocky-9` was renamed back")
-            && err.contains("node `n3`: `network-devices.default.hwaddr` = \"nonsense\""),
+            && err.contains("node `n4`: `network-devices.default.hwaddr` = \"aa:bb:cc:dd:ee:01\": node `n3` has this address too"),
         "{err}"
     );
     assert_eq!(images_dir(&wulf), ["rocky-9", "rocky-test"]);

@@ -145,11 +145,11 @@ fn bad_input_changes_nothing() {
     .map(|args| wulf.fails(args))
     .collect();
     insta::assert_snapshot!(errors.join(""), @r#"
-    error: node `n2`: `network-devices.default.hwaddr` = "aa:bb:cc:dd:ee": not a MAC address; expected six hex pairs like aa:bb:cc:dd:ee:ff
+    error: --hwaddr "aa:bb:cc:dd:ee": not a MAC address; expected six hex pairs like aa:bb:cc:dd:ee:ff
     error: node `n2`: `network-devices.default.hwaddr` = "aa:bb:cc:dd:ee:01": node `n1` has this address too
     error: node `n2`: `network-devices.default.ipaddr` = "10.0.0.1": node `n1` has this address too
     error: --ipaddr "10.0.0.256": not an IPv4 address
-    error: node `n2`: `network-devices.default.netmask` = "255.0.255.0": not a netmask like 255.255.255.0
+    error: --netmask "255.0.255.0": not a netmask like 255.255.255.0
     error: --mtu "big": not a number
     error: node `n2`: `profiles` = "gpu": profile `gpu` does not exist (see `wulf profile list`)
     error: node `bad name`: `name` = "bad name": use letters, digits, `.`, `_`, `:` and `-` (at most 63), starting with a letter or digit

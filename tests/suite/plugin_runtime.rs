@@ -325,7 +325,7 @@ fn a_foreign_cache_file_is_not_loaded() {
 #[test]
 fn an_inventory_backend_lists_and_looks_up() {
     let host = Host::new();
-    let config = "[plugin.echo-backend.config]\nnodes = [{ id = \"c001\", hwaddr = \"02:00:00:00:00:01\" }, { id = \"c002\", hwaddr = \"02:00:00:00:00:02\" }]\n";
+    let config = "[plugin.echo-backend.config]\nnodes = [{ id = \"c001\", hwaddr = \"02:00:00:00:00:01\" }, { id = \"c002\", hwaddr = \"02:00:00:00:00:02\" }, { id = \"c003\", hwaddr = \"02:00\" }]\n";
     let backend = WasmInventoryBackend::new(
         host.load("echo-backend", config)
             .unwrap_or_else(|e| panic!("{e}")),
@@ -333,18 +333,41 @@ fn an_inventory_backend_lists_and_looks_up() {
     .unwrap_or_else(|| panic!("not a backend"));
     let nodes = backend.list_nodes().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        nodes
+            .iter()
+            .filter_map(|n| n.as_ref().ok())
+            .map(|n| n.id.as_str())
+            .collect::<Vec<_>>(),
         ["c001", "c002"]
     );
-    let found = backend
-        .lookup_hwaddr("02:00:00:00:00:02")
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(found.map(|n| n.id), Some("c002".to_string()));
-    assert_eq!(backend.lookup_hwaddr("02:00:00:00:00:09").ok(), Some(None));
+    // The record with a MAC that is none is refused alone, naming its field.
+    let refused: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.as_ref().err())
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(
-        backend.accept_discovered("02:00:00:00:00:09").ok(),
-        Some(None)
+        refused,
+        [
+            "node `c003`: `network-devices.default.hwaddr` = \"02:00\": not a MAC address; expected six hex pairs like aa:bb:cc:dd:ee:ff"
+        ]
     );
+    let mac = |text: &str| wulf_core::HwAddr::parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let found = backend
+        .lookup_hwaddr(&mac("02:00:00:00:00:02"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        found.and_then(Result::ok).map(|n| n.id),
+        Some("c002".to_string())
+    );
+    assert!(matches!(
+        backend.lookup_hwaddr(&mac("02:00:00:00:00:09")),
+        Ok(None)
+    ));
+    assert!(matches!(
+        backend.accept_discovered(&mac("02:00:00:00:00:09")),
+        Ok(None)
+    ));
 }
 
 #[test]

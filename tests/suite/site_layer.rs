@@ -138,9 +138,21 @@ fn a_broken_hand_edit_is_refused_by_name_and_the_last_good_inventory_served() {
     let script = |mac: &str| text(&format!("http://{}/ipxe/{mac}", served.http));
     assert!(script("aa:bb:cc:dd:ee:02").contains("echo wulf: n2"));
 
-    // n2 takes n1's MAC, and a third node gets an address that is no address.
-    let broken = good.replace("aa:bb:cc:dd:ee:02", MAC)
-        + "\n[nodes.n3.network-devices.default]\nhwaddr = \"aa:bb:cc:dd:ee:03\"\nipaddr = \"10.0.0.300\"\n";
+    // A third node gets an address that is no address: refused as the file is read.
+    let bad_ip = format!(
+        "{good}\n[nodes.n3.network-devices.default]\nhwaddr = \"aa:bb:cc:dd:ee:03\"\nipaddr = \"10.0.0.300\"\n"
+    );
+    wulf.write("nodes.toml", &bad_ip);
+    let err = wulf.fails(&["node", "list"]);
+    assert!(
+        err.contains("nodes.toml")
+            && err.contains(
+                "node `n3`: `network-devices.default.ipaddr` = \"10.0.0.300\": not an IPv4 address"
+            ),
+        "{err}"
+    );
+    // n2 takes n1's MAC: refused as the file is checked.
+    let broken = good.replace("aa:bb:cc:dd:ee:02", MAC);
     wulf.write("nodes.toml", &broken);
     let err = wulf.fails(&["node", "list"]);
     assert!(

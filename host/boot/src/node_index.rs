@@ -35,7 +35,7 @@ impl Snapshot {
             let id = merged.node.id.clone();
             snapshot.discoverable |= merged.node.discoverable == Some(true);
             for device in merged.node.network_devices.values() {
-                if let Some(hwaddr) = device.hwaddr.as_deref().and_then(|h| HwAddr::parse(h).ok()) {
+                if let Some(hwaddr) = device.hwaddr {
                     snapshot.by_hwaddr.insert(hwaddr, id.clone());
                 }
             }

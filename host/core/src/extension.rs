@@ -3,8 +3,10 @@
 
 use std::fmt;
 
+use crate::hwaddr::HwAddr;
 use crate::node::Node;
 use crate::overlay_file::OverlayFile;
+use crate::record_error::ValidationError;
 
 /// The provisioning host as nodes see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,15 +108,19 @@ pub enum Shared {
     None,
 }
 
+/// One record a backend returned: typed, or refused with the field that did not read (a MAC
+/// that is no MAC, say), so one bad record never hides the others.
+pub type BackendRecord = Result<Node, ValidationError>;
+
 /// A source of nodes and profiles besides the built-in store. Records are unmerged.
 pub trait InventoryBackend: Send + Sync {
     fn name(&self) -> &str;
-    fn list_nodes(&self) -> Result<Vec<Node>, ExtensionError>;
-    fn list_profiles(&self) -> Result<Vec<Node>, ExtensionError>;
-    /// The node that owns `hwaddr` (lowercase, colon-separated).
-    fn lookup_hwaddr(&self, hwaddr: &str) -> Result<Option<Node>, ExtensionError>;
+    fn list_nodes(&self) -> Result<Vec<BackendRecord>, ExtensionError>;
+    fn list_profiles(&self) -> Result<Vec<BackendRecord>, ExtensionError>;
+    /// The node that owns `hwaddr`.
+    fn lookup_hwaddr(&self, hwaddr: &HwAddr) -> Result<Option<BackendRecord>, ExtensionError>;
     /// Offers an unknown hardware address; `Some` if the backend took it as that node.
-    fn accept_discovered(&self, hwaddr: &str) -> Result<Option<Node>, ExtensionError>;
+    fn accept_discovered(&self, hwaddr: &HwAddr) -> Result<Option<BackendRecord>, ExtensionError>;
 }
 
 /// The kind of an image entry.

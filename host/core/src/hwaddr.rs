@@ -39,6 +39,22 @@ impl fmt::Display for HwAddr {
     }
 }
 
+impl serde::Serialize for HwAddr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HwAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        HwAddr::parse(&text).map_err(|_| serde::de::Error::custom(HWADDR_RULE))
+    }
+}
+
+/// What a MAC address must look like.
+pub const HWADDR_RULE: &str = "not a MAC address; expected six hex pairs like aa:bb:cc:dd:ee:ff";
+
 impl std::str::FromStr for HwAddr {
     type Err = HwAddrError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -7,6 +7,65 @@ use serde::{Deserialize, Serialize};
 
 use crate::merge::{Merged, merge};
 use crate::node::Node;
+use crate::record_error::{RecordKind, ValidationError};
+
+/// Why an inventory's text was not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not TOML, or not the inventory's shape.
+    #[error("{0}")]
+    Syntax(String),
+    /// A record with a field of the wrong kind (a bad address, an unknown key).
+    #[error(transparent)]
+    Record(ValidationError),
+}
+
+/// The file's two tables, records still untyped.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawInventory {
+    profiles: BTreeMap<String, toml::Value>,
+    nodes: BTreeMap<String, toml::Value>,
+}
+
+/// Names the record, field and value of a record that did not read. Only on this path is the
+/// text parsed again, to find the value as written.
+fn record_error(
+    text: &str,
+    kind: RecordKind,
+    id: &str,
+    error: &serde_path_to_error::Error<toml::de::Error>,
+) -> ValidationError {
+    let path: Vec<String> = error
+        .path()
+        .iter()
+        .map(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => key.clone(),
+            serde_path_to_error::Segment::Seq { index } => index.to_string(),
+            serde_path_to_error::Segment::Enum { variant } => variant.clone(),
+            serde_path_to_error::Segment::Unknown => "?".into(),
+        })
+        .collect();
+    let raw: Option<RawInventory> = toml::from_str(text).ok();
+    let record = raw.and_then(|raw| match kind {
+        RecordKind::Profile => raw.profiles.get(id).cloned(),
+        RecordKind::Node => raw.nodes.get(id).cloned(),
+    });
+    let value = record
+        .as_ref()
+        .and_then(|r| path.iter().try_fold(r, |v, key| v.get(key.as_str())))
+        .map(|v| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_default();
+    ValidationError {
+        record: format!("{} `{id}`", kind.noun()),
+        field: path.join("."),
+        value,
+        reason: error.inner().message().trim_end().to_string(),
+    }
+}
 
 /// A node that is not in the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,11 +111,29 @@ impl Inventory {
         }
     }
 
-    /// Parses the TOML form.
-    pub fn from_toml(text: &str) -> Result<Inventory, String> {
-        let mut inventory: Inventory =
-            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
-        inventory.assign_ids();
+    /// Parses the TOML form: the file as a whole, then each record into its typed form, so a
+    /// bad value is reported with its record and field (`node `n2`: `network-devices.default
+    /// .hwaddr` = "zz": not a MAC address ...`).
+    pub fn from_toml(text: &str) -> Result<Inventory, ParseError> {
+        let raw: RawInventory = toml::from_str(text)
+            .map_err(|e| ParseError::Syntax(e.to_string().trim_end().to_string()))?;
+        let mut inventory = Inventory::default();
+        for (kind, records) in [
+            (RecordKind::Profile, raw.profiles),
+            (RecordKind::Node, raw.nodes),
+        ] {
+            for (id, value) in records {
+                let mut node: Node = match serde_path_to_error::deserialize(value) {
+                    Ok(node) => node,
+                    Err(e) => return Err(ParseError::Record(record_error(text, kind, &id, &e))),
+                };
+                node.id.clone_from(&id);
+                match kind {
+                    RecordKind::Profile => inventory.profiles.insert(id, node),
+                    RecordKind::Node => inventory.nodes.insert(id, node),
+                };
+            }
+        }
         Ok(inventory)
     }
 

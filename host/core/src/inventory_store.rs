@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use crate::atomic_file::{WriteLock, write_atomic};
-use crate::inventory::{Inventory, SerializeError};
+use crate::inventory::{Inventory, ParseError, SerializeError};
 use crate::state_dir::StateDir;
 use crate::validation::{ValidationError, validate};
 
@@ -94,9 +94,15 @@ impl InventoryStore {
                 });
             }
         };
-        Inventory::from_toml(&text).map_err(|message| StoreError::Parse {
-            path: self.path.clone(),
-            message,
+        Inventory::from_toml(&text).map_err(|e| match e {
+            ParseError::Syntax(message) => StoreError::Parse {
+                path: self.path.clone(),
+                message,
+            },
+            ParseError::Record(source) => StoreError::Invalid {
+                path: self.path.clone(),
+                source,
+            },
         })
     }
 

@@ -4,6 +4,7 @@
 //! No async, no wasmtime, no HTTP: everything else depends on this crate, and it depends on
 //! nothing of ours.
 
+pub mod address;
 pub mod atomic_file;
 pub mod config;
 pub mod extension;
@@ -16,6 +17,7 @@ pub mod node;
 pub mod overlay_file;
 pub mod plugin_stats;
 pub mod provision;
+pub mod record_error;
 pub mod stamp;
 pub mod state_dir;
 pub mod validation;

@@ -170,7 +170,17 @@ impl NonEmpty for String {
 macro_rules! always_non_empty {
     ($($t:ty),*) => { $(impl NonEmpty for $t { fn non_empty(&self) -> bool { true } })* };
 }
-always_non_empty!(bool, u8, u16, u32, u64);
+always_non_empty!(
+    bool,
+    u8,
+    u16,
+    u32,
+    u64,
+    crate::hwaddr::HwAddr,
+    crate::address::Netmask,
+    std::net::Ipv4Addr,
+    std::net::Ipv6Addr
+);
 
 fn merge_map<V: Default>(
     dst: &mut BTreeMap<String, V>,
@@ -361,7 +371,7 @@ mod tests {
             p.network_devices.insert(
                 "default".into(),
                 NetDevice {
-                    netmask: Some("255.255.0.0".into()),
+                    netmask: "255.255.0.0".parse().ok(),
                     mtu: Some(9000),
                     ..NetDevice::default()
                 },
@@ -375,7 +385,7 @@ mod tests {
         node.network_devices.insert(
             "default".into(),
             NetDevice {
-                ipaddr: Some("10.0.0.5".into()),
+                ipaddr: "10.0.0.5".parse().ok(),
                 mtu: Some(1500),
                 ..NetDevice::default()
             },
@@ -385,8 +395,16 @@ mod tests {
         let merged = merge(&node, &profiles).node;
         let dev = &merged.network_devices["default"];
         assert_eq!(
-            (dev.netmask.as_deref(), dev.ipaddr.as_deref(), dev.mtu),
-            (Some("255.255.0.0"), Some("10.0.0.5"), Some(1500))
+            (
+                dev.netmask.map(|m| m.to_string()),
+                dev.ipaddr.map(|i| i.to_string()),
+                dev.mtu
+            ),
+            (
+                Some("255.255.0.0".to_string()),
+                Some("10.0.0.5".to_string()),
+                Some(1500)
+            )
         );
         assert_eq!(merged.tags["rack"], "r7");
         assert_eq!(merged.tags["role"], "compute");
@@ -533,7 +551,7 @@ mod source_tests {
         base.network_devices.insert(
             "default".into(),
             NetDevice {
-                netmask: Some("255.255.0.0".into()),
+                netmask: "255.255.0.0".parse().ok(),
                 ..NetDevice::default()
             },
         );
@@ -548,7 +566,7 @@ mod source_tests {
         node.network_devices.insert(
             "default".into(),
             NetDevice {
-                ipaddr: Some("10.0.0.1".into()),
+                ipaddr: "10.0.0.1".parse().ok(),
                 ..NetDevice::default()
             },
         );

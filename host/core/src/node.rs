@@ -5,7 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use serde::{Deserialize, Serialize};
+
+use crate::address::{self, Netmask};
+use crate::hwaddr::HwAddr;
 
 /// A string map (Warewulf's tags).
 pub type Tags = BTreeMap<String, String>;
@@ -83,19 +88,31 @@ pub struct NetDevice {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hwaddr: Option<String>,
+    pub hwaddr: Option<HwAddr>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "address::ipv4"
+    )]
+    pub ipaddr: Option<Ipv4Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ipaddr: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub netmask: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ipaddr6: Option<String>,
+    pub netmask: Option<Netmask>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "address::ipv4"
+    )]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "address::ipv6"
+    )]
+    pub ipaddr6: Option<Ipv6Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefixlen6: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gateway6: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "address::ipv6"
+    )]
+    pub gateway6: Option<Ipv6Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -109,12 +126,18 @@ pub struct Ipmi {
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "address::ipv4"
+    )]
+    pub ipaddr: Option<Ipv4Addr>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "address::ipv4"
+    )]
+    pub gateway: Option<Ipv4Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ipaddr: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub netmask: Option<String>,
+    pub netmask: Option<Netmask>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -202,12 +225,9 @@ impl Node {
             .or_else(|| self.network_devices.keys().next().map(String::as_str))
     }
 
-    /// Every hardware address of this node's devices, lowercase.
-    pub fn hwaddrs(&self) -> impl Iterator<Item = String> + '_ {
-        self.network_devices
-            .values()
-            .filter_map(|d| d.hwaddr.as_deref())
-            .map(str::to_ascii_lowercase)
+    /// Every hardware address of this node's devices.
+    pub fn hwaddrs(&self) -> impl Iterator<Item = HwAddr> + '_ {
+        self.network_devices.values().filter_map(|d| d.hwaddr)
     }
 }
 

@@ -2,38 +2,14 @@
 //! two nodes claim at once. Every error names the record, the field and the value.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
 use crate::hwaddr::HwAddr;
 use crate::inventory::Inventory;
 use crate::merge::merge_all;
 use crate::node::Node;
 
-/// Whether a record is a node or a profile: profiles may not carry node-only fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordKind {
-    Node,
-    Profile,
-}
-
-impl RecordKind {
-    pub fn noun(self) -> &'static str {
-        match self {
-            RecordKind::Node => "node",
-            RecordKind::Profile => "profile",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{record}: `{field}` = {value:?}: {reason}")]
-pub struct ValidationError {
-    /// `node `n001`` or `profile `default``.
-    pub record: String,
-    pub field: String,
-    pub value: String,
-    pub reason: String,
-}
+pub use crate::record_error::{RecordKind, ValidationError};
 
 /// Names of nodes, profiles and networks: Warewulf's characters, no leading punctuation.
 pub fn valid_name(name: &str) -> bool {
@@ -70,19 +46,6 @@ impl Checker<'_> {
         }
     }
 
-    fn check<T>(
-        &self,
-        field: &str,
-        value: &Option<String>,
-        parse: impl Fn(&str) -> Option<T>,
-        what: &str,
-    ) -> Result<(), ValidationError> {
-        match value {
-            Some(text) if parse(text).is_none() => Err(self.fail(field, text, what)),
-            _ => Ok(()),
-        }
-    }
-
     fn record(&self, id: &str, node: &Node) -> Result<(), ValidationError> {
         if !valid_name(id) {
             return Err(self.fail("name", id, NAME_RULE));
@@ -97,38 +60,12 @@ impl Checker<'_> {
                 ));
             }
         }
-        let ipv4 = |s: &str| s.parse::<Ipv4Addr>().ok();
-        let ipv6 = |s: &str| s.parse::<Ipv6Addr>().ok();
-        let mask = |s: &str| {
-            let bits = u32::from(s.parse::<Ipv4Addr>().ok()?);
-            (bits.leading_ones() + bits.trailing_zeros() == 32).then_some(())
-        };
+        // Addresses are typed: a record that holds one was parsed when it was read.
         for (net, dev) in &node.network_devices {
             let field = |name: &str| format!("network-devices.{net}.{name}");
             if !valid_name(net) {
                 return Err(self.fail(format!("network-devices.{net}"), net, NAME_RULE));
             }
-            self.check(
-                &field("hwaddr"),
-                &dev.hwaddr,
-                |s| HwAddr::parse(s).ok(),
-                "not a MAC address; expected six hex pairs like aa:bb:cc:dd:ee:ff",
-            )?;
-            self.check(&field("ipaddr"), &dev.ipaddr, ipv4, "not an IPv4 address")?;
-            self.check(
-                &field("netmask"),
-                &dev.netmask,
-                mask,
-                "not a netmask like 255.255.255.0",
-            )?;
-            self.check(&field("gateway"), &dev.gateway, ipv4, "not an IPv4 address")?;
-            self.check(&field("ipaddr6"), &dev.ipaddr6, ipv6, "not an IPv6 address")?;
-            self.check(
-                &field("gateway6"),
-                &dev.gateway6,
-                ipv6,
-                "not an IPv6 address",
-            )?;
             if let Some(len) = dev.prefixlen6.filter(|l| *l > 128) {
                 return Err(self.fail(
                     field("prefixlen6"),
@@ -140,24 +77,6 @@ impl Checker<'_> {
                 return Err(self.fail(field("mtu"), &mtu.to_string(), "an MTU is 68 to 65535"));
             }
         }
-        self.check(
-            "ipmi.ipaddr",
-            &node.ipmi.ipaddr,
-            ipv4,
-            "not an IPv4 address",
-        )?;
-        self.check(
-            "ipmi.gateway",
-            &node.ipmi.gateway,
-            ipv4,
-            "not an IPv4 address",
-        )?;
-        self.check(
-            "ipmi.netmask",
-            &node.ipmi.netmask,
-            mask,
-            "not a netmask like 255.255.255.0",
-        )?;
         if let Some(key) = node.tags.keys().find(|k| k.is_empty()) {
             return Err(self.fail("tags", key, "a tag needs a name"));
         }
@@ -196,7 +115,7 @@ pub fn validate(inventory: &Inventory) -> Result<(), ValidationError> {
         check_record(RecordKind::Profile, id, profile, &inventory.profiles)?;
     }
     let mut hwaddrs: HashMap<HwAddr, &str> = HashMap::new();
-    let mut ips: HashMap<String, (&str, String)> = HashMap::new();
+    let mut ips: HashMap<Ipv4Addr, &str> = HashMap::new();
     let merged_nodes = merge_all(inventory.nodes.values(), &inventory.profiles);
     for ((id, node), merged) in inventory.nodes.iter().zip(merged_nodes) {
         let checker = Checker {
@@ -206,7 +125,7 @@ pub fn validate(inventory: &Inventory) -> Result<(), ValidationError> {
         checker.record(id, node)?;
         let merged = merged.node;
         for (net, dev) in &merged.network_devices {
-            if let Some(hwaddr) = dev.hwaddr.as_deref().and_then(|h| HwAddr::parse(h).ok())
+            if let Some(hwaddr) = dev.hwaddr
                 && let Some(other) = hwaddrs.insert(hwaddr, id)
                 && other != id
             {
@@ -216,28 +135,22 @@ pub fn validate(inventory: &Inventory) -> Result<(), ValidationError> {
                     format!("node `{other}` has this address too"),
                 ));
             }
-            if let Some(ip) = &dev.ipaddr {
-                let field = format!("network-devices.{net}.ipaddr");
-                if let Some((other, _)) = ips
-                    .insert(ip.clone(), (id, field.clone()))
-                    .filter(|(other, _)| *other != id)
-                {
-                    return Err(checker.fail(
-                        field,
-                        ip,
-                        format!("node `{other}` has this address too"),
-                    ));
-                }
+            if let Some(ip) = dev.ipaddr
+                && let Some(other) = ips.insert(ip, id).filter(|other| *other != id)
+            {
+                return Err(checker.fail(
+                    format!("network-devices.{net}.ipaddr"),
+                    &ip.to_string(),
+                    format!("node `{other}` has this address too"),
+                ));
             }
         }
-        if let Some(ip) = &merged.ipmi.ipaddr
-            && let Some((other, _)) = ips
-                .insert(ip.clone(), (id, "ipmi.ipaddr".into()))
-                .filter(|(other, _)| *other != id)
+        if let Some(ip) = merged.ipmi.ipaddr
+            && let Some(other) = ips.insert(ip, id).filter(|other| *other != id)
         {
             return Err(checker.fail(
                 "ipmi.ipaddr",
-                ip,
+                &ip.to_string(),
                 format!("node `{other}` has this address too"),
             ));
         }
@@ -254,11 +167,16 @@ mod tests {
         Inventory::from_toml(text).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The first error of reading or checking `text`: a value that is not an address is
+    /// refused on reading, a rule across records on checking; both name record and field.
     fn error(text: &str) -> String {
-        validate(&inventory(text))
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
+        match Inventory::from_toml(text) {
+            Err(e) => e.to_string(),
+            Ok(inventory) => validate(&inventory)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+        }
     }
 
     #[test]
@@ -268,9 +186,9 @@ mod tests {
             n.network_devices.insert(
                 "default".into(),
                 NetDevice {
-                    hwaddr: Some("AA-bb-cc-dd-ee-01".into()),
-                    ipaddr: Some("10.0.0.1".into()),
-                    netmask: Some("255.255.0.0".into()),
+                    hwaddr: "AA-bb-cc-dd-ee-01".parse().ok(),
+                    ipaddr: "10.0.0.1".parse().ok(),
+                    netmask: "255.255.0.0".parse().ok(),
                     ..NetDevice::default()
                 },
             )

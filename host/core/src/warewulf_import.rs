@@ -98,6 +98,16 @@ impl Mapper<'_> {
         parsed
     }
 
+    /// An address field: one that does not parse is reported, not imported.
+    fn address<T: std::str::FromStr>(&mut self, key: &str, value: &Value, what: &str) -> Option<T> {
+        let raw = text(value)?;
+        let parsed = raw.parse().ok();
+        if parsed.is_none() {
+            self.skip(key, &format!("= {raw:?} is not {what}"));
+        }
+        parsed
+    }
+
     fn record(&mut self, id: &str, value: &Value) -> Node {
         let mut node = Node::new(id);
         let Value::Mapping(map) = value else {
@@ -168,9 +178,9 @@ impl Mapper<'_> {
         match key {
             "username" | "user name" | "user" => ipmi.username = text(value),
             "password" => ipmi.password = text(value),
-            "ipaddr" => ipmi.ipaddr = text(value),
-            "gateway" => ipmi.gateway = text(value),
-            "netmask" => ipmi.netmask = text(value),
+            "ipaddr" => ipmi.ipaddr = self.address("ipmi.ipaddr", value, "an IPv4 address"),
+            "gateway" => ipmi.gateway = self.address("ipmi.gateway", value, "an IPv4 address"),
+            "netmask" => ipmi.netmask = self.address("ipmi.netmask", value, "a netmask"),
             "port" => ipmi.port = self.number("ipmi.port", value),
             "interface" => ipmi.interface = text(value),
             "escapechar" => ipmi.escape_char = text(value),
@@ -190,22 +200,22 @@ impl Mapper<'_> {
                 continue;
             };
             for (key, value) in fields {
-                match key.as_str().unwrap_or_default() {
+                let key = key.as_str().unwrap_or_default();
+                let field = format!("network devices.{name}.{key}");
+                match key {
                     "type" => dev.device_type = text(value),
                     "onboot" => dev.onboot = boolean(value),
                     "device" => dev.device = text(value),
-                    "hwaddr" => {
-                        dev.hwaddr = text(value).map(|h| h.to_ascii_lowercase().replace('-', ":"))
-                    }
-                    "ipaddr" => dev.ipaddr = text(value),
-                    "netmask" => dev.netmask = text(value),
-                    "gateway" => dev.gateway = text(value),
-                    "ipaddr6" => dev.ipaddr6 = text(value),
+                    "hwaddr" => dev.hwaddr = self.address(&field, value, "a MAC address"),
+                    "ipaddr" => dev.ipaddr = self.address(&field, value, "an IPv4 address"),
+                    "netmask" => dev.netmask = self.address(&field, value, "a netmask"),
+                    "gateway" => dev.gateway = self.address(&field, value, "an IPv4 address"),
+                    "ipaddr6" => dev.ipaddr6 = self.address(&field, value, "an IPv6 address"),
                     "prefixlen6" => {
                         dev.prefixlen6 =
                             self.number(&format!("network devices.{name}.prefixlen6"), value)
                     }
-                    "gateway6" => dev.gateway6 = text(value),
+                    "gateway6" => dev.gateway6 = self.address(&field, value, "an IPv6 address"),
                     "mtu" => dev.mtu = self.number(&format!("network devices.{name}.mtu"), value),
                     "tags" => dev.tags.extend(tags(value)),
                     "default" | "primary" => {

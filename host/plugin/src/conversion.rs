@@ -3,8 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use wulf_core::address::{IPV4_RULE, IPV6_RULE, NETMASK_RULE};
 use wulf_core::extension::{EntryAction, EntryKind, ImageEntry};
+use wulf_core::hwaddr::HWADDR_RULE;
 use wulf_core::node::{Disk, Filesystem, Ipmi, Kernel, NetDevice, Partition, Tags};
+use wulf_core::record_error::{RecordKind, ValidationError};
 use wulf_core::{FileContent, Node, OverlayFile, Server};
 
 use crate::bindings::transform::exports::wulf::plugin::transform as tx;
@@ -61,13 +64,13 @@ pub(crate) fn node_to_wit(node: &Node) -> wit::Node {
                 device_type: d.device_type.clone(),
                 onboot: d.onboot,
                 device: d.device.clone(),
-                hwaddr: d.hwaddr.clone(),
-                ipaddr: d.ipaddr.clone(),
-                netmask: d.netmask.clone(),
-                gateway: d.gateway.clone(),
-                ipaddr6: d.ipaddr6.clone(),
+                hwaddr: d.hwaddr.map(|v| v.to_string()),
+                ipaddr: d.ipaddr.map(|v| v.to_string()),
+                netmask: d.netmask.map(|v| v.to_string()),
+                gateway: d.gateway.map(|v| v.to_string()),
+                ipaddr6: d.ipaddr6.map(|v| v.to_string()),
                 prefixlen6: d.prefixlen6,
-                gateway6: d.gateway6.clone(),
+                gateway6: d.gateway6.map(|v| v.to_string()),
                 mtu: d.mtu,
                 primary: Some(name.as_str()) == primary,
                 tags: tags_to_wit(&d.tags),
@@ -76,9 +79,9 @@ pub(crate) fn node_to_wit(node: &Node) -> wit::Node {
         ipmi: wit::Ipmi {
             username: node.ipmi.username.clone(),
             password: node.ipmi.password.clone(),
-            ipaddr: node.ipmi.ipaddr.clone(),
-            gateway: node.ipmi.gateway.clone(),
-            netmask: node.ipmi.netmask.clone(),
+            ipaddr: node.ipmi.ipaddr.map(|v| v.to_string()),
+            gateway: node.ipmi.gateway.map(|v| v.to_string()),
+            netmask: node.ipmi.netmask.map(|v| v.to_string()),
             port: node.ipmi.port,
             interface: node.ipmi.interface.clone(),
             escape_char: node.ipmi.escape_char.clone(),
@@ -137,14 +140,89 @@ pub(crate) fn node_to_wit(node: &Node) -> wit::Node {
     }
 }
 
-/// A node record from a backend. Bad resource JSON is kept as a string rather than dropped.
-pub(crate) fn node_from_wit(node: wit::Node) -> Node {
+/// Reads an address a backend sent as text; one that does not parse refuses the record.
+fn address<T: std::str::FromStr>(
+    record: &str,
+    field: impl FnOnce() -> String,
+    value: Option<String>,
+    rule: &str,
+) -> Result<Option<T>, ValidationError> {
+    match value {
+        None => Ok(None),
+        Some(text) => match text.parse() {
+            Ok(parsed) => Ok(Some(parsed)),
+            Err(_) => Err(ValidationError {
+                record: record.to_owned(),
+                field: field(),
+                value: text,
+                reason: rule.to_owned(),
+            }),
+        },
+    }
+}
+
+/// A node or profile record from a backend, its addresses parsed; a record with one that does
+/// not parse is refused, naming the field. Bad resource JSON is kept as a string rather than
+/// dropped.
+pub(crate) fn node_from_wit(kind: RecordKind, node: wit::Node) -> Result<Node, ValidationError> {
+    let record = format!("{} `{}`", kind.noun(), node.id);
+    let mut network_devices = BTreeMap::new();
+    for d in node.network_devices.iter().cloned() {
+        let field = |name: &str| {
+            let device = d.name.clone();
+            let name = name.to_owned();
+            move || format!("network-devices.{device}.{name}")
+        };
+        let device = NetDevice {
+            device_type: d.device_type,
+            onboot: d.onboot,
+            device: d.device,
+            hwaddr: address(&record, field("hwaddr"), d.hwaddr, HWADDR_RULE)?,
+            ipaddr: address(&record, field("ipaddr"), d.ipaddr, IPV4_RULE)?,
+            netmask: address(&record, field("netmask"), d.netmask, NETMASK_RULE)?,
+            gateway: address(&record, field("gateway"), d.gateway, IPV4_RULE)?,
+            ipaddr6: address(&record, field("ipaddr6"), d.ipaddr6, IPV6_RULE)?,
+            prefixlen6: d.prefixlen6,
+            gateway6: address(&record, field("gateway6"), d.gateway6, IPV6_RULE)?,
+            mtu: d.mtu,
+            tags: tags_from_wit(d.tags),
+        };
+        network_devices.insert(d.name, device);
+    }
+    let ipmi = Ipmi {
+        username: node.ipmi.username.clone(),
+        password: node.ipmi.password.clone(),
+        ipaddr: address(
+            &record,
+            || "ipmi.ipaddr".into(),
+            node.ipmi.ipaddr.clone(),
+            IPV4_RULE,
+        )?,
+        gateway: address(
+            &record,
+            || "ipmi.gateway".into(),
+            node.ipmi.gateway.clone(),
+            IPV4_RULE,
+        )?,
+        netmask: address(
+            &record,
+            || "ipmi.netmask".into(),
+            node.ipmi.netmask.clone(),
+            NETMASK_RULE,
+        )?,
+        port: node.ipmi.port,
+        interface: node.ipmi.interface.clone(),
+        escape_char: node.ipmi.escape_char.clone(),
+        write: node.ipmi.write,
+        template: node.ipmi.template.clone(),
+        tags: tags_from_wit(node.ipmi.tags.clone()),
+    };
     let primary = node
         .network_devices
         .iter()
         .find(|d| d.primary)
         .map(|d| d.name.clone());
-    Node {
+    Ok(Node {
         id: node.id,
         profiles: node.profiles,
         comment: node.comment,
@@ -160,40 +238,8 @@ pub(crate) fn node_from_wit(node: wit::Node) -> Node {
             args: node.kernel.args,
         },
         primary_network: node.primary_network.or(primary),
-        network_devices: node
-            .network_devices
-            .into_iter()
-            .map(|d| {
-                let device = NetDevice {
-                    device_type: d.device_type,
-                    onboot: d.onboot,
-                    device: d.device,
-                    hwaddr: d.hwaddr,
-                    ipaddr: d.ipaddr,
-                    netmask: d.netmask,
-                    gateway: d.gateway,
-                    ipaddr6: d.ipaddr6,
-                    prefixlen6: d.prefixlen6,
-                    gateway6: d.gateway6,
-                    mtu: d.mtu,
-                    tags: tags_from_wit(d.tags),
-                };
-                (d.name, device)
-            })
-            .collect(),
-        ipmi: Ipmi {
-            username: node.ipmi.username,
-            password: node.ipmi.password,
-            ipaddr: node.ipmi.ipaddr,
-            gateway: node.ipmi.gateway,
-            netmask: node.ipmi.netmask,
-            port: node.ipmi.port,
-            interface: node.ipmi.interface,
-            escape_char: node.ipmi.escape_char,
-            write: node.ipmi.write,
-            template: node.ipmi.template,
-            tags: tags_from_wit(node.ipmi.tags),
-        },
+        network_devices,
+        ipmi,
         tags: tags_from_wit(node.tags),
         resources: node
             .resources
@@ -252,7 +298,7 @@ pub(crate) fn node_from_wit(node: wit::Node) -> Node {
             .collect(),
         asset_key: node.asset_key,
         discoverable: node.discoverable.then_some(true),
-    }
+    })
 }
 
 pub(crate) fn file_from_wit(file: wit::FileEntry) -> OverlayFile {

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use wulf_core::{ExtensionError, InventoryBackend, Node};
+use wulf_core::extension::BackendRecord;
+use wulf_core::record_error::RecordKind;
+use wulf_core::{ExtensionError, HwAddr, InventoryBackend};
 
 use crate::conversion::node_from_wit;
 use crate::runtime::LoadedPlugin;
@@ -43,25 +45,33 @@ impl InventoryBackend for WasmInventoryBackend {
         self.plugin.name()
     }
 
-    fn list_nodes(&self) -> Result<Vec<Node>, ExtensionError> {
+    fn list_nodes(&self) -> Result<Vec<BackendRecord>, ExtensionError> {
         let nodes = self.call(|guest, store| guest.call_list_nodes(store))?;
-        Ok(nodes.into_iter().map(node_from_wit).collect())
+        Ok(nodes
+            .into_iter()
+            .map(|n| node_from_wit(RecordKind::Node, n))
+            .collect())
     }
 
-    fn list_profiles(&self) -> Result<Vec<Node>, ExtensionError> {
+    fn list_profiles(&self) -> Result<Vec<BackendRecord>, ExtensionError> {
         let profiles = self.call(|guest, store| guest.call_list_profiles(store))?;
-        Ok(profiles.into_iter().map(node_from_wit).collect())
+        Ok(profiles
+            .into_iter()
+            .map(|n| node_from_wit(RecordKind::Profile, n))
+            .collect())
     }
 
-    fn lookup_hwaddr(&self, hwaddr: &str) -> Result<Option<Node>, ExtensionError> {
+    fn lookup_hwaddr(&self, hwaddr: &HwAddr) -> Result<Option<BackendRecord>, ExtensionError> {
+        let wanted = hwaddr.to_string();
         Ok(self
-            .call(|guest, store| guest.call_lookup_hwaddr(store, hwaddr))?
-            .map(node_from_wit))
+            .call(|guest, store| guest.call_lookup_hwaddr(store, &wanted))?
+            .map(|n| node_from_wit(RecordKind::Node, n)))
     }
 
-    fn accept_discovered(&self, hwaddr: &str) -> Result<Option<Node>, ExtensionError> {
+    fn accept_discovered(&self, hwaddr: &HwAddr) -> Result<Option<BackendRecord>, ExtensionError> {
+        let offered = hwaddr.to_string();
         Ok(self
-            .call(|guest, store| guest.call_accept_discovered(store, hwaddr))?
-            .map(node_from_wit))
+            .call(|guest, store| guest.call_accept_discovered(store, &offered))?
+            .map(|n| node_from_wit(RecordKind::Node, n)))
     }
 }

@@ -12,8 +12,7 @@ use crate::error::{Result, SiteError};
 pub struct DhcpHost {
     /// The node's id for its primary network's interface, `<id>-<network>` for the others.
     pub name: String,
-    /// Lowercase, colon-separated.
-    pub hwaddr: String,
+    pub hwaddr: wulf_core::HwAddr,
     pub ipaddr: Ipv4Addr,
 }
 
@@ -61,11 +60,7 @@ impl Site {
         for node in self.inventory()?.merged_nodes() {
             let primary = node.primary_network().map(str::to_string);
             for (network, dev) in &node.network_devices {
-                let (Some(mac), Some(ip)) = (&dev.hwaddr, &dev.ipaddr) else {
-                    continue;
-                };
-                // Checked on load: a stored address parses.
-                let Ok(ip) = ip.parse::<Ipv4Addr>() else {
+                let (Some(mac), Some(ip)) = (dev.hwaddr, dev.ipaddr) else {
                     continue;
                 };
                 if !net.contains(ip) {
@@ -78,7 +73,7 @@ impl Site {
                 };
                 hosts.push(DhcpHost {
                     name,
-                    hwaddr: mac.to_ascii_lowercase(),
+                    hwaddr: mac,
                     ipaddr: ip,
                 });
             }
@@ -129,7 +124,7 @@ mod tests {
         let hosts = site.dhcp_hosts(boot).unwrap_or_else(|e| panic!("{e}"));
         let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["n1", "n1-ib"]);
-        assert_eq!(hosts[0].hwaddr, "aa:bb:cc:dd:ee:01");
+        assert_eq!(hosts[0].hwaddr.to_string(), "aa:bb:cc:dd:ee:01");
         assert!(matches!(
             site.server_ipv4(None),
             Err(SiteError::NoServerAddress)

@@ -297,7 +297,11 @@ mod tests {
         // and the image is renamed back.
         let nodes = dir.path().join("nodes.toml");
         let mut text = std::fs::read_to_string(&nodes).unwrap_or_default();
-        text.push_str("\n[nodes.n2.network-devices.default]\nhwaddr = \"nonsense\"\n");
+        // Two nodes with one MAC: the file reads, and the checked write is refused.
+        text.push_str(
+            "\n[nodes.n2.network-devices.default]\nhwaddr = \"aa:bb:cc:dd:ee:01\"\n\
+             [nodes.n3.network-devices.default]\nhwaddr = \"aa:bb:cc:dd:ee:01\"\n",
+        );
         std::fs::write(&nodes, &text).unwrap_or_else(|e| panic!("{e}"));
         let failed = site.rename_image("rocky9", "alma");
         assert!(

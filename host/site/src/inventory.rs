@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use wulf_core::extension::BackendRecord;
 use wulf_core::merge::merge;
 use wulf_core::provision::{RejectedRecord, ServedInventory};
-use wulf_core::validation::{RecordKind, check_record};
+use wulf_core::validation::{RecordKind, ValidationError, check_record};
 use wulf_core::{ExtensionError, HwAddr, Inventory, InventoryBackend, Node};
 
 use crate::Site;
@@ -75,7 +76,7 @@ impl Site {
         let profiles = self.store.load()?.profiles;
         for backend in self.backends()? {
             let found = backend
-                .lookup_hwaddr(&hwaddr.to_string())
+                .lookup_hwaddr(hwaddr)
                 .map_err(|source| SiteError::Backend {
                     backend: backend.name().to_owned(),
                     source,
@@ -110,7 +111,7 @@ impl Site {
             let taken = inventory
                 .nodes
                 .values()
-                .any(|n| n.hwaddrs().any(|h| HwAddr::parse(&h).ok() == Some(*hwaddr)));
+                .any(|n| n.hwaddrs().any(|h| h == *hwaddr));
             if taken {
                 return Err(Outcome::Unclaimed);
             }
@@ -129,7 +130,7 @@ impl Site {
             node.network_devices
                 .entry(device.clone())
                 .or_default()
-                .hwaddr = Some(hwaddr.to_string());
+                .hwaddr = Some(*hwaddr);
             node.discoverable = None;
             Ok((id.clone(), device))
         });
@@ -146,12 +147,13 @@ impl Site {
         }
         let profiles = self.store.load()?.profiles;
         for backend in self.backends()? {
-            let accepted = backend
-                .accept_discovered(&hwaddr.to_string())
-                .map_err(|source| SiteError::Backend {
-                    backend: backend.name().to_owned(),
-                    source,
-                })?;
+            let accepted =
+                backend
+                    .accept_discovered(hwaddr)
+                    .map_err(|source| SiteError::Backend {
+                        backend: backend.name().to_owned(),
+                        source,
+                    })?;
             let Some(node) = accepted else { continue };
             match accept_node(backend.name(), node, &profiles, hwaddr) {
                 Ok(node) => {
@@ -167,13 +169,29 @@ impl Site {
     }
 }
 
-/// A node a backend returned for `hwaddr`: checked, merged, and really owning the address.
+/// A record a backend returned that did not even read: refused with its field.
+fn unreadable(backend: &str, error: ValidationError) -> RejectedRecord {
+    RejectedRecord {
+        backend: backend.to_owned(),
+        record: error
+            .record
+            .split('`')
+            .nth(1)
+            .unwrap_or(&error.record)
+            .to_owned(),
+        reason: error.to_string(),
+    }
+}
+
+/// A node a backend returned for `hwaddr`: typed, checked, merged, and really owning the
+/// address.
 fn accept_node(
     backend: &str,
-    node: Node,
+    record: BackendRecord,
     profiles: &BTreeMap<String, Node>,
     hwaddr: &HwAddr,
 ) -> Result<Node, RejectedRecord> {
+    let node = record.map_err(|e| unreadable(backend, e))?;
     let reject = |reason: String| RejectedRecord {
         backend: backend.to_owned(),
         record: node.id.clone(),
@@ -181,10 +199,7 @@ fn accept_node(
     };
     check_record(RecordKind::Node, &node.id, &node, profiles).map_err(|e| reject(e.to_string()))?;
     let merged = merge(&node, profiles).node;
-    if !merged
-        .hwaddrs()
-        .any(|h| HwAddr::parse(&h).ok() == Some(*hwaddr))
-    {
+    if !merged.hwaddrs().any(|h| h == *hwaddr) {
         return Err(reject(format!(
             "node `{}` was returned for {hwaddr}, but none of its network devices has that address",
             node.id
@@ -213,6 +228,14 @@ pub(crate) fn absorb(
     // Profiles first, all at once, so they may refer to each other.
     let mut incoming = BTreeMap::new();
     for profile in profiles {
+        let profile = match profile {
+            Ok(profile) => profile,
+            Err(error) => {
+                let refused = unreadable(backend.name(), error);
+                reject(&refused.record, refused.reason);
+                continue;
+            }
+        };
         if inventory.profiles.contains_key(&profile.id) {
             reject(&profile.id, shadowed.into());
         } else {
@@ -232,12 +255,18 @@ pub(crate) fn absorb(
     let mut owners: HashMap<HwAddr, String> = HashMap::new();
     for merged in wulf_core::merge::merge_all(inventory.nodes.values(), &inventory.profiles) {
         for h in merged.node.hwaddrs() {
-            if let Ok(h) = HwAddr::parse(&h) {
-                owners.insert(h, merged.node.id.clone());
-            }
+            owners.insert(h, merged.node.id.clone());
         }
     }
     for node in nodes {
+        let node = match node {
+            Ok(node) => node,
+            Err(error) => {
+                let refused = unreadable(backend.name(), error);
+                reject(&refused.record, refused.reason);
+                continue;
+            }
+        };
         if inventory.nodes.contains_key(&node.id) {
             reject(&node.id, shadowed.into());
             continue;
@@ -247,10 +276,7 @@ pub(crate) fn absorb(
             continue;
         }
         let merged = merge(&node, &inventory.profiles).node;
-        let macs: Vec<HwAddr> = merged
-            .hwaddrs()
-            .filter_map(|h| HwAddr::parse(&h).ok())
-            .collect();
+        let macs: Vec<HwAddr> = merged.hwaddrs().collect();
         if let Some((mac, owner)) = macs
             .iter()
             .find_map(|m| owners.get(m).map(|owner| (m, owner)))
@@ -277,39 +303,51 @@ mod tests {
     use super::*;
     use wulf_core::node::NetDevice;
 
+    /// A backend serving fixed records, read as the plugin runtime reads a plugin's.
     struct Fake {
-        nodes: Vec<Node>,
-        profiles: Vec<Node>,
+        nodes: Vec<BackendRecord>,
+        profiles: Vec<BackendRecord>,
     }
 
     impl InventoryBackend for Fake {
         fn name(&self) -> &str {
             "fake"
         }
-        fn list_nodes(&self) -> Result<Vec<Node>, ExtensionError> {
+        fn list_nodes(&self) -> Result<Vec<BackendRecord>, ExtensionError> {
             Ok(self.nodes.clone())
         }
-        fn list_profiles(&self) -> Result<Vec<Node>, ExtensionError> {
+        fn list_profiles(&self) -> Result<Vec<BackendRecord>, ExtensionError> {
             Ok(self.profiles.clone())
         }
-        fn lookup_hwaddr(&self, _: &str) -> Result<Option<Node>, ExtensionError> {
+        fn lookup_hwaddr(&self, _: &HwAddr) -> Result<Option<BackendRecord>, ExtensionError> {
             Ok(None)
         }
-        fn accept_discovered(&self, _: &str) -> Result<Option<Node>, ExtensionError> {
+        fn accept_discovered(&self, _: &HwAddr) -> Result<Option<BackendRecord>, ExtensionError> {
             Ok(None)
         }
     }
 
-    fn node(id: &str, mac: &str) -> Node {
+    /// A node with one device of MAC `mac`, or the error a record with that text gets.
+    fn node(id: &str, mac: &str) -> BackendRecord {
+        let hwaddr = HwAddr::parse(mac).map_err(|_| ValidationError {
+            record: format!("node `{id}`"),
+            field: "network-devices.default.hwaddr".into(),
+            value: mac.into(),
+            reason: wulf_core::hwaddr::HWADDR_RULE.into(),
+        })?;
         let mut node = Node::new(id);
         node.network_devices.insert(
             "default".into(),
             NetDevice {
-                hwaddr: Some(mac.into()),
+                hwaddr: Some(hwaddr),
                 ..NetDevice::default()
             },
         );
-        node
+        Ok(node)
+    }
+
+    fn ok(record: BackendRecord) -> Node {
+        record.unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -317,7 +355,7 @@ mod tests {
         let mut inventory = Inventory::shipped();
         inventory
             .nodes
-            .insert("n1".into(), node("n1", "aa:bb:cc:dd:ee:01"));
+            .insert("n1".into(), ok(node("n1", "aa:bb:cc:dd:ee:01")));
         let backend = Fake {
             nodes: vec![
                 node("b1", "aa:bb:cc:dd:ee:10"),
@@ -325,7 +363,7 @@ mod tests {
                 node("b3", "aa:bb:cc:dd:ee:01"),
                 node("n1", "aa:bb:cc:dd:ee:11"),
             ],
-            profiles: vec![Node::new("bad profile")],
+            profiles: vec![Ok(Node::new("bad profile"))],
         };
         let rejected = absorb(&mut inventory, &backend).unwrap_or_else(|e| panic!("{e}"));
         let mut reasons: Vec<(String, String)> =
@@ -349,6 +387,7 @@ mod tests {
         assert_eq!(
             inventory.nodes["n1"].network_devices["default"]
                 .hwaddr
+                .map(|h| h.to_string())
                 .as_deref(),
             Some("aa:bb:cc:dd:ee:01")
         );

@@ -5,6 +5,8 @@
 
 use std::net::Ipv4Addr;
 
+use wulf_core::address::{IPV4_RULE, IPV6_RULE, NETMASK_RULE};
+use wulf_core::hwaddr::HWADDR_RULE;
 use wulf_core::node::Node;
 
 use crate::error::{Result, SiteError};
@@ -105,15 +107,21 @@ fn number<T: std::str::FromStr>(
     value: &Option<String>,
     flag: &str,
 ) -> Result<()> {
+    parsed(target, value, flag, "not a number")
+}
+
+/// Sets a typed field from its text; `what` says what the text should have been.
+fn parsed<T: std::str::FromStr>(
+    target: &mut Option<T>,
+    value: &Option<String>,
+    flag: &str,
+    what: &str,
+) -> Result<()> {
     if let Some(value) = value {
         *target = if is_unset(value) {
             None
         } else {
-            Some(
-                value
-                    .parse()
-                    .map_err(|_| bad(flag, value, "not a number"))?,
-            )
+            Some(value.parse().map_err(|_| bad(flag, value, what))?)
         };
     }
     Ok(())
@@ -197,9 +205,14 @@ impl Patch {
             }
             (value, _) => value.clone(),
         };
-        text(&mut ipmi.ipaddr, &ipmiaddr);
-        text(&mut ipmi.gateway, &self.ipmigateway);
-        text(&mut ipmi.netmask, &self.ipmimask);
+        parsed(&mut ipmi.ipaddr, &ipmiaddr, "ipmiaddr", IPV4_RULE)?;
+        parsed(
+            &mut ipmi.gateway,
+            &self.ipmigateway,
+            "ipmigateway",
+            IPV4_RULE,
+        )?;
+        parsed(&mut ipmi.netmask, &self.ipmimask, "ipmimask", NETMASK_RULE)?;
         number(&mut ipmi.port, &self.ipmiport, "ipmiport")?;
         text(&mut ipmi.interface, &self.ipmiinterface);
         text(&mut ipmi.escape_char, &self.ipmiescapechar);
@@ -229,25 +242,19 @@ impl Patch {
             dev.onboot = Some(onboot);
         }
         text(&mut dev.device, &self.netdev);
-        text(
-            &mut dev.hwaddr,
-            &self
-                .hwaddr
-                .as_ref()
-                .map(|h| h.to_ascii_lowercase().replace('-', ":")),
-        );
+        parsed(&mut dev.hwaddr, &self.hwaddr, "hwaddr", HWADDR_RULE)?;
         let ipaddr = match (&self.ipaddr, offset) {
             (Some(base), Some(offset)) if !is_unset(base) => {
                 Some(increment(base, offset, "ipaddr")?)
             }
             (value, _) => value.clone(),
         };
-        text(&mut dev.ipaddr, &ipaddr);
-        text(&mut dev.netmask, &self.netmask);
-        text(&mut dev.gateway, &self.gateway);
-        text(&mut dev.ipaddr6, &self.ipaddr6);
+        parsed(&mut dev.ipaddr, &ipaddr, "ipaddr", IPV4_RULE)?;
+        parsed(&mut dev.netmask, &self.netmask, "netmask", NETMASK_RULE)?;
+        parsed(&mut dev.gateway, &self.gateway, "gateway", IPV4_RULE)?;
+        parsed(&mut dev.ipaddr6, &self.ipaddr6, "ipaddr6", IPV6_RULE)?;
         number(&mut dev.prefixlen6, &self.prefixlen6, "prefixlen6")?;
-        text(&mut dev.gateway6, &self.gateway6);
+        parsed(&mut dev.gateway6, &self.gateway6, "gateway6", IPV6_RULE)?;
         number(&mut dev.mtu, &self.mtu, "mtu")?;
         tags(&mut dev.tags, &self.nettagadd, &self.nettagdel, "nettagadd")?;
         Ok(())

@@ -175,8 +175,8 @@ impl crate::Site {
         Ok(files)
     }
 
-    /// The nodes an inventory backend lists, as it returns them.
-    pub fn test_backend(&self, name: &str) -> Result<Vec<wulf_core::Node>> {
+    /// The nodes an inventory backend lists, as it returns them, each read or refused.
+    pub fn test_backend(&self, name: &str) -> Result<Vec<wulf_core::extension::BackendRecord>> {
         let backend = inventory_backend(&self.plugin(name)?)?;
         backend.list_nodes().map_err(|source| SiteError::Backend {
             backend: name.to_owned(),

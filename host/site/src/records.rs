@@ -470,8 +470,8 @@ pub(crate) mod tests {
         let stored = ok(site.stored_records(Kind::Node, &[]));
         assert_eq!(stored["n3"].profiles, names(&["default"]));
         assert_eq!(
-            stored["n3"].network_devices["default"].ipaddr.as_deref(),
-            Some("10.0.0.11")
+            stored["n3"].network_devices["default"].ipaddr,
+            "10.0.0.11".parse().ok()
         );
         let explicit = Patch {
             profiles: Some(Vec::new()),

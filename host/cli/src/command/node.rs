@@ -307,9 +307,9 @@ fn list(ctx: &Context, kind: Kind, args: &ListArgs) -> anyhow::Result<()> {
                     vec![
                         n.id.clone(),
                         net.clone(),
-                        d.hwaddr.clone().unwrap_or_default(),
-                        d.ipaddr.clone().unwrap_or_default(),
-                        d.gateway.clone().unwrap_or_default(),
+                        d.hwaddr.map(|v| v.to_string()).unwrap_or_default(),
+                        d.ipaddr.map(|v| v.to_string()).unwrap_or_default(),
+                        d.gateway.map(|v| v.to_string()).unwrap_or_default(),
                         d.device.clone().unwrap_or_default(),
                     ]
                 })
@@ -333,7 +333,7 @@ fn list(ctx: &Context, kind: Kind, args: &ListArgs) -> anyhow::Result<()> {
                 let i = &n.ipmi;
                 vec![
                     n.id.clone(),
-                    i.ipaddr.clone().unwrap_or_default(),
+                    i.ipaddr.map(|v| v.to_string()).unwrap_or_default(),
                     i.port.map(|p| p.to_string()).unwrap_or_default(),
                     i.username.clone().unwrap_or_default(),
                     i.interface.clone().unwrap_or_default(),
@@ -382,11 +382,11 @@ fn list(ctx: &Context, kind: Kind, args: &ListArgs) -> anyhow::Result<()> {
                 let network = n
                     .primary_network()
                     .and_then(|p| n.network_devices.get(p))
-                    .and_then(|d| d.ipaddr.clone());
+                    .and_then(|d| d.ipaddr);
                 vec![
                     n.id.clone(),
                     n.profiles.join(","),
-                    network.unwrap_or_default(),
+                    network.map(|v| v.to_string()).unwrap_or_default(),
                 ]
             })
             .collect();

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::json;
-use wulf_core::{FileContent, OverlayFile};
+use wulf_core::{FileContent, Node, OverlayFile};
 use wulf_plugin::{Listing, Origin, World};
 
 use crate::context::Context;
@@ -256,7 +256,15 @@ fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Re
             Ok(())
         }
         World::InventoryBackend => {
-            let nodes = ctx.site.test_backend(name)?;
+            let (nodes, refused): (Vec<_>, Vec<_>) = ctx
+                .site
+                .test_backend(name)?
+                .into_iter()
+                .partition(Result::is_ok);
+            let nodes: Vec<Node> = nodes.into_iter().filter_map(Result::ok).collect();
+            for refused in refused.into_iter().filter_map(Result::err) {
+                eprintln!("refused: {refused}");
+            }
             if json {
                 table::print_json(&json!(nodes
                     .iter()
@@ -268,7 +276,10 @@ fn test(ctx: &Context, name: &str, node: Option<&str>, json: bool) -> anyhow::Re
                     .map(|n| {
                         vec![
                             n.id.clone(),
-                            n.hwaddrs().collect::<Vec<_>>().join(","),
+                            n.hwaddrs()
+                                .map(|h| h.to_string())
+                                .collect::<Vec<_>>()
+                                .join(","),
                             n.profiles.join(","),
                         ]
                     })
