@@ -98,6 +98,29 @@ impl Wulf {
         cmd
     }
 
+    /// Runs `wulf <args>` under GNU time and fails unless it succeeds: its stdout, and its
+    /// peak resident memory in KiB (what `ru_maxrss` says of the child).
+    pub fn ok_with_peak_rss(&self, args: &[&str]) -> (String, u64) {
+        require_command("/usr/bin/time", "time");
+        let out = Command::new("/usr/bin/time")
+            .args(["-f", "peak-rss-kib=%M"])
+            .arg(wulf_bin())
+            .args(args)
+            .env("WULF_STATE_DIR", self.path())
+            .env_remove("WULF_CONFIG")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap_or_else(|e| panic!("running /usr/bin/time: {e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "wulf {args:?} failed: {stderr}");
+        let peak = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("peak-rss-kib="))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no peak RSS from GNU time: {stderr}"));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), peak)
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args)
             .output()

@@ -11,7 +11,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use wulf_tests::{Wulf, require_command, wulf_bin};
+use wulf_tests::{Wulf, require_command};
 
 const NODES: usize = 10_000;
 const SAMPLE: usize = 200;
@@ -78,25 +78,10 @@ fn main() {
     wulf.ok(&["configure", "ssh"]);
 
     // The cold build runs under GNU time for its peak RSS (target: under 256 MiB).
-    require_command("/usr/bin/time", "time");
     let started = Instant::now();
-    let timed = Command::new("/usr/bin/time")
-        .args(["-f", "peak-rss-kib=%M"])
-        .arg(wulf_bin())
-        .args(["overlay", "build", "--json"])
-        .env("WULF_STATE_DIR", wulf.path())
-        .env_remove("WULF_CONFIG")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (out, peak_kib) = wulf.ok_with_peak_rss(&["overlay", "build", "--json"]);
     let cold_wall = started.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&timed.stderr);
-    assert!(timed.status.success(), "{stderr}");
-    let peak_mib = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("peak-rss-kib="))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0);
-    let out = String::from_utf8_lossy(&timed.stdout).into_owned();
+    let peak_mib = peak_kib as f64 / 1024.0;
     let cold = seconds(&out);
     let built: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     assert_eq!(built["built"].as_array().map_or(0, Vec::len), NODES);
