@@ -10,7 +10,7 @@ const MAC: &str = "aa:00:00:00:00:01";
 const MAC2: &str = "aa-00-00-00-00-02";
 
 /// `curl` returning (status, headers, body bytes).
-fn curl(args: &[&str]) -> (u32, String, Vec<u8>) {
+pub(crate) fn curl(args: &[&str]) -> (u32, String, Vec<u8>) {
     require_command("curl", "curl");
     let dir = tempfile::tempdir().unwrap();
     let (headers, body) = (dir.path().join("h"), dir.path().join("b"));
@@ -270,7 +270,7 @@ fn nodes_get_their_kernel_image_and_overlays_with_ranges_and_validators() {
 }
 
 /// The decompressed text of a served overlay (all its gzip segments).
-fn overlay_text(url: &str) -> String {
+pub(crate) fn overlay_text(url: &str) -> String {
     let (code, _, body) = curl(&[url]);
     assert_eq!(code, 200, "{url}: {}", String::from_utf8_lossy(&body));
     let mut text = Vec::new();

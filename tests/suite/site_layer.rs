@@ -3,42 +3,19 @@
 //! and field named while the last good one stays in service, and backend records checked one
 //! by one.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use wulf_tests::{Wulf, fixture_wasm, require_command};
+use wulf_tests::{Wulf, fixture_wasm};
+
+use crate::serve_files::{curl, overlay_text as overlay};
 
 const MAC: &str = "aa:bb:cc:dd:ee:01";
 
-fn get(url: &str) -> (u32, Vec<u8>) {
-    require_command("curl", "curl");
-    let out = Command::new("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let body = out.stdout;
-    let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
-    let code = String::from_utf8_lossy(&body[split..])
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    (code, body[..split].to_vec())
-}
-
+/// A page's body as text; it must be served (200).
 fn text(url: &str) -> String {
-    let (code, body) = get(url);
+    let (code, _, body) = curl(&[url]);
     assert_eq!(code, 200, "{url}: {}", String::from_utf8_lossy(&body));
     String::from_utf8_lossy(&body).into_owned()
-}
-
-/// The decompressed text of a served overlay.
-fn overlay(url: &str) -> String {
-    let (code, body) = get(url);
-    assert_eq!(code, 200, "{url}: {}", String::from_utf8_lossy(&body));
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&body[..]), &mut out)
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> Option<String>) -> String {

@@ -14,7 +14,9 @@ use wulf_core::{BootFile, BootStage, HwAddr, Node, ProvisionError, Provisioner};
 
 use crate::files;
 use crate::ipxe_script::IpxeScripts;
-use crate::node_index::{NodeIndex, error_chain};
+use wulf_core::provision::error_chain;
+
+use crate::node_index::NodeIndex;
 use crate::status::StatusBoard;
 
 pub struct AppState {
@@ -256,9 +258,10 @@ async fn resolve(
     let built = tokio::task::spawn_blocking(move || provisioner.build_overlays(Some(&id))).await;
     app.metrics
         .overlay_build(started.elapsed(), matches!(built, Ok(Ok(_))));
-    built
+    let summary = built
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| failure(&e))?;
+    tracing::info!(node = %node.id, ms = summary.took.as_millis() as u64, "overlays built");
     app.provisioner
         .boot_file(node, stage)
         .map_err(|e| failure(&e))
@@ -285,8 +288,10 @@ async fn freshen(app: &AppState) {
     let ok = matches!(built, Ok(Ok(_)));
     app.metrics.overlay_build(started.elapsed(), ok);
     match built {
-        Ok(Ok(_)) => tracing::info!(
-            ms = started.elapsed().as_millis() as u64,
+        Ok(Ok(summary)) => tracing::info!(
+            built = summary.built,
+            unchanged = summary.unchanged,
+            ms = summary.took.as_millis() as u64,
             "overlay archives checked against their inputs"
         ),
         Ok(Err(error)) => {

@@ -157,7 +157,7 @@ impl BootServer {
                         app.freshness.forget();
                         app.provisioner.forget();
                         if let Err(e) = app.index.reload() {
-                            tracing::error!(error = %node_index::error_chain(&e), "inventory reload on SIGHUP failed");
+                            tracing::error!(error = %wulf_core::provision::error_chain(&e), "inventory reload on SIGHUP failed");
                         }
                     } else {
                         app.index.refresh();

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use wulf_core::provision::error_chain;
 use wulf_core::{HwAddr, Inventory, Node, ProvisionError, Provisioner};
 
 /// How often nodes from backend plugins are fetched again.
@@ -158,5 +159,3 @@ impl NodeIndex {
         }
     }
 }
-
-pub(crate) use wulf_core::provision::error_chain;

@@ -89,24 +89,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", describe(&error));
+            eprintln!("error: {}", wulf_site::error_chain(error.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line. Our error types already spell out their cause in
-/// their own message, so a cause is only appended when it adds something.
-pub(crate) fn describe(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&cause);
-        }
-    }
-    text
 }

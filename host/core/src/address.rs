@@ -16,7 +16,11 @@ pub const IPV6_RULE: &str = "not an IPv6 address";
 
 impl Netmask {
     pub fn parse(text: &str) -> Option<Netmask> {
-        let addr: Ipv4Addr = text.parse().ok()?;
+        Netmask::from_addr(text.parse().ok()?)
+    }
+
+    /// `addr` as a netmask, if its ones are contiguous.
+    pub fn from_addr(addr: Ipv4Addr) -> Option<Netmask> {
         let bits = u32::from(addr);
         (bits.leading_ones() + bits.trailing_zeros() == 32).then_some(Netmask(addr))
     }

@@ -60,7 +60,8 @@ fn record_error(
         })
         .unwrap_or_default();
     ValidationError {
-        record: format!("{} `{id}`", kind.noun()),
+        kind,
+        id: id.to_owned(),
         field: path.join("."),
         value,
         reason: error.inner().message().trim_end().to_string(),

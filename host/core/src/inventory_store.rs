@@ -26,11 +26,11 @@ pub enum StoreError {
     Invalid {
         path: PathBuf,
         #[source]
-        source: ValidationError,
+        source: Box<ValidationError>,
     },
     /// An edit whose result breaks a rule; nothing was written.
     #[error(transparent)]
-    Refused(ValidationError),
+    Refused(Box<ValidationError>),
     #[error("cannot write {path}")]
     Write {
         path: PathBuf,
@@ -76,7 +76,7 @@ impl InventoryStore {
         let inventory = self.load_unchecked()?;
         validate(&inventory).map_err(|source| StoreError::Invalid {
             path: self.path.clone(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(inventory)
     }
@@ -101,7 +101,7 @@ impl InventoryStore {
             },
             ParseError::Record(source) => StoreError::Invalid {
                 path: self.path.clone(),
-                source,
+                source: Box::new(source),
             },
         })
     }
@@ -119,7 +119,7 @@ impl InventoryStore {
         let mut inventory = self.load_unchecked()?;
         let result = edit(&mut inventory)?;
         inventory.assign_ids();
-        validate(&inventory).map_err(StoreError::Refused)?;
+        validate(&inventory).map_err(|e| StoreError::Refused(Box::new(e)))?;
         let text = inventory.to_toml().map_err(StoreError::from)?;
         write_atomic(&self.path, text.as_bytes()).map_err(|source| StoreError::Write {
             path: self.path.clone(),
@@ -187,9 +187,7 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let error = store.load().err().unwrap_or_else(|| panic!("loaded"));
-        let field = error
-            .validation()
-            .map(|v| (v.record.clone(), v.field.clone()));
+        let field = error.validation().map(|v| (v.record(), v.field.clone()));
         assert_eq!(
             field,
             Some((

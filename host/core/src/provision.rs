@@ -38,13 +38,6 @@ pub enum BootStage {
 }
 
 impl BootStage {
-    pub const ALL: [BootStage; 4] = [
-        BootStage::Kernel,
-        BootStage::Image,
-        BootStage::System,
-        BootStage::Runtime,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             BootStage::Kernel => "kernel",

@@ -18,11 +18,19 @@ impl RecordKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{record}: `{field}` = {value:?}: {reason}")]
+#[error("{} `{id}`: `{field}` = {value:?}: {reason}", .kind.noun())]
 pub struct ValidationError {
-    /// `node `n001`` or `profile `default``.
-    pub record: String,
+    pub kind: RecordKind,
+    /// The node or profile name.
+    pub id: String,
     pub field: String,
     pub value: String,
     pub reason: String,
+}
+
+impl ValidationError {
+    /// The record as messages name it: `node `n001`` or `profile `default``.
+    pub fn record(&self) -> String {
+        format!("{} `{}`", self.kind.noun(), self.id)
+    }
 }

@@ -27,7 +27,8 @@ const NAME_RULE: &str =
     "use letters, digits, `.`, `_`, `:` and `-` (at most 63), starting with a letter or digit";
 
 struct Checker<'a> {
-    record: String,
+    kind: RecordKind,
+    id: &'a str,
     profiles: &'a BTreeMap<String, Node>,
 }
 
@@ -39,7 +40,8 @@ impl Checker<'_> {
         reason: impl Into<String>,
     ) -> ValidationError {
         ValidationError {
-            record: self.record.clone(),
+            kind: self.kind,
+            id: self.id.to_owned(),
             field: field.into(),
             value: value.to_string(),
             reason: reason.into(),
@@ -92,10 +94,7 @@ pub fn check_record(
     record: &Node,
     profiles: &BTreeMap<String, Node>,
 ) -> Result<(), ValidationError> {
-    let checker = Checker {
-        record: format!("{} `{id}`", kind.noun()),
-        profiles,
-    };
+    let checker = Checker { kind, id, profiles };
     checker.record(id, record)?;
     if kind == RecordKind::Profile && (record.discoverable.is_some() || record.asset_key.is_some())
     {
@@ -119,7 +118,8 @@ pub fn validate(inventory: &Inventory) -> Result<(), ValidationError> {
     let merged_nodes = merge_all(inventory.nodes.values(), &inventory.profiles);
     for ((id, node), merged) in inventory.nodes.iter().zip(merged_nodes) {
         let checker = Checker {
-            record: format!("node `{id}`"),
+            kind: RecordKind::Node,
+            id,
             profiles: &inventory.profiles,
         };
         checker.record(id, node)?;

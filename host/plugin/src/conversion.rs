@@ -140,24 +140,32 @@ pub(crate) fn node_to_wit(node: &Node) -> wit::Node {
     }
 }
 
-/// Reads an address a backend sent as text; one that does not parse refuses the record.
-fn address<T: std::str::FromStr>(
-    record: &str,
-    field: impl FnOnce() -> String,
-    value: Option<String>,
-    rule: &str,
-) -> Result<Option<T>, ValidationError> {
-    match value {
-        None => Ok(None),
-        Some(text) => match text.parse() {
+/// The record whose addresses are being read, for naming it when one does not parse.
+struct Reading<'a> {
+    kind: RecordKind,
+    id: &'a str,
+}
+
+impl Reading<'_> {
+    /// An address a backend sent as text; one that does not parse refuses the record, naming
+    /// `field` (made only then).
+    fn address<T: std::str::FromStr>(
+        &self,
+        field: impl FnOnce() -> String,
+        value: Option<String>,
+        rule: &str,
+    ) -> Result<Option<T>, ValidationError> {
+        let Some(text) = value else { return Ok(None) };
+        match text.parse() {
             Ok(parsed) => Ok(Some(parsed)),
             Err(_) => Err(ValidationError {
-                record: record.to_owned(),
+                kind: self.kind,
+                id: self.id.to_owned(),
                 field: field(),
                 value: text,
                 reason: rule.to_owned(),
             }),
-        },
+        }
     }
 }
 
@@ -165,63 +173,49 @@ fn address<T: std::str::FromStr>(
 /// not parse is refused, naming the field. Bad resource JSON is kept as a string rather than
 /// dropped.
 pub(crate) fn node_from_wit(kind: RecordKind, node: wit::Node) -> Result<Node, ValidationError> {
-    let record = format!("{} `{}`", kind.noun(), node.id);
-    let mut network_devices = BTreeMap::new();
-    for d in node.network_devices.iter().cloned() {
-        let field = |name: &str| {
-            let device = d.name.clone();
-            let name = name.to_owned();
-            move || format!("network-devices.{device}.{name}")
-        };
-        let device = NetDevice {
-            device_type: d.device_type,
-            onboot: d.onboot,
-            device: d.device,
-            hwaddr: address(&record, field("hwaddr"), d.hwaddr, HWADDR_RULE)?,
-            ipaddr: address(&record, field("ipaddr"), d.ipaddr, IPV4_RULE)?,
-            netmask: address(&record, field("netmask"), d.netmask, NETMASK_RULE)?,
-            gateway: address(&record, field("gateway"), d.gateway, IPV4_RULE)?,
-            ipaddr6: address(&record, field("ipaddr6"), d.ipaddr6, IPV6_RULE)?,
-            prefixlen6: d.prefixlen6,
-            gateway6: address(&record, field("gateway6"), d.gateway6, IPV6_RULE)?,
-            mtu: d.mtu,
-            tags: tags_from_wit(d.tags),
-        };
-        network_devices.insert(d.name, device);
-    }
-    let ipmi = Ipmi {
-        username: node.ipmi.username.clone(),
-        password: node.ipmi.password.clone(),
-        ipaddr: address(
-            &record,
-            || "ipmi.ipaddr".into(),
-            node.ipmi.ipaddr.clone(),
-            IPV4_RULE,
-        )?,
-        gateway: address(
-            &record,
-            || "ipmi.gateway".into(),
-            node.ipmi.gateway.clone(),
-            IPV4_RULE,
-        )?,
-        netmask: address(
-            &record,
-            || "ipmi.netmask".into(),
-            node.ipmi.netmask.clone(),
-            NETMASK_RULE,
-        )?,
-        port: node.ipmi.port,
-        interface: node.ipmi.interface.clone(),
-        escape_char: node.ipmi.escape_char.clone(),
-        write: node.ipmi.write,
-        template: node.ipmi.template.clone(),
-        tags: tags_from_wit(node.ipmi.tags.clone()),
-    };
+    let reading = Reading { kind, id: &node.id };
     let primary = node
         .network_devices
         .iter()
         .find(|d| d.primary)
         .map(|d| d.name.clone());
+    let mut network_devices = BTreeMap::new();
+    for d in node.network_devices {
+        let name = d.name;
+        let field = |field: &'static str| {
+            let name = &name;
+            move || format!("network-devices.{name}.{field}")
+        };
+        let device = NetDevice {
+            device_type: d.device_type,
+            onboot: d.onboot,
+            device: d.device,
+            hwaddr: reading.address(field("hwaddr"), d.hwaddr, HWADDR_RULE)?,
+            ipaddr: reading.address(field("ipaddr"), d.ipaddr, IPV4_RULE)?,
+            netmask: reading.address(field("netmask"), d.netmask, NETMASK_RULE)?,
+            gateway: reading.address(field("gateway"), d.gateway, IPV4_RULE)?,
+            ipaddr6: reading.address(field("ipaddr6"), d.ipaddr6, IPV6_RULE)?,
+            prefixlen6: d.prefixlen6,
+            gateway6: reading.address(field("gateway6"), d.gateway6, IPV6_RULE)?,
+            mtu: d.mtu,
+            tags: tags_from_wit(d.tags),
+        };
+        network_devices.insert(name, device);
+    }
+    let i = node.ipmi;
+    let ipmi = Ipmi {
+        ipaddr: reading.address(|| "ipmi.ipaddr".into(), i.ipaddr, IPV4_RULE)?,
+        gateway: reading.address(|| "ipmi.gateway".into(), i.gateway, IPV4_RULE)?,
+        netmask: reading.address(|| "ipmi.netmask".into(), i.netmask, NETMASK_RULE)?,
+        username: i.username,
+        password: i.password,
+        port: i.port,
+        interface: i.interface,
+        escape_char: i.escape_char,
+        write: i.write,
+        template: i.template,
+        tags: tags_from_wit(i.tags),
+    };
     Ok(Node {
         id: node.id,
         profiles: node.profiles,

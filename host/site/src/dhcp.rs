@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use wulf_core::address::Netmask;
+
 use crate::Site;
 use crate::error::{Result, SiteError};
 
@@ -16,29 +18,24 @@ pub struct DhcpHost {
     pub ipaddr: Ipv4Addr,
 }
 
-/// An IPv4 network: an address and a contiguous netmask.
+/// An IPv4 network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Net {
     pub network: Ipv4Addr,
-    pub prefix: u32,
+    pub netmask: Netmask,
 }
 
 impl Ipv4Net {
-    /// The network of `addr` under `netmask`; `None` for a netmask that is not contiguous.
-    pub fn of(addr: Ipv4Addr, netmask: Ipv4Addr) -> Option<Ipv4Net> {
-        let mask = u32::from(netmask);
-        (mask.leading_ones() + mask.trailing_zeros() == 32).then(|| Ipv4Net {
-            network: Ipv4Addr::from(u32::from(addr) & mask),
-            prefix: mask.leading_ones(),
-        })
-    }
-
-    fn mask(self) -> u32 {
-        u32::MAX.checked_shl(32 - self.prefix).unwrap_or(0)
+    /// The network of `addr` under `netmask`.
+    pub fn of(addr: Ipv4Addr, netmask: Netmask) -> Ipv4Net {
+        Ipv4Net {
+            network: Ipv4Addr::from(u32::from(addr) & u32::from(netmask.addr())),
+            netmask,
+        }
     }
 
     pub fn contains(self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & self.mask() == u32::from(self.network)
+        u32::from(addr) & u32::from(self.netmask.addr()) == u32::from(self.network)
     }
 }
 
@@ -90,14 +87,12 @@ mod tests {
     #[test]
     fn hosts_are_the_interfaces_inside_the_boot_network() {
         let (_dir, site) = crate::records::tests::site();
-        let net = |addr: &str, mask: &str| {
-            Ipv4Net::of(
-                addr.parse().unwrap_or_else(|e| panic!("{e}")),
-                mask.parse().unwrap_or_else(|e| panic!("{e}")),
-            )
-        };
-        assert_eq!(net("10.0.0.1", "255.0.255.0"), None);
-        let boot = net("10.0.0.1", "255.255.255.0").unwrap_or_else(|| panic!("a netmask"));
+        let mask = |text: &str| Netmask::parse(text);
+        assert_eq!(mask("255.0.255.0"), None);
+        let boot = Ipv4Net::of(
+            "10.0.0.1".parse().unwrap_or_else(|e| panic!("{e}")),
+            mask("255.255.255.0").unwrap_or_else(|| panic!("a netmask")),
+        );
         let patch = Patch {
             hwaddr: Some("AA:BB:CC:DD:EE:01".into()),
             ipaddr: Some("10.0.0.11".into()),

@@ -173,14 +173,25 @@ impl Site {
 fn unreadable(backend: &str, error: ValidationError) -> RejectedRecord {
     RejectedRecord {
         backend: backend.to_owned(),
-        record: error
-            .record
-            .split('`')
-            .nth(1)
-            .unwrap_or(&error.record)
-            .to_owned(),
         reason: error.to_string(),
+        record: error.id,
     }
+}
+
+/// The records that read; the others are added to `rejected`.
+fn readable(
+    backend: &str,
+    records: Vec<BackendRecord>,
+    rejected: &mut Vec<RejectedRecord>,
+) -> Vec<Node> {
+    records
+        .into_iter()
+        .filter_map(|record| {
+            record
+                .map_err(|error| rejected.push(unreadable(backend, error)))
+                .ok()
+        })
+        .collect()
 }
 
 /// A node a backend returned for `hwaddr`: typed, checked, merged, and really owning the
@@ -215,8 +226,9 @@ pub(crate) fn absorb(
     inventory: &mut Inventory,
     backend: &dyn InventoryBackend,
 ) -> Result<Vec<RejectedRecord>, ExtensionError> {
-    let (profiles, nodes) = (backend.list_profiles()?, backend.list_nodes()?);
     let mut rejected = Vec::new();
+    let profiles = readable(backend.name(), backend.list_profiles()?, &mut rejected);
+    let nodes = readable(backend.name(), backend.list_nodes()?, &mut rejected);
     let mut reject = |record: &str, reason: String| {
         rejected.push(RejectedRecord {
             backend: backend.name().to_owned(),
@@ -228,14 +240,6 @@ pub(crate) fn absorb(
     // Profiles first, all at once, so they may refer to each other.
     let mut incoming = BTreeMap::new();
     for profile in profiles {
-        let profile = match profile {
-            Ok(profile) => profile,
-            Err(error) => {
-                let refused = unreadable(backend.name(), error);
-                reject(&refused.record, refused.reason);
-                continue;
-            }
-        };
         if inventory.profiles.contains_key(&profile.id) {
             reject(&profile.id, shadowed.into());
         } else {
@@ -259,14 +263,6 @@ pub(crate) fn absorb(
         }
     }
     for node in nodes {
-        let node = match node {
-            Ok(node) => node,
-            Err(error) => {
-                let refused = unreadable(backend.name(), error);
-                reject(&refused.record, refused.reason);
-                continue;
-            }
-        };
         if inventory.nodes.contains_key(&node.id) {
             reject(&node.id, shadowed.into());
             continue;
@@ -330,7 +326,8 @@ mod tests {
     /// A node with one device of MAC `mac`, or the error a record with that text gets.
     fn node(id: &str, mac: &str) -> BackendRecord {
         let hwaddr = HwAddr::parse(mac).map_err(|_| ValidationError {
-            record: format!("node `{id}`"),
+            kind: RecordKind::Node,
+            id: id.into(),
             field: "network-devices.default.hwaddr".into(),
             value: mac.into(),
             reason: wulf_core::hwaddr::HWADDR_RULE.into(),

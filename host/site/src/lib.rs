@@ -34,7 +34,6 @@ pub use overlays::{BuildReport, OverlayListing, Rendered};
 pub use patch::Patch;
 pub use plugins::Plugin;
 pub use records::{ImportReport, Kind, RecordView, Selection, expand};
-pub use wulf_core::validation::RecordKind;
 
 /// How to open a site.
 #[derive(Debug, Clone)]
@@ -127,10 +126,6 @@ impl Site {
 
     pub fn overlay_store(&self) -> &OverlayStore {
         &self.overlays
-    }
-
-    pub fn archive_store(&self) -> &ArchiveStore {
-        &self.archives
     }
 
     /// This host as nodes see it: its name, and the address it serves HTTP on when one is set.

@@ -19,6 +19,7 @@ use crate::Site;
 use crate::error::{Result, SiteError};
 use crate::plugins;
 use crate::records::{Selection, expand};
+use wulf_plugin::World;
 
 /// What a build did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -109,7 +110,7 @@ impl Site {
                 l.enabled
                     && l.manifest
                         .as_ref()
-                        .is_ok_and(|m| plugins::is_generator(m.world))
+                        .is_ok_and(|m| m.world == World::OverlayGenerator)
             })
             .map(|l| l.name)
             .collect();
@@ -238,7 +239,7 @@ impl Site {
             if listing
                 .manifest
                 .as_ref()
-                .is_ok_and(|m| plugins::is_generator(m.world))
+                .is_ok_and(|m| m.world == World::OverlayGenerator)
                 && !self.overlays.exists(&listing.name)
             {
                 out.push(OverlayListing {

@@ -147,12 +147,30 @@ pub(crate) fn image_transform(plugin: &Plugin) -> Result<Arc<dyn ImageTransform>
         })
 }
 
-/// Whether a world is the overlay generator's (for listings).
-pub(crate) fn is_generator(world: World) -> bool {
-    world == World::OverlayGenerator
-}
-
 impl crate::Site {
+    /// Loads every plugin the site uses, each with its outcome: enabled overlay generators and
+    /// image transforms, and the inventory backends the configuration names (a backend the site
+    /// does not use is not loaded: the shipped `csv-inventory` needs a directory grant that only
+    /// a site using it gives). What a server does at start, so a broken plugin is reported then
+    /// and the first node does not wait for a compile.
+    pub fn load_used_plugins(&self) -> Result<Vec<(String, Result<Plugin>)>> {
+        let backends = self.config().plugins.backends.clone();
+        let used = |l: &wulf_plugin::Listing| match &l.manifest {
+            Ok(m) => m.world != World::InventoryBackend || backends.contains(&l.name),
+            Err(_) => true,
+        };
+        Ok(self
+            .registry()
+            .list()?
+            .into_iter()
+            .filter(|l| l.enabled && used(l))
+            .map(|l| {
+                let plugin = self.plugin(&l.name);
+                (l.name, plugin)
+            })
+            .collect())
+    }
+
     /// Runs an overlay generator for one node of the inventory, as a build would: its shared
     /// files (called only when its manifest says they depend on something), then the node's.
     pub fn test_generator(&self, name: &str, node: &str) -> Result<Vec<wulf_core::OverlayFile>> {

@@ -162,14 +162,6 @@ impl Provisioner for Site {
                 node: node.map(str::to_owned),
                 source: boxed(e),
             })?;
-        if !report.built.is_empty() {
-            tracing::info!(
-                nodes = report.built.len(),
-                unchanged = report.unchanged,
-                ms = report.took.as_millis() as u64,
-                "overlay archives rebuilt"
-            );
-        }
         Ok(BuildSummary {
             built: report.built.len(),
             unchanged: report.unchanged,

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::{Subcommand, ValueEnum};
 
+use wulf_core::address::Netmask;
 use wulf_site::{DhcpHost, Ipv4Net};
 
 use crate::context::Context;
@@ -116,9 +117,10 @@ fn ssh(ctx: &Context, args: &SshArgs) -> anyhow::Result<()> {
 fn dhcp(ctx: &Context, args: DhcpArgs) -> anyhow::Result<()> {
     let http = ctx.site.config().server.http_addr;
     let server = ctx.site.server_ipv4(args.server_ip)?;
-    let Some(net) = Ipv4Net::of(server, args.netmask) else {
+    let Some(netmask) = Netmask::from_addr(args.netmask) else {
         bail!("--netmask {} is not a netmask", args.netmask);
     };
+    let net = Ipv4Net::of(server, netmask);
     let network = net.network;
     if let Some(range) = &args.range {
         let [start, end] = range.as_slice() else {
@@ -127,7 +129,7 @@ fn dhcp(ctx: &Context, args: DhcpArgs) -> anyhow::Result<()> {
         if !net.contains(*start) || !net.contains(*end) || u32::from(*start) > u32::from(*end) {
             bail!(
                 "--range {start},{end} is not an ascending range inside {network}/{}",
-                net.prefix
+                netmask.prefix()
             );
         }
     }

@@ -182,7 +182,7 @@ fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
             },
             plugin.load_time.as_secs_f64() * 1000.0
         ),
-        Err(e) => format!("does not load: {}", crate::describe(e)),
+        Err(e) => format!("does not load: {}", wulf_site::error_chain(e.as_ref())),
     };
     let mut value = listing_json(&listing);
     if let Ok(manifest) = &listing.manifest {

@@ -83,23 +83,16 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
 /// start and the first node does not wait for a compile. A failure is logged; the host keeps
 /// serving.
 fn check_plugins(site: &Site) {
-    let Ok(listings) = site.registry().list() else {
+    let Ok(loaded) = site.load_used_plugins() else {
         return;
     };
-    // An inventory backend the site does not use is not loaded (the shipped `csv-inventory`
-    // needs a directory grant that only a site using it gives).
-    let backends = site.config().plugins.backends.clone();
-    let used = |l: &&wulf_plugin::Listing| match &l.manifest {
-        Ok(m) => m.world != wulf_plugin::World::InventoryBackend || backends.contains(&l.name),
-        Err(_) => true,
-    };
-    for listing in listings.iter().filter(|l| l.enabled).filter(used) {
-        match site.plugin(&listing.name) {
+    for (name, plugin) in loaded {
+        match plugin {
             Ok(plugin) => {
-                tracing::info!(plugin = %listing.name, origin = ?plugin.loaded.origin, ms = plugin.loaded.load_time.as_millis() as u64, "plugin loaded")
+                tracing::info!(plugin = %name, origin = ?plugin.loaded.origin, ms = plugin.loaded.load_time.as_millis() as u64, "plugin loaded")
             }
             Err(error) => {
-                tracing::error!(plugin = %listing.name, error = %wulf_site::error_chain(&error), "plugin does not load")
+                tracing::error!(plugin = %name, error = %wulf_site::error_chain(&error), "plugin does not load")
             }
         }
     }
