@@ -7,5 +7,6 @@ pub(crate) mod node;
 pub(crate) mod node_fields;
 pub(crate) mod overlay;
 pub(crate) mod plugin;
+pub(crate) mod power;
 pub(crate) mod serve;
 pub(crate) mod status;

@@ -70,6 +70,9 @@ enum Command {
     /// Manage plugins: overlay generators, inventory backends, image transforms
     #[command(subcommand)]
     Plugin(command::plugin::PluginCommand),
+    /// Power nodes on, off, cycle, reset, soft (shutdown) or show their status, through
+    /// their BMCs (IPMI or Redfish), many at once
+    Power(command::power::PowerArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
             Command::Configure(cmd) => command::configure::run(&ctx, cmd),
             Command::Import(cmd) => command::import::run(&ctx, cmd),
             Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
+            Command::Power(args) => command::power::run_power(&ctx, args),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

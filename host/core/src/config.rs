@@ -35,6 +35,8 @@ pub enum ConfigError {
 struct RawConfig {
     server: RawServer,
     plugins: RawPlugins,
+    bmc: RawBmc,
+    console: RawConsole,
     plugin: BTreeMap<String, RawPluginSite>,
 }
 
@@ -46,6 +48,22 @@ struct RawServer {
     tftp_addr: Option<String>,
     tftp_root: Option<PathBuf>,
     secure: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct RawBmc {
+    fanout: Option<usize>,
+    timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct RawConsole {
+    log: Option<bool>,
+    dir: Option<PathBuf>,
+    max_mib: Option<u64>,
+    keep: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +99,39 @@ pub struct Config {
     pub source: Option<PathBuf>,
     pub server: ServerConfig,
     pub plugins: PluginsConfig,
+    pub bmc: BmcConfig,
+    pub console: ConsoleConfig,
+}
+
+/// How `wulf power` and friends reach BMCs, unless a command says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BmcConfig {
+    /// BMCs driven at once.
+    pub fanout: usize,
+    /// How long one BMC call may take (ipmitool's wrong-password answer alone takes ~8 s).
+    pub timeout: Duration,
+}
+
+impl Default for BmcConfig {
+    fn default() -> Self {
+        BmcConfig {
+            fanout: 32,
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Console logging by `wulf serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// Whether `wulf serve` keeps a log of every node's serial console (through its BMC).
+    pub log: bool,
+    /// Where the logs go: `<state>/console` by default.
+    pub dir: PathBuf,
+    /// A node's log is rotated at this size.
+    pub max_bytes: u64,
+    /// Rotated logs kept per node.
+    pub keep: usize,
 }
 
 /// Where the boot server listens and what TFTP serves.
@@ -181,6 +232,13 @@ impl Config {
         Config {
             source: None,
             server: ServerConfig::default(),
+            bmc: BmcConfig::default(),
+            console: ConsoleConfig {
+                log: false,
+                dir: state.root().join("console"),
+                max_bytes: 8 << 20,
+                keep: 3,
+            },
             plugins: PluginsConfig {
                 dir: state.plugins_dir(),
                 cache_dir: state.cache_dir(),
@@ -243,6 +301,43 @@ impl Config {
             defaults.server.tftp_root = root;
         }
         defaults.server.secure = raw.server.secure.unwrap_or(false);
+        if let Some(fanout) = raw.bmc.fanout {
+            if !(1..=1024).contains(&fanout) {
+                return Err(invalid(
+                    "bmc.fanout".into(),
+                    fanout.to_string(),
+                    "must be 1 to 1024",
+                ));
+            }
+            defaults.bmc.fanout = fanout;
+        }
+        if let Some(timeout) = raw.bmc.timeout_s {
+            if !(1..=600).contains(&timeout) {
+                return Err(invalid(
+                    "bmc.timeout-s".into(),
+                    timeout.to_string(),
+                    "must be 1 to 600",
+                ));
+            }
+            defaults.bmc.timeout = Duration::from_secs(timeout);
+        }
+        defaults.console.log = raw.console.log.unwrap_or(false);
+        if let Some(dir) = raw.console.dir {
+            defaults.console.dir = dir;
+        }
+        if let Some(mib) = raw.console.max_mib {
+            if !(1..=4096).contains(&mib) {
+                return Err(invalid(
+                    "console.max-mib".into(),
+                    mib.to_string(),
+                    "must be 1 to 4096",
+                ));
+            }
+            defaults.console.max_bytes = mib << 20;
+        }
+        if let Some(keep) = raw.console.keep {
+            defaults.console.keep = keep;
+        }
         validate_limits(&raw.plugins.limits, "plugins.limits", &invalid)?;
         let mut sites = BTreeMap::new();
         for (name, site) in raw.plugin {

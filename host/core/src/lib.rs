@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod atomic_file;
+pub mod bmc;
 pub mod config;
 pub mod extension;
 pub mod hostlist;
@@ -18,6 +19,7 @@ pub mod overlay_file;
 pub mod plugin_stats;
 pub mod provision;
 pub mod record_error;
+pub mod secret;
 pub mod stamp;
 pub mod state_dir;
 pub mod validation;

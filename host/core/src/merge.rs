@@ -179,8 +179,16 @@ always_non_empty!(
     crate::hwaddr::HwAddr,
     crate::address::Netmask,
     std::net::Ipv4Addr,
-    std::net::Ipv6Addr
+    std::net::Ipv6Addr,
+    crate::node::BmcDriver,
+    crate::node::RedfishScheme
 );
+
+impl NonEmpty for crate::secret::Secret {
+    fn non_empty(&self) -> bool {
+        !self.expose().is_empty()
+    }
+}
 
 fn merge_map<V: Default>(
     dst: &mut BTreeMap<String, V>,
@@ -250,6 +258,10 @@ fn overlay_ipmi(dst: &mut Ipmi, src: &Ipmi) {
     set(&mut dst.escape_char, &src.escape_char);
     set(&mut dst.write, &src.write);
     set(&mut dst.template, &src.template);
+    set(&mut dst.driver, &src.driver);
+    set(&mut dst.scheme, &src.scheme);
+    set(&mut dst.tls_verify, &src.tls_verify);
+    set(&mut dst.system_id, &src.system_id);
     dst.tags
         .extend(src.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
 }
@@ -491,7 +503,8 @@ pub fn field_sources(node: &Node, profiles: &BTreeMap<String, Node>) -> Vec<Fiel
         .iter()
         .filter_map(|name| Some((name.clone(), flat(profiles.get(name)?))))
         .collect();
-    flat(&merged.node)
+    // Values are for showing: the BMC password is masked.
+    flat(&merged.node.redacted())
         .into_iter()
         .map(|(field, value)| {
             let from_profiles: Vec<&String> = contributors

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::address::{self, Netmask};
 use crate::hwaddr::HwAddr;
+use crate::secret::Secret;
 
 /// A string map (Warewulf's tags).
 pub type Tags = BTreeMap<String, String>;
@@ -125,7 +126,7 @@ pub struct Ipmi {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     #[serde(
         skip_serializing_if = "Option::is_none",
         deserialize_with = "address::ipv4"
@@ -148,6 +149,19 @@ pub struct Ipmi {
     pub write: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// How the BMC is driven: IPMI through `ipmitool` (the default) or Redfish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<BmcDriver>,
+    /// Redfish only: `https` (the default) or `http`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<RedfishScheme>,
+    /// Redfish only: whether the BMC's TLS certificate is verified (the default) or accepted
+    /// whatever it is (self-signed BMC certificates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+    /// Redfish only: the system's id under `/redfish/v1/Systems`, when the BMC has several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_id: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: Tags,
 }
@@ -155,6 +169,48 @@ pub struct Ipmi {
 impl Ipmi {
     fn is_empty(&self) -> bool {
         self == &Ipmi::default()
+    }
+}
+
+/// How a node's BMC is driven.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BmcDriver {
+    /// IPMI over LAN through `ipmitool`.
+    #[default]
+    Ipmi,
+    /// Redfish over HTTPS.
+    Redfish,
+}
+
+impl std::str::FromStr for BmcDriver {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "ipmi" | "ipmitool" => Ok(BmcDriver::Ipmi),
+            "redfish" => Ok(BmcDriver::Redfish),
+            _ => Err("expected `ipmi` or `redfish`".into()),
+        }
+    }
+}
+
+/// The scheme of a Redfish BMC's URL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedfishScheme {
+    #[default]
+    Https,
+    Http,
+}
+
+impl std::str::FromStr for RedfishScheme {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "https" => Ok(RedfishScheme::Https),
+            "http" => Ok(RedfishScheme::Http),
+            _ => Err("expected `https` or `http`".into()),
+        }
     }
 }
 
@@ -208,6 +264,14 @@ pub struct Filesystem {
 }
 
 impl Node {
+    /// This record as it may be shown: secrets (the BMC password) replaced by a mask.
+    pub fn redacted(mut self) -> Node {
+        if self.ipmi.password.is_some() {
+            self.ipmi.password = Some(Secret::masked());
+        }
+        self
+    }
+
     /// An empty record with this name.
     pub fn new(id: impl Into<String>) -> Self {
         Node {

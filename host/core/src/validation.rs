@@ -115,6 +115,8 @@ pub fn validate(inventory: &Inventory) -> Result<(), ValidationError> {
     }
     let mut hwaddrs: HashMap<HwAddr, &str> = HashMap::new();
     let mut ips: HashMap<Ipv4Addr, &str> = HashMap::new();
+    let mut bmc_ips: HashMap<Ipv4Addr, &str> = HashMap::new();
+    let mut bmcs: HashMap<(Ipv4Addr, Option<u16>, Option<String>), &str> = HashMap::new();
     let merged_nodes = merge_all(inventory.nodes.values(), &inventory.profiles);
     for ((id, node), merged) in inventory.nodes.iter().zip(merged_nodes) {
         let checker = Checker {
@@ -136,7 +138,10 @@ pub fn validate(inventory: &Inventory) -> Result<(), ValidationError> {
                 ));
             }
             if let Some(ip) = dev.ipaddr
-                && let Some(other) = ips.insert(ip, id).filter(|other| *other != id)
+                && let Some(other) = ips
+                    .insert(ip, id)
+                    .or_else(|| bmc_ips.get(&ip).copied())
+                    .filter(|other| *other != id)
             {
                 return Err(checker.fail(
                     format!("network-devices.{net}.ipaddr"),
@@ -145,14 +150,26 @@ pub fn validate(inventory: &Inventory) -> Result<(), ValidationError> {
                 ));
             }
         }
-        if let Some(ip) = merged.ipmi.ipaddr
-            && let Some(other) = ips.insert(ip, id).filter(|other| *other != id)
-        {
-            return Err(checker.fail(
-                "ipmi.ipaddr",
-                &ip.to_string(),
-                format!("node `{other}` has this address too"),
-            ));
+        if let Some(ip) = merged.ipmi.ipaddr {
+            // Several BMCs may share an address on different ports, or one Redfish service
+            // many systems; a BMC and a node's own interface may not.
+            let key = (ip, merged.ipmi.port, merged.ipmi.system_id.clone());
+            let clash = ips
+                .get(&ip)
+                .copied()
+                .filter(|other| *other != id)
+                .map(|other| format!("node `{other}` has this address too"))
+                .or_else(|| {
+                    bmcs.insert(key, id)
+                        .filter(|other| *other != id)
+                        .map(|other| {
+                            format!("node `{other}`'s BMC has this address too (give them different ports or system ids)")
+                        })
+                });
+            if let Some(reason) = clash {
+                return Err(checker.fail("ipmi.ipaddr", &ip.to_string(), reason));
+            }
+            bmc_ips.insert(ip, id);
         }
     }
     Ok(())

@@ -177,7 +177,7 @@ impl Mapper<'_> {
         let ipmi = &mut node.ipmi;
         match key {
             "username" | "user name" | "user" => ipmi.username = text(value),
-            "password" => ipmi.password = text(value),
+            "password" => ipmi.password = text(value).map(crate::secret::Secret::new),
             "ipaddr" => ipmi.ipaddr = self.address("ipmi.ipaddr", value, "an IPv4 address"),
             "gateway" => ipmi.gateway = self.address("ipmi.gateway", value, "an IPv4 address"),
             "netmask" => ipmi.netmask = self.address("ipmi.netmask", value, "a netmask"),

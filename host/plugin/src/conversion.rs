@@ -78,7 +78,7 @@ pub(crate) fn node_to_wit(node: &Node) -> wit::Node {
             .collect(),
         ipmi: wit::Ipmi {
             username: node.ipmi.username.clone(),
-            password: node.ipmi.password.clone(),
+            password: node.ipmi.password.as_ref().map(|p| p.expose().to_owned()),
             ipaddr: node.ipmi.ipaddr.map(|v| v.to_string()),
             gateway: node.ipmi.gateway.map(|v| v.to_string()),
             netmask: node.ipmi.netmask.map(|v| v.to_string()),
@@ -208,13 +208,14 @@ pub(crate) fn node_from_wit(kind: RecordKind, node: wit::Node) -> Result<Node, V
         gateway: reading.address(|| "ipmi.gateway".into(), i.gateway, IPV4_RULE)?,
         netmask: reading.address(|| "ipmi.netmask".into(), i.netmask, NETMASK_RULE)?,
         username: i.username,
-        password: i.password,
+        password: i.password.map(wulf_core::secret::Secret::new),
         port: i.port,
         interface: i.interface,
         escape_char: i.escape_char,
         write: i.write,
         template: i.template,
         tags: tags_from_wit(i.tags),
+        ..Ipmi::default()
     };
     Ok(Node {
         id: node.id,

@@ -109,6 +109,12 @@ pub enum SiteError {
         "which address do nodes reach this host on? pass --server-ip, or set server.http-addr in wulf.toml"
     )]
     NoServerAddress,
+    #[error("node `{node}`'s BMC")]
+    Bmc {
+        node: String,
+        #[source]
+        source: wulf_core::bmc::BmcError,
+    },
     #[error("{path}")]
     Io {
         path: std::path::PathBuf,

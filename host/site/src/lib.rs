@@ -8,6 +8,7 @@
 //! repeats a rule. This crate depends on `core`, `plugin`, `image` and `overlay`; it knows
 //! nothing of HTTP, flags or terminals.
 
+mod console;
 mod dhcp;
 mod error;
 mod images;
@@ -15,6 +16,7 @@ mod inventory;
 mod overlays;
 mod patch;
 mod plugins;
+mod power;
 mod provision;
 mod records;
 
@@ -33,6 +35,7 @@ pub use images::{BuildSettings, ImageUse, KernelUse};
 pub use overlays::{BuildReport, OverlayListing, Rendered};
 pub use patch::Patch;
 pub use plugins::Plugin;
+pub use power::{BmcOptions, BmcRequest, NodeResult, Stagger, parse_duration};
 pub use records::{ImportReport, Kind, RecordView, Selection, expand};
 
 /// How to open a site.
@@ -63,6 +66,8 @@ pub struct Site {
     archives: ArchiveStore,
     hostname: String,
     provision: provision::ProvisionCache,
+    /// The BMC drivers, made on first use.
+    bmc: std::sync::OnceLock<std::result::Result<wulf_bmc::Drivers, wulf_core::bmc::BmcError>>,
 }
 
 impl std::fmt::Debug for Site {
@@ -93,6 +98,7 @@ impl Site {
             plugins: plugins::Plugins::default(),
             hostname,
             provision: provision::ProvisionCache::default(),
+            bmc: std::sync::OnceLock::new(),
             state,
         };
         *site.plugin_inputs.lock().unwrap_or_else(|p| p.into_inner()) = site.plugin_inputs_stamp();

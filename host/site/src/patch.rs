@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use wulf_core::address::{IPV4_RULE, IPV6_RULE, NETMASK_RULE};
 use wulf_core::hwaddr::HWADDR_RULE;
 use wulf_core::node::Node;
+use wulf_core::secret::Secret;
 
 use crate::error::{Result, SiteError};
 
@@ -63,6 +64,16 @@ pub struct Patch {
     pub ipmiinterface: Option<String>,
     pub ipmiescapechar: Option<String>,
     pub ipmiwrite: Option<bool>,
+    /// The ipmitool command template, a file name in `<state>/bmc`
+    pub ipmitemplate: Option<String>,
+    /// How the BMC is driven: ipmi (ipmitool) or redfish
+    pub ipmidriver: Option<String>,
+    /// Redfish: https or http
+    pub ipmischeme: Option<String>,
+    /// Redfish: verify the BMC's TLS certificate
+    pub ipmitlsverify: Option<bool>,
+    /// Redfish: the system id under /redfish/v1/Systems
+    pub ipmisystemid: Option<String>,
     /// Add node tags (key=value, comma-separated)
     pub tagadd: Vec<String>,
     /// Remove node tags (comma-separated keys)
@@ -198,7 +209,9 @@ impl Patch {
 
         let ipmi = &mut node.ipmi;
         text(&mut ipmi.username, &self.ipmiuser);
-        text(&mut ipmi.password, &self.ipmipass);
+        if let Some(pass) = &self.ipmipass {
+            ipmi.password = (!is_unset(pass)).then(|| Secret::new(pass.clone()));
+        }
         let ipmiaddr = match (&self.ipmiaddr, offset) {
             (Some(base), Some(offset)) if !is_unset(base) => {
                 Some(increment(base, offset, "ipmiaddr")?)
@@ -216,6 +229,23 @@ impl Patch {
         number(&mut ipmi.port, &self.ipmiport, "ipmiport")?;
         text(&mut ipmi.interface, &self.ipmiinterface);
         text(&mut ipmi.escape_char, &self.ipmiescapechar);
+        text(&mut ipmi.template, &self.ipmitemplate);
+        parsed(
+            &mut ipmi.driver,
+            &self.ipmidriver,
+            "ipmidriver",
+            "expected ipmi or redfish",
+        )?;
+        parsed(
+            &mut ipmi.scheme,
+            &self.ipmischeme,
+            "ipmischeme",
+            "expected https or http",
+        )?;
+        if let Some(verify) = self.ipmitlsverify {
+            ipmi.tls_verify = Some(verify);
+        }
+        text(&mut ipmi.system_id, &self.ipmisystemid);
         if let Some(write) = self.ipmiwrite {
             ipmi.write = Some(write);
         }

@@ -302,7 +302,8 @@ impl Site {
         })
     }
 
-    /// Records of a kind matching `patterns` (all when empty): nodes merged with their profiles.
+    /// Records of a kind matching `patterns` (all when empty): nodes merged with their
+    /// profiles, secrets masked.
     pub fn list_records(&self, kind: Kind, patterns: &[String]) -> Result<Vec<Node>> {
         let inventory = self.inventory()?;
         let wanted: std::collections::HashSet<String> = expand(patterns)?.into_iter().collect();
@@ -312,13 +313,13 @@ impl Site {
         Ok(match kind {
             Kind::Node => wulf_core::merge::merge_all(chosen, &inventory.profiles)
                 .into_iter()
-                .map(|m| m.node)
+                .map(|m| m.node.redacted())
                 .collect(),
-            Kind::Profile => chosen.cloned().collect(),
+            Kind::Profile => chosen.cloned().map(Node::redacted).collect(),
         })
     }
 
-    /// One record: a node merged with its profiles, a profile as it is.
+    /// One record, secrets masked: a node merged with its profiles, a profile as it is.
     pub fn show_record(&self, kind: Kind, name: &str) -> Result<RecordView> {
         let inventory = self.inventory()?;
         let record =
@@ -332,13 +333,13 @@ impl Site {
             Kind::Node => {
                 let merged = merge(record, &inventory.profiles);
                 RecordView {
-                    record: merged.node,
+                    record: merged.node.redacted(),
                     applied: merged.applied,
                     missing: merged.missing,
                 }
             }
             Kind::Profile => RecordView {
-                record: record.clone(),
+                record: record.clone().redacted(),
                 applied: Vec::new(),
                 missing: Vec::new(),
             },

@@ -70,6 +70,22 @@ pub(crate) enum NodeCommand {
     /// Read a YAML or JSON map of node name to fields: creates missing nodes, and writes the
     /// given fields onto existing ones
     Import { file: std::path::PathBuf },
+    /// Make the next boot, once, a network boot through the BMC, then power on (nodes that
+    /// are off) or cycle (nodes that are on)
+    BootOnce {
+        device: BootDevice,
+        #[command(flatten)]
+        run: crate::command::power::RunArgs,
+    },
+    /// Attach to a node's serial console (IPMI Serial over LAN), or read its log
+    Console(crate::command::power::ConsoleArgs),
+}
+
+/// What `node boot-once` boots from.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum BootDevice {
+    /// The network (PXE, then iPXE from wulf)
+    Pxe,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +202,11 @@ pub(crate) fn run_node(ctx: &Context, command: NodeCommand) -> anyhow::Result<()
         NodeCommand::Edit(args) => edit(ctx, kind, &args.names),
         NodeCommand::Export { names, json, .. } => export(ctx, &names, json),
         NodeCommand::Import { file } => import(ctx, &file),
+        NodeCommand::BootOnce {
+            device: BootDevice::Pxe,
+            run,
+        } => crate::command::power::run(ctx, wulf_site::BmcRequest::BootOncePxe, run),
+        NodeCommand::Console(args) => crate::command::power::console(ctx, args),
     }
 }
 

@@ -87,6 +87,21 @@ pub(crate) struct FieldArgs {
     pub ipmiescapechar: Option<String>,
     #[arg(long)]
     pub ipmiwrite: Option<bool>,
+    /// The ipmitool command template: a file name in <state>/bmc
+    #[arg(long)]
+    pub ipmitemplate: Option<String>,
+    /// How the BMC is driven: ipmi (ipmitool, the default) or redfish
+    #[arg(long)]
+    pub ipmidriver: Option<String>,
+    /// Redfish: https (the default) or http
+    #[arg(long)]
+    pub ipmischeme: Option<String>,
+    /// Redfish: verify the BMC's TLS certificate (default true)
+    #[arg(long)]
+    pub ipmitlsverify: Option<bool>,
+    /// Redfish: the system's id under /redfish/v1/Systems, when the BMC has several
+    #[arg(long)]
+    pub ipmisystemid: Option<String>,
     /// Add node tags (key=value, comma-separated)
     #[arg(long, value_delimiter = ',')]
     pub tagadd: Vec<String>,
@@ -157,6 +172,11 @@ impl FieldArgs {
             ipmiinterface: self.ipmiinterface.clone(),
             ipmiescapechar: self.ipmiescapechar.clone(),
             ipmiwrite: self.ipmiwrite,
+            ipmitemplate: self.ipmitemplate.clone(),
+            ipmidriver: self.ipmidriver.clone(),
+            ipmischeme: self.ipmischeme.clone(),
+            ipmitlsverify: self.ipmitlsverify,
+            ipmisystemid: self.ipmisystemid.clone(),
             tagadd: self.tagadd.clone(),
             tagdel: self.tagdel.clone(),
             nettagadd: self.nettagadd.clone(),

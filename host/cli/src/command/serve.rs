@@ -74,6 +74,13 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         }
         let plugins = Arc::clone(site);
         tokio::task::spawn_blocking(move || check_plugins(&plugins));
+        if site.config().console.log {
+            let _ = writeln!(out, "wulf: console logs in {}", site.console_dir().display());
+            let consoles = Arc::clone(site);
+            std::thread::Builder::new()
+                .name("console logs".into())
+                .spawn(move || consoles.keep_console_logs(&std::sync::atomic::AtomicBool::new(false)))?;
+        }
         boot.serve().await?;
         Ok(())
     })
