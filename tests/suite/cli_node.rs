@@ -468,7 +468,7 @@ fn warewulf_nodes_conf_imports() {
 
     [ipmi]
     username = "admin"
-    password = "calvin"
+    password = "********"
     ipaddr = "10.1.1.1"
     netmask = "255.255.255.0"
     write = true
@@ -483,6 +483,9 @@ fn warewulf_nodes_conf_imports() {
     spec = "warewulf:/home"
     vfstype = "nfs"
     "#);
+    // `show` masks the BMC password; the inventory keeps it.
+    let stored = std::fs::read_to_string(wulf.path().join("nodes.toml")).unwrap_or_default();
+    assert!(stored.contains(r#"password = "calvin""#), "{stored}");
     insta::assert_snapshot!(wulf.redact(&wulf.fails(&["import", "warewulf", &conf])), @"error: profile `compute` already exists; pass --force to replace it (nothing was imported)");
     wulf.ok(&["import", "warewulf", &conf, "--force"]);
 
