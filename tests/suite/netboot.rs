@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use wulf_tests::oci::{Item, LayerCompression, Layout, Registry, run};
 use wulf_tests::{Wulf, require_command, require_file, workspace};
 
-const MAC: &str = "52:54:00:12:34:56";
-const MARKER: &str = "WULF-E2E-NODE-UP";
-const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const MAC: &str = "52:54:00:12:34:56";
+pub(crate) const MARKER: &str = "WULF-E2E-NODE-UP";
+pub(crate) const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// The virtio network driver and what it needs, in load order (Debian's kernel has them as
 /// modules).
 const MODULES: &[&str] = &[
@@ -155,7 +155,8 @@ fn debian_kernel() -> Kernel {
 }
 
 /// A small node image: static busybox, the kernel in /boot, the virtio modules and an init.d
-/// script loading them, and /sbin/init printing the marker.
+/// script loading them, and /sbin/init printing the marker, then powering off (or, with
+/// `wulf.hold` on the kernel command line, staying up until its BMC powers it off).
 fn node_image(dir: &Path, kernel: &Kernel) -> PathBuf {
     let busybox = std::fs::read("/bin/busybox").unwrap();
     let mut items = vec![
@@ -216,7 +217,7 @@ fn node_image(dir: &Path, kernel: &Kernel) -> PathBuf {
         0,
         0,
         &format!(
-            "#!/bin/sh\nADDR=$(ip -4 -o addr show | grep -v ' lo ' | sed 's/.*inet \\([0-9./]*\\).*/\\1/' | head -n 1)\nHOSTS=$(grep \" $(hostname) \" /etc/hosts | head -n 1)\necho \"{MARKER} hostname=$(hostname) addr=$ADDR hosts=[$HOSTS] motd=[$(cat /etc/motd)]\"\nsync\npoweroff -f\n"
+            "#!/bin/sh\nADDR=$(ip -4 -o addr show | grep -v ' lo ' | sed 's/.*inet \\([0-9./]*\\).*/\\1/' | head -n 1)\nHOSTS=$(grep \" $(hostname) \" /etc/hosts | head -n 1)\necho \"{MARKER} hostname=$(hostname) addr=$ADDR hosts=[$HOSTS] motd=[$(cat /etc/motd)]\"\nsync\nmountpoint -q /proc || mount -t proc proc /proc\nif grep -q wulf.hold /proc/cmdline; then while :; do sleep 60; done; fi\npoweroff -f\n"
         ),
     ));
     let mut layout = Layout::new(dir);
@@ -308,7 +309,7 @@ fn expect_marker(serial: &str, addr: &str) {
 }
 
 /// The VM's node: its MAC, a static address on `eth0` and the gateway.
-fn add_node(wulf: &Wulf, ipaddr: &str, gateway: &str) {
+pub(crate) fn add_node(wulf: &Wulf, ipaddr: &str, gateway: &str) {
     wulf.ok(&[
         "node",
         "add",
@@ -330,7 +331,7 @@ fn add_node(wulf: &Wulf, ipaddr: &str, gateway: &str) {
 
 /// What every variant needs: the packages, the kernel, the image through a real registry, a
 /// site overlay and the default profile.
-fn prepare(scratch: &Path) -> Wulf {
+pub(crate) fn prepare(scratch: &Path) -> Wulf {
     for (command, package) in [
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("busybox", "busybox-static"),
@@ -447,7 +448,7 @@ impl Drop for Netns {
 }
 
 /// A child process killed when dropped.
-struct Killed(std::process::Child);
+pub(crate) struct Killed(pub(crate) std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {

@@ -377,6 +377,18 @@ mod tests {
             ["-e", "~", "sol", "activate"]
         );
         assert_eq!(console.escape, "~.");
+
+        // Serial over LAN is IPMI 2.0: a node on `lan` gets its console over lanplus.
+        let mut lan = target();
+        lan.interface = "lan".into();
+        let status = tool
+            .command_line(&lan, "PowerStatus")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status[1..3], ["-I", "lan"]);
+        let console = tool
+            .console(&lan, Duration::from_secs(1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(console.args[..2], ["-I", "lanplus"]);
     }
 
     #[test]

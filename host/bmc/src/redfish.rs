@@ -2,7 +2,8 @@
 //! `Pxe` once for a one-time netboot, `PowerState` for status.
 //!
 //! Each call opens a Redfish session (`SessionService/Sessions`, then `X-Auth-Token`) and
-//! closes it after; a BMC without a session service (404/405/501) gets HTTP Basic instead.
+//! closes it after; a BMC without a session service (404/405/501, or 401/403 to the login
+//! itself) gets HTTP Basic instead.
 //! The whole call, every request of it, is bounded by the caller's timeout.
 
 use std::time::{Duration, Instant};
@@ -150,12 +151,14 @@ impl Session<'_> {
                 self.token = token.map(|t| (t, location));
                 Ok(())
             }
+            // No session service, or one behind the BMC's Basic authentication (sushy-tools
+            // answers 401 before it routes): Basic it is. A wrong password then fails on
+            // the first request, as an authentication error.
             StatusCode::NOT_FOUND
             | StatusCode::METHOD_NOT_ALLOWED
-            | StatusCode::NOT_IMPLEMENTED => Ok(()),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Err(BmcError::Auth(format!("{} refused user {user}", self.base)))
-            }
+            | StatusCode::NOT_IMPLEMENTED
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN => Ok(()),
             _ => Err(refusal(response)),
         }
     }

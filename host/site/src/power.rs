@@ -81,6 +81,8 @@ pub struct BmcOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeResult {
     pub node: String,
+    /// When its BMC call began, from the start of the run (what a stagger spaces out).
+    pub started: Duration,
     pub outcome: std::result::Result<BmcReply, BmcError>,
 }
 
@@ -160,11 +162,13 @@ impl Site {
                             let at = started + stagger.every.saturating_mul(wave);
                             std::thread::sleep(at.saturating_duration_since(Instant::now()));
                         }
+                        let begun = started.elapsed();
                         let outcome = target
                             .clone()
                             .and_then(|target| run_one(drivers, &target, request, options.timeout));
                         let result = NodeResult {
                             node: node.clone(),
+                            started: begun,
                             outcome,
                         };
                         progress(&result);

@@ -62,6 +62,8 @@ pub(crate) struct RunArgs {
     /// Per node: 20s, 1m [default: bmc.timeout-s in wulf.toml, else 20s]
     #[arg(long, value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
+    /// Print one JSON object per node (node, action, ok, state, message or error kind and
+    /// message, started_s) instead of a table
     #[arg(long)]
     pub json: bool,
 }
@@ -168,6 +170,7 @@ fn result_json(request: BmcRequest, result: &NodeResult) -> serde_json::Value {
             "node": result.node,
             "action": request.name(),
             "ok": true,
+            "started_s": started_s(result),
             "state": reply.state,
             "message": reply.message,
         }),
@@ -175,9 +178,15 @@ fn result_json(request: BmcRequest, result: &NodeResult) -> serde_json::Value {
             "node": result.node,
             "action": request.name(),
             "ok": false,
+            "started_s": started_s(result),
             "error": { "kind": error.kind(), "message": error.to_string() },
         }),
     }
+}
+
+/// When the node's BMC call began, in seconds from the start of the run, to the millisecond.
+fn started_s(result: &NodeResult) -> f64 {
+    (result.started.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 fn progress_bar(request: BmcRequest, nodes: usize) -> Option<ProgressBar> {
