@@ -647,6 +647,10 @@ fn redfish_power_and_one_time_pxe_against_sushy_tools_over_verified_tls_and_sess
     );
     assert!(!stderr.contains("wrong-pw") && !format!("{results:?}").contains("wrong-pw"));
 
+    // The emulator offers no serial console (no SerialConsole on the system or its manager).
+    let console = wulf.fails(&["node", "console", "rf1"]);
+    assert!(console.contains("offers no serial console"), "{console}");
+
     // Off, seen by the emulator.
     let (ok, _, stderr) = bmc_json(&wulf, &["power", "off", "rf1"]);
     assert!(ok, "{stderr}");

@@ -13,7 +13,7 @@ use wulf_core::bmc::{Bmc, BmcError, BmcReply, BmcTarget, ConsoleCommand, PowerAc
 use wulf_core::node::BmcDriver;
 
 pub use ipmi::{DEFAULT_TEMPLATE, IpmiTool};
-pub use redfish::Redfish;
+pub use redfish::{Redfish, SerialAccess};
 
 /// Both drivers; each call goes to the one the node's record names.
 #[derive(Debug)]
@@ -53,7 +53,23 @@ impl Bmc for Drivers {
         self.driver(target).next_boot_pxe(target, timeout)
     }
 
+    /// A Redfish BMC that offers IPMI Serial over LAN is reached through `ipmitool`, with the
+    /// node's credentials, over lanplus.
     fn console(&self, target: &BmcTarget, timeout: Duration) -> Result<ConsoleCommand, BmcError> {
-        self.driver(target).console(target, timeout)
+        match target.driver {
+            BmcDriver::Ipmi => self.ipmi.console(target, timeout),
+            BmcDriver::Redfish => match self.redfish.serial_access(target, timeout)? {
+                SerialAccess::Ipmi { port } => {
+                    let sol = BmcTarget {
+                        driver: BmcDriver::Ipmi,
+                        port: Some(port),
+                        interface: "lanplus".into(),
+                        ..target.clone()
+                    };
+                    self.ipmi.console(&sol, timeout)
+                }
+                SerialAccess::Ssh { .. } => self.redfish.console(target, timeout),
+            },
+        }
     }
 }

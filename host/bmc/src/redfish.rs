@@ -384,18 +384,144 @@ impl Bmc for Redfish {
         })
     }
 
-    fn console(&self, target: &BmcTarget, _timeout: Duration) -> Result<ConsoleCommand, BmcError> {
-        Err(BmcError::Unsupported(format!(
-            "{} is driven over Redfish, which has no standard serial console; set \
-             ipmi.driver = \"ipmi\" (--ipmidriver ipmi) for Serial over LAN",
-            target.node
-        )))
+    /// The system's serial console over SSH, where the BMC offers it. A BMC that offers IPMI
+    /// Serial over LAN is reached through `ipmitool` ([`crate::Drivers`] does that).
+    fn console(&self, target: &BmcTarget, timeout: Duration) -> Result<ConsoleCommand, BmcError> {
+        match self.serial_access(target, timeout)? {
+            SerialAccess::Ssh { port } => Ok(ssh_console(target, port)),
+            SerialAccess::Ipmi { port } => Err(BmcError::Unsupported(format!(
+                "{}'s BMC offers its serial console over IPMI (port {port}), which ipmitool reaches",
+                target.node
+            ))),
+        }
+    }
+}
+
+/// How a BMC offers a system's serial console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SerialAccess {
+    /// IPMI Serial over LAN, on this UDP port.
+    Ipmi { port: u16 },
+    /// An SSH service that is the console, on this TCP port.
+    Ssh { port: u16 },
+}
+
+impl Redfish {
+    /// Where the BMC offers the node's serial console: the system's own `SerialConsole`
+    /// (ComputerSystem 1.13 and later, per protocol with its port), else its manager's
+    /// (`ConnectTypesSupported`, ports from the manager's `NetworkProtocol`).
+    pub fn serial_access(
+        &self,
+        target: &BmcTarget,
+        timeout: Duration,
+    ) -> Result<SerialAccess, BmcError> {
+        self.with_session(target, timeout, |session| {
+            let path = session.system()?;
+            let system = session.get(&path)?;
+            if let Some(access) =
+                serial_access(&system["SerialConsole"], &Value::Null, &Value::Null)
+            {
+                return Ok(access);
+            }
+            let manager = match system["Links"]["ManagedBy"][0]["@odata.id"].as_str() {
+                Some(path) => session.get(path)?,
+                None => Value::Null,
+            };
+            let protocols = match manager["NetworkProtocol"]["@odata.id"].as_str() {
+                Some(path) => session.get(path).unwrap_or(Value::Null),
+                None => Value::Null,
+            };
+            serial_access(&Value::Null, &manager["SerialConsole"], &protocols).ok_or_else(|| {
+                BmcError::Unsupported(format!(
+                    "{}'s BMC offers no serial console (neither the system nor its manager \
+                     lists an enabled SerialConsole)",
+                    target.node
+                ))
+            })
+        })
+    }
+}
+
+/// IPMI first (it can be logged without a terminal), then SSH.
+fn serial_access(system: &Value, manager: &Value, protocols: &Value) -> Option<SerialAccess> {
+    let enabled = |service: &Value| service["ServiceEnabled"].as_bool() == Some(true);
+    let port = |service: &Value, default: u16| {
+        service["Port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(default)
+    };
+    if enabled(&system["IPMI"]) {
+        return Some(SerialAccess::Ipmi {
+            port: port(&system["IPMI"], 623),
+        });
+    }
+    if enabled(&system["SSH"]) {
+        return Some(SerialAccess::Ssh {
+            port: port(&system["SSH"], 22),
+        });
+    }
+    if !enabled(manager) {
+        return None;
+    }
+    let offers = |kind: &str| {
+        manager["ConnectTypesSupported"]
+            .as_array()
+            .is_some_and(|types| types.iter().any(|t| t == kind))
+    };
+    if offers("IPMI") {
+        return Some(SerialAccess::Ipmi {
+            port: port(&protocols["IPMI"], 623),
+        });
+    }
+    offers("SSH").then(|| SerialAccess::Ssh {
+        port: port(&protocols["SSH"], 22),
+    })
+}
+
+/// `ssh` to the BMC's console service; it asks for the password itself, on the terminal.
+fn ssh_console(target: &BmcTarget, port: u16) -> ConsoleCommand {
+    let mut args = vec!["-p".to_owned(), port.to_string()];
+    if let Some(user) = &target.username {
+        args.extend(["-l".to_owned(), user.clone()]);
+    }
+    args.push(target.address.to_string());
+    ConsoleCommand {
+        program: "ssh".into(),
+        args,
+        env: Vec::new(),
+        escape: "~.".into(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serial_consoles_are_found_where_the_bmc_offers_them() {
+        let none = Value::Null;
+        let system = json!({"IPMI": {"ServiceEnabled": true, "Port": 6230},
+                            "SSH": {"ServiceEnabled": true, "Port": 2200}});
+        assert_eq!(
+            serial_access(&system, &none, &none),
+            Some(SerialAccess::Ipmi { port: 6230 })
+        );
+        let system = json!({"IPMI": {"ServiceEnabled": false}, "SSH": {"ServiceEnabled": true}});
+        assert_eq!(
+            serial_access(&system, &none, &none),
+            Some(SerialAccess::Ssh { port: 22 })
+        );
+        let manager = json!({"ServiceEnabled": true, "ConnectTypesSupported": ["SSH", "Telnet"]});
+        let protocols = json!({"SSH": {"Port": 2222, "ProtocolEnabled": true}});
+        assert_eq!(
+            serial_access(&none, &manager, &protocols),
+            Some(SerialAccess::Ssh { port: 2222 })
+        );
+        let manager = json!({"ServiceEnabled": false, "ConnectTypesSupported": ["IPMI"]});
+        assert_eq!(serial_access(&none, &manager, &protocols), None);
+        assert_eq!(serial_access(&none, &none, &none), None);
+    }
 
     #[test]
     fn reset_types_follow_what_the_system_allows() {

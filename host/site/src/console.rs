@@ -105,7 +105,9 @@ impl Site {
                     wanted.push(node);
                     continue;
                 }
-                Ok(_) => "its BMC is Redfish, which has no standard serial console".to_owned(),
+                Ok(_) => "logs are kept of IPMI consoles; its BMC is Redfish (`wulf node console` \
+                          attaches where that BMC offers a serial console)"
+                    .to_owned(),
                 Err(error) => error.to_string(),
             };
             if skipped.get(&node) != Some(&reason) {
@@ -142,6 +144,8 @@ impl Site {
                 return;
             }
         };
+        // A BMC that keeps refusing is said once per distinct reason, not every retry.
+        let mut last_error = None;
         while !stop.load(Ordering::SeqCst) {
             let attached = self
                 .console_command(node)
@@ -149,6 +153,7 @@ impl Site {
                 .and_then(|command| ConsoleSession::start(&command).map_err(|e| e.to_string()));
             match attached {
                 Ok(mut running) => {
+                    last_error = None;
                     *session.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.stopper());
                     let _ = log.note("console attached");
                     tracing::debug!(node, "console attached");
@@ -159,10 +164,16 @@ impl Site {
                     *session.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     let _ = log.note("console detached");
                 }
-                Err(error) => {
-                    tracing::warn!(node, "console: {error}");
+                Err(error) if last_error.as_ref() != Some(&error) => {
+                    tracing::warn!(
+                        node,
+                        "console: {error} (retrying every {} s)",
+                        RETRY_AFTER.as_secs()
+                    );
                     let _ = log.note(&format!("console unavailable: {error}"));
+                    last_error = Some(error);
                 }
+                Err(_) => {}
             }
             let until = std::time::Instant::now() + RETRY_AFTER;
             while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < until {
