@@ -316,7 +316,31 @@ fn ipmi_power_boots_and_stops_a_virtual_machine_and_its_console_is_logged() {
     assert!(line.contains("hostname=n0001 addr=10.0.2.15/24"), "{line}");
     assert!(console.contains("[wulf "), "wulf's own notes: {console}");
 
-    // Reset goes to the VM through its BMC: it boots again, in the same process.
+    // While serve logs the console it holds the BMC's one SOL session, and `wulf node
+    // console` shares it: the output as it comes; `~.` at a line start leaves.
+    let watched = scratch.path().join("viewer.out");
+    let mut viewer = Killed(
+        wulf.command(&["node", "console", "n0001"])
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&watched).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    wait_for(
+        "the shared console's greeting",
+        Duration::from_secs(10),
+        || read(&watched),
+        || {
+            read(&watched)
+                .contains("[wulf: console attached]")
+                .then_some(())
+        },
+    );
+
+    // Reset goes to the VM through its BMC: it boots again, in the same process, and both
+    // the log and the viewer see it.
     let qemu = sim.machines();
     let (ok, _, stderr) = bmc_json(&wulf, &["power", "reset", "n0001"]);
     assert!(ok, "{stderr}");
@@ -330,6 +354,27 @@ fn ipmi_power_boots_and_stops_a_virtual_machine_and_its_console_is_logged() {
         },
     );
     assert_eq!(sim.machines(), qemu, "reset must not start another VM");
+    wait_for(
+        "the second boot's marker on the shared console",
+        Duration::from_secs(10),
+        || read(&watched),
+        || read(&watched).contains(MARKER).then_some(()),
+    );
+    {
+        use std::io::Write as _;
+        let mut keys = viewer.0.stdin.take().unwrap();
+        keys.write_all(b"\n~.").unwrap();
+    }
+    let left = wait_for(
+        "the viewer leaving on ~.",
+        Duration::from_secs(10),
+        || read(&watched),
+        || viewer.0.try_wait().ok().flatten(),
+    );
+    assert!(left.success());
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut viewer.0.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(said.contains("[left n0001's console]"), "{said}");
 
     // Off stops the VM; status follows it.
     let (ok, _, stderr) = bmc_json(&wulf, &["power", "off", "n0001"]);

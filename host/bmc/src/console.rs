@@ -2,14 +2,19 @@
 //! (`<dir>/<node>.log`, then `.log.1` ... `.log.<keep>`), and read back.
 //!
 //! A console program (`ipmitool sol activate`) wants a terminal, so it runs on a pseudo
-//! terminal whose other end is read here.
+//! terminal whose other end is read here. A BMC gives one console session at a time, so the
+//! one being logged is also shared: viewers ([`Viewers`]) see its output as it is logged, and
+//! what they type goes to its terminal.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use wulf_core::bmc::ConsoleCommand;
@@ -27,6 +32,11 @@ pub struct ConsoleLog {
 /// Where `node`'s console log lives in `dir`.
 pub fn log_path(dir: &Path, node: &str) -> PathBuf {
     dir.join(format!("{node}.log"))
+}
+
+/// The socket through which `wulf serve` shares `node`'s logged console.
+pub fn socket_path(dir: &Path, node: &str) -> PathBuf {
+    dir.join(format!("{node}.sock"))
 }
 
 /// A node's console logs, oldest first (rotated ones, then the current one).
@@ -145,13 +155,22 @@ impl ConsoleSession {
         })
     }
 
-    /// Copies the console into `log` until the program ends (or its terminal closes).
-    pub fn copy_to(&mut self, log: &mut ConsoleLog) -> std::io::Result<()> {
+    /// Where input to the console program goes (its terminal).
+    pub fn input(&self) -> std::io::Result<File> {
+        self.output.try_clone()
+    }
+
+    /// Copies the console into `log`, and to `viewers`, until the program ends (or its
+    /// terminal closes).
+    pub fn copy_to(&mut self, log: &mut ConsoleLog, viewers: &Viewers) -> std::io::Result<()> {
         let mut buf = [0u8; 8192];
         loop {
             match self.output.read(&mut buf) {
                 Ok(0) => return Ok(()),
-                Ok(n) => log.write(&buf[..n])?,
+                Ok(n) => {
+                    viewers.send(&buf[..n]);
+                    log.write(&buf[..n])?;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // The terminal's other side closes with EIO when the program exits.
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => {
@@ -189,6 +208,64 @@ impl Stopper {
             .and_then(rustix::process::Pid::from_raw);
         if let Some(pid) = pid {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+}
+
+/// The clients watching a logged console (`wulf node console` while `wulf serve` logs it).
+#[derive(Debug, Default)]
+pub struct Viewers {
+    streams: Mutex<Vec<UnixStream>>,
+    /// wulf's last word on the console (attached, unavailable and why), for newcomers.
+    status: Mutex<String>,
+}
+
+impl Viewers {
+    /// A viewer that stops reading for this long is dropped, so it cannot stall the log.
+    const STALL: Duration = Duration::from_secs(2);
+
+    /// A new viewer, told first where the console stands.
+    pub fn add(&self, mut stream: UnixStream) -> std::io::Result<()> {
+        stream.set_write_timeout(Some(Self::STALL))?;
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !status.is_empty() {
+            stream.write_all(status.as_bytes())?;
+        }
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(stream);
+        Ok(())
+    }
+
+    /// Sends console output to every viewer; a viewer that is gone or stalled is dropped.
+    pub fn send(&self, bytes: &[u8]) {
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain_mut(|stream| stream.write_all(bytes).is_ok());
+    }
+
+    /// A line of wulf's own (the console attached, dropped, refused), to every viewer.
+    pub fn note(&self, what: &str) {
+        let line = format!("\r\n[wulf: {what}]\r\n");
+        self.send(line.as_bytes());
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = line;
+    }
+
+    /// Ends every viewer's connection (their input threads see it end too).
+    pub fn close(&self) {
+        for stream in self
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
         }
     }
 }
@@ -243,8 +320,19 @@ mod tests {
         let mut session = ConsoleSession::start(&command).unwrap_or_else(|e| panic!("{e}"));
         let mut log =
             ConsoleLog::open(dir.path(), "n1", 1 << 20, 1).unwrap_or_else(|e| panic!("{e}"));
-        session.copy_to(&mut log).unwrap_or_else(|e| panic!("{e}"));
+        let (viewer, mut watching) = UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        let viewers = Viewers::default();
+        viewers.add(viewer).unwrap_or_else(|e| panic!("{e}"));
+        session
+            .copy_to(&mut log, &viewers)
+            .unwrap_or_else(|e| panic!("{e}"));
         let text = std::fs::read_to_string(log_path(dir.path(), "n1")).unwrap_or_default();
         assert_eq!(text, "on a terminal, secret=x\n");
+        drop(viewers);
+        let mut seen = String::new();
+        watching
+            .read_to_string(&mut seen)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(seen, "on a terminal, secret=x\r\n");
     }
 }

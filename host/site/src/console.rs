@@ -1,13 +1,19 @@
 //! Console logs kept by `wulf serve` (`[console] log = true`): one capture per node whose
 //! BMC offers a console, reconnecting when it drops, started and stopped as nodes come and go.
+//! A BMC serves one console session at a time, so each logged console is shared through a
+//! socket beside its log (`<node>.sock`, owner only): `wulf node console` attaches there.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wulf_bmc::console::{ConsoleLog, ConsoleSession, Stopper, log_files};
+use wulf_bmc::console::{ConsoleLog, ConsoleSession, Stopper, Viewers, log_files};
 
 use crate::Site;
 use crate::error::{Result, SiteError};
@@ -15,8 +21,11 @@ use crate::records::Kind;
 
 /// How often the set of captured nodes follows the inventory.
 const RECONCILE_EVERY: Duration = Duration::from_secs(10);
-/// How long a dropped console waits before it is attached again.
+/// How long a dropped console waits before it is attached again...
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// ...doubling up to this while attaching fails or sessions end this quickly.
+const RETRY_AT_MOST: Duration = Duration::from_secs(30);
+const SHORT_SESSION: Duration = Duration::from_secs(30);
 
 /// One node's capture thread.
 struct Capture {
@@ -144,8 +153,38 @@ impl Site {
                 return;
             }
         };
-        // A BMC that keeps refusing is said once per distinct reason, not every retry.
+        // The console is shared with `wulf node console` through a socket beside the log.
+        let viewers = Arc::new(Viewers::default());
+        let input: Arc<Mutex<Option<File>>> = Arc::new(Mutex::new(None));
+        let socket = wulf_bmc::console::socket_path(&config.dir, node);
+        let listener = bind_private(&socket)
+            .map_err(
+                |e| tracing::warn!(node, socket = %socket.display(), "console not shared: {e}"),
+            )
+            .ok();
+        std::thread::scope(|scope| {
+            if let Some(listener) = listener {
+                scope.spawn(|| share(listener, stop, &viewers, &input));
+            }
+            self.attach_repeatedly(node, stop, session, &mut log, &viewers, &input);
+        });
+        viewers.close();
+        let _ = std::fs::remove_file(&socket);
+    }
+
+    fn attach_repeatedly(
+        &self,
+        node: &str,
+        stop: &AtomicBool,
+        session: &Mutex<Option<Stopper>>,
+        log: &mut ConsoleLog,
+        viewers: &Viewers,
+        input: &Mutex<Option<File>>,
+    ) {
+        // A BMC that keeps refusing is said once per distinct reason, not every retry, and
+        // retried less and less often while sessions keep ending as soon as they start.
         let mut last_error = None;
+        let mut retry = RETRY_AFTER;
         while !stop.load(Ordering::SeqCst) {
             let attached = self
                 .console_command(node)
@@ -153,31 +192,106 @@ impl Site {
                 .and_then(|command| ConsoleSession::start(&command).map_err(|e| e.to_string()));
             match attached {
                 Ok(mut running) => {
-                    last_error = None;
+                    let began = std::time::Instant::now();
                     *session.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.stopper());
+                    *input.lock().unwrap_or_else(|p| p.into_inner()) = running.input().ok();
                     let _ = log.note("console attached");
+                    viewers.note("console attached");
                     tracing::debug!(node, "console attached");
-                    if let Err(error) = running.copy_to(&mut log) {
+                    if let Err(error) = running.copy_to(log, viewers) {
                         tracing::warn!(node, "console log: {error}");
                     }
                     running.stop();
+                    *input.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     *session.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     let _ = log.note("console detached");
+                    viewers.note("console detached; attaching again");
+                    if began.elapsed() > SHORT_SESSION {
+                        last_error = None;
+                        retry = RETRY_AFTER;
+                    } else {
+                        retry = (retry * 2).min(RETRY_AT_MOST);
+                    }
                 }
                 Err(error) if last_error.as_ref() != Some(&error) => {
                     tracing::warn!(
                         node,
-                        "console: {error} (retrying every {} s)",
-                        RETRY_AFTER.as_secs()
+                        "console: {error} (retrying in {} s, then less often)",
+                        retry.as_secs()
                     );
                     let _ = log.note(&format!("console unavailable: {error}"));
+                    viewers.note(&format!("console unavailable: {error}"));
                     last_error = Some(error);
+                    retry = (retry * 2).min(RETRY_AT_MOST);
                 }
-                Err(_) => {}
+                Err(_) => retry = (retry * 2).min(RETRY_AT_MOST),
             }
-            let until = std::time::Instant::now() + RETRY_AFTER;
+            let until = std::time::Instant::now() + retry;
             while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// The socket through which `wulf serve` shares `node`'s logged console.
+    pub fn console_socket_path(&self, node: &str) -> PathBuf {
+        wulf_bmc::console::socket_path(&self.console_dir(), node)
+    }
+}
+
+/// A listening socket only its owner (root, or the user running `wulf serve`) may use.
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    // A socket left by a server that was killed.
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Takes viewers until `stop`: each sees the console's output from now on, and what it
+/// sends goes to the console's terminal.
+fn share(
+    listener: UnixListener,
+    stop: &AtomicBool,
+    viewers: &Arc<Viewers>,
+    input: &Arc<Mutex<Option<File>>>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let reader = stream
+                    .set_nonblocking(false)
+                    .and_then(|()| stream.try_clone());
+                let added = reader.and_then(|reader| viewers.add(stream).map(|()| reader));
+                if let Ok(reader) = added {
+                    let input = Arc::clone(input);
+                    let _ = std::thread::Builder::new()
+                        .name("console viewer".into())
+                        .spawn(move || forward_input(reader, &input));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                tracing::warn!("console viewers: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// What a viewer types, to the console's terminal, until the viewer leaves.
+fn forward_input(mut viewer: UnixStream, input: &Mutex<Option<File>>) {
+    let mut buf = [0u8; 1024];
+    loop {
+        match viewer.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if let Some(terminal) = input.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                    let _ = terminal.write_all(&buf[..n]);
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal, Read as _, Seek as _, Write as _};
 use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -216,6 +217,17 @@ pub(crate) fn console(ctx: &Context, args: ConsoleArgs) -> anyhow::Result<()> {
     if args.log {
         return console_log(ctx, &args.node, args.follow);
     }
+    // While `wulf serve` logs this console it holds the BMC's one session: share it.
+    let escape = ctx
+        .site
+        .bmc_targets(std::slice::from_ref(&args.node))?
+        .first()
+        .and_then(|(_, target)| target.as_ref().ok())
+        .and_then(|target| target.escape_char.bytes().next())
+        .unwrap_or(b'~');
+    if let Ok(stream) = UnixStream::connect(ctx.site.console_socket_path(&args.node)) {
+        return shared_console(&args.node, stream, escape);
+    }
     let command = ctx.site.console_command(&args.node)?;
     eprintln!(
         "[attaching to {}'s console; type {} to leave]",
@@ -228,6 +240,112 @@ pub(crate) fn console(ctx: &Context, args: ConsoleArgs) -> anyhow::Result<()> {
     }
     let error = std::os::unix::process::CommandExt::exec(&mut process);
     Err(error).with_context(|| format!("running {}", command.program.display()))
+}
+
+/// Attaches to a console `wulf serve` shares: its output to stdout, stdin to it, until the
+/// escape (`~.` at the start of a line) or until the server closes it.
+fn shared_console(node: &str, stream: UnixStream, escape: u8) -> anyhow::Result<()> {
+    eprintln!(
+        "[{node}'s console, shared with `wulf serve`, which logs it; type {}. to leave]\r",
+        escape as char
+    );
+    let raw = RawTerminal::enter();
+    let saved = raw.as_ref().map(|r| r.saved.clone());
+    let mut output = stream.try_clone()?;
+    let name = node.to_owned();
+    let leaving = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let left = std::sync::Arc::clone(&leaving);
+    std::thread::spawn(move || {
+        let mut stdout = std::io::stdout();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = output.read(&mut buf) {
+            if n == 0
+                || stdout
+                    .write_all(&buf[..n])
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+            {
+                break;
+            }
+        }
+        if left.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        // The server ended the console (or stopped): give the terminal back and leave.
+        if let Some(saved) = &saved {
+            RawTerminal::restore(saved);
+        }
+        eprintln!("\r\n[{name}'s console closed by wulf serve]");
+        std::process::exit(0);
+    });
+    let mut input = &stream;
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = [0u8; 1024];
+    let (mut line_start, mut escaped) = (true, false);
+    loop {
+        let n = stdin.read(&mut buf)?;
+        if n == 0 {
+            // No more input (a pipe): keep printing until the server closes.
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            loop {
+                std::thread::park();
+            }
+        }
+        let mut send = Vec::with_capacity(n + 1);
+        for &byte in &buf[..n] {
+            if escaped {
+                escaped = false;
+                if byte == b'.' {
+                    leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+                    drop(raw);
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    eprintln!("[left {node}'s console]");
+                    return Ok(());
+                }
+                send.push(escape);
+                if byte == escape {
+                    continue;
+                }
+            } else if line_start && byte == escape {
+                escaped = true;
+                continue;
+            }
+            send.push(byte);
+            line_start = byte == b'\r' || byte == b'\n';
+        }
+        input.write_all(&send)?;
+    }
+}
+
+/// The terminal in raw mode (keys go to the console as typed), restored when dropped.
+struct RawTerminal {
+    saved: rustix::termios::Termios,
+}
+
+impl RawTerminal {
+    /// `None` when stdin is not a terminal.
+    fn enter() -> Option<RawTerminal> {
+        let stdin = std::io::stdin();
+        let saved = rustix::termios::tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw).ok()?;
+        Some(RawTerminal { saved })
+    }
+
+    fn restore(saved: &rustix::termios::Termios) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            saved,
+        );
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        RawTerminal::restore(&self.saved);
+    }
 }
 
 fn console_log(ctx: &Context, node: &str, follow: bool) -> anyhow::Result<()> {
