@@ -301,7 +301,13 @@ fn ipmi_power_boots_and_stops_a_virtual_machine_and_its_console_is_logged() {
     let (ok, results, stderr) = bmc_json(&wulf, &["power", "on", "n0001"]);
     assert!(ok, "{stderr}\n{results:?}");
     assert_eq!(results[0]["ok"], true);
-    assert_eq!(sim.machines().len(), 1, "{}", context());
+    // ipmi_sim answers, then starts its machine.
+    wait_for(
+        "the BMC's VM running",
+        Duration::from_secs(10),
+        context,
+        || (sim.machines().len() == 1).then_some(()),
+    );
     assert_eq!(power_state(&wulf, "n0001").as_deref(), Some("on"));
     let console = wait_for(
         "the node's marker in its console log",
