@@ -422,7 +422,8 @@ fn transfers_in_flight_survive_reloads_and_builds_follow_the_config() {
         "hosts",
     ]);
     wulf.ok(&["node", "add", "n1", "--hwaddr", MAC]);
-    let served = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    let log = scratch.path().join("serve.log");
+    let served = wulf.serve_logged(&["-v", "--http-addr", "127.0.0.1:0", "--no-tftp"], &log);
     let image = format!("http://{}/image/{MAC}", served.http);
     let whole = curl(&[&image]).2;
     assert!(whole.len() > 8 << 20, "{}", whole.len());
@@ -452,10 +453,16 @@ fn transfers_in_flight_survive_reloads_and_builds_follow_the_config() {
         "the download in flight is whole and unchanged"
     );
     // The server's builds read the edited wulf.toml.
-    wait_for_overlay(
-        &format!("http://{}/runtime/{MAC}", served.http),
-        "10.9.9.9 from-the-config",
-    );
+    let url = format!("http://{}/runtime/{MAC}", served.http);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !overlay_text(&url).contains("10.9.9.9 from-the-config") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} never had the line from wulf.toml; the server said:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn run_kill_hup(pid: u32) {

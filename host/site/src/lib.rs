@@ -199,9 +199,13 @@ impl Site {
 
     /// A plugin by name, loaded on the process's runtime once.
     pub fn plugin(&self, name: &str) -> Result<Plugin> {
+        // The generation first, then the configuration: `refresh` replaces the configuration
+        // before it starts a new generation, so a plugin loaded here with a configuration
+        // that has since been replaced is never kept.
+        let generation = self.plugins.generation();
         let config = self.config();
         self.plugins
-            .get(&self.registry(), &config.plugins, name, &|| {
+            .get(generation, &self.registry(), &config.plugins, name, &|| {
                 Ok(self.host_keys()?.to_json())
             })
     }

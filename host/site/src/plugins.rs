@@ -3,6 +3,7 @@
 //! on it, kept until the site configuration, the plugin directory or the host keys change.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::Digest as _;
@@ -38,6 +39,9 @@ impl std::fmt::Debug for Plugin {
 pub(crate) struct Plugins {
     runtime: Mutex<Option<Arc<Runtime>>>,
     loaded: Mutex<BTreeMap<String, Plugin>>,
+    /// Counts [`Plugins::forget`]s: a plugin loaded under an older generation (its load began
+    /// before the configuration changed) is used by its caller but never kept.
+    generation: AtomicU64,
     /// Held while a plugin loads, so two threads asking for the same plugin load it once.
     loading: Mutex<()>,
 }
@@ -56,16 +60,21 @@ impl Plugins {
 
     /// Drops every loaded plugin: the next use loads them again (on the same runtime).
     pub(crate) fn forget(&self) {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        loaded.clear();
     }
 
-    /// A plugin by name, loaded once. `host_keys` is asked for only when its manifest wants
-    /// the cluster's SSH host keys.
+    /// The current generation, to pass to [`Plugins::get`]; read it before the configuration.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// A plugin by name, loaded once per generation. `host_keys` is asked for only when its
+    /// manifest wants the cluster's SSH host keys.
     pub(crate) fn get(
         &self,
+        generation: u64,
         registry: &Registry,
         config: &PluginsConfig,
         name: &str,
@@ -87,10 +96,10 @@ impl Plugins {
         }
         let package = registry.package(name)?;
         let plugin = self.load(&package, config, host_keys)?;
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), plugin.clone());
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::SeqCst) == generation {
+            loaded.insert(name.to_owned(), plugin.clone());
+        }
         Ok(plugin)
     }
 
