@@ -15,4 +15,5 @@ mod overlay_plugins;
 mod plugin_runtime;
 mod serve;
 mod serve_files;
+mod service;
 mod site_layer;

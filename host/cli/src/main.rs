@@ -9,7 +9,7 @@ mod table;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// A build or a running server makes tens of thousands of short-lived plugin instances, each
 /// with allocations of a few hundred KiB. glibc's malloc raises its mmap threshold after the
@@ -73,11 +73,40 @@ enum Command {
     /// Power nodes on, off, cycle, reset, soft (shutdown) or show their status, through
     /// their BMCs (IPMI or Redfish), many at once
     Power(command::power::PowerArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (wulf.1, wulf-node.1, wulf-node-add.1, ...) into a directory
+    Man {
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     context::init_tracing(cli.verbose, cli.log_format);
+    // Generated from the flags themselves; they need no state directory.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "wulf", &mut script);
+            // A closed pipe (`| head`) is not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { out } => {
+            return match std::fs::create_dir_all(out)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), out))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: writing man pages to {}: {error}", out.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let result =
         context::Context::new(cli.state_dir, cli.config).and_then(|ctx| match cli.command {
             Command::Serve(args) => command::serve::run(&ctx, args),
@@ -89,6 +118,7 @@ fn main() -> ExitCode {
             Command::Import(cmd) => command::import::run(&ctx, cmd),
             Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
             Command::Power(args) => command::power::run_power(&ctx, args),
+            Command::Completions { .. } | Command::Man { .. } => Ok(()),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

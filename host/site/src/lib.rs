@@ -151,7 +151,8 @@ impl Site {
         let comment = format!("root@{}", self.hostname);
         let (keys, generated) = HostKeys::ensure(&dir, &comment).map_err(SiteError::HostKeys)?;
         if !generated.is_empty() {
-            tracing::warn!(
+            // First-start work, not a problem.
+            tracing::info!(
                 "generated the cluster's SSH host keys ({}) in {}",
                 generated.join(", "),
                 dir.display()

@@ -64,26 +64,89 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         let mut out = std::io::stdout();
         let http = boot.http_addr().map(|a| a.to_string()).unwrap_or_default();
         let _ = writeln!(out, "wulf: state in {}", root.display());
-        let _ = writeln!(out, "wulf: HTTP on http://{http} (iPXE scripts at /ipxe/<mac>, status at /status)");
+        let _ = writeln!(
+            out,
+            "wulf: HTTP on http://{http} (iPXE scripts at /ipxe/<mac>, status at /status)"
+        );
         let _ = match boot.tftp_addr() {
-            Some(tftp) => writeln!(out, "wulf: TFTP on {tftp}, serving {}", config.tftp_root.display()),
+            Some(tftp) => writeln!(
+                out,
+                "wulf: TFTP on {tftp}, serving {}",
+                config.tftp_root.display()
+            ),
             None => writeln!(out, "wulf: TFTP off"),
         };
-        if !config.tftp_root.is_dir() && config.tftp_addr.is_some() {
-            tracing::warn!(dir = %config.tftp_root.display(), "the TFTP root does not exist (install Debian's `ipxe` package or set server.tftp-root)");
+        for step in next_steps(site, &config) {
+            let _ = writeln!(out, "wulf: next: {step}");
         }
         let plugins = Arc::clone(site);
         tokio::task::spawn_blocking(move || check_plugins(&plugins));
         if site.config().console.log {
-            let _ = writeln!(out, "wulf: console logs in {}", site.console_dir().display());
+            let _ = writeln!(
+                out,
+                "wulf: console logs in {}",
+                site.console_dir().display()
+            );
             let consoles = Arc::clone(site);
             std::thread::Builder::new()
                 .name("console logs".into())
-                .spawn(move || consoles.keep_console_logs(&std::sync::atomic::AtomicBool::new(false)))?;
+                .spawn(move || {
+                    consoles.keep_console_logs(&std::sync::atomic::AtomicBool::new(false))
+                })?;
         }
+        notify_ready(&format!("serving HTTP on {http}"));
         boot.serve().await?;
         Ok(())
     })
+}
+
+/// What a new site still has to do before a node boots, said once at start.
+fn next_steps(site: &Site, config: &BootConfig) -> Vec<String> {
+    let mut steps = Vec::new();
+    if site
+        .inventory()
+        .is_ok_and(|inventory| inventory.nodes.is_empty())
+    {
+        steps.push(
+            "no nodes yet: `wulf node add n001 --hwaddr MAC --ipaddr IP`, \
+             `wulf node import FILE` or `wulf import warewulf`"
+                .to_owned(),
+        );
+    }
+    if config.tftp_addr.is_some() {
+        let has_ipxe = ["undionly.kpxe", "ipxe.efi", "snponly.efi"]
+            .iter()
+            .any(|binary| config.tftp_root.join(binary).is_file());
+        if !has_ipxe {
+            steps.push(format!(
+                "{} has no iPXE binaries for TFTP: `apt-get install ipxe`, or set \
+                 server.tftp-root in wulf.toml",
+                config.tftp_root.display()
+            ));
+        }
+    }
+    steps
+}
+
+/// Tells systemd (`Type=notify`) that the server is up: `READY=1` to `$NOTIFY_SOCKET`, a
+/// datagram socket in the file system or (`@name`) the abstract namespace. Nothing without it.
+fn notify_ready(status: &str) {
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let address = match path.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = UnixDatagram::unbound().and_then(|socket| {
+        socket.send_to_addr(format!("READY=1\nSTATUS={status}").as_bytes(), &address?)
+    });
+    if let Err(error) = sent {
+        tracing::warn!(socket = %path, "could not tell systemd the server is ready: {error}");
+    }
 }
 
 /// Loads every enabled plugin once on the process's runtime, so a broken one is reported at
