@@ -1,6 +1,7 @@
 //! wulf as a service: the shipped systemd unit (verified and scored by systemd's own tools),
 //! readiness over the `sd_notify` protocol, man pages and shell completions from the flags,
-//! and a first start that is quiet and says what to do next.
+//! a first start that is quiet and says what to do next, and the inventory as Ansible reads
+//! it (`ansible-inventory`, Debian's `ansible-core`).
 //!
 //! PID 1 is not systemd on the test machines, so the unit is verified and scored, not started.
 
@@ -222,4 +223,76 @@ fn man_pages_and_shell_completions_come_from_the_flags() {
     }
     let bad = wulf.fails(&["completions", "tcsh"]);
     assert!(bad.contains("tcsh"), "{bad}");
+}
+
+#[test]
+fn ansible_reads_the_inventory_as_a_dynamic_inventory_without_secrets() {
+    require_command("ansible-inventory", "ansible-core");
+    let wulf = Wulf::new();
+    wulf.ok(&["profile", "add", "gpu", "--tagadd", "accel=a100"]);
+    wulf.ok(&[
+        "node",
+        "add",
+        "n[01-03]",
+        "--ipaddr",
+        "10.0.0.1",
+        "--netdev",
+        "eth0",
+        "--cluster",
+        "c1",
+        "--ipmiaddr",
+        "10.9.0.1",
+        "--ipmipass",
+        "hunter2",
+    ]);
+    wulf.ok(&["node", "set", "n03", "--profile", "default,gpu"]);
+    let script = wulf.path().join("inventory.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec '{}' node list --ansible\n",
+            wulf_bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let listed = Command::new("ansible-inventory")
+        .arg("-i")
+        .arg(&script)
+        .arg("--list")
+        .env("WULF_STATE_DIR", wulf.path())
+        .env("ANSIBLE_LOCAL_TEMP", wulf.path().join("ansible-tmp"))
+        .env("ANSIBLE_HOME", wulf.path().join("ansible-home"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert!(listed.status.success(), "{stderr}");
+    // Ansible says so when it could not use an inventory source; it must not have to.
+    assert!(!stderr.contains("WARNING"), "{stderr}");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        !text.contains("hunter2") && !text.contains("password"),
+        "{text}"
+    );
+    let seen: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let hosts = |group: &str| -> Vec<String> {
+        seen[group]["hosts"]
+            .as_array()
+            .map(|h| {
+                h.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(hosts("profile_default"), ["n01", "n02", "n03"]);
+    assert_eq!(hosts("profile_gpu"), ["n03"]);
+    assert_eq!(hosts("tag_accel_a100"), ["n03"]);
+    assert_eq!(hosts("cluster_c1"), ["n01", "n02", "n03"]);
+    let n02 = &seen["_meta"]["hostvars"]["n02"];
+    assert_eq!(n02["ansible_host"], "10.0.0.2", "{n02}");
+    assert_eq!(n02["network_devices"]["default"]["device"], "eth0", "{n02}");
+    assert_eq!(n02["ipmi"]["ipaddr"], "10.9.0.2", "{n02}");
+    let refused = wulf.fails(&["profile", "list", "--ansible"]);
+    assert!(refused.contains("wulf node list --ansible"), "{refused}");
 }

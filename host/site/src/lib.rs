@@ -8,6 +8,7 @@
 //! repeats a rule. This crate depends on `core`, `plugin`, `image` and `overlay`; it knows
 //! nothing of HTTP, flags or terminals.
 
+mod ansible;
 mod console;
 mod dhcp;
 mod error;

@@ -174,6 +174,10 @@ pub(crate) struct ListArgs {
     long: bool,
     #[arg(long)]
     json: bool,
+    /// Ansible's dynamic-inventory JSON: groups from profiles, clusters, images and tags;
+    /// each node's merged record as host variables (no secrets)
+    #[arg(long, conflicts_with_all = ["net", "ipmi", "long", "json"])]
+    ansible: bool,
 }
 
 pub(crate) fn run_node(ctx: &Context, command: NodeCommand) -> anyhow::Result<()> {
@@ -310,6 +314,13 @@ fn record_json(node: &Node) -> serde_json::Value {
 }
 
 fn list(ctx: &Context, kind: Kind, args: &ListArgs) -> anyhow::Result<()> {
+    if args.ansible {
+        if kind != Kind::Node {
+            anyhow::bail!("--ansible lists nodes: `wulf node list --ansible`");
+        }
+        table::print_json(&ctx.site.ansible_inventory(&args.patterns)?);
+        return Ok(());
+    }
     let merged = ctx.site.list_records(kind, &args.patterns)?;
     if args.json {
         let map: serde_json::Map<String, serde_json::Value> = merged
