@@ -55,6 +55,8 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(root)?;
     // Before serving: generated later, they would change a build input under the first boots.
     site.host_keys()?;
+    // Outside the async runtime: a backend plugin would start one of its own.
+    let steps = next_steps(site, &config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -76,7 +78,7 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             ),
             None => writeln!(out, "wulf: TFTP off"),
         };
-        for step in next_steps(site, &config) {
+        for step in &steps {
             let _ = writeln!(out, "wulf: next: {step}");
         }
         let plugins = Arc::clone(site);
@@ -103,9 +105,12 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
 /// What a new site still has to do before a node boots, said once at start.
 fn next_steps(site: &Site, config: &BootConfig) -> Vec<String> {
     let mut steps = Vec::new();
-    if site
-        .inventory()
-        .is_ok_and(|inventory| inventory.nodes.is_empty())
+    // With inventory backends, nodes may come from them: no advice then.
+    let backends = !site.config().plugins.backends.is_empty();
+    if !backends
+        && site
+            .inventory()
+            .is_ok_and(|inventory| inventory.nodes.is_empty())
     {
         steps.push(
             "no nodes yet: `wulf node add n001 --hwaddr MAC --ipaddr IP`, \
