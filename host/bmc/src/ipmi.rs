@@ -283,14 +283,14 @@ fn rmcp_ping(address: Ipv4Addr, port: u16, wait: Duration) -> bool {
 }
 
 /// What a bounded child run produced.
-pub(crate) struct RunOutput {
-    pub success: bool,
-    pub stdout: String,
-    pub stderr: String,
+struct RunOutput {
+    success: bool,
+    stdout: String,
+    stderr: String,
 }
 
 /// Runs `command` to completion or kills it at `timeout`.
-pub(crate) fn run_bounded(
+fn run_bounded(
     mut command: Command,
     program: &str,
     timeout: Duration,

@@ -68,7 +68,7 @@ impl Bmc for Drivers {
                     };
                     self.ipmi.console(&sol, timeout)
                 }
-                SerialAccess::Ssh { .. } => self.redfish.console(target, timeout),
+                SerialAccess::Ssh { port } => Ok(redfish::ssh_console(target, port)),
             },
         }
     }

@@ -480,7 +480,7 @@ fn serial_access(system: &Value, manager: &Value, protocols: &Value) -> Option<S
 }
 
 /// `ssh` to the BMC's console service; it asks for the password itself, on the terminal.
-fn ssh_console(target: &BmcTarget, port: u16) -> ConsoleCommand {
+pub(crate) fn ssh_console(target: &BmcTarget, port: u16) -> ConsoleCommand {
     let mut args = vec!["-p".to_owned(), port.to_string()];
     if let Some(user) = &target.username {
         args.extend(["-l".to_owned(), user.clone()]);

@@ -9,8 +9,7 @@ use crate::node::{BmcDriver, Node, RedfishScheme, Tags};
 use crate::secret::Secret;
 
 /// A power action (`wulf power <action>`), with Warewulf's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerAction {
     On,
     Off,
@@ -32,18 +31,10 @@ impl PowerAction {
             PowerAction::Status => "status",
         }
     }
-
-    /// Whether the action starts nodes (what a stagger spreads out).
-    pub fn starts_nodes(self) -> bool {
-        matches!(
-            self,
-            PowerAction::On | PowerAction::Cycle | PowerAction::Reset
-        )
-    }
 }
 
 /// A node's power as its BMC reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PowerState {
     On,
@@ -51,9 +42,8 @@ pub enum PowerState {
 }
 
 /// What a BMC did: the power state it reports (for `status`) and its own words.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BmcReply {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<PowerState>,
     pub message: String,
 }

@@ -53,7 +53,7 @@ struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 struct RawBmc {
-    fanout: Option<usize>,
+    fanout: Option<u64>,
     timeout_s: Option<u64>,
 }
 
@@ -301,38 +301,17 @@ impl Config {
             defaults.server.tftp_root = root;
         }
         defaults.server.secure = raw.server.secure.unwrap_or(false);
-        if let Some(fanout) = raw.bmc.fanout {
-            if !(1..=1024).contains(&fanout) {
-                return Err(invalid(
-                    "bmc.fanout".into(),
-                    fanout.to_string(),
-                    "must be 1 to 1024",
-                ));
-            }
-            defaults.bmc.fanout = fanout;
+        if let Some(fanout) = within("bmc.fanout", raw.bmc.fanout, 1, 1024, &invalid)? {
+            defaults.bmc.fanout = fanout as usize;
         }
-        if let Some(timeout) = raw.bmc.timeout_s {
-            if !(1..=600).contains(&timeout) {
-                return Err(invalid(
-                    "bmc.timeout-s".into(),
-                    timeout.to_string(),
-                    "must be 1 to 600",
-                ));
-            }
-            defaults.bmc.timeout = Duration::from_secs(timeout);
+        if let Some(seconds) = within("bmc.timeout-s", raw.bmc.timeout_s, 1, 600, &invalid)? {
+            defaults.bmc.timeout = Duration::from_secs(seconds);
         }
         defaults.console.log = raw.console.log.unwrap_or(false);
         if let Some(dir) = raw.console.dir {
             defaults.console.dir = dir;
         }
-        if let Some(mib) = raw.console.max_mib {
-            if !(1..=4096).contains(&mib) {
-                return Err(invalid(
-                    "console.max-mib".into(),
-                    mib.to_string(),
-                    "must be 1 to 4096",
-                ));
-            }
+        if let Some(mib) = within("console.max-mib", raw.console.max_mib, 1, 4096, &invalid)? {
             defaults.console.max_bytes = mib << 20;
         }
         if let Some(keep) = raw.console.keep {
@@ -391,15 +370,27 @@ fn validate_limits(
         ("output-mib", raw.output_mib, 1, 4096),
     ];
     for (key, value, min, max) in checks {
-        if let Some(value) = value.filter(|v| !(min..=max).contains(v)) {
-            return Err(invalid(
-                format!("{table}.{key}"),
-                value.to_string(),
-                &format!("must be between {min} and {max}"),
-            ));
-        }
+        within(&format!("{table}.{key}"), value, min, max, invalid)?;
     }
     Ok(())
+}
+
+/// `value` when it is absent or between `min` and `max`; otherwise the error naming `key`.
+fn within(
+    key: &str,
+    value: Option<u64>,
+    min: u64,
+    max: u64,
+    invalid: &impl Fn(String, String, &str) -> ConfigError,
+) -> Result<Option<u64>, ConfigError> {
+    match value {
+        Some(v) if !(min..=max).contains(&v) => Err(invalid(
+            key.to_owned(),
+            v.to_string(),
+            &format!("must be between {min} and {max}"),
+        )),
+        _ => Ok(value),
+    }
 }
 
 #[cfg(test)]
