@@ -319,6 +319,26 @@ impl Wulf {
     }
 }
 
+/// Polls `check` every 200 ms until it gives a value; panics naming `what` (and `context()`)
+/// when `within` passes first.
+pub fn wait_for<T>(
+    what: &str,
+    within: std::time::Duration,
+    context: impl Fn() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if started.elapsed() > within {
+            panic!("{what}: not within {within:?}\n{}", context());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// The fastest of `runs` runs of `f`: the least disturbed by a shared, noisy machine.
 pub fn best_of(runs: usize, mut f: impl FnMut()) -> std::time::Duration {
     (0..runs)

@@ -8,11 +8,11 @@ use std::io::BufRead as _;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use wulf_tests::oci::run;
-use wulf_tests::{Wulf, require_command, workspace};
+use wulf_tests::{Wulf, require_command, wait_for, workspace};
 
 use crate::netboot::{self, BOOT_TIMEOUT, Killed, MAC, MARKER};
 
@@ -24,26 +24,6 @@ fn free_tcp_port() -> u16 {
 fn free_udp_port() -> u16 {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.local_addr().unwrap().port()
-}
-
-/// Polls `check` every 500 ms until it gives a value; panics naming `what` (and `context()`)
-/// when `within` passes first.
-fn wait_for<T>(
-    what: &str,
-    within: Duration,
-    context: impl Fn() -> String,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if started.elapsed() > within {
-            panic!("{what}: not within {within:?}\n{}", context());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// `wulf <args> --json` for a BMC command: whether it succeeded, each node's result by name,

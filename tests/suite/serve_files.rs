@@ -281,19 +281,13 @@ pub(crate) fn overlay_text(url: &str) -> String {
 
 /// Fetches `url` until its overlay contains `wanted` (the server checks its inputs at most
 /// once a second and polls the inventory file).
-fn wait_for_overlay(url: &str, wanted: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let text = overlay_text(url);
-        if text.contains(wanted) {
-            return text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{url} never contained {wanted:?}; last:\n{text}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+fn wait_for_overlay(url: &str, wanted: &str, context: impl Fn() -> String) -> String {
+    wulf_tests::wait_for(
+        &format!("{url} containing {wanted:?}"),
+        std::time::Duration::from_secs(20),
+        || format!("last:\n{}\n{}", overlay_text(url), context()),
+        || Some(overlay_text(url)).filter(|text| text.contains(wanted)),
+    )
 }
 
 #[test]
@@ -316,9 +310,9 @@ fn stale_overlays_are_rebuilt_when_sources_or_nodes_change() {
 
     // An edited overlay source, then an edited node: both rebuilt on the next request.
     wulf.write("overlays/motd/etc/motd.ww", "v2 {{ node.comment }}\n");
-    wait_for_overlay(&url, "v2 first");
+    wait_for_overlay(&url, "v2 first", String::new);
     wulf.ok(&["node", "set", "n1", "--comment", "second"]);
-    wait_for_overlay(&url, "v2 second");
+    wait_for_overlay(&url, "v2 second", String::new);
     let built: serde_json::Value =
         serde_json::from_str(&wulf.ok(&["overlay", "build", "--json"])).unwrap();
     assert_eq!(
@@ -453,16 +447,14 @@ fn transfers_in_flight_survive_reloads_and_builds_follow_the_config() {
         "the download in flight is whole and unchanged"
     );
     // The server's builds read the edited wulf.toml.
-    let url = format!("http://{}/runtime/{MAC}", served.http);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !overlay_text(&url).contains("10.9.9.9 from-the-config") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{url} never had the line from wulf.toml; the server said:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_for_overlay(
+        &format!("http://{}/runtime/{MAC}", served.http),
+        "10.9.9.9 from-the-config",
+        || {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            format!("the server said:\n{log}")
+        },
+    );
 }
 
 fn run_kill_hup(pid: u32) {

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use wulf_tests::oci::run;
 use wulf_tests::{Wulf, require_command, workspace, wulf_bin};
 
 /// The shipped unit, with ExecStart pointing at the binary under test, in `dir`.
@@ -53,23 +54,13 @@ fn the_shipped_unit_verifies_and_systemd_rates_it_hardened() {
     // Its Documentation= names man pages: the ones `wulf man` writes.
     let man = scratch.path().join("man");
     Wulf::new().ok(&["man", "--out", man.join("man1").to_str().unwrap()]);
-    let verify = Command::new("systemd-analyze")
+    run(Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)
-        .env("MANPATH", &man)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "systemd-analyze verify: {}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
-    let security = Command::new("systemd-analyze")
+        .env("MANPATH", &man));
+    let said = run(Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--no-pager"])
-        .arg(&unit)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&security.stdout);
+        .arg(&unit));
     let score: f64 = said
         .lines()
         .find_map(|l| l.split("exposure level for wulf.service: ").nth(1))

@@ -10,10 +10,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::os::unix::net::UnixStream;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
@@ -266,6 +268,75 @@ impl Viewers {
             .drain(..)
         {
             let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A logged console shared over a Unix socket that only its owner may use: viewers see its
+/// output from when they connect, and what they type goes to the console's terminal.
+#[derive(Debug, Default)]
+pub struct ConsoleShare {
+    pub viewers: Viewers,
+    /// The terminal of the console program running now, if one is.
+    input: Mutex<Option<File>>,
+}
+
+impl ConsoleShare {
+    /// Listens at `path`, mode 0600 (a socket a killed server left there is replaced).
+    pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    }
+
+    /// Takes viewers on `listener` until `stop`.
+    pub fn serve(self: &Arc<Self>, listener: &UnixListener, stop: &AtomicBool) {
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let reader = stream
+                        .set_nonblocking(false)
+                        .and_then(|()| stream.try_clone());
+                    let added = reader.and_then(|reader| self.viewers.add(stream).map(|()| reader));
+                    if let Ok(reader) = added {
+                        let share = Arc::clone(self);
+                        let _ = std::thread::Builder::new()
+                            .name("console viewer".into())
+                            .spawn(move || share.forward_input(reader));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    tracing::warn!("console viewers: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// Where viewers' keys go from now on: `session`'s terminal, or nowhere.
+    pub fn type_into(&self, session: Option<&ConsoleSession>) {
+        *self.input.lock().unwrap_or_else(|p| p.into_inner()) =
+            session.and_then(|s| s.input().ok());
+    }
+
+    /// What a viewer types, to the console's terminal, until the viewer leaves.
+    fn forward_input(&self, mut viewer: UnixStream) {
+        let mut buf = [0u8; 1024];
+        loop {
+            match viewer.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let mut input = self.input.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(terminal) = input.as_mut() {
+                        let _ = terminal.write_all(&buf[..n]);
+                    }
+                }
+            }
         }
     }
 }

@@ -139,6 +139,11 @@ impl BootServer {
         self.tftp.as_ref().and_then(|s| s.local_addr().ok())
     }
 
+    /// The nodes the server loaded at start.
+    pub fn nodes(&self) -> usize {
+        self.app.index.snapshot().nodes.len()
+    }
+
     /// Serves until an error; reloads the inventory when its file changes and on SIGHUP.
     pub async fn serve(self) -> Result<(), BootError> {
         let app = self.app.clone();

@@ -5,24 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
-use wulf_core::merge::merge_all;
 
 use crate::Site;
 use crate::error::Result;
-use crate::records::expand;
 
 impl Site {
     /// The nodes matching `patterns` (all when empty) in Ansible's `--list` format.
     pub fn ansible_inventory(&self, patterns: &[String]) -> Result<Value> {
-        let inventory = self.inventory()?;
-        let wanted: BTreeSet<String> = expand(patterns)?.into_iter().collect();
-        let chosen = inventory
-            .nodes
-            .values()
-            .filter(|n| wanted.is_empty() || wanted.contains(&n.id));
         let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut hostvars = Map::new();
-        for merged in merge_all(chosen, &inventory.profiles) {
+        for merged in self.merged_nodes(patterns)? {
             let mut node = merged.node;
             // Never to Ansible, not even masked.
             node.ipmi.password = None;

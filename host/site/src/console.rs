@@ -4,16 +4,13 @@
 //! socket beside its log (`<node>.sock`, owner only): `wulf node console` attaches there.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{Read as _, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wulf_bmc::console::{ConsoleLog, ConsoleSession, Stopper, Viewers, log_files};
+use wulf_bmc::console::{ConsoleLog, ConsoleSession, ConsoleShare, Stopper, log_files};
+use wulf_core::bmc::BmcTarget;
 
 use crate::Site;
 use crate::error::{Result, SiteError};
@@ -103,13 +100,10 @@ impl Site {
 
     /// Nodes whose console can be captured now.
     fn console_nodes(&self, skipped: &mut BTreeMap<String, String>) -> Result<Vec<String>> {
-        let names: Vec<String> = self.inventory()?.nodes.keys().cloned().collect();
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
         let mut wanted = Vec::new();
-        for (node, target) in self.bmc_targets(&names)? {
-            let reason = match target {
+        for merged in self.merged_nodes(&[])? {
+            let node = merged.node.id.clone();
+            let reason = match BmcTarget::of(&merged.node) {
                 Ok(target) if target.driver == wulf_core::node::BmcDriver::Ipmi => {
                     wanted.push(node);
                     continue;
@@ -154,21 +148,20 @@ impl Site {
             }
         };
         // The console is shared with `wulf node console` through a socket beside the log.
-        let viewers = Arc::new(Viewers::default());
-        let input: Arc<Mutex<Option<File>>> = Arc::new(Mutex::new(None));
+        let share = Arc::new(ConsoleShare::default());
         let socket = wulf_bmc::console::socket_path(&config.dir, node);
-        let listener = bind_private(&socket)
+        let listener = ConsoleShare::bind(&socket)
             .map_err(
                 |e| tracing::warn!(node, socket = %socket.display(), "console not shared: {e}"),
             )
             .ok();
         std::thread::scope(|scope| {
-            if let Some(listener) = listener {
-                scope.spawn(|| share(listener, stop, &viewers, &input));
+            if let Some(listener) = &listener {
+                scope.spawn(|| share.serve(listener, stop));
             }
-            self.attach_repeatedly(node, stop, session, &mut log, &viewers, &input);
+            self.attach_repeatedly(node, stop, session, &mut log, &share);
         });
-        viewers.close();
+        share.viewers.close();
         let _ = std::fs::remove_file(&socket);
     }
 
@@ -178,8 +171,7 @@ impl Site {
         stop: &AtomicBool,
         session: &Mutex<Option<Stopper>>,
         log: &mut ConsoleLog,
-        viewers: &Viewers,
-        input: &Mutex<Option<File>>,
+        share: &ConsoleShare,
     ) {
         // A BMC that keeps refusing is said once per distinct reason, not every retry, and
         // retried less and less often while sessions keep ending as soon as they start.
@@ -194,18 +186,17 @@ impl Site {
                 Ok(mut running) => {
                     let began = std::time::Instant::now();
                     *session.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.stopper());
-                    *input.lock().unwrap_or_else(|p| p.into_inner()) = running.input().ok();
-                    let _ = log.note("console attached");
-                    viewers.note("console attached");
+                    share.type_into(Some(&running));
+                    note(log, share, "console attached");
                     tracing::debug!(node, "console attached");
-                    if let Err(error) = running.copy_to(log, viewers) {
+                    if let Err(error) = running.copy_to(log, &share.viewers) {
                         tracing::warn!(node, "console log: {error}");
                     }
                     running.stop();
-                    *input.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    share.type_into(None);
                     *session.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     let _ = log.note("console detached");
-                    viewers.note("console detached; attaching again");
+                    share.viewers.note("console detached; attaching again");
                     if began.elapsed() > SHORT_SESSION {
                         last_error = None;
                         retry = RETRY_AFTER;
@@ -219,8 +210,7 @@ impl Site {
                         "console: {error} (retrying in {} s, then less often)",
                         retry.as_secs()
                     );
-                    let _ = log.note(&format!("console unavailable: {error}"));
-                    viewers.note(&format!("console unavailable: {error}"));
+                    note(log, share, &format!("console unavailable: {error}"));
                     last_error = Some(error);
                     retry = (retry * 2).min(RETRY_AT_MOST);
                 }
@@ -239,60 +229,8 @@ impl Site {
     }
 }
 
-/// A listening socket only its owner (root, or the user running `wulf serve`) may use.
-fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
-    // A socket left by a server that was killed.
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
-/// Takes viewers until `stop`: each sees the console's output from now on, and what it
-/// sends goes to the console's terminal.
-fn share(
-    listener: UnixListener,
-    stop: &AtomicBool,
-    viewers: &Arc<Viewers>,
-    input: &Arc<Mutex<Option<File>>>,
-) {
-    while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let reader = stream
-                    .set_nonblocking(false)
-                    .and_then(|()| stream.try_clone());
-                let added = reader.and_then(|reader| viewers.add(stream).map(|()| reader));
-                if let Ok(reader) = added {
-                    let input = Arc::clone(input);
-                    let _ = std::thread::Builder::new()
-                        .name("console viewer".into())
-                        .spawn(move || forward_input(reader, &input));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => {
-                tracing::warn!("console viewers: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-}
-
-/// What a viewer types, to the console's terminal, until the viewer leaves.
-fn forward_input(mut viewer: UnixStream, input: &Mutex<Option<File>>) {
-    let mut buf = [0u8; 1024];
-    loop {
-        match viewer.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if let Some(terminal) = input.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                    let _ = terminal.write_all(&buf[..n]);
-                }
-            }
-        }
-    }
+/// A line of wulf's own, in the log and to the viewers.
+fn note(log: &mut ConsoleLog, share: &ConsoleShare, what: &str) {
+    let _ = log.note(what);
+    share.viewers.note(what);
 }

@@ -36,8 +36,11 @@ pub use images::{BuildSettings, ImageUse, KernelUse};
 pub use overlays::{BuildReport, OverlayListing, Rendered};
 pub use patch::Patch;
 pub use plugins::Plugin;
-pub use power::{BmcOptions, BmcRequest, NodeResult, Stagger, parse_duration};
+pub use power::{BmcOptions, BmcRequest, ConsoleAccess, NodeResult, Stagger, parse_duration};
 pub use records::{ImportReport, Kind, RecordView, Selection, expand};
+
+/// iPXE's boot files as PXE firmware asks for them over TFTP: BIOS, then x86-64 UEFI.
+const IPXE_BOOT_FILES: &[&str] = &["undionly.kpxe", "ipxe.efi", "snponly.efi"];
 
 /// How to open a site.
 #[derive(Debug, Clone)]
@@ -160,6 +163,30 @@ impl Site {
             );
         }
         Ok(keys)
+    }
+
+    /// What a new site still has to do before a node boots, for a server to say at start:
+    /// `nodes` it serves (nodes may also come from inventory backends, on demand), and the
+    /// TFTP root when it serves TFTP.
+    pub fn first_steps(&self, nodes: usize, tftp_root: Option<&Path>) -> Vec<String> {
+        let mut steps = Vec::new();
+        if nodes == 0 && self.config().plugins.backends.is_empty() {
+            steps.push(
+                "no nodes yet: `wulf node add n001 --hwaddr MAC --ipaddr IP`, \
+                 `wulf node import FILE` or `wulf import warewulf`"
+                    .to_owned(),
+            );
+        }
+        if let Some(root) = tftp_root
+            && !IPXE_BOOT_FILES.iter().any(|file| root.join(file).is_file())
+        {
+            steps.push(format!(
+                "{} has no iPXE binaries for TFTP: `apt-get install ipxe`, or set \
+                 server.tftp-root in wulf.toml",
+                root.display()
+            ));
+        }
+        steps
     }
 
     /// Replaces the cluster's SSH host keys.

@@ -1,6 +1,7 @@
 //! BMC use-cases: power actions and one-time netboots over many nodes at once (bounded
 //! fan-out, optional stagger, a per-node result for every node), and console access.
 
+use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -183,22 +184,53 @@ impl Site {
             .collect())
     }
 
-    /// How to attach to a node's serial console.
+    /// How to attach to a node's serial console, at its BMC.
     pub fn console_command(&self, node: &str) -> Result<ConsoleCommand> {
+        let target = self.bmc_target(node)?;
+        self.console_at_bmc(&target)
+    }
+
+    /// How to reach a node's console: through `wulf serve`, which holds the BMC's one
+    /// console session while it logs it, else at the BMC.
+    pub fn console_access(&self, node: &str) -> Result<ConsoleAccess> {
+        let target = self.bmc_target(node)?;
+        match UnixStream::connect(self.console_socket_path(node)) {
+            Ok(stream) => Ok(ConsoleAccess::Shared {
+                stream,
+                escape: target.escape_char.bytes().next().unwrap_or(b'~'),
+            }),
+            Err(_) => self.console_at_bmc(&target).map(ConsoleAccess::Direct),
+        }
+    }
+
+    /// One node's BMC; a node without one is an error naming what its record lacks.
+    fn bmc_target(&self, node: &str) -> Result<BmcTarget> {
         let (name, target) = self
             .bmc_targets(&[node.to_owned()])?
             .into_iter()
             .next()
             .ok_or(SiteError::NothingSelected { kind: Kind::Node })?;
-        let bmc = |source| SiteError::Bmc {
-            node: name.clone(),
-            source,
-        };
-        let target = target.map_err(bmc)?;
-        self.drivers()?
-            .console(&target, self.config().bmc.timeout)
-            .map_err(bmc)
+        target.map_err(|source| SiteError::Bmc { node: name, source })
     }
+
+    fn console_at_bmc(&self, target: &BmcTarget) -> Result<ConsoleCommand> {
+        self.drivers()?
+            .console(target, self.config().bmc.timeout)
+            .map_err(|source| SiteError::Bmc {
+                node: target.node.clone(),
+                source,
+            })
+    }
+}
+
+/// Where a console is reached (see [`Site::console_access`]).
+#[derive(Debug)]
+pub enum ConsoleAccess {
+    /// Connected to the console `wulf serve` shares: its output comes in, keys go out; the
+    /// escape character then `.` at the start of a line leaves.
+    Shared { stream: UnixStream, escape: u8 },
+    /// A program to run on the terminal, attached at the BMC.
+    Direct(ConsoleCommand),
 }
 
 /// One node's request, within `timeout` overall.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use wulf_core::merge::{FieldSource, field_sources, merge};
+use wulf_core::merge::{FieldSource, Merged, field_sources, merge};
 use wulf_core::validation::RecordKind;
 use wulf_core::{Inventory, Node, hostlist};
 
@@ -45,6 +45,17 @@ fn records(kind: Kind, inventory: &Inventory) -> &BTreeMap<String, Node> {
         Kind::Node => &inventory.nodes,
         Kind::Profile => &inventory.profiles,
     }
+}
+
+/// The records among `all` that `patterns` name (all when empty).
+fn chosen<'a>(
+    all: &'a BTreeMap<String, Node>,
+    patterns: &[String],
+) -> Result<impl Iterator<Item = &'a Node>> {
+    let wanted: std::collections::HashSet<String> = expand(patterns)?.into_iter().collect();
+    Ok(all
+        .values()
+        .filter(move |n| wanted.is_empty() || wanted.contains(&n.id)))
 }
 
 fn records_mut(kind: Kind, inventory: &mut Inventory) -> &mut BTreeMap<String, Node> {
@@ -305,18 +316,30 @@ impl Site {
     /// Records of a kind matching `patterns` (all when empty): nodes merged with their
     /// profiles, secrets masked.
     pub fn list_records(&self, kind: Kind, patterns: &[String]) -> Result<Vec<Node>> {
-        let inventory = self.inventory()?;
-        let wanted: std::collections::HashSet<String> = expand(patterns)?.into_iter().collect();
-        let chosen = records(kind, &inventory)
-            .values()
-            .filter(|n| wanted.is_empty() || wanted.contains(&n.id));
         Ok(match kind {
-            Kind::Node => wulf_core::merge::merge_all(chosen, &inventory.profiles)
+            Kind::Node => self
+                .merged_nodes(patterns)?
                 .into_iter()
                 .map(|m| m.node.redacted())
                 .collect(),
-            Kind::Profile => chosen.cloned().map(Node::redacted).collect(),
+            Kind::Profile => {
+                let inventory = self.inventory()?;
+                chosen(&inventory.profiles, patterns)?
+                    .cloned()
+                    .map(Node::redacted)
+                    .collect()
+            }
         })
+    }
+
+    /// The nodes matching `patterns` (all when empty), merged with their profiles, secrets
+    /// and all: for views that decide themselves what to show.
+    pub(crate) fn merged_nodes(&self, patterns: &[String]) -> Result<Vec<Merged>> {
+        let inventory = self.inventory()?;
+        Ok(wulf_core::merge::merge_all(
+            chosen(&inventory.nodes, patterns)?,
+            &inventory.profiles,
+        ))
     }
 
     /// One record, secrets masked: a node merged with its profiles, a profile as it is.

@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use wulf_core::bmc::{PowerAction, PowerState};
-use wulf_site::{BmcOptions, BmcRequest, NodeResult, Stagger};
+use wulf_site::{BmcOptions, BmcRequest, ConsoleAccess, NodeResult, Stagger};
 
 use crate::context::Context;
 use crate::table;
@@ -217,18 +217,12 @@ pub(crate) fn console(ctx: &Context, args: ConsoleArgs) -> anyhow::Result<()> {
     if args.log {
         return console_log(ctx, &args.node, args.follow);
     }
-    // While `wulf serve` logs this console it holds the BMC's one session: share it.
-    let escape = ctx
-        .site
-        .bmc_targets(std::slice::from_ref(&args.node))?
-        .first()
-        .and_then(|(_, target)| target.as_ref().ok())
-        .and_then(|target| target.escape_char.bytes().next())
-        .unwrap_or(b'~');
-    if let Ok(stream) = UnixStream::connect(ctx.site.console_socket_path(&args.node)) {
-        return shared_console(&args.node, stream, escape);
-    }
-    let command = ctx.site.console_command(&args.node)?;
+    let command = match ctx.site.console_access(&args.node)? {
+        ConsoleAccess::Shared { stream, escape } => {
+            return shared_console(&args.node, stream, escape);
+        }
+        ConsoleAccess::Direct(command) => command,
+    };
     eprintln!(
         "[attaching to {}'s console; type {} to leave]",
         args.node, command.escape

@@ -55,8 +55,6 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(root)?;
     // Before serving: generated later, they would change a build input under the first boots.
     site.host_keys()?;
-    // Outside the async runtime: a backend plugin would start one of its own.
-    let steps = next_steps(site, &config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -78,7 +76,8 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             ),
             None => writeln!(out, "wulf: TFTP off"),
         };
-        for step in &steps {
+        let tftp_root = config.tftp_addr.map(|_| config.tftp_root.as_path());
+        for step in site.first_steps(boot.nodes(), tftp_root) {
             let _ = writeln!(out, "wulf: next: {step}");
         }
         let plugins = Arc::clone(site);
@@ -100,37 +99,6 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         boot.serve().await?;
         Ok(())
     })
-}
-
-/// What a new site still has to do before a node boots, said once at start.
-fn next_steps(site: &Site, config: &BootConfig) -> Vec<String> {
-    let mut steps = Vec::new();
-    // With inventory backends, nodes may come from them: no advice then.
-    let backends = !site.config().plugins.backends.is_empty();
-    if !backends
-        && site
-            .inventory()
-            .is_ok_and(|inventory| inventory.nodes.is_empty())
-    {
-        steps.push(
-            "no nodes yet: `wulf node add n001 --hwaddr MAC --ipaddr IP`, \
-             `wulf node import FILE` or `wulf import warewulf`"
-                .to_owned(),
-        );
-    }
-    if config.tftp_addr.is_some() {
-        let has_ipxe = ["undionly.kpxe", "ipxe.efi", "snponly.efi"]
-            .iter()
-            .any(|binary| config.tftp_root.join(binary).is_file());
-        if !has_ipxe {
-            steps.push(format!(
-                "{} has no iPXE binaries for TFTP: `apt-get install ipxe`, or set \
-                 server.tftp-root in wulf.toml",
-                config.tftp_root.display()
-            ));
-        }
-    }
-    steps
 }
 
 /// Tells systemd (`Type=notify`) that the server is up: `READY=1` to `$NOTIFY_SOCKET`, a
