@@ -319,6 +319,22 @@ impl Wulf {
     }
 }
 
+/// A TCP port on 127.0.0.1 nobody listens on (the kernel's choice, released again).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free TCP port: {e}"))
+}
+
+/// A UDP port on 127.0.0.1 nobody has bound (the kernel's choice, released again).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free UDP port: {e}"))
+}
+
 /// Polls `check` every 200 ms until it gives a value; panics naming `what` (and `context()`)
 /// when `within` passes first.
 pub fn wait_for<T>(

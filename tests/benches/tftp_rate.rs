@@ -9,7 +9,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wulf_tests::{Wulf, require_file};
+use wulf_tests::{Wulf, free_udp_port, require_file};
 
 const BLKSIZE: usize = 1468;
 
@@ -136,13 +136,6 @@ fn speed(server: SocketAddr, file: &str, size: usize, windowsize: u16) -> f64 {
             size as f64 / started.elapsed().as_secs_f64() / 1048576.0
         })
         .fold(0.0, f64::max)
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn main() {

@@ -5,26 +5,16 @@
 //! service; 200 emulated Redfish systems plus a hung, a closed and a wrongly-keyed BMC at once.
 
 use std::io::BufRead as _;
-use std::net::{TcpListener, UdpSocket};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use wulf_tests::oci::run;
-use wulf_tests::{Wulf, require_command, wait_for, workspace};
+use wulf_tests::{Wulf, free_tcp_port, free_udp_port, require_command, wait_for, workspace};
 
 use crate::netboot::{self, BOOT_TIMEOUT, Killed, MAC, MARKER};
-
-fn free_tcp_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-fn free_udp_port() -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap().port()
-}
 
 /// `wulf <args> --json` for a BMC command: whether it succeeded, each node's result by name,
 /// and stderr.

@@ -1,6 +1,7 @@
 //! One module per top-level command.
 
 pub(crate) mod configure;
+pub(crate) mod doctor;
 pub(crate) mod image;
 pub(crate) mod import;
 pub(crate) mod node;

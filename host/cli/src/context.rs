@@ -55,7 +55,7 @@ impl Context {
 /// `/var/lib/wulf` for root; otherwise the XDG data directory.
 fn default_state_dir() -> anyhow::Result<PathBuf> {
     if rustix::process::geteuid().is_root() {
-        return Ok(PathBuf::from("/var/lib/wulf"));
+        return Ok(PathBuf::from(wulf_site::SYSTEM_STATE_DIR));
     }
     let data = std::env::var_os("XDG_DATA_HOME")
         .filter(|v| !v.is_empty())

@@ -29,7 +29,8 @@ struct Cli {
     #[arg(long, global = true, env = "WULF_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
 
-    /// Site configuration [default: wulf.toml in the state directory; absent means defaults]
+    /// Site configuration [default: /etc/wulf/wulf.toml for the state directory /var/lib/wulf,
+    /// else wulf.toml in the state directory; absent means built-in defaults]
     #[arg(long, global = true, env = "WULF_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -73,6 +74,9 @@ enum Command {
     /// Power nodes on, off, cycle, reset, soft (shutdown) or show their status, through
     /// their BMCs (IPMI or Redfish), many at once
     Power(command::power::PowerArgs),
+    /// Check this host before booting nodes: ports, iPXE binaries, DHCP, images, overlays,
+    /// nodes, plugins, clock, disk space; each finding with its fix. Exits 1 when one fails
+    Doctor(command::doctor::DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },
     /// Write the man pages (wulf.1, wulf-node.1, wulf-node-add.1, ...) into a directory
@@ -107,6 +111,16 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    if let Command::Doctor(args) = cli.command {
+        let context = context::Context::new(cli.state_dir, cli.config);
+        return match command::doctor::run(context, args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {}", wulf_site::error_chain(error.as_ref()));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result =
         context::Context::new(cli.state_dir, cli.config).and_then(|ctx| match cli.command {
             Command::Serve(args) => command::serve::run(&ctx, args),
@@ -118,7 +132,7 @@ fn main() -> ExitCode {
             Command::Import(cmd) => command::import::run(&ctx, cmd),
             Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
             Command::Power(args) => command::power::run_power(&ctx, args),
-            Command::Completions { .. } | Command::Man { .. } => Ok(()),
+            Command::Completions { .. } | Command::Man { .. } | Command::Doctor(_) => Ok(()),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

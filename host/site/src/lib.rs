@@ -11,6 +11,7 @@
 mod ansible;
 mod console;
 mod dhcp;
+mod doctor;
 mod error;
 mod images;
 mod inventory;
@@ -31,6 +32,7 @@ use wulf_overlay::{ArchiveStore, HostKeys, OverlayStore};
 use wulf_plugin::{EmbeddedPlugin, Registry};
 
 pub use dhcp::{DhcpHost, Ipv4Net};
+pub use doctor::{Check, DoctorOptions, Health};
 pub use error::{Result, SiteError};
 pub use images::{BuildSettings, ImageUse, KernelUse};
 pub use overlays::{BuildReport, OverlayListing, Rendered};
@@ -42,12 +44,18 @@ pub use records::{ImportReport, Kind, RecordView, Selection, expand};
 /// iPXE's boot files as PXE firmware asks for them over TFTP: BIOS, then x86-64 UEFI.
 const IPXE_BOOT_FILES: &[&str] = &["undionly.kpxe", "ipxe.efi", "snponly.efi"];
 
+/// The system's state directory, whose configuration lives in /etc like any daemon's.
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/wulf";
+/// The configuration of [`SYSTEM_STATE_DIR`]; the package ships it, commented.
+pub const SYSTEM_CONFIG: &str = "/etc/wulf/wulf.toml";
+
 /// How to open a site.
 #[derive(Debug, Clone)]
 pub struct SiteOptions {
     pub state: PathBuf,
-    /// `--config`: required to exist when given; else `<state>/wulf.toml`, absent meaning
-    /// built-in defaults.
+    /// `--config`: required to exist when given. Else the default, absent meaning built-in
+    /// defaults: [`SYSTEM_CONFIG`] for the system's state directory, `<state>/wulf.toml` for
+    /// any other.
     pub config: Option<PathBuf>,
     /// The first-party plugins compiled into the binary.
     pub embedded: &'static [EmbeddedPlugin],
@@ -118,11 +126,11 @@ impl Site {
         Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The site configuration file: `--config`, else `<state>/wulf.toml`.
+    /// The site configuration file: `--config`, else the state directory's default.
     pub fn config_file(&self) -> PathBuf {
         self.config_arg
             .clone()
-            .unwrap_or_else(|| self.state.config_file())
+            .unwrap_or_else(|| default_config_file(&self.state))
     }
 
     /// The plugin registry: embedded plugins and the plugin directory.
@@ -251,8 +259,18 @@ impl Site {
 fn load_config(state: &StateDir, path: Option<&Path>) -> Result<Config> {
     Ok(match path {
         Some(path) => Config::load(path, state, true)?,
-        None => Config::load(&state.config_file(), state, false)?,
+        None => Config::load(&default_config_file(state), state, false)?,
     })
+}
+
+/// [`SYSTEM_CONFIG`] for the system's state directory (the packaged service and root's
+/// commands share it), else `<state>/wulf.toml`.
+fn default_config_file(state: &StateDir) -> PathBuf {
+    if state.root() == Path::new(SYSTEM_STATE_DIR) {
+        PathBuf::from(SYSTEM_CONFIG)
+    } else {
+        state.config_file()
+    }
 }
 
 pub use wulf_core::provision::error_chain;

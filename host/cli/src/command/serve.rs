@@ -33,18 +33,12 @@ pub(crate) struct ServeArgs {
 pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let site = &ctx.site;
     let server = site.config().server.clone();
-    let default_tftp_port = if rustix::process::geteuid().is_root() {
-        69
-    } else {
-        6969
-    };
-    let tftp_addr = args
-        .tftp_addr
-        .or(server.tftp_addr)
-        .unwrap_or_else(|| SocketAddr::new(server.http_addr.ip(), default_tftp_port));
     let config = BootConfig {
         http_addr: args.http_addr.unwrap_or(server.http_addr),
-        tftp_addr: (server.tftp && !args.no_tftp).then_some(tftp_addr),
+        tftp_addr: site
+            .tftp_addr()
+            .filter(|_| !args.no_tftp)
+            .map(|default| args.tftp_addr.unwrap_or(default)),
         tftp_root: args.tftp_root.unwrap_or_else(|| server.tftp_root.clone()),
         state: site.state().clone(),
         secure: server.secure,
