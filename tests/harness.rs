@@ -1,6 +1,7 @@
 //! Shared by the black-box tests: the real `wulf` binary, fixture plugins, scratch state
 //! directories.
 
+pub mod debian;
 pub mod nginx;
 pub mod oci;
 
@@ -317,6 +318,11 @@ impl Wulf {
         let http = http.unwrap_or_else(|| panic!("wulf serve did not report its HTTP address"));
         Serving { child, http, tftp }
     }
+}
+
+/// Downloads and trees kept between test runs: `target/test-cache`.
+pub fn test_cache() -> PathBuf {
+    workspace().join("target/test-cache")
 }
 
 /// A TCP port on 127.0.0.1 nobody listens on (the kernel's choice, released again).

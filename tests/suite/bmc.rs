@@ -397,7 +397,7 @@ fn ipmi_power_boots_and_stops_a_virtual_machine_and_its_console_is_logged() {
 fn sushy_venv() -> PathBuf {
     static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _once = ONCE.lock().unwrap_or_else(|p| p.into_inner());
-    let venv = workspace().join("target/test-cache/sushy-venv");
+    let venv = wulf_tests::test_cache().join("sushy-venv");
     // A virtualenv cannot move (its scripts name its path), so it is made in place and marked
     // complete last; an unmarked one is a broken earlier try.
     let complete = venv.join("wulf-complete");

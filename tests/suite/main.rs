@@ -13,6 +13,7 @@ mod cli_plugin;
 mod doctor;
 mod netboot;
 mod overlay_plugins;
+mod package;
 mod plugin_runtime;
 mod serve;
 mod serve_files;

@@ -438,4 +438,51 @@ limits = { memory-mib = 16 }
         insta::assert_snapshot!(parse("[server]\nhttp-addr = \"localhost\"\n").err().unwrap_or_default(), @r#"/etc/wulf.toml: `server.http-addr` = "localhost": expected IP:PORT, e.g. 0.0.0.0:9873 or [::]:9873"#);
         insta::assert_snapshot!(parse("[plugin.x]\ngrant-read-dirs = [\"srv\"]\n").err().unwrap_or_default(), @r#"/etc/wulf.toml: `plugin.x.grant-read-dirs` = "srv": must be an absolute path"#);
     }
+
+    /// The commented `wulf.toml` the package installs shows every default as it is, and each
+    /// line it shows parses when uncommented.
+    #[test]
+    fn the_shipped_configuration_shows_the_defaults() {
+        let shipped = include_str!("../../cli/dist/wulf.toml");
+        let state = StateDir::new("/var/lib/wulf");
+        let path = Path::new("/etc/wulf/wulf.toml");
+        let defaults = Config::defaults(&state);
+        let commented = Config::parse(shipped, path, &state).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(commented.server, defaults.server);
+        let uncommented: Vec<&str> = shipped
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with("[plugin")
+                        || (rest.starts_with(|c: char| c.is_ascii_lowercase())
+                            && rest.contains(" = ")) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .collect();
+        let all = Config::parse(&uncommented.join("\n"), path, &state)
+            .unwrap_or_else(|e| panic!("{e}\n{}", uncommented.join("\n")));
+        let port_69 = ServerConfig {
+            tftp_addr: Some(SocketAddr::from(([0, 0, 0, 0], 69))),
+            ..defaults.server.clone()
+        };
+        assert_eq!(all.server, port_69, "as root");
+        assert_eq!(all.bmc, defaults.bmc);
+        assert_eq!(all.console, defaults.console);
+        assert_eq!(
+            (&all.plugins.dir, &all.plugins.cache_dir, all.plugins.limits),
+            (
+                &defaults.plugins.dir,
+                &defaults.plugins.cache_dir,
+                defaults.plugins.limits
+            )
+        );
+        assert!(all.plugins.backends.is_empty());
+        assert_eq!(
+            all.plugins.sites.keys().collect::<Vec<_>>(),
+            ["csv-inventory", "my-ssh-keys"]
+        );
+    }
 }
