@@ -1,12 +1,14 @@
 //! Real Debian trees made by `debootstrap` for tests that install into or boot a distribution,
-//! built once and kept under the test cache (a tree takes a minute to fetch, a copy seconds).
-//! The mirror is the one this machine's apt sources name.
+//! built once and kept under the test cache (a tree takes a minute to fetch, a copy seconds),
+//! and booted with systemd as the init of namespaces of their own ([`Booted`]). The mirror is
+//! the one this machine's apt sources name.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
+use std::time::Duration;
 
-use crate::{require_command, test_cache};
+use crate::{require_command, test_cache, wait_for};
 
 /// The release the trees are made of.
 pub const SUITE: &str = "bookworm";
@@ -132,6 +134,134 @@ pub fn copy(tree: &Path, to: &Path) {
         to.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A tree running systemd as PID 1 of its own PID, mount, network, UTS, IPC and cgroup
+/// namespaces: a container made with util-linux alone, where units start, sandbox and notify as
+/// on a machine (the tree needs `systemd` and `systemd-sysv`). Its network is its own loopback.
+/// Killed with everything in it when dropped.
+pub struct Booted {
+    unshare: Child,
+    /// systemd's PID as this machine sees it.
+    init: u32,
+}
+
+/// Run by `sh` in the new namespaces with the tree as `$1`: the tree becomes `/` by
+/// `pivot_root` (systemd sets up its units' mount sandboxes only on a real root mount), with
+/// its own /proc, /run and /tmp.
+const BOOT: &str = r#"set -e
+mount --bind "$1" "$1"
+mount --rbind /sys "$1/sys"
+mount -t proc proc "$1/proc"
+mount -t tmpfs tmpfs "$1/run"
+mount -t tmpfs tmpfs "$1/tmp"
+cd "$1"
+mkdir -p .old-root
+pivot_root . .old-root
+umount -l /.old-root
+rmdir /.old-root
+exec /usr/bin/env container=wulf-test /lib/systemd/systemd --system
+"#;
+
+impl Booted {
+    /// Boots `root` and waits until systemd has started its units.
+    pub fn boot(root: &Path) -> Booted {
+        require_command("nsenter", "util-linux");
+        let unshare = Command::new("unshare")
+            .args([
+                "--pid", "--mount", "--net", "--uts", "--ipc", "--cgroup", "--fork",
+            ])
+            .args(["sh", "-c", BOOT, "boot"])
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running unshare: {e}"));
+        let parent = unshare.id();
+        let init = wait_for(
+            "systemd to start in the container",
+            Duration::from_secs(30),
+            || format!("unshare {parent}"),
+            || {
+                std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+                    .ok()?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|pid| {
+                        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                            .is_ok_and(|comm| comm.trim() == "systemd")
+                    })
+            },
+        );
+        let booted = Booted { unshare, init };
+        wait_for(
+            "systemd to reach its default target",
+            Duration::from_secs(90),
+            || booted.text(&["systemctl", "list-jobs", "--no-pager"]),
+            || {
+                let state = booted.text(&["systemctl", "is-system-running"]);
+                ["running", "degraded"]
+                    .contains(&state.trim())
+                    .then_some(())
+            },
+        );
+        booted
+    }
+
+    /// `args` run inside, as root, with the container's namespaces and root.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args([
+                "--target",
+                &self.init.to_string(),
+                "--all",
+                "--root",
+                "--wd",
+            ])
+            .args(args)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env_remove("WULF_STATE_DIR")
+            .env_remove("WULF_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .output()
+            .unwrap_or_else(|e| panic!("running nsenter: {e}"))
+    }
+
+    /// `args` run inside: stdout and stderr, whatever the exit status.
+    pub fn text(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// `args` run inside, expected to succeed: their stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?} in the container failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Booted {
+    fn drop(&mut self) {
+        // PID 1 of a PID namespace takes every process in it along.
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.init.to_string()])
+            .status();
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The Debian package, as `host/cli/dist/build-deb` makes it with `cargo deb`: its fields and
-//! files, then installed with `dpkg -i` into a scratch Debian root (debootstrap, kept under the
-//! test cache), run there (`wulf --version`, `wulf doctor` in its own network namespace), and
-//! removed and purged without leaving a file behind.
+//! files; installed with `dpkg -i` into a Debian root (debootstrap, kept under the test cache)
+//! booted with systemd in namespaces of its own, where `systemctl start wulf` returns once it
+//! serves, `/status` answers, `wulf doctor` sees its ports held by wulf and reload keeps it up;
+//! and installed into another copy, run (`wulf --version`, `wulf doctor`), removed and purged
+//! without leaving a file behind.
 //!
 //! The package is made from the debug binary under test (`--profile dev --no-build`): the same
 //! files a release build packs, without a second build of the workspace.
@@ -79,6 +81,71 @@ fn files(root: &Path) -> BTreeSet<String> {
     out
 }
 
+/// The package installed in a copy of `tree` at `root`, booted: the service under systemd.
+fn served(tree: &Path, root: &Path, deb: &Path) {
+    debian::copy(tree, root);
+    std::fs::copy(deb, root.join("tmp/wulf.deb")).unwrap();
+    let (installed, said) = in_root(root, &["dpkg", "-i", "/tmp/wulf.deb"]);
+    assert!(installed, "dpkg -i:\n{said}");
+    let booted = debian::Booted::boot(root);
+    assert_eq!(
+        booted.text(&["systemctl", "is-enabled", "wulf"]).trim(),
+        "disabled",
+        "the package does not enable the service: the admin checks the host first"
+    );
+    // Type=notify: `start` returns once wulf said READY=1, so it already answers.
+    booted.ok(&["systemctl", "start", "wulf"]);
+    let show = |property: &str| {
+        booted
+            .ok(&["systemctl", "show", "wulf", "--value", "-p", property])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(show("ActiveState"), "active");
+    assert_eq!(show("StatusText"), "serving HTTP on 0.0.0.0:9873");
+    let status: Value =
+        serde_json::from_str(&booted.ok(&["wulf", "node", "status", "--json"])).unwrap();
+    assert_eq!(status, serde_json::json!({"nodes": {}}));
+
+    let doctor = booted.run(&["wulf", "doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {report:#}"))
+            .clone()
+    };
+    let pid = show("MainPID");
+    for (name, port) in [("http", "0.0.0.0:9873/tcp"), ("tftp", "0.0.0.0:69/udp")] {
+        assert_eq!(
+            check(name)["message"],
+            format!("{port}: wulf serves it (pid {pid})"),
+            "{report:#}"
+        );
+    }
+    assert_eq!(check("config")["message"], "/etc/wulf/wulf.toml");
+
+    // Reload is SIGHUP: the same process keeps serving.
+    booted.ok(&["systemctl", "reload", "wulf"]);
+    assert_eq!(show("MainPID"), pid);
+    assert_eq!(show("ActiveState"), "active");
+    // The journal gets plain lines.
+    let journal = booted.ok(&["journalctl", "-u", "wulf", "--no-pager", "-o", "cat"]);
+    assert!(
+        journal.contains("wulf: HTTP on http://0.0.0.0:9873"),
+        "{journal}"
+    );
+    assert!(
+        !journal.contains('\x1b'),
+        "colour codes in the journal:\n{journal}"
+    );
+    booted.ok(&["systemctl", "stop", "wulf"]);
+    assert_eq!(show("ActiveState"), "inactive");
+}
+
 #[test]
 fn the_debian_package_installs_runs_doctor_and_purges_cleanly() {
     require_command("dpkg-deb", "dpkg");
@@ -107,8 +174,10 @@ fn the_debian_package_installs_runs_doctor_and_purges_cleanly() {
         );
     }
 
-    let tree = debian::tree("bookworm-minbase", &[]);
+    let tree = debian::tree("bookworm-systemd", &["systemd", "systemd-sysv"]);
     let scratch = tempfile::tempdir().unwrap();
+    served(&tree, &scratch.path().join("served"), &deb);
+
     let root = scratch.path().join("root");
     debian::copy(&tree, &root);
     let before = files(&root);

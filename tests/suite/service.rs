@@ -3,7 +3,8 @@
 //! a first start that is quiet and says what to do next, and the inventory as Ansible reads
 //! it (`ansible-inventory`, Debian's `ansible-core`).
 //!
-//! PID 1 is not systemd on the test machines, so the unit is verified and scored, not started.
+//! Here the unit is verified and scored; `package.rs` starts it under systemd, as the package
+//! installs it, in a booted Debian root.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -38,7 +39,7 @@ fn the_shipped_unit_verifies_and_systemd_rates_it_hardened() {
     let text = std::fs::read_to_string(&unit).unwrap();
     for setting in [
         "Type=notify",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/bin/sh -c 'kill -HUP \"$$MAINPID\"'",
         "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
         "ProtectSystem=strict",
@@ -69,7 +70,7 @@ fn the_shipped_unit_verifies_and_systemd_rates_it_hardened() {
         .unwrap_or_else(|| panic!("no exposure level in:\n{said}"));
     // systemd's scale: 0 is locked down, 10 is exposed; "OK" is below 4.5.
     assert!(score < 4.5, "exposure {score}:\n{said}");
-    eprintln!("wulf.service: verified, exposure {score} (PID 1 is not systemd here: not started)");
+    eprintln!("wulf.service: verified, exposure {score}");
 }
 
 #[test]
