@@ -83,6 +83,12 @@ fn one_line_mirror(text: &str) -> Option<String> {
 /// cache as `name`: made on first use, kept for later runs. Treat it as read-only; work in a
 /// [`copy`].
 pub fn tree(name: &str, include: &[&str]) -> PathBuf {
+    tree_with(name, include, |_| {})
+}
+
+/// Like [`tree`], with `finish` run on the new tree before it is kept (name a changed
+/// `finish` differently: a kept tree is not made again).
+pub fn tree_with(name: &str, include: &[&str], finish: impl FnOnce(&Path)) -> PathBuf {
     require_command("debootstrap", "debootstrap");
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     let cache = test_cache().join("debootstrap");
@@ -109,6 +115,7 @@ pub fn tree(name: &str, include: &[&str]) -> PathBuf {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    finish(&partial);
     let _ = std::fs::remove_dir_all(&done);
     std::fs::rename(&partial, &done).unwrap_or_else(|e| panic!("{}: {e}", done.display()));
     eprintln!(

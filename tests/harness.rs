@@ -69,7 +69,9 @@ pub fn fixture_dir(name: &str) -> PathBuf {
 
 /// A scratch state directory for one test, and the commands run against it.
 pub struct Wulf {
-    pub state: tempfile::TempDir,
+    state: PathBuf,
+    /// Removes the directory when dropped; `None` for [`Wulf::at`].
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl Default for Wulf {
@@ -79,14 +81,34 @@ impl Default for Wulf {
 }
 
 impl Wulf {
+    /// A new state directory under the system's temporary directory.
     pub fn new() -> Self {
+        Self::from(tempfile::tempdir())
+    }
+
+    /// A new state directory under `parent` (removed when dropped).
+    pub fn new_in(parent: &Path) -> Self {
+        Self::from(tempfile::tempdir_in(parent))
+    }
+
+    fn from(temp: std::io::Result<tempfile::TempDir>) -> Self {
+        let temp = temp.unwrap_or_else(|e| panic!("tempdir: {e}"));
         Wulf {
-            state: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
+            state: temp.path().to_path_buf(),
+            _temp: Some(temp),
+        }
+    }
+
+    /// Commands against an existing state directory, which is left alone when dropped.
+    pub fn at(state: &Path) -> Self {
+        Wulf {
+            state: state.to_path_buf(),
+            _temp: None,
         }
     }
 
     pub fn path(&self) -> &Path {
-        self.state.path()
+        &self.state
     }
 
     /// `wulf <args>` with this state directory and no inherited configuration.

@@ -10,6 +10,7 @@ mod cli_image;
 mod cli_node;
 mod cli_overlay;
 mod cli_plugin;
+mod debian_node;
 mod doctor;
 mod netboot;
 mod overlay_plugins;

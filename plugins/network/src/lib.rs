@@ -6,8 +6,9 @@
 //! Device types come from the device's `type`: `ethernet` (default), `infiniband`, `vlan`
 //! (tags `vlan-id` and `parent`, or a `parent.id` device name) and `bond` (tag `mode`; members
 //! are devices tagged `master=<bond device>`). IPv4 and IPv6 addresses, gateways, MTU and
-//! `DNS*` tags are applied. For images with neither systemd-networkd nor NetworkManager,
-//! `/warewulf/init.d/40-network` configures the static addresses with `ip` at boot.
+//! `DNS*` tags are applied. At boot, `/warewulf/init.d/40-network` enables systemd-networkd
+//! when the image has it and no NetworkManager; in images with neither it configures the
+//! static addresses with `ip`.
 
 use wulf_sdk::{File, FileEntry, NetDevice, Node, OverlayGenerator, PluginError, Server};
 
@@ -262,11 +263,33 @@ fn networkmanager(devs: &[Dev<'_>], out: &mut Vec<FileEntry>) {
     }
 }
 
-/// A boot-time fallback: static addresses with `ip`, for images that run neither manager.
+/// What `/warewulf/init.d/40-network` does first, before the image's init runs: leaves an
+/// image with NetworkManager to it (it reads the keyfiles above), enables systemd-networkd in
+/// an image that has it (Debian ships it disabled, and a `.network` file alone does nothing),
+/// as `systemctl enable` would; only an image with neither gets static addresses with `ip`.
+const INIT_PROLOGUE: &str = r#"#!/bin/sh
+# wulf: bring the node's network up with what the image has.
+if command -v NetworkManager >/dev/null 2>&1; then
+    exit 0
+fi
+for units in /usr/lib/systemd/system /lib/systemd/system; do
+    [ -f "$units/systemd-networkd.service" ] || continue
+    wants=/etc/systemd/system
+    mkdir -p "$wants/multi-user.target.wants" "$wants/sockets.target.wants" "$wants/network-online.target.wants"
+    ln -sf "$units/systemd-networkd.service" "$wants/multi-user.target.wants/systemd-networkd.service"
+    ln -sf "$units/systemd-networkd.service" "$wants/dbus-org.freedesktop.network1.service"
+    ln -sf "$units/systemd-networkd.socket" "$wants/sockets.target.wants/systemd-networkd.socket"
+    if [ -f "$units/systemd-networkd-wait-online.service" ]; then
+        ln -sf "$units/systemd-networkd-wait-online.service" "$wants/network-online.target.wants/systemd-networkd-wait-online.service"
+    fi
+    echo "wulf: systemd-networkd configures the network"
+    exit 0
+done
+"#;
+
+/// The boot-time script: a network manager the image has, else static addresses with `ip`.
 fn init_script(devs: &[Dev<'_>]) -> String {
-    let mut s = String::from(
-        "#!/bin/sh\n# wulf: static network configuration for images without systemd-networkd or NetworkManager.\nif [ -d /run/systemd/system ] || command -v NetworkManager >/dev/null 2>&1 || command -v systemd-networkd >/dev/null 2>&1 || [ -x /lib/systemd/systemd-networkd ]; then\n    exit 0\nfi\n",
-    );
+    let mut s = String::from(INIT_PROLOGUE);
     s.push_str("by_mac() {\n    for dev in /sys/class/net/*; do\n        [ \"$(cat \"$dev/address\" 2>/dev/null)\" = \"$1\" ] && { echo \"${dev##*/}\"; return; }\n    done\n}\n");
     for d in devs
         .iter()
