@@ -1,5 +1,6 @@
-//! Builds the first-party plugins in `plugins/` for wasm32-wasip2 and writes `embedded.rs`,
-//! which embeds each plugin's manifest and component into the binary.
+//! Builds the first-party plugins in `plugins/` for wasm32-wasip2 and `wulf-agent` as a static
+//! binary, and writes `embedded.rs`, which embeds each plugin's manifest and component, and the
+//! agent, into the binary.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -35,6 +36,24 @@ fn main() {
         );
     }
     code.push_str("];\n");
+    let agent = match wulf_plugin_build::build_static(
+        &workspace,
+        "wulf-agent",
+        "wulf-agent",
+        "agent",
+        &[&workspace.join("host/agent")],
+    ) {
+        Ok(agent) => agent,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(1);
+        }
+    };
+    let _ = writeln!(
+        code,
+        "/// `wulf-agent` for x86-64 nodes, static.\npub(crate) static AGENT: &[u8] = include_bytes!({:?});",
+        agent.display().to_string()
+    );
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("embedded.rs");
     if let Err(e) = std::fs::write(&out, code) {
         eprintln!("writing {}: {e}", out.display());

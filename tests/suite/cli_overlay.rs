@@ -249,7 +249,7 @@ fn a_new_node_gets_the_shipped_default_profile_and_its_overlays() {
     insta::assert_snapshot!(wulf.ok(&["profile", "show", "default"]), @r#"
     # profile default
     comment = "This profile is given to every new node"
-    system-overlays = ["wwinit", "hostname", "hosts", "resolv", "network", "fstab", "ssh-host-keys"]
+    system-overlays = ["wwinit", "hostname", "hosts", "resolv", "network", "fstab", "ssh-host-keys", "agent"]
     runtime-overlays = ["ssh-authorized-keys"]
     "#);
     let report = build(&wulf, &[]);
@@ -265,9 +265,26 @@ fn a_new_node_gets_the_shipped_default_profile_and_its_overlays() {
         "etc/fstab",
         "etc/ssh/ssh_host_ed25519_key",
         "etc/ssh/ssh_host_rsa_key.pub",
+        "usr/sbin/wulf-agent",
+        "etc/systemd/system/multi-user.target.wants/wulf-agent.service",
+        "etc/wulf/agent.conf",
+        "etc/wulf/agent.credential",
     ] {
-        assert!(scratch.path().join(path).exists(), "{path} missing");
+        // Links point into the node's root, not this one's.
+        assert!(
+            std::fs::symlink_metadata(scratch.path().join(path)).is_ok(),
+            "{path} missing"
+        );
     }
+    // The agent is the static binary, and only root reads the node's credential.
+    let agent = std::fs::read(scratch.path().join("usr/sbin/wulf-agent")).unwrap();
+    assert!(agent.starts_with(b"\x7fELF"), "not an executable");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(scratch.path().join("etc/wulf/agent.credential"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     assert_eq!(
         std::fs::read_to_string(scratch.path().join("etc/hostname")).unwrap(),
         "n1\n"

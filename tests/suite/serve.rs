@@ -83,7 +83,13 @@ fn http_serves_scripts_by_any_interface_and_tracks_status() {
         script.starts_with("#!ipxe\necho wulf: n001 (aa:bb:cc:dd:ee:11) image rocky-9"),
         "{script}"
     );
-    assert!(script.contains("wwid=aa:bb:cc:dd:ee:11 quiet"), "{script}");
+    assert!(
+        script.contains(&format!(
+            "wwid=aa:bb:cc:dd:ee:11 wulf.server={} quiet",
+            s.http
+        )),
+        "{script}"
+    );
     assert!(
         script.contains(&format!("set base http://{}", s.http)),
         "{script}"

@@ -109,6 +109,15 @@ mod tests {
             wulf_core::stamp::tree_stamp(&self.0)
         }
         fn forget(&self) {}
+        fn archives_stamp(&self) -> u64 {
+            0
+        }
+        fn agent_key(&self) -> Result<Arc<[u8]>, ProvisionError> {
+            Ok(Arc::from(&[0u8; 32][..]))
+        }
+        fn changed_since_boot(&self, _: &Node, _: &[(BootStage, String)]) -> Vec<BootStage> {
+            Vec::new()
+        }
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct AppState {
     /// Whether the archives' inputs changed since the last cluster-wide check.
     pub freshness: crate::freshness::Freshness,
     pub metrics: crate::metrics::Metrics,
+    /// Agents parked on a long-poll.
+    pub waiting: crate::agent::Waiting,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -46,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/system/{mac}", get(system))
         .route("/runtime/{mac}", get(runtime))
         .route("/provision/{mac}", get(provision))
+        .route(wulf_agent::proto::RUNTIME_PATH, get(crate::agent::runtime))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -182,8 +185,13 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: BootStage, req: Request) 
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        app.status
-            .record(&node.id, stage.as_str(), &sent, req.peer.ip().to_string());
+        app.status.record(
+            &node.id,
+            stage.as_str(),
+            &sent,
+            req.peer.ip().to_string(),
+            &file.etag,
+        );
         tracing::info!(node = %node.id, stage = stage.as_str(), file = %sent, peer = %req.peer, "sending");
     }
     response
@@ -227,7 +235,7 @@ fn failure(error: &ProvisionError) -> Failure {
 
 /// What `node` gets at `stage`. Overlays are checked against their inputs first, and built
 /// when missing (one build per node; requests arriving meanwhile wait for it, then re-check).
-async fn resolve(
+pub(crate) async fn resolve(
     app: &Arc<AppState>,
     stage: BootStage,
     node: &Arc<Node>,
@@ -269,7 +277,7 @@ async fn resolve(
 
 /// Rebuilds stale archives (incrementally, for the whole cluster) when the inputs of a build
 /// changed since the last check; concurrent requests wait for the one check.
-async fn freshen(app: &AppState) {
+pub(crate) async fn freshen(app: &AppState) {
     if !app.build_on_demand {
         return;
     }
@@ -343,7 +351,7 @@ async fn ipxe(
                 .cached_for_node(generation, &node, &hwaddr, &authority);
             if script.is_ok() {
                 app.status
-                    .record(&node.id, "ipxe", "ipxe script", peer.ip().to_string());
+                    .record(&node.id, "ipxe", "ipxe script", peer.ip().to_string(), "");
             }
             script
         }
@@ -367,14 +375,46 @@ async fn ipxe(
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let nodes = app.index.snapshot().nodes.len();
+    let statuses = node_statuses(&app).await;
+    let agents: Vec<_> = statuses.values().filter_map(|s| s.agent.as_ref()).collect();
+    let mut text = app.metrics.render(nodes);
+    text.push_str(&crate::metrics::render_agents(
+        agents.len(),
+        agents.iter().filter(|a| !a.in_sync).count(),
+        agents
+            .iter()
+            .filter(|a| !a.reboot_needed.is_empty())
+            .count(),
+        app.waiting.count.load(std::sync::atomic::Ordering::Relaxed),
+    ));
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(nodes),
+        text,
     )
         .into_response()
 }
 
+/// Every node's status, agents' completed against what the nodes would get now (file lookups:
+/// off the async workers).
+async fn node_statuses(
+    app: &Arc<AppState>,
+) -> std::collections::BTreeMap<String, crate::status::NodeStatus> {
+    let app = Arc::clone(app);
+    tokio::task::spawn_blocking(move || {
+        let mut all = app.status.all();
+        for (id, status) in &mut all {
+            if let Some(agent) = status.agent.as_mut() {
+                crate::agent::complete(&app, agent, id);
+            }
+        }
+        all
+    })
+    .await
+    .unwrap_or_default()
+}
+
 async fn status(State(app): State<Arc<AppState>>) -> Response {
-    axum::Json(serde_json::json!({ "nodes": app.status.all() })).into_response()
+    let nodes = node_statuses(&app).await;
+    axum::Json(serde_json::json!({ "nodes": nodes })).into_response()
 }

@@ -3,6 +3,7 @@
 //! application layer through `wulf-core`'s [`Provisioner`] trait; this crate knows nothing of
 //! wasm, stores or rules.
 
+pub mod agent;
 pub mod conn;
 pub mod files;
 pub mod freshness;
@@ -122,6 +123,7 @@ impl BootServer {
             building: Default::default(),
             freshness: freshness::Freshness::new(Arc::clone(&config.provisioner)),
             metrics: Default::default(),
+            waiting: Default::default(),
         });
         Ok(BootServer {
             http,
@@ -156,19 +158,20 @@ impl BootServer {
                     _ = tick.tick() => false,
                     Some(()) = async { match hangup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => true,
                 };
-                let app = app.clone();
+                let blocking = app.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     if forced {
-                        app.freshness.forget();
-                        app.provisioner.forget();
-                        if let Err(e) = app.index.reload() {
+                        blocking.freshness.forget();
+                        blocking.provisioner.forget();
+                        if let Err(e) = blocking.index.reload() {
                             tracing::error!(error = %wulf_core::provision::error_chain(&e), "inventory reload on SIGHUP failed");
                         }
                     } else {
-                        app.index.refresh();
+                        blocking.index.refresh();
                     }
                 })
                 .await;
+                crate::agent::tick(&app).await;
             }
         });
         let tftp = self.tftp.map(|socket| {

@@ -115,6 +115,22 @@ impl Metrics {
     }
 }
 
+/// The agents' gauges: heard from, out of sync with their runtime overlay, needing a reboot,
+/// parked on a long-poll now.
+pub fn render_agents(
+    seen: usize,
+    out_of_sync: usize,
+    reboot_needed: usize,
+    waiting: usize,
+) -> String {
+    format!(
+        "# HELP wulf_agents Node agents heard from since the server started.\n# TYPE wulf_agents gauge\nwulf_agents {seen}\n\
+         # HELP wulf_agents_out_of_sync Agents whose runtime overlay differs from the current one.\n# TYPE wulf_agents_out_of_sync gauge\nwulf_agents_out_of_sync {out_of_sync}\n\
+         # HELP wulf_nodes_reboot_needed Nodes whose kernel, image or system overlay changed since they booted.\n# TYPE wulf_nodes_reboot_needed gauge\nwulf_nodes_reboot_needed {reboot_needed}\n\
+         # HELP wulf_agents_waiting Agents parked on a long-poll.\n# TYPE wulf_agents_waiting gauge\nwulf_agents_waiting {waiting}\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

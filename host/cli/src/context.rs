@@ -45,6 +45,7 @@ impl Context {
             state,
             config,
             embedded: crate::embedded::EMBEDDED,
+            agent: crate::embedded::AGENT,
         })?;
         Ok(Context {
             site: Arc::new(site),

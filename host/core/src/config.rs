@@ -37,6 +37,7 @@ struct RawConfig {
     plugins: RawPlugins,
     bmc: RawBmc,
     console: RawConsole,
+    agent: RawAgent,
     plugin: BTreeMap<String, RawPluginSite>,
 }
 
@@ -64,6 +65,15 @@ struct RawConsole {
     dir: Option<PathBuf>,
     max_mib: Option<u64>,
     keep: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct RawAgent {
+    servers: Option<Vec<String>>,
+    wait_s: Option<u64>,
+    jitter_s: Option<u64>,
+    hooks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +111,35 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub bmc: BmcConfig,
     pub console: ConsoleConfig,
+    pub agent: AgentConfig,
+}
+
+/// What the `agent` overlay tells `wulf-agent` on every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// `host:port` of the servers, in order; empty: the one the node booted from (iPXE puts it
+    /// on the kernel command line).
+    pub servers: Vec<String>,
+    /// How long one long-poll is held.
+    pub wait: Duration,
+    /// Up to this long before the first request and each retry, so nodes spread out.
+    pub jitter: Duration,
+    /// `PATTERN : COMMAND`: run on the node when a path matching PATTERN changed.
+    pub hooks: Vec<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            servers: Vec::new(),
+            wait: Duration::from_secs(55),
+            jitter: Duration::from_secs(5),
+            hooks: vec![
+                "/etc/ssh/sshd_config* : systemctl reload ssh 2>/dev/null || systemctl reload sshd"
+                    .to_owned(),
+            ],
+        }
+    }
 }
 
 /// How `wulf power` and friends reach BMCs, unless a command says otherwise.
@@ -233,6 +272,7 @@ impl Config {
             source: None,
             server: ServerConfig::default(),
             bmc: BmcConfig::default(),
+            agent: AgentConfig::default(),
             console: ConsoleConfig {
                 log: false,
                 dir: state.root().join("console"),
@@ -316,6 +356,40 @@ impl Config {
         }
         if let Some(keep) = raw.console.keep {
             defaults.console.keep = keep;
+        }
+        if let Some(servers) = raw.agent.servers {
+            for server in &servers {
+                if server
+                    .rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+                {
+                    return Err(invalid(
+                        "agent.servers".into(),
+                        format!("{server:?}"),
+                        "expected HOST:PORT, e.g. 10.0.0.1:9873",
+                    ));
+                }
+            }
+            defaults.agent.servers = servers;
+        }
+        if let Some(s) = within("agent.wait-s", raw.agent.wait_s, 1, 300, &invalid)? {
+            defaults.agent.wait = Duration::from_secs(s);
+        }
+        if let Some(s) = within("agent.jitter-s", raw.agent.jitter_s, 0, 300, &invalid)? {
+            defaults.agent.jitter = Duration::from_secs(s);
+        }
+        if let Some(hooks) = raw.agent.hooks {
+            if let Some(bad) = hooks
+                .iter()
+                .find(|h| !h.contains(" : ") || h.contains('\n'))
+            {
+                return Err(invalid(
+                    "agent.hooks".into(),
+                    format!("{bad:?}"),
+                    "expected \"PATTERN : COMMAND\", e.g. \"/etc/ssh/* : systemctl reload ssh\"",
+                ));
+            }
+            defaults.agent.hooks = hooks;
         }
         validate_limits(&raw.plugins.limits, "plugins.limits", &invalid)?;
         let mut sites = BTreeMap::new();
@@ -471,6 +545,7 @@ limits = { memory-mib = 16 }
         assert_eq!(all.server, port_69, "as root");
         assert_eq!(all.bmc, defaults.bmc);
         assert_eq!(all.console, defaults.console);
+        assert_eq!(all.agent, defaults.agent);
         assert_eq!(
             (&all.plugins.dir, &all.plugins.cache_dir, all.plugins.limits),
             (

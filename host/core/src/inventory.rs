@@ -104,6 +104,7 @@ impl Inventory {
             "network",
             "fstab",
             "ssh-host-keys",
+            "agent",
         ]);
         default.runtime_overlays = names(&["ssh-authorized-keys"]);
         Inventory {

@@ -133,6 +133,11 @@ pub enum ProvisionError {
         #[source]
         source: BoxError,
     },
+    #[error("the node agents' key cannot be read or made")]
+    AgentKey {
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl ProvisionError {
@@ -182,4 +187,14 @@ pub trait Provisioner: Send + Sync {
 
     /// Forget cached stamps (SIGHUP): the next check reads everything again.
     fn forget(&self);
+
+    /// A stamp of the built overlay archives: it changes whenever a build replaced any.
+    fn archives_stamp(&self) -> u64;
+
+    /// The key every node agent's credential is derived from (`wulf-agent`'s protocol).
+    fn agent_key(&self) -> Result<std::sync::Arc<[u8]>, ProvisionError>;
+
+    /// Which of `booted`'s stages (kernel, image, system) `node` would now get differently
+    /// from the ETag it booted; an empty ETag is unknown and never counts.
+    fn changed_since_boot(&self, node: &Node, booted: &[(BootStage, String)]) -> Vec<BootStage>;
 }

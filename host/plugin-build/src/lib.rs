@@ -3,7 +3,9 @@
 //! The nested cargo gets its own target directory (so it never waits on the lock of the build
 //! that runs it), a clean environment (so `cargo clippy`'s wrapper or the outer build's
 //! `RUSTFLAGS` do not leak in) and the workspace's `plugin` profile. Used by the `wulf` binary,
-//! which embeds the first-party plugins, and by the tests, which build hostile fixtures.
+//! which embeds the first-party plugins, and by the tests, which build hostile fixtures. The
+//! `wulf` binary also embeds `wulf-agent`, built the same way as a static binary for nodes
+//! ([`build_static`]).
 //! Depends on nothing but std: it runs before anything else is built.
 
 use std::path::{Path, PathBuf};
@@ -85,7 +87,7 @@ pub fn build(
     if crates.is_empty() {
         return Ok(Vec::new());
     }
-    ensure_target()?;
+    ensure_target(TARGET)?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"))
@@ -160,25 +162,78 @@ fn clean_command(program: &Path) -> Command {
     cmd
 }
 
-/// `rust-toolchain.toml` lists the target, but rustup does not add targets to a toolchain that
+/// The target of the binaries wulf ships to x86-64 nodes: statically linked against musl, so
+/// they run on any distribution.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// Builds the binary `bin` of `package` for [`STATIC_TARGET`] with the workspace's `profile`,
+/// in its own target directory, and tells cargo to rerun the calling build script when any of
+/// `watch` changes. The built file.
+pub fn build_static(
+    workspace: &Path,
+    package: &str,
+    bin: &str,
+    profile: &str,
+    watch: &[&Path],
+) -> Result<PathBuf, String> {
+    let inputs = ["Cargo.toml", "Cargo.lock"].map(|f| workspace.join(f));
+    for path in watch
+        .iter()
+        .copied()
+        .chain(inputs.iter().map(PathBuf::as_path))
+    {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    ensure_target(STATIC_TARGET)?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("static");
+    let output = clean_command(&cargo())
+        .current_dir(workspace)
+        .args(["build", "--profile", profile, "--target", STATIC_TARGET])
+        .args(["-p", package, "--bin", bin, "--target-dir"])
+        .arg(&target_dir)
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .output()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "building {package} for {STATIC_TARGET} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let built = target_dir.join(STATIC_TARGET).join(profile).join(bin);
+    if built.is_file() {
+        Ok(built)
+    } else {
+        Err(format!(
+            "{package} built, but {} is missing",
+            built.display()
+        ))
+    }
+}
+
+/// `rust-toolchain.toml` lists the targets, but rustup does not add targets to a toolchain that
 /// is already installed: add it when missing.
-fn ensure_target() -> Result<(), String> {
+fn ensure_target(target: &str) -> Result<(), String> {
     let sysroot = clean_command(Path::new("rustc"))
         .args(["--print", "sysroot"])
         .output()
         .map_err(|e| format!("running rustc: {e}"))?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
-    if sysroot.join("lib/rustlib").join(TARGET).is_dir() {
+    if sysroot.join("lib/rustlib").join(target).is_dir() {
         return Ok(());
     }
     let status = clean_command(Path::new("rustup"))
-        .args(["target", "add", TARGET])
+        .args(["target", "add", target])
         .status()
-        .map_err(|e| format!("the {TARGET} target is missing and rustup could not run: {e}"))?;
+        .map_err(|e| format!("the {target} target is missing and rustup could not run: {e}"))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("`rustup target add {TARGET}` failed ({status})"))
+        Err(format!("`rustup target add {target}` failed ({status})"))
     }
 }
 

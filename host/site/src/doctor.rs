@@ -379,7 +379,10 @@ impl Site {
         let mut unknown: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
         for node in nodes {
             for name in Kind::ALL.iter().flat_map(|k| k.list(node)) {
-                if !self.overlays.exists(name) && !generators.contains(name) {
+                if !self.overlays.exists(name)
+                    && !generators.contains(name)
+                    && name != crate::AGENT_OVERLAY
+                {
                     unknown.entry(name).or_default().push(node);
                 }
             }

@@ -65,6 +65,11 @@ pub enum SiteError {
     Plugin(#[from] ExtensionError),
     #[error("the cluster's SSH host keys cannot be read or made")]
     HostKeys(#[source] OverlayError),
+    #[error("the node agents' key {path} cannot be read or made: {message}")]
+    AgentKey {
+        path: std::path::PathBuf,
+        message: String,
+    },
 
     #[error(transparent)]
     Image(#[from] ImageError),

@@ -8,6 +8,7 @@
 //! repeats a rule. This crate depends on `core`, `plugin`, `image` and `overlay`; it knows
 //! nothing of HTTP, flags or terminals.
 
+mod agent;
 mod ansible;
 mod console;
 mod dhcp;
@@ -31,6 +32,7 @@ use wulf_image::ImageStore;
 use wulf_overlay::{ArchiveStore, HostKeys, OverlayStore};
 use wulf_plugin::{EmbeddedPlugin, Registry};
 
+pub use agent::AGENT_OVERLAY;
 pub use dhcp::{DhcpHost, Ipv4Net};
 pub use doctor::{Check, DoctorOptions, Health};
 pub use error::{Result, SiteError};
@@ -59,6 +61,8 @@ pub struct SiteOptions {
     pub config: Option<PathBuf>,
     /// The first-party plugins compiled into the binary.
     pub embedded: &'static [EmbeddedPlugin],
+    /// `wulf-agent` for nodes (a static binary), which the `agent` overlay ships.
+    pub agent: &'static [u8],
 }
 
 /// One site: its state directory, configuration, stores and plugins. Shared by every thread of
@@ -67,6 +71,8 @@ pub struct Site {
     state: StateDir,
     config_arg: Option<PathBuf>,
     embedded: &'static [EmbeddedPlugin],
+    agent_binary: &'static [u8],
+    agent_key: agent::AgentKey,
     config: RwLock<Arc<Config>>,
     /// A stamp of the configuration file, the plugin directory and the host keys, as last
     /// seen: when it changes, the configuration is read again and plugins loaded again.
@@ -105,6 +111,8 @@ impl Site {
             archives: ArchiveStore::new(&state),
             config_arg: options.config,
             embedded: options.embedded,
+            agent_binary: options.agent,
+            agent_key: agent::AgentKey::default(),
             config: RwLock::new(Arc::new(config)),
             plugin_inputs: Mutex::new(0),
             plugins: plugins::Plugins::default(),

@@ -115,7 +115,17 @@ impl Site {
             .map(|l| l.name)
             .collect();
         for name in names {
-            if self.overlays.exists(name) || !enabled.contains(name) {
+            if self.overlays.exists(name) {
+                continue;
+            }
+            // Built in, before plugins.
+            if name == crate::AGENT_OVERLAY {
+                let agent = self.agent_overlay()?;
+                identities.push((name.clone(), agent.identity.clone()));
+                generators.insert(name.clone(), Arc::new(agent));
+                continue;
+            }
+            if !enabled.contains(name) {
                 continue;
             }
             let plugin = self.plugin(name)?;
@@ -211,8 +221,8 @@ impl Site {
         Ok(users)
     }
 
-    /// Site overlays and overlay-generator plugins (a site overlay hides a plugin of the
-    /// same name), by name.
+    /// Site overlays, the built-in `agent` and overlay-generator plugins (a site overlay hides
+    /// the others of the same name), by name.
     pub fn list_overlays(&self) -> Result<Vec<OverlayListing>> {
         let users = self.overlay_users()?;
         let nodes = |name: &str| {
@@ -233,6 +243,15 @@ impl Site {
                 kind: "site".into(),
                 files: files.len(),
                 templates,
+            });
+        }
+        if !self.overlays.exists(crate::AGENT_OVERLAY) {
+            out.push(OverlayListing {
+                nodes: nodes(crate::AGENT_OVERLAY),
+                name: crate::AGENT_OVERLAY.into(),
+                kind: "built-in".into(),
+                files: 0,
+                templates: 0,
             });
         }
         for listing in self.registry().list()? {

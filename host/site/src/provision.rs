@@ -187,4 +187,16 @@ impl Provisioner for Site {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
     }
+
+    fn archives_stamp(&self) -> u64 {
+        tree_stamp(&[self.archives.index_path()])
+    }
+
+    fn agent_key(&self) -> Result<Arc<[u8]>, ProvisionError> {
+        Site::agent_key(self).map_err(|e| ProvisionError::AgentKey { source: boxed(e) })
+    }
+
+    fn changed_since_boot(&self, node: &Node, booted: &[(BootStage, String)]) -> Vec<BootStage> {
+        Site::changed_since_boot(self, node, booted)
+    }
 }

@@ -469,6 +469,7 @@ pub(crate) mod tests {
             state: dir.path().to_path_buf(),
             config: None,
             embedded: &[],
+            agent: b"",
         })
         .unwrap_or_else(|e| panic!("{e}"));
         (dir, site)

@@ -1,5 +1,5 @@
-//! `wulf node status`: what each node last fetched from a running `wulf serve`, read from its
-//! `/status`.
+//! `wulf node status`: what each node last fetched from a running `wulf serve`, and what its
+//! agent last said (runtime overlay in sync, reboot needed), read from the server's `/status`.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -90,24 +90,61 @@ pub(crate) fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             ids.sort();
             let rows = ids
                 .iter()
-                .map(|id| match nodes.get(id) {
-                    Some(n) => vec![
+                .map(|id| {
+                    let Some(n) = nodes.get(id) else {
+                        let mut row = vec![id.clone()];
+                        row.extend([String::new(), String::new(), String::new()]);
+                        row.extend(["never".into(), String::new(), String::new(), String::new()]);
+                        return row;
+                    };
+                    let seen = n["last_seen"].as_u64().filter(|s| *s > 0);
+                    let agent = &n["agent"];
+                    let (agent_seen, runtime, reboot) = if agent.is_object() {
+                        let reboot: Vec<&str> = agent["reboot_needed"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                            .unwrap_or_default();
+                        (
+                            agent["last_seen"].as_u64().map(ago).unwrap_or_default(),
+                            if agent["in_sync"].as_bool() == Some(true) {
+                                "in sync".to_owned()
+                            } else {
+                                "out of sync".to_owned()
+                            },
+                            if reboot.is_empty() {
+                                "no".to_owned()
+                            } else {
+                                format!("yes ({})", reboot.join(", "))
+                            },
+                        )
+                    } else {
+                        (String::new(), String::new(), String::new())
+                    };
+                    vec![
                         id.clone(),
                         n["stage"].as_str().unwrap_or_default().to_string(),
                         n["sent"].as_str().unwrap_or_default().to_string(),
                         n["ipaddr"].as_str().unwrap_or_default().to_string(),
-                        n["last_seen"].as_u64().map(ago).unwrap_or_default(),
-                    ],
-                    None => vec![
-                        id.clone(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        "never".into(),
-                    ],
+                        seen.map(ago).unwrap_or_default(),
+                        agent_seen,
+                        runtime,
+                        reboot,
+                    ]
                 })
                 .collect();
-            table::print(&["node", "stage", "sent", "address", "last seen"], rows);
+            table::print(
+                &[
+                    "node",
+                    "stage",
+                    "sent",
+                    "address",
+                    "last seen",
+                    "agent seen",
+                    "runtime overlay",
+                    "reboot needed",
+                ],
+                rows,
+            );
         }
         if !args.watch {
             return Ok(());

@@ -1,0 +1,154 @@
+//! The one HTTP/1.1 exchange the agent needs: a GET with headers, over plain TCP, and the
+//! response read whole (Content-Length, chunked, or to the close).
+
+use std::io::{self, BufReader, Read as _, Write as _};
+use std::net::{TcpStream, ToSocketAddrs as _};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// Names in lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Overlays are small; a response larger than this is refused.
+const MAX_BODY: usize = 256 << 20;
+
+fn invalid(message: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+/// `GET target` from `server` (`host:port`), waiting at most `timeout` for each read.
+pub fn get(
+    server: &str,
+    target: &str,
+    headers: &[(&str, String)],
+    timeout: Duration,
+) -> io::Result<Response> {
+    let addr = server
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| invalid(format!("{server} resolves to no address")))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\nUser-Agent: wulf-agent/{}\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    read_response(BufReader::new(stream))
+}
+
+fn read_response(mut reader: impl io::BufRead) -> io::Result<Response> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| invalid(format!("not an HTTP status line: {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(invalid("the connection closed in the headers"));
+        }
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        let (name, value) = trimmed
+            .split_once(':')
+            .ok_or_else(|| invalid(format!("a malformed header: {trimmed:?}")))?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let mut response = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if status == 304 || status == 204 {
+        return Ok(response);
+    }
+    let chunked = response
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        response.body = read_chunked(&mut reader)?;
+    } else if let Some(length) = response.header("content-length") {
+        let length: usize = length
+            .parse()
+            .map_err(|_| invalid(format!("Content-Length {length:?}")))?;
+        if length > MAX_BODY {
+            return Err(invalid(format!("a {length}-byte response is too large")));
+        }
+        response.body = vec![0; length];
+        reader.read_exact(&mut response.body)?;
+    } else {
+        reader
+            .take(MAX_BODY as u64 + 1)
+            .read_to_end(&mut response.body)?;
+        if response.body.len() > MAX_BODY {
+            return Err(invalid("the response is too large"));
+        }
+    }
+    Ok(response)
+}
+
+fn read_chunked(reader: &mut impl io::BufRead) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let size = line.trim().split(';').next().unwrap_or_default();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| invalid(format!("a bad chunk size {size:?}")))?;
+        if size == 0 {
+            return Ok(body);
+        }
+        if body.len() + size > MAX_BODY {
+            return Err(invalid("the response is too large"));
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        line.clear();
+        reader.read_line(&mut line)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_sized_chunked_and_empty_responses() {
+        let sized = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"ab\"\r\n\r\nhello";
+        let r = read_response(&sized[..]).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+        assert_eq!(r.header("etag"), Some("\"ab\""));
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
+        assert_eq!(read_response(&chunked[..]).unwrap().body, b"abcde");
+        let not_modified = b"HTTP/1.1 304 Not Modified\r\nETag: \"ab\"\r\n\r\n";
+        assert_eq!(read_response(&not_modified[..]).unwrap().status, 304);
+        assert!(read_response(&b"SSH-2.0-OpenSSH\r\n"[..]).is_err());
+    }
+}

@@ -1,0 +1,241 @@
+//! The node agent's side of the site: the key every node's credential is derived from, the
+//! built-in `agent` overlay that ships `wulf-agent` with its unit, configuration and credential,
+//! and the rule that says a node needs a reboot.
+//!
+//! A node's credential is `HMAC(agent key, node id)` ([`wulf_agent::proto::Credential`]): the
+//! server stores nothing per node and can check any node's request. It reaches the node in its
+//! system overlay, readable by root only. Whoever can fetch a node's system overlay (its MAC, and
+//! its asset key when one is set) can act as that node towards the agent endpoint, as in
+//! Warewulf; a credential never crosses the network after that, so watching the network later
+//! gives nothing, and no node can use its own credential to read another node's files.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sha2::Digest as _;
+use wulf_agent::proto::Credential;
+use wulf_core::config::AgentConfig;
+use wulf_core::extension::Shared;
+use wulf_core::overlay_file::{FileContent, OverlayFile};
+use wulf_core::{BootStage, ExtensionError, Node, OverlayGenerator, Provisioner, Server};
+
+use crate::Site;
+use crate::error::{Result, SiteError};
+
+/// The built-in overlay's name, as overlay lists use it.
+pub const AGENT_OVERLAY: &str = "agent";
+
+/// The agent key, read once per process.
+#[derive(Default)]
+pub(crate) struct AgentKey(Mutex<Option<Arc<[u8]>>>);
+
+impl Site {
+    /// `<state>/keys/agent.key`, made (32 random bytes, root-only) when missing.
+    pub fn agent_key(&self) -> Result<Arc<[u8]>> {
+        let mut cached = self.agent_key.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(key) = cached.as_ref() {
+            return Ok(Arc::clone(key));
+        }
+        let path = self.agent_key_path();
+        let key: Arc<[u8]> = match std::fs::read(&path) {
+            Ok(key) if key.len() >= 32 => key.into(),
+            Ok(_) => {
+                return Err(SiteError::AgentKey {
+                    path,
+                    message: "it is shorter than 32 bytes; remove it to make a new one".into(),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                std::fs::File::open("/dev/urandom")
+                    .and_then(|mut random| random.read_exact(&mut key))
+                    .and_then(|()| {
+                        std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
+                        wulf_core::atomic_file::write_atomic_mode(&path, &key, 0o600)
+                    })
+                    .map_err(|e| SiteError::AgentKey {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                tracing::info!("made the node agents' key {}", path.display());
+                Arc::from(&key[..])
+            }
+            Err(e) => {
+                return Err(SiteError::AgentKey {
+                    path,
+                    message: e.to_string(),
+                });
+            }
+        };
+        *cached = Some(Arc::clone(&key));
+        Ok(key)
+    }
+
+    fn agent_key_path(&self) -> PathBuf {
+        wulf_overlay::HostKeys::dir_in(self.state.root()).join("agent.key")
+    }
+
+    /// The credential of `node`.
+    pub fn agent_credential(&self, node: &str) -> Result<Credential> {
+        Ok(Credential::derive(&self.agent_key()?, node))
+    }
+
+    /// The built-in `agent` overlay generator.
+    pub(crate) fn agent_overlay(&self) -> Result<AgentOverlay> {
+        let key = self.agent_key()?;
+        let config = self.config().agent.clone();
+        let identity = format!(
+            "agent@{}:{}:{}:{:?}",
+            env!("CARGO_PKG_VERSION"),
+            hex::encode(sha2::Sha256::digest(self.agent_binary)),
+            hex::encode(sha2::Sha256::digest(&key)),
+            config
+        );
+        Ok(AgentOverlay {
+            binary: self.agent_binary,
+            key,
+            config,
+            identity: hex::encode(sha2::Sha256::digest(identity)),
+        })
+    }
+
+    /// Which of the kernel, image and system overlay a node would get now differ from what it
+    /// booted (`booted`: the ETags it was sent; an unknown one is empty and never counts).
+    pub fn changed_since_boot(
+        &self,
+        node: &Node,
+        booted: &[(BootStage, String)],
+    ) -> Vec<BootStage> {
+        booted
+            .iter()
+            .filter(|(_, etag)| !etag.is_empty())
+            .filter(|(stage, etag)| {
+                self.boot_file(node, *stage)
+                    .map_or(true, |now| now.etag != *etag)
+            })
+            .map(|(stage, _)| *stage)
+            .collect()
+    }
+}
+
+/// The built-in overlay that runs `wulf-agent` on a node: the binary, its systemd unit (enabled)
+/// and a fallback for images without systemd are the same for every node (one shared segment);
+/// the configuration and the credential are the node's own.
+pub(crate) struct AgentOverlay {
+    binary: &'static [u8],
+    key: Arc<[u8]>,
+    config: AgentConfig,
+    /// What the archives depend on: the binary, the key and the configuration.
+    pub identity: String,
+}
+
+const UNIT: &str = "[Unit]
+Description=wulf node agent: keeps the runtime overlay in sync with the provisioning host
+Documentation=man:wulf(1)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=/usr/sbin/wulf-agent
+Restart=always
+RestartSec=5s
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// Run by `/warewulf/run-init` before the image's init: systemd starts the agent from its unit;
+/// any other init gets it started here, in the background.
+const FALLBACK: &str = "#!/bin/sh
+# wulf: start wulf-agent on images whose init is not systemd (systemd starts it from its unit).
+for init in /usr/lib/systemd/systemd /lib/systemd/systemd; do
+    [ -x \"$init\" ] && exit 0
+done
+mkdir -p /var/log
+nohup /usr/sbin/wulf-agent >>/var/log/wulf-agent.log 2>&1 &
+echo \"wulf: wulf-agent started (log in /var/log/wulf-agent.log)\"
+";
+
+fn file(path: &str, mode: u32, content: impl Into<Vec<u8>>) -> OverlayFile {
+    OverlayFile {
+        path: path.to_owned(),
+        mode,
+        uid: 0,
+        gid: 0,
+        content: FileContent::Regular(content.into()),
+    }
+}
+
+impl AgentOverlay {
+    /// `/etc/wulf/agent.conf` for `node`.
+    fn config_text(&self, node: &Node) -> String {
+        let mut text = format!(
+            "# wulf-agent's configuration for {0}, written by wulf's `agent` overlay.\nnode = {0}\n",
+            node.id
+        );
+        if self.config.servers.is_empty() {
+            text.push_str("# The server the node booted from (wulf.server= on the kernel command line).\nserver = cmdline\n");
+        }
+        for server in &self.config.servers {
+            text.push_str(&format!("server = {server}\n"));
+        }
+        text.push_str(&format!(
+            "credential = /etc/wulf/agent.credential\nwait = {}\njitter = {}\n",
+            self.config.wait.as_secs(),
+            self.config.jitter.as_secs()
+        ));
+        for hook in &self.config.hooks {
+            text.push_str(&format!("hook = {hook}\n"));
+        }
+        text
+    }
+}
+
+impl OverlayGenerator for AgentOverlay {
+    fn name(&self) -> &str {
+        AGENT_OVERLAY
+    }
+
+    fn generate(&self, node: &Node, _server: &Server) -> Result<Vec<OverlayFile>, ExtensionError> {
+        let credential = Credential::derive(&self.key, &node.id);
+        Ok(vec![
+            OverlayFile {
+                path: "/etc/wulf".into(),
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                content: FileContent::Directory,
+            },
+            file("/etc/wulf/agent.conf", 0o644, self.config_text(node)),
+            file(
+                "/etc/wulf/agent.credential",
+                0o600,
+                format!("{}\n", credential.to_hex()),
+            ),
+        ])
+    }
+
+    fn generate_shared(
+        &self,
+        _nodes: &[Node],
+        _server: &Server,
+    ) -> Result<Vec<OverlayFile>, ExtensionError> {
+        Ok(vec![
+            file("/usr/sbin/wulf-agent", 0o755, self.binary),
+            file("/etc/systemd/system/wulf-agent.service", 0o644, UNIT),
+            OverlayFile {
+                path: "/etc/systemd/system/multi-user.target.wants/wulf-agent.service".into(),
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                content: FileContent::Symlink("/etc/systemd/system/wulf-agent.service".into()),
+            },
+            file("/warewulf/init.d/90-wulf-agent", 0o755, FALLBACK),
+        ])
+    }
+
+    fn shared(&self) -> Shared {
+        Shared::Config
+    }
+}
