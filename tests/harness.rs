@@ -55,6 +55,16 @@ pub fn wulf_bin() -> &'static Path {
     })
 }
 
+/// `wulf-agent` as the `wulf` binary embeds it and ships it to nodes: the static build its
+/// build script made.
+pub fn agent_bin() -> PathBuf {
+    wulf_bin();
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+        .join("static/x86_64-unknown-linux-musl/agent/wulf-agent")
+}
+
 /// A fixture plugin's component.
 pub fn fixture_wasm(package: &str) -> PathBuf {
     Path::new(env!("WULF_FIXTURE_WASM_DIR")).join(format!("{}.wasm", package.replace('-', "_")))
@@ -285,6 +295,12 @@ impl Wulf {
     pub fn serve_logged(&self, args: &[&str], log: &Path) -> Serving {
         let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         self.spawn_server(&[], args, std::process::Stdio::from(file))
+    }
+
+    /// Like [`Wulf::serve_logged`], run under `prefix`.
+    pub fn serve_logged_in(&self, prefix: &[&str], args: &[&str], log: &Path) -> Serving {
+        let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        self.spawn_server(prefix, args, std::process::Stdio::from(file))
     }
 
     /// Like [`Wulf::serve`], run under `prefix` (e.g. `ip netns exec <ns>`).

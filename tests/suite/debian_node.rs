@@ -72,6 +72,8 @@ pub(crate) struct Node {
     /// The cluster's host keys as `known_hosts` for `[127.0.0.1]:<port>`.
     known_hosts: PathBuf,
     serial: PathBuf,
+    /// `wulf serve`'s HTTP address.
+    pub http: std::net::SocketAddr,
     /// Seconds from power-on until ssh answered.
     pub booted_in: f64,
 }
@@ -79,9 +81,14 @@ pub(crate) struct Node {
 impl Node {
     /// `ssh root@node <command>`, checking the host key against the cluster's.
     pub(crate) fn ssh(&self, command: &str) -> Output {
+        self.ssh_with(&self.key, command)
+    }
+
+    /// `ssh root@node <command>` with the private key `key`.
+    pub(crate) fn ssh_with(&self, key: &Path, command: &str) -> Output {
         Command::new("ssh")
             .args(["-p", &self.ssh_port.to_string(), "-i"])
-            .arg(&self.key)
+            .arg(key)
             .args([
                 "-o",
                 "BatchMode=yes",
@@ -113,6 +120,21 @@ impl Node {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ssh root@node <command>`: what it printed, whatever its exit status.
+    pub(crate) fn text(&self, command: &str) -> String {
+        let out = self.ssh(command);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// `wulf serve`'s log (`-v`) so far.
+    pub(crate) fn server_log(&self) -> String {
+        std::fs::read_to_string(self.wulf.path().join("test/serve.log")).unwrap_or_default()
     }
 
     /// The node's serial console so far.
@@ -180,7 +202,12 @@ fn boot() -> Node {
         "console=ttyS0",
         "--tagadd",
         &format!("ssh-key-test={}", public.trim()),
+        "--runtime-overlays",
+        "ssh-authorized-keys,site",
     ]);
+    // A site file in the runtime overlay, which a test takes away while the node runs.
+    wulf.ok(&["overlay", "create", "site"]);
+    wulf.write("overlays/site/etc/wulf-test/marker", "boot-time\n");
     // Another node, for /etc/hosts.
     wulf.ok(&["node", "add", "n0002", "--ipaddr", "10.0.2.16"]);
     let keys: Value = serde_json::from_str(&wulf.ok(&["configure", "ssh", "--json"])).unwrap();
@@ -202,9 +229,10 @@ fn boot() -> Node {
     std::thread::Builder::new()
         .name("debian-node".into())
         .spawn(move || {
-            let server = Wulf::at(&state).serve_in(
+            let server = Wulf::at(&state).serve_logged_in(
                 &["setpriv", "--pdeathsig", "KILL"],
-                &["--http-addr", "127.0.0.1:0", "--no-tftp"],
+                &["-v", "--http-addr", "127.0.0.1:0", "--no-tftp"],
+                &state.join("test/serve.log"),
             );
             let http = server.http;
             let qemu = qemu(http.port(), ssh_port, &serial_log);
@@ -219,6 +247,7 @@ fn boot() -> Node {
     let powered_on = Instant::now();
     let node = Node {
         wulf,
+        http,
         ssh_port,
         key,
         known_hosts,
@@ -334,5 +363,72 @@ fn a_real_debian_reaches_multi_user_with_what_wulf_gave_it() {
     eprintln!(
         "debian node: multi-user, network, hosts and sshd checked ({:.0} s to ssh)",
         node.booted_in
+    );
+}
+
+#[test]
+fn the_running_node_follows_its_runtime_overlay_and_knows_when_to_reboot() {
+    let node = node();
+    assert_eq!(node.ok("systemctl is-active wulf-agent").trim(), "active");
+    assert_eq!(node.ok("cat /etc/wulf-test/marker"), "boot-time\n");
+
+    // A second admin key, and a site file taken away, while the node runs.
+    let scratch = tempfile::tempdir().unwrap();
+    let second = scratch.path().join("id_second");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "second", "-f"])
+        .arg(&second));
+    let public = std::fs::read_to_string(second.with_extension("pub")).unwrap();
+    let changed = Instant::now();
+    node.wulf.ok(&[
+        "node",
+        "set",
+        "n0001",
+        "--tagadd",
+        &format!("ssh-key-second={}", public.trim()),
+    ]);
+    std::fs::remove_file(node.wulf.path().join("overlays/site/etc/wulf-test/marker")).unwrap();
+    wulf_tests::wait_for(
+        "the new key and the removal on the running node",
+        Duration::from_secs(60),
+        || {
+            format!(
+                "--- the agent's journal ---\n{}\n--- wulf serve ---\n{}",
+                node.text("journalctl -u wulf-agent --no-pager -o short-precise"),
+                node.server_log()
+            )
+        },
+        || {
+            let out = node.ssh_with(&second, "test ! -e /etc/wulf-test/marker && echo applied");
+            (String::from_utf8_lossy(&out.stdout).trim() == "applied").then_some(())
+        },
+    );
+    let latency = changed.elapsed().as_secs_f64();
+    let journal = node.ok("journalctl -u wulf-agent --no-pager -o cat");
+    assert!(
+        journal.contains("removed (/etc/wulf-test/marker)"),
+        "{journal}"
+    );
+    eprintln!("debian node: the change was live on the node {latency:.1} s later (no reboot)");
+
+    // The image changes (built again with another compression): the node runs the old one.
+    node.wulf
+        .ok(&["image", "build", "debian", "--compression", "zstd"]);
+    let server = node.http.to_string();
+    wulf_tests::wait_for(
+        "reboot needed for the new image",
+        Duration::from_secs(60),
+        || node.wulf.ok(&["node", "status", "--server", &server]),
+        || {
+            let all: Value = serde_json::from_str(
+                &node
+                    .wulf
+                    .ok(&["node", "status", "--server", &server, "--json"]),
+            )
+            .ok()?;
+            let agent = &all["nodes"]["n0001"]["agent"];
+            (agent["reboot_needed"] == serde_json::json!(["image"]) && agent["in_sync"] == true)
+                .then_some(())
+        },
     );
 }

@@ -3,6 +3,7 @@
 // A failed unwrap in a test is a test failure with a backtrace: exactly what is wanted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agent;
 mod bmc;
 mod build_memory;
 mod cli_configure;

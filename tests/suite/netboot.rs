@@ -217,7 +217,7 @@ fn node_image(dir: &Path, kernel: &Kernel) -> PathBuf {
         0,
         0,
         &format!(
-            "#!/bin/sh\nADDR=$(ip -4 -o addr show | grep -v ' lo ' | sed 's/.*inet \\([0-9./]*\\).*/\\1/' | head -n 1)\nHOSTS=$(grep \" $(hostname) \" /etc/hosts | head -n 1)\necho \"{MARKER} hostname=$(hostname) addr=$ADDR hosts=[$HOSTS] motd=[$(cat /etc/motd)]\"\nsync\nmountpoint -q /proc || mount -t proc proc /proc\nif grep -q wulf.hold /proc/cmdline; then while :; do sleep 60; done; fi\npoweroff -f\n"
+            "#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do [ -f /run/wulf-agent/manifest ] && break; sleep 1; done\nAGENT=missing; [ -f /run/wulf-agent/manifest ] && AGENT=synced\n[ $AGENT = synced ] || cat /var/log/wulf-agent.log\nADDR=$(ip -4 -o addr show | grep -v ' lo ' | sed 's/.*inet \\([0-9./]*\\).*/\\1/' | head -n 1)\nHOSTS=$(grep \" $(hostname) \" /etc/hosts | head -n 1)\necho \"{MARKER} hostname=$(hostname) addr=$ADDR hosts=[$HOSTS] motd=[$(cat /etc/motd)] agent=$AGENT\"\nsync\nmountpoint -q /proc || mount -t proc proc /proc\nif grep -q wulf.hold /proc/cmdline; then while :; do sleep 60; done; fi\npoweroff -f\n"
         ),
     ));
     let mut layout = Layout::new(dir);
@@ -306,6 +306,8 @@ fn expect_marker(serial: &str, addr: &str) {
         line.contains("motd=[provisioned by wulf for n0001]"),
         "{line}"
     );
+    // Not systemd: the agent was started from /warewulf/init.d and synced the runtime overlay.
+    assert!(line.contains("agent=synced"), "{line}");
 }
 
 /// The VM's node: its MAC, a static address on `eth0` and the gateway.
@@ -370,7 +372,7 @@ pub(crate) fn prepare(scratch: &Path) -> Wulf {
         "--image",
         "node",
         "--system-overlays",
-        "wwinit,hostname,network,e2e",
+        "wwinit,hostname,network,e2e,agent",
         "--runtime-overlays",
         "hosts",
         "--kernelargs",

@@ -19,6 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use config::Config;
 use proto::{Authorization, Booted, Credential};
 
+/// The runtime overlay's own list of its paths, as the kernel unpacked it at boot.
+pub const BOOT_MANIFEST: &str = "warewulf/runtime.manifest";
+
 /// What one exchange with the server came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -91,7 +94,10 @@ impl Agent {
                 Credential::from_hex(&text)
                     .ok_or_else(|| format!("{} holds no credential", config.credential.display()))
             })?;
+        // What the last apply placed; after a boot, what the boot-time runtime overlay held
+        // (it lists itself), so a file that left it before this first sync is removed too.
         let manifest = std::fs::read_to_string(config.state.join("manifest"))
+            .or_else(|_| std::fs::read_to_string(root.join(BOOT_MANIFEST)))
             .map(|t| apply::parse_manifest(&t))
             .unwrap_or_default();
         let booted = std::fs::read_to_string(config.state.join("booted"))

@@ -78,7 +78,15 @@ pub struct Shared {
     pub input: String,
     /// `None`: the generator returned no shared files.
     pub segment: Option<String>,
+    /// The segment's paths, for the runtime overlay's manifest ([`RUNTIME_MANIFEST`]).
+    #[serde(default)]
+    pub paths: Vec<String>,
 }
+
+/// In every runtime overlay: the paths the whole runtime overlay holds, one per line, relative
+/// to `/`. The node agent starts from it, so a file that leaves the overlay before the agent's
+/// first sync after a boot is still removed.
+pub const RUNTIME_MANIFEST: &str = "/warewulf/runtime.manifest";
 
 /// What a build did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -158,6 +166,7 @@ impl ArchiveStore {
             .collect();
         let all = renderer.cluster_nodes();
         let mut shared: BTreeMap<String, String> = BTreeMap::new();
+        let mut shared_paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut shared_inputs: BTreeMap<String, Shared> = BTreeMap::new();
         for name in used {
             let Some(Prepared::Generator {
@@ -183,10 +192,11 @@ impl ArchiveStore {
                 && previous
                     .segment
                     .as_ref()
-                    .is_none_or(|s| self.dir.join(s).exists())
+                    .is_none_or(|s| self.dir.join(s).exists() && !previous.paths.is_empty())
             {
                 if let Some(segment) = &previous.segment {
                     shared.insert(name.clone(), segment.clone());
+                    shared_paths.insert(name.clone(), previous.paths.clone());
                 }
                 shared_inputs.insert(name.clone(), previous.clone());
                 continue;
@@ -204,6 +214,7 @@ impl ArchiveStore {
                     Shared {
                         input,
                         segment: None,
+                        paths: Vec::new(),
                     },
                 );
                 continue;
@@ -211,12 +222,15 @@ impl ArchiveStore {
             let merged: BTreeMap<String, OverlayFile> =
                 files.into_iter().map(|f| (f.path.clone(), f)).collect();
             let rel = self.write_archive("shared", "", &merged)?;
+            let paths: Vec<String> = merged.keys().cloned().collect();
             shared.insert(name.clone(), rel.clone());
+            shared_paths.insert(name.clone(), paths.clone());
             shared_inputs.insert(
                 name.clone(),
                 Shared {
                     input,
                     segment: Some(rel),
+                    paths,
                 },
             );
         }
@@ -228,7 +242,8 @@ impl ArchiveStore {
         let chunk = nodes.len().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
             for (i, part) in nodes.chunks(chunk).enumerate() {
-                let (results, errors, old, shared) = (&results, &errors, &old, &shared);
+                let (results, errors, old) = (&results, &errors, &old);
+                let shared = (&shared, &shared_paths);
                 scope.spawn(move || {
                     for node in part {
                         if let Err(e) = self.build_node(renderer, node, old, shared, force, results)
@@ -283,7 +298,7 @@ impl ArchiveStore {
         renderer: &Renderer,
         node: &Node,
         old: &Index,
-        shared: &BTreeMap<String, String>,
+        (shared, shared_paths): (&BTreeMap<String, String>, &BTreeMap<String, Vec<String>>),
         force: bool,
         results: &Mutex<Vec<(String, Kind, Archive, bool)>>,
     ) -> Result<()> {
@@ -308,7 +323,16 @@ impl ArchiveStore {
                 }
                 continue;
             }
-            let files = renderer.render(node, &json, list)?;
+            let mut files = renderer.render(node, &json, list)?;
+            if kind == Kind::Runtime {
+                let manifest = runtime_manifest(
+                    list.iter()
+                        .filter_map(|n| shared_paths.get(n))
+                        .flatten()
+                        .chain(files.keys()),
+                );
+                files.insert(RUNTIME_MANIFEST.to_owned(), manifest);
+            }
             let rel = self.write_archive(
                 &format!("nodes/{}", node.id),
                 &format!("{}-", kind.as_str()),
@@ -435,6 +459,24 @@ impl<W: Write> Write for HashingWriter<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// [`RUNTIME_MANIFEST`] for an overlay of `paths` (and itself).
+fn runtime_manifest<'a>(paths: impl Iterator<Item = &'a String>) -> OverlayFile {
+    let mut all: BTreeSet<&str> = paths.map(|p| p.trim_start_matches('/')).collect();
+    all.insert(RUNTIME_MANIFEST.trim_start_matches('/'));
+    let mut text = String::new();
+    for path in all {
+        text.push_str(path);
+        text.push('\n');
+    }
+    OverlayFile {
+        path: RUNTIME_MANIFEST.to_owned(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        content: FileContent::Regular(text.into_bytes()),
     }
 }
 

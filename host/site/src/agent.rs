@@ -26,6 +26,10 @@ use crate::error::{Result, SiteError};
 /// The built-in overlay's name, as overlay lists use it.
 pub const AGENT_OVERLAY: &str = "agent";
 
+/// A node tag listing the servers (`host:port`, comma-separated) its agent talks to, in order;
+/// it overrides `[agent] servers` of the site configuration.
+pub const AGENT_SERVERS_TAG: &str = "agent-servers";
+
 /// The agent key, read once per process.
 #[derive(Default)]
 pub(crate) struct AgentKey(Mutex<Option<Arc<[u8]>>>);
@@ -153,7 +157,8 @@ for init in /usr/lib/systemd/systemd /lib/systemd/systemd; do
     [ -x \"$init\" ] && exit 0
 done
 mkdir -p /var/log
-nohup /usr/sbin/wulf-agent >>/var/log/wulf-agent.log 2>&1 &
+# Detached, and deaf to the hangup of this shell (an ignored signal stays ignored across exec).
+(trap '' HUP; exec /usr/sbin/wulf-agent) </dev/null >>/var/log/wulf-agent.log 2>&1 &
 echo \"wulf: wulf-agent started (log in /var/log/wulf-agent.log)\"
 ";
 
@@ -174,10 +179,21 @@ impl AgentOverlay {
             "# wulf-agent's configuration for {0}, written by wulf's `agent` overlay.\nnode = {0}\n",
             node.id
         );
-        if self.config.servers.is_empty() {
+        // The node's own list (tag `agent-servers`), else the site's, else where it booted from.
+        let from_tag: Vec<&str> = node
+            .tags
+            .get(AGENT_SERVERS_TAG)
+            .map(|list| list.split([',', ' ']).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        let servers: Vec<&str> = if from_tag.is_empty() {
+            self.config.servers.iter().map(String::as_str).collect()
+        } else {
+            from_tag
+        };
+        if servers.is_empty() {
             text.push_str("# The server the node booted from (wulf.server= on the kernel command line).\nserver = cmdline\n");
         }
-        for server in &self.config.servers {
+        for server in servers {
             text.push_str(&format!("server = {server}\n"));
         }
         text.push_str(&format!(
@@ -237,5 +253,78 @@ impl OverlayGenerator for AgentOverlay {
 
     fn shared(&self) -> Shared {
         Shared::Config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overlay(servers: &[&str]) -> AgentOverlay {
+        AgentOverlay {
+            binary: b"",
+            key: Arc::from(&[1u8; 32][..]),
+            config: AgentConfig {
+                servers: servers.iter().map(|s| s.to_string()).collect(),
+                ..AgentConfig::default()
+            },
+            identity: String::new(),
+        }
+    }
+
+    fn conf(overlay: &AgentOverlay, node: &Node) -> String {
+        let files = overlay
+            .generate(node, &Server::default())
+            .unwrap_or_default();
+        let conf = files
+            .iter()
+            .find(|f| f.path == "/etc/wulf/agent.conf")
+            .map(|f| match &f.content {
+                FileContent::Regular(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => String::new(),
+            });
+        conf.unwrap_or_default()
+    }
+
+    #[test]
+    fn servers_come_from_the_node_then_the_site_then_the_boot() {
+        let mut node = Node::new("n1");
+        assert!(conf(&overlay(&[]), &node).contains("server = cmdline\n"));
+        let site = overlay(&["10.0.0.1:9873", "10.0.0.2:9873"]);
+        let text = conf(&site, &node);
+        assert!(
+            text.contains("server = 10.0.0.1:9873\nserver = 10.0.0.2:9873\n"),
+            "{text}"
+        );
+        node.tags.insert(
+            AGENT_SERVERS_TAG.into(),
+            "10.9.0.1:9873, 10.9.0.2:9873".into(),
+        );
+        let text = conf(&site, &node);
+        assert!(
+            text.contains("server = 10.9.0.1:9873\nserver = 10.9.0.2:9873\n"),
+            "{text}"
+        );
+        assert!(!text.contains("10.0.0.1"), "{text}");
+        assert!(text.contains("hook = /etc/ssh/sshd_config*"), "{text}");
+    }
+
+    #[test]
+    fn the_credential_is_the_nodes_and_root_only() {
+        let files = overlay(&[])
+            .generate(&Node::new("n1"), &Server::default())
+            .unwrap_or_default();
+        let credential = files
+            .iter()
+            .find(|f| f.path == "/etc/wulf/agent.credential")
+            .map(|f| (f.mode, f.content.clone()));
+        let expected = Credential::derive(&[1u8; 32], "n1").to_hex();
+        assert_eq!(
+            credential,
+            Some((
+                0o600,
+                FileContent::Regular(format!("{expected}\n").into_bytes())
+            ))
+        );
     }
 }

@@ -32,7 +32,7 @@ use wulf_image::ImageStore;
 use wulf_overlay::{ArchiveStore, HostKeys, OverlayStore};
 use wulf_plugin::{EmbeddedPlugin, Registry};
 
-pub use agent::AGENT_OVERLAY;
+pub use agent::{AGENT_OVERLAY, AGENT_SERVERS_TAG};
 pub use dhcp::{DhcpHost, Ipv4Net};
 pub use doctor::{Check, DoctorOptions, Health};
 pub use error::{Result, SiteError};

@@ -47,6 +47,7 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     };
     let root = site.state().root();
     std::fs::create_dir_all(root)?;
+    raise_open_files();
     // Before serving: generated later, they would change a build input under the first boots.
     site.host_keys()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -93,6 +94,19 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         boot.serve().await?;
         Ok(())
     })
+}
+
+/// A boot storm and thousands of parked agents are a socket each: the soft limit on open files
+/// (often 1,024) goes up to the hard one, as servers do.
+fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(%error, "cannot raise the open-file limit");
+        }
+    }
 }
 
 /// Tells systemd (`Type=notify`) that the server is up: `READY=1` to `$NOTIFY_SOCKET`, a
