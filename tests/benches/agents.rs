@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use wulf_agent::proto::{self, Authorization, Credential};
+use wulf_agent::proto::{self, Authorization, Covered, Credential};
 use wulf_tests::Wulf;
 
 const NODES: usize = 10_000;
@@ -85,7 +85,11 @@ async fn agent(
     loop {
         let wait = if held.is_empty() { 0 } else { 55 };
         let target = format!("{}?wait={wait}", proto::RUNTIME_PATH);
-        let auth = Authorization::sign(&credential, &node, "GET", &target, now());
+        let covered = Covered {
+            if_none_match: &held,
+            booted: "",
+        };
+        let auth = Authorization::sign(&credential, &node, "GET", &target, now(), covered);
         let mut headers = format!("Authorization: {}\r\n", auth.header_value());
         if !held.is_empty() {
             headers.push_str(&format!("If-None-Match: {held}\r\n"));
@@ -198,7 +202,14 @@ fn main() {
                 let node = id(n % NODES + 1);
                 let credential = Credential::derive(&baseline_key, &node);
                 let target = format!("{}?wait=0", proto::RUNTIME_PATH);
-                let auth = Authorization::sign(&credential, &node, "GET", &target, now());
+                let auth = Authorization::sign(
+                    &credential,
+                    &node,
+                    "GET",
+                    &target,
+                    now(),
+                    Covered::default(),
+                );
                 tokio::spawn(async move {
                     let headers = format!("Authorization: {}\r\n", auth.header_value());
                     let _ = get(addr, &target, &headers).await;

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use wulf_agent::proto::{self, Authorization, Credential};
+use wulf_agent::proto::{self, Answer, Authorization, Covered, Credential};
 use wulf_tests::{Wulf, agent_bin, free_tcp_port, wait_for};
 
 /// A node's agent, run as on a node but with a scratch root, stopped when dropped.
@@ -27,8 +27,14 @@ impl Drop for Agent {
 }
 
 impl Agent {
+    /// What the agent printed, stdout then stderr.
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let err = self.log.with_file_name("agent.err");
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+            std::fs::read_to_string(err).unwrap_or_default()
+        )
     }
 }
 
@@ -208,16 +214,17 @@ fn an_agent_follows_its_overlay_survives_a_restart_and_says_when_to_reboot() {
     );
     // The image changes (rebuilt with another compression): the node runs the old one.
     wulf.ok(&["image", "build", "base", "--compression", "zstd"]);
-    let node = wait_for(
+    wait_for(
         "reboot needed",
         Duration::from_secs(20),
         || format!("{}\n{}", status(&wulf, &addr, "n1"), agent.log()),
         || {
             let node = status(&wulf, &addr, "n1");
-            (node["agent"]["reboot_needed"] == serde_json::json!(["image"])).then_some(node)
+            (node["agent"]["reboot_needed"] == serde_json::json!(["image"])
+                && node["agent"]["in_sync"] == true)
+                .then_some(node)
         },
     );
-    assert_eq!(node["agent"]["in_sync"], true, "{node}");
     let table = wulf.ok(&["node", "status", "--server", &addr]);
     let line = table
         .lines()
@@ -265,18 +272,39 @@ fn the_agent_endpoint_takes_only_the_nodes_own_credential() {
         let headers: Vec<(&str, String)> = authorization
             .map(|a| vec![("Authorization", a)])
             .unwrap_or_default();
-        wulf_agent::http::get(&server, target, &headers, Duration::from_secs(20)).unwrap()
+        wulf_agent::http::get(&server, target, &headers, Duration::from_secs(20), false).unwrap()
     };
-    let signed = |credential: &Credential, node: &str, ts: u64| {
-        Some(Authorization::sign(credential, node, "GET", target, ts).header_value())
+    let sign = |credential: &Credential, node: &str, ts: u64| {
+        Authorization::sign(credential, node, "GET", target, ts, Covered::default())
     };
 
-    let ok = get(signed(&n1, "n1", now()));
+    let auth = sign(&n1, "n1", now());
+    let ok = get(Some(auth.header_value()));
     assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    let answer = Answer {
+        request: auth.signature(),
+        status: 200,
+        etag: ok.header("etag").unwrap(),
+        booted: ok.header(proto::BOOTED_HEADER).unwrap_or_default(),
+        body: &ok.body,
+    };
     let signature = ok.header(proto::SIGNATURE_HEADER).unwrap();
-    assert!(n1.verify_body(&ok.body, signature));
-    assert!(!n2.verify_body(&ok.body, signature), "signed for n1 only");
+    assert!(n1.verify_response(&answer, signature));
+    assert!(
+        !n2.verify_response(&answer, signature),
+        "signed for n1 only"
+    );
+    let another = sign(&n1, "n1", now() + 1);
+    let replayed = Answer {
+        request: another.signature(),
+        ..answer
+    };
+    assert!(
+        !n1.verify_response(&replayed, signature),
+        "bound to its request"
+    );
 
+    let header = |a: Authorization| Some(a.header_value());
     let refused = [
         ("none", None, "no `Authorization"),
         (
@@ -286,7 +314,7 @@ fn the_agent_endpoint_takes_only_the_nodes_own_credential() {
         ),
         (
             "another node's credential",
-            signed(&n2, "n1", now()),
+            header(sign(&n2, "n1", now())),
             "does not match",
         ),
         (
@@ -300,13 +328,14 @@ fn the_agent_endpoint_takes_only_the_nodes_own_credential() {
         ),
         (
             "a stale request",
-            signed(&n1, "n1", now() - 3600),
+            header(sign(&n1, "n1", now() - 3600)),
             "off the server's",
         ),
+        // Said as a bad signature: nobody learns which nodes exist.
         (
             "an unknown node",
-            signed(&n1, "n9", now()),
-            "not a known node",
+            header(sign(&n1, "n9", now())),
+            "does not match",
         ),
     ];
     for (what, authorization, says) in refused {
@@ -316,8 +345,21 @@ fn the_agent_endpoint_takes_only_the_nodes_own_credential() {
         assert!(body.contains(says), "{what}: {body}");
         assert!(response.header(proto::SIGNATURE_HEADER).is_none(), "{what}");
     }
+    // A request whose covered header was edited on the way.
+    let edited = wulf_agent::http::get(
+        &server,
+        target,
+        &[
+            ("Authorization", auth.header_value()),
+            ("If-None-Match", "\"0000\"".into()),
+        ],
+        Duration::from_secs(20),
+        false,
+    )
+    .unwrap();
+    assert_eq!(edited.status, 401);
     // n2, with its own credential, gets its own overlay, not n1's.
-    let theirs = get(signed(&n2, "n2", now()));
+    let theirs = get(Some(sign(&n2, "n2", now()).header_value()));
     assert_eq!(theirs.status, 200);
     assert_ne!(theirs.header("etag"), ok.header("etag"));
     // The legacy route stays as Warewulf has it.
@@ -328,4 +370,43 @@ fn the_agent_endpoint_takes_only_the_nodes_own_credential() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&legacy.stdout), "200");
+}
+
+#[test]
+fn in_secure_mode_agents_connect_from_privileged_ports() {
+    let scratch = tempfile::tempdir().unwrap();
+    let wulf = site(scratch.path());
+    wulf.write("wulf.toml", "[server]\nsecure = true\n");
+    let conf = wulf.ok(&[
+        "overlay",
+        "render",
+        "agent",
+        "/etc/wulf/agent.conf",
+        "--node",
+        "n1",
+    ]);
+    assert!(conf.contains("privileged-port = yes\n"), "{conf}");
+    let served = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    let n1 = Credential::from_hex(&credential(&wulf, "n1")).unwrap();
+    let target = proto::RUNTIME_PATH;
+    let ask = |privileged: bool| {
+        let auth = Authorization::sign(&n1, "n1", "GET", target, now(), Covered::default());
+        wulf_agent::http::get(
+            &served.http.to_string(),
+            target,
+            &[("Authorization", auth.header_value())],
+            Duration::from_secs(20),
+            privileged,
+        )
+        .unwrap()
+    };
+    let refused = ask(false);
+    assert_eq!(
+        refused.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    // The tests run as root, as the agent does on a node.
+    assert_eq!(ask(true).status, 200);
 }

@@ -1,12 +1,14 @@
-//! Applying a runtime overlay to a live root: each file written beside its target and renamed
-//! over it (a reader sees the old file or the new one, never half), modes and owners as the
-//! archive says, unchanged files left alone, and what left the overlay since the last apply
-//! (the manifest) removed.
+//! Applying a runtime overlay to a live root: each file written beside its target (a new file,
+//! root's alone until done) and renamed over it (a reader sees the old file or the new one,
+//! never half), modes and owners as the archive says, unchanged files left alone, and what left
+//! the overlay since the last apply (the manifest) removed. A file that left the overlay is
+//! removed even where the image has one of its own: the image's copy comes back at the next
+//! boot.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Write as _};
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use crate::cpio::{Entry, Kind};
@@ -20,30 +22,18 @@ pub struct Applied {
 }
 
 /// Applies `entries` under `root`. `previous` lists what the last apply placed; those no longer
-/// in `entries` are removed (directories only once empty). Returns what happened and the new
-/// manifest.
+/// in `entries` are removed first (deepest first; directories only once empty), so a path may
+/// change from directory to file. A path listed twice takes its last entry, as when the kernel
+/// unpacks the segments one after another. Returns what happened and the new manifest.
 pub fn apply(
     root: &Path,
     entries: &[Entry],
     previous: &BTreeSet<String>,
 ) -> io::Result<(Applied, BTreeSet<String>)> {
+    let last: std::collections::BTreeMap<&str, &Entry> =
+        entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    let manifest: BTreeSet<String> = last.keys().map(|p| (*p).to_owned()).collect();
     let mut applied = Applied::default();
-    let mut manifest = BTreeSet::new();
-    for entry in entries {
-        let target = root.join(&entry.path);
-        let changed = match &entry.kind {
-            Kind::Directory => directory(&target, entry)?,
-            Kind::File(content) => file(&target, entry, content)?,
-            Kind::Symlink(to) => symlink(&target, entry, to)?,
-        };
-        if changed {
-            applied.written.push(entry.path.clone());
-        } else {
-            applied.unchanged += 1;
-        }
-        manifest.insert(entry.path.clone());
-    }
-    // Deepest first, so a directory is emptied before it is tried.
     let gone: Vec<&String> = previous.difference(&manifest).collect();
     for gone in gone.into_iter().rev() {
         let target = root.join(gone);
@@ -55,6 +45,20 @@ pub fn apply(
         };
         if removed {
             applied.removed.push(gone.clone());
+        }
+    }
+    // Sorted by path: a directory comes before what it holds.
+    for entry in last.values() {
+        let target = root.join(&entry.path);
+        let changed = match &entry.kind {
+            Kind::Directory => directory(&target, entry)?,
+            Kind::File(content) => file(&target, entry, content)?,
+            Kind::Symlink(to) => symlink(&target, entry, to)?,
+        };
+        if changed {
+            applied.written.push(entry.path.clone());
+        } else {
+            applied.unchanged += 1;
         }
     }
     Ok((applied, manifest))
@@ -73,26 +77,41 @@ fn directory(target: &Path, entry: &Entry) -> io::Result<bool> {
         {
             return Ok(false);
         }
-        Ok(meta) if !meta.is_dir() => fs::remove_file(target)?,
-        Ok(_) => {}
+        Ok(meta) if meta.is_dir() => {}
+        // A link to a directory (`/lib` on a merged-/usr system) already is one: replacing it
+        // would cut the system in half. The kernel keeps it too.
+        Ok(meta) if meta.file_type().is_symlink() && target.is_dir() => return Ok(false),
+        Ok(_) => {
+            fs::remove_file(target)?;
+            fs::create_dir(target)?;
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(target)?,
         Err(e) => return Err(e),
     }
-    if !target.is_dir() {
-        fs::create_dir(target)?;
-    }
-    fs::set_permissions(target, fs::Permissions::from_mode(entry.mode))?;
     std::os::unix::fs::chown(target, Some(entry.uid), Some(entry.gid))?;
+    fs::set_permissions(target, fs::Permissions::from_mode(entry.mode))?;
     Ok(true)
 }
 
-/// A temporary name beside `target`, in the same directory (so the rename is atomic).
+/// A new temporary name beside `target`, in the same directory (so the rename is atomic).
 fn beside(target: &Path) -> PathBuf {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    target.with_file_name(format!(".{name}.wulf-agent.{}", std::process::id()))
+    let mut random = [0u8; 6];
+    if let Ok(mut urandom) = fs::File::open("/dev/urandom") {
+        let _ = io::Read::read_exact(&mut urandom, &mut random);
+    }
+    target.with_file_name(format!(".{name}.wulf-agent.{}", hex::encode(random)))
+}
+
+/// A path that is a directory is removed when empty, so a directory can become a file.
+fn clear_directory(target: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir(target),
+        _ => Ok(()),
+    }
 }
 
 fn file(target: &Path, entry: &Entry, content: &[u8]) -> io::Result<bool> {
@@ -108,9 +127,16 @@ fn file(target: &Path, entry: &Entry, content: &[u8]) -> io::Result<bool> {
     if let Some(parent) = target.parent() {
         fs::create_dir_all(parent)?;
     }
+    clear_directory(target)?;
     let temp = beside(target);
     let written = (|| {
-        let mut out = fs::File::create(&temp)?;
+        // New: O_EXCL never opens an existing file nor follows a planted link. Readable by
+        // root only until it has its owner and mode.
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
         out.write_all(content)?;
         // Owner first: chown clears set-id bits, the mode then sets them.
         std::os::unix::fs::fchown(&out, Some(entry.uid), Some(entry.gid))?;
@@ -134,8 +160,8 @@ fn symlink(target: &Path, entry: &Entry, to: &str) -> io::Result<bool> {
     if let Some(parent) = target.parent() {
         fs::create_dir_all(parent)?;
     }
+    clear_directory(target)?;
     let temp = beside(target);
-    let _ = fs::remove_file(&temp);
     std::os::unix::fs::symlink(to, &temp)?;
     let linked = std::os::unix::fs::lchown(&temp, Some(entry.uid), Some(entry.gid))
         .and_then(|()| fs::rename(&temp, target));
@@ -222,6 +248,44 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert!(names.iter().all(|n| !n.contains("wulf-agent")), "{names:?}");
+    }
+
+    #[test]
+    fn a_link_to_a_directory_stays_and_types_may_change() {
+        let root = tempfile::tempdir().unwrap();
+        // A merged-/usr system: /lib is a link to usr/lib.
+        fs::create_dir_all(root.path().join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", root.path().join("lib")).unwrap();
+        let first = vec![
+            entry("lib", 0o755, Kind::Directory),
+            entry("lib/x.conf", 0o644, Kind::File(b"x".to_vec())),
+            entry("etc", 0o755, Kind::Directory),
+            entry("etc/thing", 0o755, Kind::Directory),
+            entry("etc/thing/a", 0o644, Kind::File(b"a".to_vec())),
+            // Listed twice (two segments): the last one counts.
+            entry("etc/twice", 0o644, Kind::File(b"first".to_vec())),
+            entry("etc/twice", 0o600, Kind::File(b"second".to_vec())),
+        ];
+        let (_, manifest) = apply(root.path(), &first, &BTreeSet::new()).unwrap();
+        assert!(
+            fs::symlink_metadata(root.path().join("lib"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(root.path().join("usr/lib/x.conf")).unwrap(), b"x");
+        assert_eq!(fs::read(root.path().join("etc/twice")).unwrap(), b"second");
+        // The directory becomes a file.
+        let second = vec![
+            entry("etc", 0o755, Kind::Directory),
+            entry("etc/thing", 0o644, Kind::File(b"now a file".to_vec())),
+        ];
+        let (done, _) = apply(root.path(), &second, &manifest).unwrap();
+        assert_eq!(
+            fs::read(root.path().join("etc/thing")).unwrap(),
+            b"now a file"
+        );
+        assert!(done.removed.contains(&"etc/thing/a".to_owned()), "{done:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! wait = 55                     # seconds a long-poll is held
 //! jitter = 5                    # up to this many seconds before the first request and retries
 //! state = /run/wulf-agent       # the manifest of what was applied
+//! privileged-port = no          # yes: connect from a port below 1024 (secure mode)
 //! hook = /etc/ssh/sshd_config* : systemctl reload ssh
 //! ```
 
@@ -31,6 +32,8 @@ pub struct Config {
     pub jitter: Duration,
     pub state: PathBuf,
     pub hooks: Vec<Hook>,
+    /// Connect from a source port below 1024 (the server runs in Warewulf's secure mode).
+    pub privileged_port: bool,
 }
 
 impl Config {
@@ -42,6 +45,7 @@ impl Config {
         let mut jitter = Duration::from_secs(5);
         let mut state = PathBuf::from("/run/wulf-agent");
         let mut hooks = Vec::new();
+        let mut privileged_port = false;
         for (number, line) in text.lines().enumerate() {
             let line = line.split_once(" #").map_or(line, |(l, _)| l).trim();
             if line.is_empty() || line.starts_with('#') {
@@ -61,9 +65,21 @@ impl Config {
                 "node" => node = Some(value.to_owned()),
                 "server" => servers.push(value.trim_start_matches("http://").to_owned()),
                 "credential" => credential = PathBuf::from(value),
-                "wait" => wait = seconds(value)?,
+                "wait" => {
+                    wait = seconds(value)?;
+                    if wait.is_zero() {
+                        return Err(bad("a long-poll of 0 s is a busy loop: use 1 or more"));
+                    }
+                }
                 "jitter" => jitter = seconds(value)?,
                 "state" => state = PathBuf::from(value),
+                "privileged-port" => {
+                    privileged_port = match value {
+                        "yes" | "true" => true,
+                        "no" | "false" => false,
+                        _ => return Err(bad("expected yes or no")),
+                    }
+                }
                 "hook" => {
                     let (pattern, command) = value
                         .split_once(" : ")
@@ -88,6 +104,7 @@ impl Config {
             jitter,
             state,
             hooks,
+            privileged_port,
         })
     }
 }

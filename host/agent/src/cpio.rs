@@ -32,8 +32,8 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
-/// Every entry of a compressed archive, in order; later entries for a path replace earlier
-/// ones, as when the kernel unpacks them.
+/// Every entry of a compressed archive, in order (a path may come twice: the later entry is
+/// the one that counts, as when the kernel unpacks them).
 pub fn read_archive(compressed: &[u8]) -> io::Result<Vec<Entry>> {
     let mut data = Vec::new();
     flate2::read::MultiGzDecoder::new(compressed).read_to_end(&mut data)?;
@@ -51,6 +51,11 @@ pub fn read_newc(data: &[u8]) -> io::Result<Vec<Entry>> {
         }
         if at >= data.len() {
             return Ok(entries);
+        }
+        if at % 4 != 0 {
+            return Err(invalid(format!(
+                "a cpio header at byte {at} is not 4-aligned"
+            )));
         }
         let header = data
             .get(at..at + 110)
@@ -91,7 +96,10 @@ pub fn read_newc(data: &[u8]) -> io::Result<Vec<Entry>> {
         if path.is_empty() || path == "." {
             continue;
         }
-        if path.split('/').any(|c| c == ".." || c.is_empty()) {
+        if path
+            .split('/')
+            .any(|c| c == ".." || c == "." || c.is_empty())
+        {
             return Err(invalid(format!("{name:?} is not a plain path")));
         }
         let kind = match mode & S_IFMT {

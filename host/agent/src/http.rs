@@ -29,18 +29,34 @@ fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
 }
 
-/// `GET target` from `server` (`host:port`), waiting at most `timeout` for each read.
+/// `GET target` from `server` (`host:port`), waiting at most `timeout` for each read; from a
+/// source port below 1024 when `privileged` (a server in Warewulf's secure mode asks for it).
 pub fn get(
     server: &str,
     target: &str,
     headers: &[(&str, String)],
     timeout: Duration,
+    privileged: bool,
 ) -> io::Result<Response> {
-    let addr = server
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| invalid(format!("{server} resolves to no address")))?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    let mut last = None;
+    let mut stream = None;
+    for addr in server.to_socket_addrs()? {
+        let connected = if privileged {
+            connect_privileged(addr)
+        } else {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        };
+        match connected {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let mut stream = stream.ok_or_else(|| {
+        last.unwrap_or_else(|| invalid(format!("{server} resolves to no address")))
+    })?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut request = format!(
@@ -53,6 +69,45 @@ pub fn get(
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
     read_response(BufReader::new(stream))
+}
+
+/// A connection from the first free source port of 600-1023 (root only).
+fn connect_privileged(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketType, sockopt};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free port below 1024");
+    for port in 600..1024u16 {
+        let fd = rustix::net::socket(family, SocketType::STREAM, None)?;
+        let local = std::net::SocketAddr::new(
+            if addr.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            },
+            port,
+        );
+        match rustix::net::bind(&fd, &local) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::ADDRINUSE) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        // connect(2) gives up after the send timeout.
+        sockopt::set_socket_timeout(&fd, sockopt::Timeout::Send, Some(Duration::from_secs(10)))?;
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => {
+                sockopt::set_socket_timeout(&fd, sockopt::Timeout::Send, None)?;
+                return Ok(TcpStream::from(fd));
+            }
+            // This port's last connection to the server is still in TIME_WAIT.
+            Err(rustix::io::Errno::ADDRNOTAVAIL) => last = rustix::io::Errno::ADDRNOTAVAIL.into(),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last)
 }
 
 fn read_response(mut reader: impl io::BufRead) -> io::Result<Response> {
@@ -123,7 +178,7 @@ fn read_chunked(reader: &mut impl io::BufRead) -> io::Result<Vec<u8>> {
         if size == 0 {
             return Ok(body);
         }
-        if body.len() + size > MAX_BODY {
+        if body.len().saturating_add(size) > MAX_BODY {
             return Err(invalid("the response is too large"));
         }
         let start = body.len();

@@ -100,12 +100,18 @@ impl Agent {
             .or_else(|_| std::fs::read_to_string(root.join(BOOT_MANIFEST)))
             .map(|t| apply::parse_manifest(&t))
             .unwrap_or_default();
-        let booted = std::fs::read_to_string(config.state.join("booted"))
-            .ok()
-            .and_then(|t| Booted::parse(t.trim()))
-            .unwrap_or_default();
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|b| b.trim().to_owned())
+            .unwrap_or_default();
+        // `<boot id>\n<report>`: a report from another boot does not count.
+        let booted = std::fs::read_to_string(config.state.join("booted"))
+            .ok()
+            .and_then(|text| {
+                let (id, report) = text.split_once('\n')?;
+                (id == boot_id)
+                    .then(|| Booted::parse(report.trim()))
+                    .flatten()
+            })
             .unwrap_or_default();
         Ok(Agent {
             config,
@@ -130,47 +136,90 @@ impl Agent {
     }
 
     /// One long-poll: waits up to `wait` for the runtime overlay to differ from the one last
-    /// applied, and applies it.
+    /// applied, and applies it. Every answer, "not modified" too, must carry this node's
+    /// signature over this request.
     pub fn sync(&mut self, wait: Duration) -> Result<Outcome, SyncError> {
         let target = format!("{}?wait={}", proto::RUNTIME_PATH, wait.as_secs());
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let auth = Authorization::sign(&self.credential, &self.config.node, "GET", &target, now);
+        let if_none_match = self.etag.clone().unwrap_or_default();
+        let booted = if self.booted.is_empty() {
+            String::new()
+        } else {
+            self.booted.header_value()
+        };
+        let covered = proto::Covered {
+            if_none_match: &if_none_match,
+            booted: &booted,
+        };
+        let auth = Authorization::sign(
+            &self.credential,
+            &self.config.node,
+            "GET",
+            &target,
+            now,
+            covered,
+        );
         let mut headers = vec![("Authorization", auth.header_value())];
-        if let Some(etag) = &self.etag {
-            headers.push(("If-None-Match", etag.clone()));
+        if !if_none_match.is_empty() {
+            headers.push(("If-None-Match", if_none_match.clone()));
         }
-        if !self.booted.is_empty() {
-            headers.push((proto::BOOTED_HEADER, self.booted.header_value()));
+        if !booted.is_empty() {
+            headers.push((proto::BOOTED_HEADER, booted.clone()));
         }
         if !self.boot_id.is_empty() {
             headers.push((proto::BOOT_ID_HEADER, self.boot_id.clone()));
         }
         let server = self.server().to_owned();
-        let response = http::get(&server, &target, &headers, wait + Duration::from_secs(30))
-            .map_err(SyncError::Transport)?;
-        if self.booted.is_empty()
-            && let Some(booted) = response
-                .header(proto::BOOTED_HEADER)
-                .and_then(Booted::parse)
-        {
-            let _ = std::fs::create_dir_all(&self.config.state);
-            let _ = std::fs::write(self.config.state.join("booted"), booted.header_value());
-            self.booted = booted;
-        }
+        let response = http::get(
+            &server,
+            &target,
+            &headers,
+            wait + Duration::from_secs(30),
+            self.config.privileged_port,
+        )
+        .map_err(SyncError::Transport)?;
         let message = || String::from_utf8_lossy(&response.body).trim().to_owned();
         match response.status {
-            304 => return Ok(Outcome::Unchanged),
-            200 => {}
+            200 | 304 => {}
             401 | 403 => return Err(SyncError::Refused(response.status, message())),
             status => return Err(SyncError::Server(status, message())),
         }
+        let etag = response.header("etag").unwrap_or_default();
+        let answer_booted = response.header(proto::BOOTED_HEADER).unwrap_or_default();
+        let answer = proto::Answer {
+            request: auth.signature(),
+            status: response.status,
+            etag,
+            booted: answer_booted,
+            body: &response.body,
+        };
         let signed = response
             .header(proto::SIGNATURE_HEADER)
-            .is_some_and(|sig| self.credential.verify_body(&response.body, sig));
+            .is_some_and(|sig| self.credential.verify_response(&answer, sig));
         if !signed {
             return Err(SyncError::Unsigned);
+        }
+        // An ETag is sent back in a header: letters, digits and quotes only.
+        if !etag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'"') {
+            return Err(SyncError::Server(
+                response.status,
+                format!("a bad ETag {etag:?}"),
+            ));
+        }
+        if self.booted.is_empty()
+            && let Some(told) = Booted::parse(answer_booted).filter(|b| !b.is_empty())
+        {
+            let _ = std::fs::create_dir_all(&self.config.state);
+            let _ = std::fs::write(
+                self.config.state.join("booted"),
+                format!("{}\n{}\n", self.boot_id, told.header_value()),
+            );
+            self.booted = told;
+        }
+        if response.status == 304 {
+            return Ok(Outcome::Unchanged);
         }
         let entries = cpio::read_archive(&response.body).map_err(SyncError::Apply)?;
         let (applied, manifest) =
@@ -182,7 +231,7 @@ impl Agent {
             apply::manifest_text(&self.manifest),
         )
         .map_err(SyncError::Apply)?;
-        self.etag = response.header("etag").map(str::to_owned);
+        self.etag = Some(etag.to_owned()).filter(|e| !e.is_empty());
         Ok(Outcome::Applied(applied))
     }
 
@@ -201,7 +250,7 @@ impl Agent {
             .collect()
     }
 
-    /// The SHA-256 of what the agent holds as applied, for logs.
+    /// The ETag of the runtime overlay last applied, as the server sent it (quoted).
     pub fn etag(&self) -> Option<&str> {
         self.etag.as_deref()
     }

@@ -53,15 +53,44 @@ fn jitter(max: Duration) -> Duration {
     Duration::from_millis(u64::from_le_bytes(bytes) % millis)
 }
 
+/// How long a hook may run before it is killed (the agent waits for it: no sync meanwhile).
+const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn run_hooks(agent: &Agent, applied: &wulf_agent::apply::Applied) {
     for hook in agent.hooks_for(applied) {
-        let status = std::process::Command::new("/bin/sh")
+        let mut child = match std::process::Command::new("/bin/sh")
             .args(["-c", &hook.command])
-            .status();
+            .stdin(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("wulf-agent: hook `{}` did not start: {e}", hook.command);
+                continue;
+            }
+        };
+        let started = std::time::Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if started.elapsed() < HOOK_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+            }
+        };
         match status {
-            Ok(s) if s.success() => println!("wulf-agent: hook `{}` ran", hook.command),
-            Ok(s) => eprintln!("wulf-agent: hook `{}` failed ({s})", hook.command),
-            Err(e) => eprintln!("wulf-agent: hook `{}` did not start: {e}", hook.command),
+            Some(s) if s.success() => println!("wulf-agent: hook `{}` ran", hook.command),
+            Some(s) => eprintln!("wulf-agent: hook `{}` failed ({s})", hook.command),
+            None => eprintln!(
+                "wulf-agent: hook `{}` was killed after {} s",
+                hook.command,
+                HOOK_TIMEOUT.as_secs()
+            ),
         }
     }
 }
@@ -115,6 +144,7 @@ fn main() -> ExitCode {
         } else {
             agent.config.wait
         };
+        let started = std::time::Instant::now();
         match agent.sync(wait) {
             Ok(Outcome::Applied(applied)) => {
                 backoff = Duration::from_secs(1);
@@ -132,11 +162,17 @@ fn main() -> ExitCode {
                 if args.once {
                     return ExitCode::SUCCESS;
                 }
+                // A change reaches every node at once: spread the next requests.
+                std::thread::sleep(jitter(agent.config.jitter / 5));
             }
             Ok(Outcome::Unchanged) => {
                 backoff = Duration::from_secs(1);
                 if args.once {
                     return ExitCode::SUCCESS;
+                }
+                // A server that answers at once (not a long-poll) is not asked in a busy loop.
+                if started.elapsed() < Duration::from_secs(1) {
+                    std::thread::sleep(Duration::from_secs(1));
                 }
             }
             Err(error) => {
@@ -144,7 +180,7 @@ fn main() -> ExitCode {
                 if args.once {
                     return ExitCode::FAILURE;
                 }
-                if matches!(error, SyncError::Transport(_)) {
+                if !matches!(error, SyncError::Refused(..) | SyncError::Unsigned) {
                     agent.next_server();
                 }
                 std::thread::sleep(backoff + jitter(agent.config.jitter));

@@ -4,9 +4,12 @@
 //! A node's credential is an HMAC of the node id under the server's agent key; the server
 //! derives it when it renders the node's system overlay (which delivers it, root-only) and when
 //! it checks a request, so it stores nothing per node. The credential never crosses the network
-//! again: a request carries the node id, the time and an HMAC of the method, path and time; a
-//! runtime overlay comes back with an HMAC of its SHA-256, so neither another node nor anyone
-//! on the wire can fetch a node's files or slip files into them.
+//! again: a request carries the node id, the time and an HMAC of the method, path, time and the
+//! headers that say what the node holds and booted; every answer (a runtime overlay or "not
+//! modified") comes back with an HMAC of the request's signature, the status, the ETag, the boot
+//! report and the body's SHA-256. So another node cannot sign as this one, and nobody on the wire
+//! can alter or replay an answer, nor edit a request's headers. The traffic is not encrypted:
+//! whoever sees the provisioning network sees the runtime overlay, as with Warewulf.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -51,11 +54,6 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// Compares without an early exit.
-fn equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Credential {
     /// The credential of `node` under the server's agent key.
     pub fn derive(agent_key: &[u8], node: &str) -> Credential {
@@ -72,17 +70,59 @@ impl Credential {
         Some(Credential(bytes.try_into().ok()?))
     }
 
-    /// The signature of a body.
-    pub fn sign_body(&self, body_sha256: &[u8]) -> String {
-        hex::encode(mac(&self.0, &[b"body", body_sha256]))
+    /// The signature of an answer to the request signed `request`.
+    pub fn sign_response(&self, answer: &Answer<'_>) -> String {
+        hex::encode(self.answer_mac(answer))
     }
 
-    /// Whether `signature` is this credential's for `body`.
-    pub fn verify_body(&self, body: &[u8], signature: &str) -> bool {
-        let digest = Sha256::digest(body);
-        hex::decode(signature.trim())
-            .is_ok_and(|sig| equal(&sig, &mac(&self.0, &[b"body", &digest])))
+    /// Whether `signature` is this credential's for `answer`.
+    pub fn verify_response(&self, answer: &Answer<'_>, signature: &str) -> bool {
+        hex::decode(signature.trim()).is_ok_and(|sig| {
+            let Ok(mut check) = HmacSha256::new_from_slice(&self.0) else {
+                return false;
+            };
+            check.update(&self.answer_input(answer));
+            check.verify_slice(&sig).is_ok()
+        })
     }
+
+    fn answer_input(&self, answer: &Answer<'_>) -> Vec<u8> {
+        let digest = Sha256::digest(answer.body);
+        let mut input = Vec::new();
+        for part in [
+            b"answer".as_slice(),
+            answer.request.as_bytes(),
+            answer.status.to_string().as_bytes(),
+            answer.etag.as_bytes(),
+            answer.booted.as_bytes(),
+            &digest,
+        ] {
+            input.extend_from_slice(part);
+            input.push(b'\n');
+        }
+        input
+    }
+
+    fn answer_mac(&self, answer: &Answer<'_>) -> [u8; 32] {
+        let Ok(mut mac) = HmacSha256::new_from_slice(&self.0) else {
+            unreachable!("HMAC-SHA256 accepts any key length")
+        };
+        mac.update(&self.answer_input(answer));
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// What an answer's signature covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// The signature of the request it answers ([`Authorization::signature`]).
+    pub request: &'a str,
+    pub status: u16,
+    /// The `ETag` header as sent (empty when none).
+    pub etag: &'a str,
+    /// The boot report header as sent (empty when none).
+    pub booted: &'a str,
+    pub body: &'a [u8],
 }
 
 /// Why a request is refused.
@@ -113,6 +153,14 @@ impl std::fmt::Display for AuthError {
 
 impl std::error::Error for AuthError {}
 
+/// The request headers a signature covers: what the node holds and what it booted, as sent
+/// (empty when not sent).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Covered<'a> {
+    pub if_none_match: &'a str,
+    pub booted: &'a str,
+}
+
 /// A signed request: `Authorization: Wulf-Agent node=<id>, ts=<unix seconds>, sig=<hex>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorization {
@@ -122,15 +170,29 @@ pub struct Authorization {
 }
 
 impl Authorization {
-    pub fn sign(credential: &Credential, node: &str, method: &str, target: &str, ts: u64) -> Self {
+    pub fn sign(
+        credential: &Credential,
+        node: &str,
+        method: &str,
+        target: &str,
+        ts: u64,
+        covered: Covered<'_>,
+    ) -> Self {
         Authorization {
             node: node.to_owned(),
             ts,
-            sig: hex::encode(Self::mac(credential, node, method, target, ts)),
+            sig: hex::encode(Self::mac(credential, node, method, target, ts, covered)),
         }
     }
 
-    fn mac(credential: &Credential, node: &str, method: &str, target: &str, ts: u64) -> [u8; 32] {
+    fn mac(
+        credential: &Credential,
+        node: &str,
+        method: &str,
+        target: &str,
+        ts: u64,
+        covered: Covered<'_>,
+    ) -> [u8; 32] {
         mac(
             &credential.0,
             &[
@@ -139,8 +201,15 @@ impl Authorization {
                 method.as_bytes(),
                 target.as_bytes(),
                 ts.to_string().as_bytes(),
+                covered.if_none_match.as_bytes(),
+                covered.booted.as_bytes(),
             ],
         )
+    }
+
+    /// The signature, which an answer's signature covers.
+    pub fn signature(&self) -> &str {
+        &self.sig
     }
 
     pub fn header_value(&self) -> String {
@@ -177,21 +246,37 @@ impl Authorization {
         })
     }
 
-    /// Checks the signature of `method target` under `credential` and the time against `now`.
+    /// Checks the signature of `method target` and the covered headers under `credential`,
+    /// and the time against `now`.
     pub fn verify(
         &self,
         credential: &Credential,
         method: &str,
         target: &str,
         now: u64,
+        covered: Covered<'_>,
     ) -> Result<(), AuthError> {
         let skew = now.abs_diff(self.ts);
         if skew > MAX_SKEW_SECS {
             return Err(AuthError::Skewed(skew));
         }
-        let expected = Self::mac(credential, &self.node, method, target, self.ts);
+        let Ok(mut check) = HmacSha256::new_from_slice(&credential.0) else {
+            return Err(AuthError::BadSignature);
+        };
+        for part in [
+            b"request".as_slice(),
+            self.node.as_bytes(),
+            method.as_bytes(),
+            target.as_bytes(),
+            self.ts.to_string().as_bytes(),
+            covered.if_none_match.as_bytes(),
+            covered.booted.as_bytes(),
+        ] {
+            check.update(part);
+            check.update(b"\n");
+        }
         match hex::decode(&self.sig) {
-            Ok(sig) if equal(&sig, &expected) => Ok(()),
+            Ok(sig) if check.verify_slice(&sig).is_ok() => Ok(()),
             _ => Err(AuthError::BadSignature),
         }
     }
@@ -255,31 +340,42 @@ mod tests {
             Some(n1.clone())
         );
         let target = "/agent/v1/runtime?wait=55";
-        let auth = Authorization::sign(&n1, "n1", "GET", target, 1000);
+        let held = Covered {
+            if_none_match: "\"ab\"",
+            booted: "kernel=k, image=i, system=s",
+        };
+        let auth = Authorization::sign(&n1, "n1", "GET", target, 1000, held);
         let parsed = Authorization::parse(&auth.header_value()).unwrap();
         assert_eq!(parsed, auth);
-        assert_eq!(parsed.verify(&n1, "GET", target, 1100), Ok(()));
+        assert_eq!(parsed.verify(&n1, "GET", target, 1100, held), Ok(()));
+        let bad = Err(AuthError::BadSignature);
         assert_eq!(
-            parsed.verify(&n2, "GET", target, 1100),
-            Err(AuthError::BadSignature),
+            parsed.verify(&n2, "GET", target, 1100, held),
+            bad,
             "another node's credential"
         );
         assert_eq!(
-            parsed.verify(&n1, "GET", "/agent/v1/runtime", 1100),
-            Err(AuthError::BadSignature),
+            parsed.verify(&n1, "GET", "/agent/v1/runtime", 1100, held),
+            bad,
             "another target"
         );
+        let edited = Covered {
+            if_none_match: "\"cd\"",
+            ..held
+        };
         assert_eq!(
-            parsed.verify(&n1, "GET", target, 2000),
+            parsed.verify(&n1, "GET", target, 1100, edited),
+            bad,
+            "an edited header"
+        );
+        assert_eq!(
+            parsed.verify(&n1, "GET", target, 2000, held),
             Err(AuthError::Skewed(1000))
         );
         // Claiming to be n2 with n1's credential.
         let forged =
             Authorization::parse(&auth.header_value().replace("node=n1", "node=n2")).unwrap();
-        assert_eq!(
-            forged.verify(&n2, "GET", target, 1000),
-            Err(AuthError::BadSignature)
-        );
+        assert_eq!(forged.verify(&n2, "GET", target, 1000, held), bad);
         assert!(matches!(
             Authorization::parse("Bearer x"),
             Err(AuthError::Malformed(_))
@@ -288,13 +384,43 @@ mod tests {
     }
 
     #[test]
-    fn bodies_are_signed_for_one_node() {
+    fn answers_are_bound_to_their_request_and_node() {
         let n1 = Credential::derive(b"key", "n1");
-        let body = b"overlay bytes";
-        let sig = n1.sign_body(&Sha256::digest(body));
-        assert!(n1.verify_body(body, &sig));
-        assert!(!n1.verify_body(b"overlay bytez", &sig));
-        assert!(!Credential::derive(b"key", "n2").verify_body(body, &sig));
+        let answer = Answer {
+            request: "aa",
+            status: 200,
+            etag: "\"e1\"",
+            booted: "kernel=k, image=i, system=s",
+            body: b"overlay bytes",
+        };
+        let sig = n1.sign_response(&answer);
+        assert!(n1.verify_response(&answer, &sig));
+        assert!(!Credential::derive(b"key", "n2").verify_response(&answer, &sig));
+        for changed in [
+            Answer {
+                body: b"overlay bytez",
+                ..answer
+            },
+            Answer {
+                request: "bb",
+                ..answer
+            },
+            Answer {
+                status: 304,
+                body: b"",
+                ..answer
+            },
+            Answer {
+                etag: "\"e2\"",
+                ..answer
+            },
+            Answer {
+                booted: "",
+                ..answer
+            },
+        ] {
+            assert!(!n1.verify_response(&changed, &sig), "{changed:?}");
+        }
     }
 
     #[test]

@@ -19,8 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use sha2::Digest as _;
-use wulf_agent::proto::{self, AuthError, Authorization, Booted, Credential};
+use wulf_agent::proto::{self, Answer, AuthError, Authorization, Booted, Covered, Credential};
 use wulf_core::BootStage;
 use wulf_core::provision::error_chain;
 
@@ -123,9 +122,18 @@ pub(crate) async fn runtime(
     };
     let id = auth.node.clone();
     if !app.index.snapshot().nodes.contains_key(&id) {
-        return refuse(
+        // Said as a bad signature: who asks learns nothing of which nodes exist.
+        tracing::warn!(node = %id, %peer, "agent request for a node that does not exist");
+        return (
             StatusCode::UNAUTHORIZED,
-            format!("`{id}` is not a known node"),
+            format!("{}\n", AuthError::BadSignature),
+        )
+            .into_response();
+    }
+    if app.secure && peer.port() >= 1024 {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "secure mode: agents must connect from a privileged source port (below 1024)".into(),
             peer,
             Some(&id),
         );
@@ -142,7 +150,14 @@ pub(crate) async fn runtime(
         }
     };
     let credential = Credential::derive(&key, &id);
-    if let Err(e) = auth.verify(&credential, method.as_str(), target, now()) {
+    let if_none_match_sent =
+        header_text(&headers, header::IF_NONE_MATCH.as_str()).unwrap_or_default();
+    let booted_sent = header_text(&headers, proto::BOOTED_HEADER).unwrap_or_default();
+    let covered = Covered {
+        if_none_match: if_none_match_sent,
+        booted: booted_sent,
+    };
+    if let Err(e) = auth.verify(&credential, method.as_str(), target, now(), covered) {
         return refuse(StatusCode::UNAUTHORIZED, e.to_string(), peer, Some(&id));
     }
     let wait = query
@@ -150,10 +165,10 @@ pub(crate) async fn runtime(
         .and_then(|w| w.parse::<u64>().ok())
         .unwrap_or(0)
         .min(proto::MAX_WAIT_SECS);
-    let applied = header_text(&headers, header::IF_NONE_MATCH.as_str())
+    let applied = Some(if_none_match_sent)
+        .filter(|v| !v.is_empty())
         .map(|v| v.trim().trim_matches('"').to_owned());
-    let booted = header_text(&headers, proto::BOOTED_HEADER)
-        .and_then(Booted::parse)
+    let booted = Booted::parse(booted_sent)
         .filter(|b| !b.is_empty())
         .unwrap_or_else(|| {
             let served = app.status.served(&id);
@@ -185,7 +200,8 @@ pub(crate) async fn runtime(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let _parked = Parked::new(&app.waiting.count);
     let mut changes = app.waiting.changes.subscribe();
-    let file = loop {
+    let booted_value = booted.header_value();
+    let answered = loop {
         // The record as it is now: an edit while waiting is what the node must get.
         let Some(node) = app.index.snapshot().nodes.get(&id).cloned() else {
             return refuse(
@@ -203,62 +219,78 @@ pub(crate) async fn runtime(
             }
         };
         if applied.as_deref() != Some(file.etag.as_str()) {
-            break Some(file);
+            match read_parts(&file.parts).await {
+                Ok(body) => break Some((file.etag, body)),
+                // A build replaced the archive between the lookup and the read: look again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::error!(node = %id, error = %e, "cannot read a runtime overlay");
+                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
+                }
+            }
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {}
             _ => break None,
         }
     };
-    let booted_value = HeaderValue::from_str(&booted.header_value()).ok();
-    let Some(file) = file else {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        if let Some(etag) = applied.and_then(|e| HeaderValue::from_str(&format!("\"{e}\"")).ok()) {
-            response.headers_mut().insert(header::ETAG, etag);
-        }
-        if let Some(booted) = booted_value {
-            response.headers_mut().insert(proto::BOOTED_HEADER, booted);
-        }
-        app.metrics.request("agent", 304, 0);
-        return response;
+    let (status, etag, body) = match answered {
+        Some((etag, body)) => (StatusCode::OK, format!("\"{etag}\""), body),
+        None => (
+            StatusCode::NOT_MODIFIED,
+            applied.map(|e| format!("\"{e}\"")).unwrap_or_default(),
+            Vec::new(),
+        ),
     };
-    let mut body = Vec::new();
-    for part in &file.parts {
-        match tokio::fs::read(part).await {
-            Ok(bytes) => body.extend_from_slice(&bytes),
-            Err(e) => {
-                tracing::error!(node = %id, part = %part.display(), error = %e, "cannot read a runtime overlay part");
-                return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
-            }
-        }
-        if body.len() as u64 > MAX_RUNTIME {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the runtime overlay of {id} is over {MAX_RUNTIME} bytes\n"),
-            )
-                .into_response();
-        }
+    let signature = credential.sign_response(&Answer {
+        request: auth.signature(),
+        status: status.as_u16(),
+        etag: &etag,
+        booted: &booted_value,
+        body: &body,
+    });
+    if status == StatusCode::OK {
+        tracing::info!(node = %id, %etag, bytes = body.len(), %peer, "runtime overlay to the agent");
     }
-    let signature = credential.sign_body(&sha2::Sha256::digest(&body));
-    tracing::info!(node = %id, etag = %file.etag, bytes = body.len(), %peer, "runtime overlay to the agent");
-    app.metrics.request("agent", 200, body.len() as u64);
-    let mut response = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        body,
-    )
-        .into_response();
+    app.metrics
+        .request("agent", status.as_u16(), body.len() as u64);
+    let mut response = if status == StatusCode::OK {
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            body,
+        )
+            .into_response()
+    } else {
+        status.into_response()
+    };
     let headers = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", file.etag)) {
-        headers.insert(header::ETAG, etag);
-    }
-    if let Ok(signature) = HeaderValue::from_str(&signature) {
-        headers.insert(proto::SIGNATURE_HEADER, signature);
-    }
-    if let Some(booted) = booted_value {
-        headers.insert(proto::BOOTED_HEADER, booted);
+    for (name, value) in [
+        (header::ETAG.as_str(), etag.as_str()),
+        (proto::SIGNATURE_HEADER, signature.as_str()),
+        (proto::BOOTED_HEADER, booted_value.as_str()),
+    ] {
+        if !value.is_empty()
+            && let Ok(value) = HeaderValue::from_str(value)
+        {
+            headers.insert(name, value);
+        }
     }
     response
+}
+
+/// A runtime overlay's segments, read whole (it is signed before it is sent).
+async fn read_parts(parts: &[std::path::PathBuf]) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(&tokio::fs::read(part).await?);
+        if body.len() as u64 > MAX_RUNTIME {
+            return Err(std::io::Error::other(format!(
+                "a runtime overlay over {MAX_RUNTIME} bytes"
+            )));
+        }
+    }
+    Ok(body)
 }
 
 /// The agent part of each node's status, completed against what the node would get now.

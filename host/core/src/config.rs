@@ -381,12 +381,12 @@ impl Config {
         if let Some(hooks) = raw.agent.hooks {
             if let Some(bad) = hooks
                 .iter()
-                .find(|h| !h.contains(" : ") || h.contains('\n'))
+                .find(|h| !h.contains(" : ") || h.contains('\n') || h.contains(" #"))
             {
                 return Err(invalid(
                     "agent.hooks".into(),
                     format!("{bad:?}"),
-                    "expected \"PATTERN : COMMAND\", e.g. \"/etc/ssh/* : systemctl reload ssh\"",
+                    "expected \"PATTERN : COMMAND\" on one line, no \" #\" (the agent reads that as a comment), e.g. \"/etc/ssh/* : systemctl reload ssh\"",
                 ));
             }
             defaults.agent.hooks = hooks;

@@ -7,7 +7,9 @@
 //! system overlay, readable by root only. Whoever can fetch a node's system overlay (its MAC, and
 //! its asset key when one is set) can act as that node towards the agent endpoint, as in
 //! Warewulf; a credential never crosses the network after that, so watching the network later
-//! gives nothing, and no node can use its own credential to read another node's files.
+//! gives nothing, and no node can use its own credential to read another node's files. In
+//! secure mode agents also connect from privileged ports, as Warewulf's rule for runtime
+//! overlays has it.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -89,8 +91,9 @@ impl Site {
     pub(crate) fn agent_overlay(&self) -> Result<AgentOverlay> {
         let key = self.agent_key()?;
         let config = self.config().agent.clone();
+        let secure = self.config().server.secure;
         let identity = format!(
-            "agent@{}:{}:{}:{:?}",
+            "agent@{}:{}:{}:{:?}:{secure}",
             env!("CARGO_PKG_VERSION"),
             hex::encode(sha2::Sha256::digest(self.agent_binary)),
             hex::encode(sha2::Sha256::digest(&key)),
@@ -100,6 +103,7 @@ impl Site {
             binary: self.agent_binary,
             key,
             config,
+            secure,
             identity: hex::encode(sha2::Sha256::digest(identity)),
         })
     }
@@ -123,6 +127,17 @@ impl Site {
     }
 }
 
+/// `host:port` with a host of letters, digits, dots, dashes or colons (IPv6 in brackets).
+fn is_host_port(text: &str) -> bool {
+    text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && port.parse::<u16>().is_ok()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    })
+}
+
 /// The built-in overlay that runs `wulf-agent` on a node: the binary, its systemd unit (enabled)
 /// and a fallback for images without systemd are the same for every node (one shared segment);
 /// the configuration and the credential are the node's own.
@@ -130,6 +145,8 @@ pub(crate) struct AgentOverlay {
     binary: &'static [u8],
     key: Arc<[u8]>,
     config: AgentConfig,
+    /// The server is in secure mode: agents connect from privileged ports.
+    secure: bool,
     /// What the archives depend on: the binary, the key and the configuration.
     pub identity: String,
 }
@@ -174,7 +191,7 @@ fn file(path: &str, mode: u32, content: impl Into<Vec<u8>>) -> OverlayFile {
 
 impl AgentOverlay {
     /// `/etc/wulf/agent.conf` for `node`.
-    fn config_text(&self, node: &Node) -> String {
+    fn config_text(&self, node: &Node) -> Result<String, ExtensionError> {
         let mut text = format!(
             "# wulf-agent's configuration for {0}, written by wulf's `agent` overlay.\nnode = {0}\n",
             node.id
@@ -185,6 +202,15 @@ impl AgentOverlay {
             .get(AGENT_SERVERS_TAG)
             .map(|list| list.split([',', ' ']).filter(|s| !s.is_empty()).collect())
             .unwrap_or_default();
+        if let Some(bad) = from_tag.iter().find(|s| !is_host_port(s)) {
+            return Err(ExtensionError::Guest {
+                plugin: AGENT_OVERLAY.into(),
+                message: format!(
+                    "node {}: tag {AGENT_SERVERS_TAG}: {bad:?} is not HOST:PORT (e.g. 10.0.0.1:9873)",
+                    node.id
+                ),
+            });
+        }
         let servers: Vec<&str> = if from_tag.is_empty() {
             self.config.servers.iter().map(String::as_str).collect()
         } else {
@@ -201,10 +227,13 @@ impl AgentOverlay {
             self.config.wait.as_secs(),
             self.config.jitter.as_secs()
         ));
+        if self.secure {
+            text.push_str("privileged-port = yes\n");
+        }
         for hook in &self.config.hooks {
             text.push_str(&format!("hook = {hook}\n"));
         }
-        text
+        Ok(text)
     }
 }
 
@@ -223,7 +252,7 @@ impl OverlayGenerator for AgentOverlay {
                 gid: 0,
                 content: FileContent::Directory,
             },
-            file("/etc/wulf/agent.conf", 0o644, self.config_text(node)),
+            file("/etc/wulf/agent.conf", 0o644, self.config_text(node)?),
             file(
                 "/etc/wulf/agent.credential",
                 0o600,
@@ -268,6 +297,7 @@ mod tests {
                 servers: servers.iter().map(|s| s.to_string()).collect(),
                 ..AgentConfig::default()
             },
+            secure: false,
             identity: String::new(),
         }
     }
@@ -307,6 +337,15 @@ mod tests {
         );
         assert!(!text.contains("10.0.0.1"), "{text}");
         assert!(text.contains("hook = /etc/ssh/sshd_config*"), "{text}");
+        node.tags.insert(
+            AGENT_SERVERS_TAG.into(),
+            "10.9.0.1:9873\ncredential = /tmp/x".into(),
+        );
+        let refused = site.generate(&node, &Server::default());
+        assert!(
+            matches!(&refused, Err(ExtensionError::Guest { message, .. }) if message.contains("is not HOST:PORT")),
+            "{refused:?}"
+        );
     }
 
     #[test]
