@@ -182,6 +182,10 @@ pub enum ImageError {
         size: u64,
     },
 
+    #[error(
+        "image `{image}` was replaced while the command ran (another exec or an import): nothing was written; run it again"
+    )]
+    ChangedMeanwhile { image: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -10,6 +10,7 @@ pub mod chroot;
 pub mod compress;
 pub mod cpio;
 pub mod error;
+pub mod exec;
 pub mod flatten;
 pub mod kernel;
 pub mod oci;

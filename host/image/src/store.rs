@@ -216,7 +216,10 @@ impl ImageStore {
         };
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !(name.starts_with(".import-") || name.starts_with(".trash-")) {
+            if ![".import-", ".trash-", ".exec-", ".commit-"]
+                .iter()
+                .any(|p| name.starts_with(p))
+            {
                 continue;
             }
             let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
@@ -394,53 +397,11 @@ impl ImageStore {
         let dir = self.path(name);
         let build_lock = dir.join(".build.lock");
         let _building = WriteLock::acquire(&build_lock).map_err(ImageError::at(&build_lock))?;
-        let settings = &meta.settings;
-        let compression = settings.compression;
-        let options = PackOptions {
-            compression,
-            level: settings.level.unwrap_or(compression.default_level()),
-            threads,
-            mtime: settings.mtime,
-        };
-        let mut runs: Vec<(String, Box<dyn TransformRun>)> = transforms
-            .iter()
-            .map(|t| Ok((t.name().to_owned(), t.start(name)?)))
-            .collect::<Result<_>>()?;
-        let tmp = dir.join(format!(".initramfs.tmp-{}", std::process::id()));
-        let file = File::create(&tmp).map_err(ImageError::at(&tmp))?;
-        let packed = pack::pack(&dir.join(ROOTFS), file, &options, &mut runs, progress).and_then(
-            |(packed, file): (Packed, File)| {
-                file.sync_all().map_err(ImageError::at(&tmp))?;
-                Ok(packed)
-            },
-        );
-        let packed = match packed {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        let file_name = format!(
-            "initramfs-{}.{}",
-            &packed.sha256[..16],
-            compression.extension()
-        );
-        let target = dir.join(&file_name);
-        fs::rename(&tmp, &target).map_err(ImageError::at(&target))?;
-
+        let build = pack_in(&dir, &meta, transforms, threads, progress)?;
+        let file_name = build.file.clone();
         let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
         let mut meta = self.get(name)?;
-        meta.build = Some(Build {
-            file: file_name.clone(),
-            sha256: packed.sha256,
-            compression,
-            size: packed.compressed,
-            uncompressed: packed.uncompressed,
-            entries: packed.entries,
-            built_at: now(),
-            transforms: transforms.iter().map(|t| t.name().to_owned()).collect(),
-        });
+        meta.build = Some(build);
         self.write_meta_at(&dir, &meta)?;
         // Old archives go; a transfer in flight keeps its open file.
         if let Ok(entries) = fs::read_dir(&dir) {
@@ -451,6 +412,100 @@ impl ImageStore {
                 }
             }
         }
+        Ok(meta)
+    }
+
+    /// `name`'s rootfs unpacked into a new working tree beside it (root only: owners, modes
+    /// and devices are kept), removed when dropped.
+    pub fn unpack_tree(&self, name: &str) -> Result<WorkTree> {
+        let meta = self.get(name)?;
+        self.clean_stale();
+        let dir = self.staging("exec", name);
+        let root = dir.join("root");
+        fs::create_dir_all(&root).map_err(ImageError::at(&root))?;
+        let tree = WorkTree {
+            dir,
+            root,
+            base: meta.imported_at,
+        };
+        let tar = self.path(name).join(ROOTFS);
+        let out = std::process::Command::new("tar")
+            .args([
+                "--extract",
+                "--preserve-permissions",
+                "--numeric-owner",
+                "--file",
+            ])
+            .arg(&tar)
+            .arg("--directory")
+            .arg(&tree.root)
+            .output()
+            .map_err(ImageError::io("running tar"))?;
+        if !out.status.success() {
+            return Err(ImageError::Io {
+                context: format!("unpacking {}", tar.display()),
+                source: std::io::Error::other(
+                    String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                ),
+            });
+        }
+        Ok(tree)
+    }
+
+    /// Makes `tree` the rootfs of `name`: packed, its kernels found again and, with `build`,
+    /// its initramfs built, all beside the image, which is then replaced in one rename. A
+    /// failure anywhere leaves the image as it was, still served.
+    pub fn commit_tree(
+        &self,
+        name: &str,
+        tree: &WorkTree,
+        transforms: &[Arc<dyn ImageTransform>],
+        build: bool,
+        threads: usize,
+        progress: &dyn Progress,
+    ) -> Result<ImageMeta> {
+        let previous = self.get(name)?;
+        if previous.imported_at != tree.base {
+            return Err(ImageError::ChangedMeanwhile {
+                image: name.to_owned(),
+            });
+        }
+        let staging = self.staging("commit", name);
+        let _ = fs::remove_dir_all(&staging);
+        let committed = (|| {
+            fs::create_dir_all(&staging).map_err(ImageError::at(&staging))?;
+            let rootfs_tar = staging.join(ROOTFS);
+            let flattened = chroot::import_dir(&tree.root, &rootfs_tar, progress)?;
+            let kernels = extract_kernels(&rootfs_tar, &staging.join(KERNELS))?;
+            let mut meta = ImageMeta {
+                entries: flattened.entries,
+                bytes: flattened.bytes,
+                kernels,
+                imported_at: now(),
+                build: None,
+                ..previous
+            };
+            if build {
+                meta.build = Some(pack_in(&staging, &meta, transforms, threads, progress)?);
+            }
+            self.write_meta_at(&staging, &meta)?;
+            Ok(meta)
+        })();
+        let meta = match committed {
+            Ok(meta) => meta,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
+        if self.get(name).map(|m| m.imported_at).ok() != Some(tree.base) {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(ImageError::ChangedMeanwhile {
+                image: name.to_owned(),
+            });
+        }
+        self.swap_in(&staging, name)?;
         Ok(meta)
     }
 
@@ -532,6 +587,77 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 
 /// Finds the kernels in a rootfs tar and copies them out, so the boot server serves plain
 /// files. Symlinks are followed inside the image.
+/// A rootfs unpacked for a change (`image exec`, `image syncuser`), removed when dropped.
+#[derive(Debug)]
+pub struct WorkTree {
+    dir: PathBuf,
+    /// The image's `/`.
+    pub root: PathBuf,
+    /// When the rootfs it came from was made: a commit over a newer one is refused.
+    base: u64,
+}
+
+impl Drop for WorkTree {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Packs `dir`'s rootfs into `dir/initramfs-<sha>.<ext>` with `meta`'s settings; the file is
+/// complete before it has its name. What the build was.
+fn pack_in(
+    dir: &Path,
+    meta: &ImageMeta,
+    transforms: &[Arc<dyn ImageTransform>],
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Build> {
+    let settings = &meta.settings;
+    let compression = settings.compression;
+    let options = PackOptions {
+        compression,
+        level: settings.level.unwrap_or(compression.default_level()),
+        threads,
+        mtime: settings.mtime,
+    };
+    let mut runs: Vec<(String, Box<dyn TransformRun>)> = transforms
+        .iter()
+        .map(|t| Ok((t.name().to_owned(), t.start(&meta.name)?)))
+        .collect::<Result<_>>()?;
+    let tmp = dir.join(format!(".initramfs.tmp-{}", std::process::id()));
+    let file = File::create(&tmp).map_err(ImageError::at(&tmp))?;
+    let packed = pack::pack(&dir.join(ROOTFS), file, &options, &mut runs, progress).and_then(
+        |(packed, file): (Packed, File)| {
+            file.sync_all().map_err(ImageError::at(&tmp))?;
+            Ok(packed)
+        },
+    );
+    let packed = match packed {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let file_name = format!(
+        "initramfs-{}.{}",
+        &packed.sha256[..16],
+        compression.extension()
+    );
+    let target = dir.join(&file_name);
+    fs::rename(&tmp, &target).map_err(ImageError::at(&target))?;
+    Ok(Build {
+        file: file_name,
+        sha256: packed.sha256,
+        compression,
+        size: packed.compressed,
+        uncompressed: packed.uncompressed,
+        entries: packed.entries,
+        built_at: now(),
+        transforms: transforms.iter().map(|t| t.name().to_owned()).collect(),
+    })
+}
+
 fn extract_kernels(rootfs_tar: &Path, into: &Path) -> Result<Vec<Kernel>> {
     let entries = rootfs::scan(rootfs_tar)?;
     let by_path: std::collections::HashMap<&str, &TarEntry> =

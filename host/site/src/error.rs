@@ -73,6 +73,8 @@ pub enum SiteError {
 
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error("{what} needs root (it makes namespaces, mounts and keeps the image's owners)")]
+    NeedsRoot { what: &'static str },
     #[error("--transform {name}")]
     UnknownTransform {
         name: String,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wulf_core::ImageTransform;
+use wulf_image::exec::RunOptions;
 use wulf_image::kernel::Kernel;
 use wulf_image::store::{ImageMeta, Settings};
 use wulf_image::{Compression, ImportOptions, Progress, Source};
@@ -29,6 +30,15 @@ impl ImageUse {
             .filter(|u| !u.starts_with("profile "))
             .count()
     }
+}
+
+/// What `image exec` came to.
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    /// The command's exit code (128 + the signal when it was killed).
+    pub code: i32,
+    /// The image as written when the command succeeded and changed it; `None`: unchanged.
+    pub meta: Option<ImageMeta>,
 }
 
 /// A kernel found in an image, and the nodes whose kernel selection lands on it.
@@ -107,20 +117,65 @@ impl Site {
         if settings.changes_anything() {
             self.images.update_settings(name, |s| settings.apply(s))?;
         }
-        let meta = self.images.get(name)?;
-        self.refresh();
-        let transforms = meta
-            .settings
-            .transforms
-            .iter()
-            .map(|t| plugins::image_transform(&self.plugin(t)?))
-            .collect::<Result<Vec<Arc<dyn ImageTransform>>>>()?;
+        let transforms = self.image_transforms(&self.images.get(name)?)?;
         self.images
             .build(name, &transforms, threads, progress)
             .map_err(|source| SiteError::ImageBuild {
                 image: name.to_owned(),
                 source: Box::new(source),
             })
+    }
+
+    /// The transforms an image's settings name, loaded, in order.
+    fn image_transforms(&self, meta: &ImageMeta) -> Result<Vec<Arc<dyn ImageTransform>>> {
+        self.refresh();
+        meta.settings
+            .transforms
+            .iter()
+            .map(|t| plugins::image_transform(&self.plugin(t)?))
+            .collect()
+    }
+
+    /// Runs `command` inside image `name` (see [`wulf_image::exec`]); when it succeeds and
+    /// changed the image, the image is replaced by the changed tree and, with `build`, built,
+    /// all before the swap, so the previous image serves until then. A failed command changes
+    /// nothing. Root only.
+    pub fn exec_image(
+        &self,
+        name: &str,
+        command: &[String],
+        options: &RunOptions,
+        build: bool,
+        threads: usize,
+        progress: &dyn Progress,
+    ) -> Result<ExecOutcome> {
+        if !rustix::process::geteuid().is_root() {
+            return Err(SiteError::NeedsRoot { what: "image exec" });
+        }
+        let tree = self.images.unpack_tree(name)?;
+        let ran = wulf_image::exec::run_in(&tree.root, command, options)?;
+        let code = ran.status.code().unwrap_or_else(|| {
+            128 + std::os::unix::process::ExitStatusExt::signal(&ran.status).unwrap_or(0)
+        });
+        if !ran.status.success() || !ran.changed {
+            return Ok(ExecOutcome { code, meta: None });
+        }
+        let transforms = if build {
+            self.image_transforms(&self.images.get(name)?)?
+        } else {
+            Vec::new()
+        };
+        let meta = self
+            .images
+            .commit_tree(name, &tree, &transforms, build, threads, progress)
+            .map_err(|source| SiteError::ImageBuild {
+                image: name.to_owned(),
+                source: Box::new(source),
+            })?;
+        Ok(ExecOutcome {
+            code,
+            meta: Some(meta),
+        })
     }
 
     /// The names of every image.

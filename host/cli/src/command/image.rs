@@ -89,6 +89,23 @@ pub(crate) enum ImageCommand {
     /// Delete an image (refused while a node or profile uses it)
     #[command(alias = "rm")]
     Delete { name: String },
+    /// Run a command inside an image (root only): its own mount, PID, UTS and IPC namespaces,
+    /// /proc, /sys, /dev, /run and the host's resolv.conf. When the command succeeds and changed
+    /// the image, the image is packed and built again before it replaces the old one
+    Exec {
+        name: String,
+        #[command(flatten)]
+        run: RunArgs,
+        /// The command and its arguments
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// An interactive shell inside an image (root only); changes are kept when it exits 0
+    Shell {
+        name: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Copy an image under a new name
     #[command(alias = "cp")]
     Copy { from: String, to: String },
@@ -145,6 +162,15 @@ pub(crate) fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
                 table::print_json(&image_json(&meta, &[]));
             }
             Ok(())
+        }
+        ImageCommand::Exec { name, run, command } => exec(ctx, &name, run, &command),
+        ImageCommand::Shell { name, run } => {
+            let shell = [
+                "/bin/sh",
+                "-c",
+                "exec \"$(command -v bash || echo /bin/sh)\" -l",
+            ];
+            exec(ctx, &name, run, &shell.map(String::from))
         }
         ImageCommand::Build {
             names,
@@ -313,6 +339,67 @@ pub(crate) fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// How a command runs inside an image.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// Make a host path visible inside the image: SRC[:DST] (repeatable)
+    #[arg(long = "bind", value_name = "SRC[:DST]")]
+    binds: Vec<wulf_image::exec::Bind>,
+    /// The network inside: the host's (package managers reach their mirrors), or none
+    #[arg(long, value_enum, default_value_t = NetworkArg::Host)]
+    network: NetworkArg,
+    /// Keep the changes but do not build the initramfs (the image serves nothing until built)
+    #[arg(long)]
+    no_build: bool,
+    /// Compression threads for the build [default: one per core]
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum NetworkArg {
+    Host,
+    None,
+}
+
+/// `image exec|shell`: runs, reports what became of the image, and exits as the command did.
+fn exec(ctx: &Context, name: &str, run: RunArgs, command: &[String]) -> anyhow::Result<()> {
+    let options = wulf_image::exec::RunOptions {
+        binds: run.binds,
+        network: match run.network {
+            NetworkArg::Host => wulf_image::exec::Network::Host,
+            NetworkArg::None => wulf_image::exec::Network::None,
+        },
+    };
+    let progress = Bars::new(false);
+    let outcome = ctx.site.exec_image(
+        name,
+        command,
+        &options,
+        !run.no_build,
+        run.threads,
+        &progress,
+    )?;
+    match (&outcome.meta, outcome.code) {
+        (Some(meta), _) => match &meta.build {
+            Some(build) => eprintln!(
+                "image `{name}` changed: packed and built again ({} entries, {})",
+                build.entries,
+                human_bytes(build.size)
+            ),
+            None => eprintln!(
+                "image `{name}` changed and was packed; build it before nodes boot it: wulf image build {name}"
+            ),
+        },
+        (None, 0) => eprintln!("image `{name}` unchanged"),
+        (None, code) => eprintln!("the command exited with {code}: image `{name}` unchanged"),
+    }
+    if outcome.code != 0 {
+        std::process::exit(outcome.code);
+    }
+    Ok(())
 }
 
 fn build_one(
