@@ -172,3 +172,97 @@ fn what_does_not_succeed_or_change_nothing_leaves_the_image_as_it_was() {
     let err = wulf.fails(&["image", "exec", "bb", "--bind", "relative", "--", "true"]);
     assert!(err.contains("absolute paths"), "{err}");
 }
+
+/// A busybox image whose accounts are `passwd` and `group`.
+fn image_with_accounts(wulf: &Wulf, dir: &Path, name: &str, passwd: &str, group: &str) {
+    let root = dir.join(name);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("home")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::write(root.join("etc/passwd"), passwd).unwrap();
+    std::fs::write(root.join("etc/group"), group).unwrap();
+    std::fs::write(root.join("home/shared"), "team file\n").unwrap();
+    std::os::unix::fs::chown(root.join("home/shared"), Some(2), Some(1234)).unwrap();
+    wulf.ok(&["image", "import", root.to_str().unwrap(), name]);
+}
+
+fn host_id(database: &str, name: &str) -> u32 {
+    run(Command::new("getent").args([database, name]))
+        .split(':')
+        .nth(2)
+        .and_then(|id| id.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {database} {name} on this host"))
+}
+
+#[test]
+fn syncuser_gives_the_image_the_hosts_ids_and_reowns_its_files() {
+    require_command("busybox", "busybox-static");
+    let scratch = tempfile::tempdir().unwrap();
+    let wulf = Wulf::new();
+    let (users, daemon) = (host_id("group", "users"), host_id("passwd", "daemon"));
+    assert_ne!(users, 1234);
+    image_with_accounts(
+        &wulf,
+        scratch.path(),
+        "acc",
+        "root:x:0:0:root:/root:/bin/sh\ndaemon:x:2:2:daemon:/:/bin/sh\n",
+        "root:x:0:\ndaemon:x:2:\nusers:x:1234:\n",
+    );
+    let sha = built_sha(&wulf, "acc");
+    let report: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["image", "syncuser", "acc", "--json"])).unwrap();
+    let changes = report["changes"].as_array().unwrap();
+    let find = |kind: &str, name: &str| {
+        changes
+            .iter()
+            .find(|c| c["kind"] == kind && c["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {report:#}"))
+            .clone()
+    };
+    assert_eq!(find("group", "users")["image"], 1234);
+    assert_eq!(find("group", "users")["host"], users);
+    assert_eq!(find("user", "daemon")["image"], 2);
+    assert_eq!(find("user", "daemon")["host"], daemon);
+    assert!(
+        find("user", "bin")["image"].is_null(),
+        "the host's users are added"
+    );
+    assert_eq!(report["written"], false);
+    assert_eq!(built_sha(&wulf, "acc"), sha, "a report writes nothing");
+
+    let said = wulf.ok(&["image", "syncuser", "acc", "--write"]);
+    assert!(said.contains("file(s) re-owned"), "{said}");
+    let owner = run(Command::new("tar")
+        .args(["--numeric-owner", "-tvf"])
+        .arg(wulf.path().join("images/acc/rootfs.tar"))
+        .arg("home/shared"));
+    assert!(
+        owner.contains(&format!(" {daemon}/{users} ")),
+        "home/shared is {owner}"
+    );
+    let group = wulf.ok(&["image", "exec", "acc", "--", "busybox", "cat", "/etc/group"]);
+    assert!(group.contains(&format!("users:x:{users}:")), "{group}");
+    assert_ne!(built_sha(&wulf, "acc"), sha, "rebuilt");
+    let again = wulf.ok(&["image", "syncuser", "acc"]);
+    assert!(again.contains("agrees with this host"), "{again}");
+
+    // An id the image gives to a name the host lacks: a conflict, and nothing written.
+    image_with_accounts(
+        &wulf,
+        scratch.path(),
+        "clash",
+        "root:x:0:0:root:/root:/bin/sh\n",
+        &format!("root:x:0:\nmine:x:{users}:\n"),
+    );
+    let sha = built_sha(&wulf, "clash");
+    let err = wulf.fails(&["image", "syncuser", "clash", "--write"]);
+    assert!(
+        err.contains(&format!(
+            "the image's group `mine` has id {users}, which is the host's `users`"
+        )),
+        "{err}"
+    );
+    assert_eq!(built_sha(&wulf, "clash"), sha);
+}

@@ -19,6 +19,7 @@ pub mod registry;
 pub mod rootfs;
 pub mod source;
 pub mod store;
+pub mod users;
 
 pub use compress::Compression;
 pub use error::{EntryError, ImageError};

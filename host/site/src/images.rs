@@ -41,6 +41,24 @@ pub struct ExecOutcome {
     pub meta: Option<ImageMeta>,
 }
 
+/// What `image syncuser` found and did.
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    pub plan: wulf_image::users::Plan,
+    /// Files given new owners, when written.
+    pub reowned: Option<usize>,
+    /// The image as written.
+    pub meta: Option<ImageMeta>,
+}
+
+/// A new scratch directory under `parent` (its name carries the process id).
+fn tempfile_dir(parent: &std::path::Path) -> Result<std::path::PathBuf> {
+    let dir = parent.join(format!(".syncuser-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(SiteError::io(&dir))?;
+    Ok(dir)
+}
+
 /// A kernel found in an image, and the nodes whose kernel selection lands on it.
 #[derive(Debug, Clone)]
 pub struct KernelUse {
@@ -174,6 +192,74 @@ impl Site {
             })?;
         Ok(ExecOutcome {
             code,
+            meta: Some(meta),
+        })
+    }
+
+    /// How image `name`'s users and groups differ from the host's, and, with `write`, makes
+    /// them agree (the image rewritten and, with `build`, built before it replaces the old one;
+    /// root only). A conflict writes nothing.
+    pub fn syncuser_image(
+        &self,
+        name: &str,
+        write: bool,
+        build: bool,
+        threads: usize,
+        progress: &dyn Progress,
+    ) -> Result<SyncReport> {
+        if !write {
+            // Read from the rootfs as it is: no unpacking, no root needed.
+            self.images.get(name)?;
+            let files = wulf_image::ImageFiles::new(self.images.clone());
+            let scratch = tempfile_dir(&std::env::temp_dir())?;
+            let etc = scratch.join("etc");
+            std::fs::create_dir_all(&etc).map_err(SiteError::io(&etc))?;
+            for file in ["passwd", "group"] {
+                // A file the image lacks reads as empty.
+                let text = files
+                    .read(name, &format!("/etc/{file}"))
+                    .map(|t| t.to_vec())
+                    .unwrap_or_default();
+                std::fs::write(etc.join(file), text).map_err(SiteError::io(&etc))?;
+            }
+            let plan = wulf_image::users::plan(&scratch, std::path::Path::new("/"));
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Ok(SyncReport {
+                plan: plan?,
+                reowned: None,
+                meta: None,
+            });
+        }
+        if !rustix::process::geteuid().is_root() {
+            return Err(SiteError::NeedsRoot {
+                what: "image syncuser --write",
+            });
+        }
+        let tree = self.images.unpack_tree(name)?;
+        let plan = wulf_image::users::plan(&tree.root, std::path::Path::new("/"))?;
+        if !plan.conflicts.is_empty() || plan.changes.is_empty() {
+            return Ok(SyncReport {
+                plan,
+                reowned: None,
+                meta: None,
+            });
+        }
+        let reowned = wulf_image::users::apply(&tree.root, std::path::Path::new("/"), &plan)?;
+        let transforms = if build {
+            self.image_transforms(&self.images.get(name)?)?
+        } else {
+            Vec::new()
+        };
+        let meta = self
+            .images
+            .commit_tree(name, &tree, &transforms, build, threads, progress)
+            .map_err(|source| SiteError::ImageBuild {
+                image: name.to_owned(),
+                source: Box::new(source),
+            })?;
+        Ok(SyncReport {
+            plan,
+            reowned: Some(reowned),
             meta: Some(meta),
         })
     }

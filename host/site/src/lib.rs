@@ -36,7 +36,7 @@ pub use agent::{AGENT_OVERLAY, AGENT_SERVERS_TAG};
 pub use dhcp::{DhcpHost, Ipv4Net};
 pub use doctor::{Check, DoctorOptions, Health};
 pub use error::{Result, SiteError};
-pub use images::{BuildSettings, ExecOutcome, ImageUse, KernelUse};
+pub use images::{BuildSettings, ExecOutcome, ImageUse, KernelUse, SyncReport};
 pub use overlays::{BuildReport, OverlayListing, Rendered};
 pub use patch::Patch;
 pub use plugins::Plugin;

@@ -106,6 +106,19 @@ pub(crate) enum ImageCommand {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Compare an image's users and groups with this host's; with --write, give the image the
+    /// host's ids (re-owning its files) and add the host's users and groups it lacks
+    Syncuser {
+        name: String,
+        /// Change the image (root only); without it, only report
+        #[arg(long)]
+        write: bool,
+        /// With --write: keep the change but do not build the initramfs
+        #[arg(long)]
+        no_build: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy an image under a new name
     #[command(alias = "cp")]
     Copy { from: String, to: String },
@@ -164,6 +177,12 @@ pub(crate) fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ImageCommand::Exec { name, run, command } => exec(ctx, &name, run, &command),
+        ImageCommand::Syncuser {
+            name,
+            write,
+            no_build,
+            json,
+        } => syncuser(ctx, &name, write, !no_build, json),
         ImageCommand::Shell { name, run } => {
             let shell = [
                 "/bin/sh",
@@ -398,6 +417,54 @@ fn exec(ctx: &Context, name: &str, run: RunArgs, command: &[String]) -> anyhow::
     }
     if outcome.code != 0 {
         std::process::exit(outcome.code);
+    }
+    Ok(())
+}
+
+fn syncuser(ctx: &Context, name: &str, write: bool, build: bool, json: bool) -> anyhow::Result<()> {
+    let progress = Bars::new(json);
+    let report = ctx.site.syncuser_image(name, write, build, 0, &progress)?;
+    let plan = &report.plan;
+    if json {
+        table::print_json(&json!({
+            "changes": plan.changes,
+            "conflicts": plan.conflicts,
+            "written": report.meta.is_some(),
+            "reowned": report.reowned,
+        }));
+    } else {
+        let rows = plan
+            .changes
+            .iter()
+            .map(|c| {
+                vec![
+                    c.kind.to_owned(),
+                    c.name.clone(),
+                    c.image.map(|i| i.to_string()).unwrap_or_default(),
+                    c.host.to_string(),
+                    if c.image.is_some() {
+                        "change".to_owned()
+                    } else {
+                        "add".to_owned()
+                    },
+                ]
+            })
+            .collect();
+        table::print(&["kind", "name", "image id", "host id", "action"], rows);
+        match (&report.meta, report.reowned) {
+            (Some(_), Some(n)) => println!("image `{name}` written: {n} file(s) re-owned"),
+            _ if plan.changes.is_empty() => println!("image `{name}` agrees with this host"),
+            _ if !write && plan.conflicts.is_empty() => {
+                println!("nothing written: run again with --write")
+            }
+            _ => {}
+        }
+    }
+    if !plan.conflicts.is_empty() {
+        anyhow::bail!(
+            "image `{name}` conflicts with this host, nothing written: {}",
+            plan.conflicts.join("; ")
+        );
     }
     Ok(())
 }
