@@ -346,6 +346,8 @@ fn a_real_debian_reaches_multi_user_with_what_wulf_gave_it() {
             "{entry}:\n{hosts}"
         );
     }
+    // root's key came in the runtime overlay without loosening /root (0700, as in the image).
+    assert_eq!(node.ok("stat -c %a /root").trim(), "700");
     // sshd runs with the cluster's host key (ssh itself pinned it; the fingerprint too).
     assert_eq!(node.ok("systemctl is-active ssh").trim(), "active");
     let keys: Value = serde_json::from_str(&node.wulf.ok(&["configure", "ssh", "--json"])).unwrap();

@@ -480,8 +480,19 @@ fn runtime_manifest<'a>(paths: impl Iterator<Item = &'a String>) -> OverlayFile 
     }
 }
 
-/// A newc cpio of `files` (parents created 0755 where missing), gzip-compressed into `out`,
-/// which is handed back.
+/// The mode of a parent directory no overlay declared, made so the kernel can create what is
+/// inside: the one the FHS gives it, because the kernel (and the node agent) apply it to the
+/// image's directory. A key under `/root` must not leave `/root` readable by all.
+fn implicit_mode(path: &str) -> u32 {
+    match path {
+        "root" => 0o700,
+        "tmp" | "var/tmp" => 0o1777,
+        _ => 0o755,
+    }
+}
+
+/// A newc cpio of `files` (parents created where missing, see [`implicit_mode`]),
+/// gzip-compressed into `out`, which is handed back.
 fn pack_into<W: Write>(files: &BTreeMap<String, OverlayFile>, out: W) -> Result<W> {
     let io = OverlayError::Pack;
     let gz = flate2::write::GzEncoder::new(out, flate2::Compression::new(6));
@@ -504,7 +515,7 @@ fn pack_into<W: Write>(files: &BTreeMap<String, OverlayFile>, out: W) -> Result<
                 let entry = Entry {
                     path: &parent,
                     kind: &dir_kind,
-                    mode: 0o755,
+                    mode: implicit_mode(&parent),
                     uid: 0,
                     gid: 0,
                     mtime: 0,

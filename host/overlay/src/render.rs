@@ -226,8 +226,8 @@ impl Renderer {
     /// What decides whether a node's archive for `list` must be rebuilt.
     pub fn input_hash(&self, node: &Json, list: &[String], extra: &str) -> String {
         let mut h = Sha256::new();
-        // v2: runtime overlays carry their manifest.
-        h.update(b"wulf-overlay-v2\0");
+        // v2: runtime overlays carry their manifest; v3: /root as an implicit parent is 0700.
+        h.update(b"wulf-overlay-v3\0");
         h.update(serde_json::to_vec(node).unwrap_or_default());
         h.update(serde_json::to_vec(&server_json(&self.server)).unwrap_or_default());
         h.update(extra.as_bytes());
