@@ -167,6 +167,12 @@ fn what_does_not_succeed_or_change_nothing_leaves_the_image_as_it_was() {
         "changed\n"
     );
 
+    // What a build killed mid-way left behind goes at the next build.
+    let stale = wulf.path().join("images/bb/.initramfs.tmp-999999999");
+    std::fs::write(&stale, "half an archive").unwrap();
+    wulf.ok(&["image", "build", "bb"]);
+    assert!(!stale.exists(), "the dead build's temp file is swept");
+
     let err = wulf.fails(&["image", "exec", "nope", "--", "true"]);
     assert!(err.contains("nope"), "{err}");
     let err = wulf.fails(&["image", "exec", "bb", "--bind", "relative", "--", "true"]);

@@ -121,6 +121,63 @@ fn http_serves_scripts_by_any_interface_and_tracks_status() {
 }
 
 #[test]
+fn a_reload_during_the_first_start_does_not_stop_the_server() {
+    // A new state directory: the first start makes the cluster's SSH keys, the slow part.
+    let wulf = Wulf::new();
+    std::fs::remove_dir(wulf.path()).unwrap();
+    let mut child = wulf
+        .command(&["serve", "--http-addr", "127.0.0.1:0", "--no-tftp"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    // serve makes the state directory once SIGHUP is its own; from then on, hang up as
+    // `systemctl reload` would, again and again, until it serves.
+    wulf_tests::wait_for(
+        "the state directory",
+        std::time::Duration::from_secs(30),
+        String::new,
+        || wulf.path().exists().then_some(()),
+    );
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut stdout, &mut line).is_ok_and(|n| n > 0) {
+            if let Some(rest) = line.strip_prefix("wulf: HTTP on http://") {
+                let _ = sender.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+            line.clear();
+        }
+    });
+    let mut hangups = 0;
+    let http = loop {
+        if let Ok(http) = receiver.try_recv() {
+            break http;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "serve died after {hangups} SIGHUP(s)"
+        );
+        let _ = Command::new("kill").args(["-HUP", &pid]).status();
+        hangups += 1;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(hangups > 0);
+    let (code, _) = curl(&[&format!("http://{http}/status")]);
+    assert_eq!(code, 200);
+    assert!(child.try_wait().unwrap().is_none());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn inventory_edits_are_picked_up_while_serving() {
     let s = serve();
     let url = format!("http://{}/ipxe/aa:bb:cc:dd:ee:02", s.http);
@@ -533,6 +590,16 @@ fn http_connections_keep_alive_pipeline_and_refuse_malformed_requests() {
             "413",
         ),
         (b"GET /status HTTP/1.1\r\nContent-Length: x\r\n\r\n", "400"),
+        // Two lengths that disagree (request smuggling through a proxy in front).
+        (
+            b"GET /status HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
+            "400",
+        ),
+        // The same length twice is one length.
+        (
+            b"GET /status HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+            "200",
+        ),
         (
             b"GET /kernel/../../etc/passwd HTTP/1.1\r\nConnection: close\r\n\r\n",
             "404",

@@ -159,7 +159,7 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Head, usize)>, StatusCo
         .uri(parsed.path.unwrap_or("/"))
         .version(version);
     let mut connection = String::new();
-    let mut body_len = 0u64;
+    let mut body_len: Option<u64> = None;
     for h in parsed.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -167,10 +167,16 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Head, usize)>, StatusCo
             return Err(StatusCode::LENGTH_REQUIRED);
         }
         if name.eq_ignore_ascii_case("content-length") {
-            body_len = std::str::from_utf8(h.value)
+            let length: u64 = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
                 .ok_or(StatusCode::BAD_REQUEST)?;
+            // Two lengths that differ: which one a proxy in front believed is anyone's guess
+            // (RFC 9112 section 6.3), so the request is refused.
+            if body_len.is_some_and(|seen| seen != length) {
+                return Err(StatusCode::BAD_REQUEST);
+            }
+            body_len = Some(length);
         }
         if name.eq_ignore_ascii_case("connection") {
             connection = String::from_utf8_lossy(h.value).to_ascii_lowercase();
@@ -189,7 +195,7 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Head, usize)>, StatusCo
         Head {
             request,
             keep_alive,
-            body_len,
+            body_len: body_len.unwrap_or(0),
         },
         used,
     )))

@@ -28,10 +28,11 @@ pub fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> std::io::Re
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per write: two threads replacing one file must not share (and delete) a temp.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let result = (|| {
-        // A leftover from a crash may have other permissions: never reuse it.
-        let _ = std::fs::remove_file(&tmp);
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -80,6 +81,29 @@ impl Drop for WriteLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_replacing_one_file_do_not_trip_over_each_other() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("shared");
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let path = &path;
+                scope.spawn(move || {
+                    for i in 0..50 {
+                        write_atomic(path, format!("{t}-{i}").as_bytes())
+                            .unwrap_or_else(|e| panic!("thread {t}, write {i}: {e}"));
+                    }
+                });
+            }
+        });
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from("shared")]);
+    }
 
     #[test]
     fn replaces_content_and_leaves_no_temp_files() {

@@ -624,6 +624,7 @@ fn pack_in(
         .iter()
         .map(|t| Ok((t.name().to_owned(), t.start(&meta.name)?)))
         .collect::<Result<_>>()?;
+    sweep_dead_temps(dir);
     let tmp = dir.join(format!(".initramfs.tmp-{}", std::process::id()));
     let file = File::create(&tmp).map_err(ImageError::at(&tmp))?;
     let packed = pack::pack(&dir.join(ROOTFS), file, &options, &mut runs, progress).and_then(
@@ -656,6 +657,26 @@ fn pack_in(
         built_at: now(),
         transforms: transforms.iter().map(|t| t.name().to_owned()).collect(),
     })
+}
+
+/// Removes `.initramfs.tmp-<pid>` files of builds whose process is gone (killed mid-build):
+/// each can be hundreds of megabytes.
+fn sweep_dead_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".initramfs.tmp-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn extract_kernels(rootfs_tar: &Path, into: &Path) -> Result<Vec<Kernel>> {

@@ -45,14 +45,21 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         provisioner: Arc::clone(site) as Arc<dyn Provisioner>,
         build_on_demand: true,
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // From here on SIGHUP is a reload, never the default "terminate": `systemctl reload` while
+    // the first start makes the cluster's keys must not kill the server. (The handler stays
+    // installed for the process's life; the server's own listener picks the signals up.)
+    {
+        let _guard = runtime.enter();
+        let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    }
     let root = site.state().root();
     std::fs::create_dir_all(root)?;
     raise_open_files();
     // Before serving: generated later, they would change a build input under the first boots.
     site.host_keys()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async {
         let boot = BootServer::bind(config.clone()).await?;
         // Startup lines for people and scripts; a closed stdout must not stop the server.
