@@ -656,3 +656,27 @@ fn unset_and_edit() {
         "no changes"
     );
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let wulf = Wulf::new();
+    wulf.ok(&["node", "add", "n[0001-3000]", "--ipaddr", "10.1.0.1"]);
+    let mut child = wulf
+        .command(&["node", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains("NODE"), "{first}");
+    // The reader is gone (as `| head -1` goes): the rest meets a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}

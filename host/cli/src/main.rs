@@ -86,7 +86,26 @@ enum Command {
     },
 }
 
+/// `wulf ... | head`: a reader that stops early. Rust ignores SIGPIPE, so printing to the closed
+/// pipe panics; end quietly instead, with the status a shell expects (128 + SIGPIPE).
+fn end_quietly_on_a_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    end_quietly_on_a_closed_stdout();
     let cli = Cli::parse();
     context::init_tracing(cli.verbose, cli.log_format);
     // Generated from the flags themselves; they need no state directory.
