@@ -84,8 +84,6 @@ pub struct Site {
     archives: ArchiveStore,
     hostname: String,
     provision: provision::ProvisionCache,
-    /// The HTTP address `wulf serve` listens on, once it does.
-    serving: std::sync::OnceLock<std::net::SocketAddr>,
     /// The BMC drivers, made on first use.
     bmc: std::sync::OnceLock<std::result::Result<wulf_bmc::Drivers, wulf_core::bmc::BmcError>>,
 }
@@ -121,7 +119,6 @@ impl Site {
             hostname,
             provision: provision::ProvisionCache::default(),
             bmc: std::sync::OnceLock::new(),
-            serving: std::sync::OnceLock::new(),
             state,
         };
         *site.plugin_inputs.lock().unwrap_or_else(|p| p.into_inner()) = site.plugin_inputs_stamp();
@@ -157,26 +154,15 @@ impl Site {
         &self.overlays
     }
 
-    /// This host as nodes see it: its name, and the address it serves HTTP on when one is set
-    /// (the one `wulf serve` listens on, when it was told another than the configuration's).
+    /// This host as nodes see it: its name, and the address it serves HTTP on when one is set.
     pub fn server(&self) -> Server {
-        let addr = self
-            .serving
-            .get()
-            .copied()
-            .unwrap_or(self.config().server.http_addr);
+        let addr = self.config().server.http_addr;
         Server {
             hostname: self.hostname.clone(),
             ipaddr: (!addr.ip().is_unspecified()).then(|| addr.ip().to_string()),
             port: addr.port(),
             ..Server::default()
         }
-    }
-
-    /// Records the address `wulf serve` listens on: what overlays tell nodes from then on
-    /// (`serve --http-addr`, or port 0, may differ from the configuration).
-    pub fn serving_on(&self, addr: std::net::SocketAddr) {
-        let _ = self.serving.set(addr);
     }
 
     /// The cluster's SSH host keys, generating the missing ones.

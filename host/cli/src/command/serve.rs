@@ -62,9 +62,6 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     site.host_keys()?;
     runtime.block_on(async {
         let boot = BootServer::bind(config.clone()).await?;
-        if let Some(addr) = boot.http_addr() {
-            site.serving_on(addr);
-        }
         // Startup lines for people and scripts; a closed stdout must not stop the server.
         let mut out = std::io::stdout();
         let http = boot.http_addr().map(|a| a.to_string()).unwrap_or_default();
