@@ -371,6 +371,8 @@ fn a_real_debian_reaches_multi_user_with_what_wulf_gave_it() {
 #[test]
 fn the_running_node_follows_its_runtime_overlay_and_knows_when_to_reboot() {
     let node = node();
+    // ssh may answer before the last units (the agent, after network-online) have started.
+    node.ssh("systemctl is-system-running --wait");
     assert_eq!(node.ok("systemctl is-active wulf-agent").trim(), "active");
     assert_eq!(node.ok("cat /etc/wulf-test/marker"), "boot-time\n");
 
