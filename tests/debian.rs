@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::oci::run;
 use crate::{require_command, test_cache, wait_for};
 
 /// The release the trees are made of.
@@ -128,19 +129,7 @@ pub fn tree_with(name: &str, include: &[&str], finish: impl FnOnce(&Path)) -> Pa
 
 /// A writable copy of `tree` at `to` (which must not exist), owners, modes and devices kept.
 pub fn copy(tree: &Path, to: &Path) {
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(tree)
-        .arg(to)
-        .output()
-        .unwrap_or_else(|e| panic!("running cp: {e}"));
-    assert!(
-        out.status.success(),
-        "cp -a {} {}: {}",
-        tree.display(),
-        to.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run(Command::new("cp").arg("-a").arg(tree).arg(to));
 }
 
 /// A tree running systemd as PID 1 of its own PID, mount, network, UTS, IPC and cgroup
@@ -218,9 +207,10 @@ impl Booted {
         booted
     }
 
-    /// `args` run inside, as root, with the container's namespaces and root.
-    pub fn run(&self, args: &[&str]) -> Output {
-        Command::new("nsenter")
+    /// `args` to run inside, as root, with the container's namespaces and root.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("nsenter");
+        command
             .args([
                 "--target",
                 &self.init.to_string(),
@@ -232,7 +222,13 @@ impl Booted {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env_remove("WULF_STATE_DIR")
             .env_remove("WULF_CONFIG")
-            .env_remove("NOTIFY_SOCKET")
+            .env_remove("NOTIFY_SOCKET");
+        command
+    }
+
+    /// `args` run inside.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
             .output()
             .unwrap_or_else(|e| panic!("running nsenter: {e}"))
     }
@@ -249,14 +245,7 @@ impl Booted {
 
     /// `args` run inside, expected to succeed: their stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?} in the container failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run(&mut self.command(args))
     }
 }
 

@@ -59,10 +59,7 @@ pub fn wulf_bin() -> &'static Path {
 /// build script made.
 pub fn agent_bin() -> PathBuf {
     wulf_bin();
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
-        .join("static/x86_64-unknown-linux-musl/agent/wulf-agent")
+    wulf_plugin_build::static_binary(&workspace(), "wulf-agent", "agent")
 }
 
 /// A fixture plugin's component.

@@ -28,7 +28,8 @@ fn doctor(wulf: &Wulf, args: &[&str]) -> (bool, Vec<Value>) {
     (out.status.success(), checks)
 }
 
-fn find<'a>(checks: &'a [Value], name: &str) -> &'a Value {
+/// The check `name` of a doctor report's `checks`.
+pub(crate) fn find<'a>(checks: &'a [Value], name: &str) -> &'a Value {
     checks
         .iter()
         .find(|c| c["check"] == name)

@@ -25,16 +25,26 @@ fn rootfs_paths(wulf: &Wulf, name: &str) -> String {
         .arg(wulf.path().join(format!("images/{name}/rootfs.tar"))))
 }
 
-/// A small image with a real shell: busybox and a few applets.
-fn busybox_image(wulf: &Wulf, dir: &Path) {
+/// The tree of a small image with a real shell, `dir/name`: busybox and `applets`.
+fn busybox_tree(dir: &Path, name: &str, applets: &[&str]) -> std::path::PathBuf {
     require_command("busybox", "busybox-static");
-    let root = dir.join("bb");
+    let root = dir.join(name);
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "cat", "echo", "test", "ls", "grep", "cut", "touch"] {
+    for applet in applets {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
+    root
+}
+
+/// Image `bb`: busybox, a few applets and an `/etc/motd`.
+fn busybox_image(wulf: &Wulf, dir: &Path) {
+    let root = busybox_tree(
+        dir,
+        "bb",
+        &["sh", "cat", "echo", "test", "ls", "grep", "cut", "touch"],
+    );
     std::fs::write(root.join("etc/motd"), "image\n").unwrap();
     wulf.ok(&["image", "import", root.to_str().unwrap(), "bb"]);
 }
@@ -181,12 +191,8 @@ fn what_does_not_succeed_or_change_nothing_leaves_the_image_as_it_was() {
 
 /// A busybox image whose accounts are `passwd` and `group`.
 fn image_with_accounts(wulf: &Wulf, dir: &Path, name: &str, passwd: &str, group: &str) {
-    let root = dir.join(name);
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let root = busybox_tree(dir, name, &["sh"]);
     std::fs::create_dir_all(root.join("home")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
     std::fs::write(root.join("etc/passwd"), passwd).unwrap();
     std::fs::write(root.join("etc/group"), group).unwrap();
     std::fs::write(root.join("home/shared"), "team file\n").unwrap();
@@ -204,7 +210,6 @@ fn host_id(database: &str, name: &str) -> u32 {
 
 #[test]
 fn syncuser_gives_the_image_the_hosts_ids_and_reowns_its_files() {
-    require_command("busybox", "busybox-static");
     let scratch = tempfile::tempdir().unwrap();
     let wulf = Wulf::new();
     let (users, daemon) = (host_id("group", "users"), host_id("passwd", "daemon"));

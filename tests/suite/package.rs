@@ -109,15 +109,7 @@ fn served(tree: &Path, root: &Path, deb: &Path) {
 
     let doctor = booted.run(&["wulf", "doctor", "--json"]);
     let report: Value = serde_json::from_slice(&doctor.stdout).unwrap();
-    let check = |name: &str| {
-        report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["check"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {report:#}"))
-            .clone()
-    };
+    let check = |name: &str| crate::doctor::find(report["checks"].as_array().unwrap(), name);
     let pid = show("MainPID");
     for (name, port) in [("http", "0.0.0.0:9873/tcp"), ("tftp", "0.0.0.0:69/udp")] {
         assert_eq!(
@@ -218,15 +210,7 @@ fn the_debian_package_installs_runs_doctor_and_purges_cleanly() {
         )
     });
     assert!(!doctor.status.success(), "{report:#}");
-    let check = |name: &str| {
-        report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["check"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {report:#}"))
-            .clone()
-    };
+    let check = |name: &str| crate::doctor::find(report["checks"].as_array().unwrap(), name);
     assert_eq!(
         check("config")["message"],
         "/etc/wulf/wulf.toml",

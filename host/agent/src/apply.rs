@@ -99,11 +99,10 @@ fn beside(target: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut random = [0u8; 6];
-    if let Ok(mut urandom) = fs::File::open("/dev/urandom") {
-        let _ = io::Read::read_exact(&mut urandom, &mut random);
-    }
-    target.with_file_name(format!(".{name}.wulf-agent.{}", hex::encode(random)))
+    target.with_file_name(format!(
+        ".{name}.wulf-agent.{}",
+        hex::encode(crate::random_bytes::<6>())
+    ))
 }
 
 /// A path that is a directory is removed when empty, so a directory can become a file.

@@ -19,6 +19,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use config::Config;
 use proto::{Authorization, Booted, Credential};
 
+/// `N` bytes from the kernel's randomness (zeros if it cannot be read): no seeding, no crate.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if let Ok(mut random) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut random, &mut bytes);
+    }
+    bytes
+}
+
 /// The runtime overlay's own list of its paths, as the kernel unpacked it at boot.
 pub const BOOT_MANIFEST: &str = "warewulf/runtime.manifest";
 

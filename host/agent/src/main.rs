@@ -40,17 +40,13 @@ fn args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// Up to `max`, from the kernel's randomness (no seeding, no crate).
+/// A random wait of up to `max`.
 fn jitter(max: Duration) -> Duration {
     if max.is_zero() {
         return Duration::ZERO;
     }
-    let mut bytes = [0u8; 8];
-    if let Ok(mut random) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut random, &mut bytes);
-    }
     let millis = max.as_millis().max(1) as u64;
-    Duration::from_millis(u64::from_le_bytes(bytes) % millis)
+    Duration::from_millis(u64::from_le_bytes(wulf_agent::random_bytes()) % millis)
 }
 
 /// How long a hook may run before it is killed (the agent waits for it: no sync meanwhile).

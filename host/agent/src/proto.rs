@@ -42,7 +42,8 @@ impl std::fmt::Debug for Credential {
     }
 }
 
-fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+/// HMAC-SHA256 under `key` of `parts`, each ended by a newline.
+fn keyed(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
     // HMAC takes keys of any length.
     let Ok(mut mac) = HmacSha256::new_from_slice(key) else {
         unreachable!("HMAC-SHA256 accepts any key length")
@@ -51,7 +52,16 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
         mac.update(part);
         mac.update(b"\n");
     }
-    mac.finalize().into_bytes().into()
+    mac
+}
+
+fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    keyed(key, parts).finalize().into_bytes().into()
+}
+
+/// Whether `signature` (hex) is the MAC of `parts` under `key`, compared in constant time.
+fn verifies(key: &[u8], parts: &[&[u8]], signature: &str) -> bool {
+    hex::decode(signature.trim()).is_ok_and(|sig| keyed(key, parts).verify_slice(&sig).is_ok())
 }
 
 impl Credential {
@@ -72,43 +82,14 @@ impl Credential {
 
     /// The signature of an answer to the request signed `request`.
     pub fn sign_response(&self, answer: &Answer<'_>) -> String {
-        hex::encode(self.answer_mac(answer))
+        let (status, digest) = (answer.status.to_string(), Sha256::digest(answer.body));
+        hex::encode(mac(&self.0, &answer.parts(&status, &digest)))
     }
 
     /// Whether `signature` is this credential's for `answer`.
     pub fn verify_response(&self, answer: &Answer<'_>, signature: &str) -> bool {
-        hex::decode(signature.trim()).is_ok_and(|sig| {
-            let Ok(mut check) = HmacSha256::new_from_slice(&self.0) else {
-                return false;
-            };
-            check.update(&self.answer_input(answer));
-            check.verify_slice(&sig).is_ok()
-        })
-    }
-
-    fn answer_input(&self, answer: &Answer<'_>) -> Vec<u8> {
-        let digest = Sha256::digest(answer.body);
-        let mut input = Vec::new();
-        for part in [
-            b"answer".as_slice(),
-            answer.request.as_bytes(),
-            answer.status.to_string().as_bytes(),
-            answer.etag.as_bytes(),
-            answer.booted.as_bytes(),
-            &digest,
-        ] {
-            input.extend_from_slice(part);
-            input.push(b'\n');
-        }
-        input
-    }
-
-    fn answer_mac(&self, answer: &Answer<'_>) -> [u8; 32] {
-        let Ok(mut mac) = HmacSha256::new_from_slice(&self.0) else {
-            unreachable!("HMAC-SHA256 accepts any key length")
-        };
-        mac.update(&self.answer_input(answer));
-        mac.finalize().into_bytes().into()
+        let (status, digest) = (answer.status.to_string(), Sha256::digest(answer.body));
+        verifies(&self.0, &answer.parts(&status, &digest), signature)
     }
 }
 
@@ -123,6 +104,20 @@ pub struct Answer<'a> {
     /// The boot report header as sent (empty when none).
     pub booted: &'a str,
     pub body: &'a [u8],
+}
+
+impl Answer<'_> {
+    /// What is signed: these fields, the status as text and the body's digest.
+    fn parts<'a>(&'a self, status: &'a str, digest: &'a [u8]) -> [&'a [u8]; 6] {
+        [
+            b"answer",
+            self.request.as_bytes(),
+            status.as_bytes(),
+            self.etag.as_bytes(),
+            self.booted.as_bytes(),
+            digest,
+        ]
+    }
 }
 
 /// Why a request is refused.
@@ -178,33 +173,15 @@ impl Authorization {
         ts: u64,
         covered: Covered<'_>,
     ) -> Self {
+        let ts_text = ts.to_string();
         Authorization {
             node: node.to_owned(),
             ts,
-            sig: hex::encode(Self::mac(credential, node, method, target, ts, covered)),
+            sig: hex::encode(mac(
+                &credential.0,
+                &request_parts(node, method, target, &ts_text, covered),
+            )),
         }
-    }
-
-    fn mac(
-        credential: &Credential,
-        node: &str,
-        method: &str,
-        target: &str,
-        ts: u64,
-        covered: Covered<'_>,
-    ) -> [u8; 32] {
-        mac(
-            &credential.0,
-            &[
-                b"request",
-                node.as_bytes(),
-                method.as_bytes(),
-                target.as_bytes(),
-                ts.to_string().as_bytes(),
-                covered.if_none_match.as_bytes(),
-                covered.booted.as_bytes(),
-            ],
-        )
     }
 
     /// The signature, which an answer's signature covers.
@@ -260,26 +237,33 @@ impl Authorization {
         if skew > MAX_SKEW_SECS {
             return Err(AuthError::Skewed(skew));
         }
-        let Ok(mut check) = HmacSha256::new_from_slice(&credential.0) else {
-            return Err(AuthError::BadSignature);
-        };
-        for part in [
-            b"request".as_slice(),
-            self.node.as_bytes(),
-            method.as_bytes(),
-            target.as_bytes(),
-            self.ts.to_string().as_bytes(),
-            covered.if_none_match.as_bytes(),
-            covered.booted.as_bytes(),
-        ] {
-            check.update(part);
-            check.update(b"\n");
-        }
-        match hex::decode(&self.sig) {
-            Ok(sig) if check.verify_slice(&sig).is_ok() => Ok(()),
-            _ => Err(AuthError::BadSignature),
+        let ts_text = self.ts.to_string();
+        let parts = request_parts(&self.node, method, target, &ts_text, covered);
+        if verifies(&credential.0, &parts, &self.sig) {
+            Ok(())
+        } else {
+            Err(AuthError::BadSignature)
         }
     }
+}
+
+/// What a request's signature covers.
+fn request_parts<'a>(
+    node: &'a str,
+    method: &'a str,
+    target: &'a str,
+    ts: &'a str,
+    covered: Covered<'a>,
+) -> [&'a [u8]; 7] {
+    [
+        b"request",
+        node.as_bytes(),
+        method.as_bytes(),
+        target.as_bytes(),
+        ts.as_bytes(),
+        covered.if_none_match.as_bytes(),
+        covered.booted.as_bytes(),
+    ]
 }
 
 /// What a node booted, by the ETags the server sent: `kernel=<etag>, image=<etag>,

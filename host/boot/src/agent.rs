@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -24,7 +24,7 @@ use wulf_core::BootStage;
 use wulf_core::provision::error_chain;
 
 use crate::http::{AppState, resolve};
-use crate::status::AgentStatus;
+use crate::status::{AgentStatus, now};
 
 /// A runtime overlay larger than this is not sent to an agent (it is read whole to sign it).
 const MAX_RUNTIME: u64 = 256 << 20;
@@ -85,12 +85,6 @@ pub(crate) async fn tick(app: &Arc<AppState>) {
 fn refuse(status: StatusCode, message: String, peer: SocketAddr, node: Option<&str>) -> Response {
     tracing::warn!(node = node.unwrap_or("?"), %peer, %message, "agent request refused");
     (status, format!("{message}\n")).into_response()
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -47,7 +47,8 @@ pub struct AgentStatus {
     pub reboot_needed: Vec<String>,
 }
 
-fn now() -> u64 {
+/// Unix seconds.
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -209,6 +209,14 @@ impl ImageStore {
             .join(format!(".{what}-{name}-{}", std::process::id()))
     }
 
+    /// A fresh staging directory (not yet created), removed when dropped unless it was moved
+    /// into place by [`ImageStore::swap_in`].
+    fn stage(&self, what: &str, name: &str) -> Staging {
+        let path = self.staging(what, name);
+        let _ = fs::remove_dir_all(&path);
+        Staging(path)
+    }
+
     /// Removes staging directories left by processes that no longer run.
     fn clean_stale(&self) {
         let Ok(dir) = fs::read_dir(&self.dir) else {
@@ -243,24 +251,15 @@ impl ImageStore {
         }
         fs::create_dir_all(&self.dir).map_err(ImageError::at(&self.dir))?;
         self.clean_stale();
-        let staging = self.staging("import", name);
-        let _ = fs::remove_dir_all(&staging);
-        let result = self
-            .import_into(&staging, source, name, options, progress)
-            .await;
-        let meta = match result {
-            Ok(meta) => meta,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&staging);
-                return Err(e);
-            }
-        };
+        let staging = self.stage("import", name);
+        let meta = self
+            .import_into(&staging.0, source, name, options, progress)
+            .await?;
         let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
         if self.exists(name) && !options.force {
-            let _ = fs::remove_dir_all(&staging);
             return Err(ImageError::Exists(name.to_owned()));
         }
-        self.swap_in(&staging, name)?;
+        self.swap_in(&staging.0, name)?;
         Ok(meta)
     }
 
@@ -420,11 +419,11 @@ impl ImageStore {
     pub fn unpack_tree(&self, name: &str) -> Result<WorkTree> {
         let meta = self.get(name)?;
         self.clean_stale();
-        let dir = self.staging("exec", name);
-        let root = dir.join("root");
+        let staged = self.stage("exec", name);
+        let root = staged.0.join("root");
         fs::create_dir_all(&root).map_err(ImageError::at(&root))?;
         let tree = WorkTree {
-            dir,
+            _staged: staged,
             root,
             base: meta.imported_at,
         };
@@ -464,49 +463,41 @@ impl ImageStore {
         threads: usize,
         progress: &dyn Progress,
     ) -> Result<ImageMeta> {
+        // Checked now, to spare the packing, and again under the lock before the swap.
+        self.check_base(name, tree)?;
         let previous = self.get(name)?;
-        if previous.imported_at != tree.base {
-            return Err(ImageError::ChangedMeanwhile {
-                image: name.to_owned(),
-            });
-        }
-        let staging = self.staging("commit", name);
-        let _ = fs::remove_dir_all(&staging);
-        let committed = (|| {
-            fs::create_dir_all(&staging).map_err(ImageError::at(&staging))?;
-            let rootfs_tar = staging.join(ROOTFS);
-            let flattened = chroot::import_dir(&tree.root, &rootfs_tar, progress)?;
-            let kernels = extract_kernels(&rootfs_tar, &staging.join(KERNELS))?;
-            let mut meta = ImageMeta {
-                entries: flattened.entries,
-                bytes: flattened.bytes,
-                kernels,
-                imported_at: now(),
-                build: None,
-                ..previous
-            };
-            if build {
-                meta.build = Some(pack_in(&staging, &meta, transforms, threads, progress)?);
-            }
-            self.write_meta_at(&staging, &meta)?;
-            Ok(meta)
-        })();
-        let meta = match committed {
-            Ok(meta) => meta,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&staging);
-                return Err(e);
-            }
+        let staging = self.stage("commit", name);
+        fs::create_dir_all(&staging.0).map_err(ImageError::at(&staging.0))?;
+        let rootfs_tar = staging.0.join(ROOTFS);
+        let flattened = chroot::import_dir(&tree.root, &rootfs_tar, progress)?;
+        let kernels = extract_kernels(&rootfs_tar, &staging.0.join(KERNELS))?;
+        let mut meta = ImageMeta {
+            entries: flattened.entries,
+            bytes: flattened.bytes,
+            kernels,
+            imported_at: now(),
+            build: None,
+            ..previous
         };
-        let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
-        if self.get(name).map(|m| m.imported_at).ok() != Some(tree.base) {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(ImageError::ChangedMeanwhile {
-                image: name.to_owned(),
-            });
+        if build {
+            meta.build = Some(pack_in(&staging.0, &meta, transforms, threads, progress)?);
         }
-        self.swap_in(&staging, name)?;
+        self.write_meta_at(&staging.0, &meta)?;
+        let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
+        self.check_base(name, tree)?;
+        self.swap_in(&staging.0, name)?;
         Ok(meta)
+    }
+
+    /// Refuses to replace an image that changed since `tree` was unpacked from it.
+    fn check_base(&self, name: &str, tree: &WorkTree) -> Result<()> {
+        if self.get(name)?.imported_at == tree.base {
+            Ok(())
+        } else {
+            Err(ImageError::ChangedMeanwhile {
+                image: name.to_owned(),
+            })
+        }
     }
 
     pub fn delete(&self, name: &str) -> Result<()> {
@@ -525,22 +516,15 @@ impl ImageStore {
         if self.exists(to) {
             return Err(ImageError::Exists(to.to_owned()));
         }
-        let staging = self.staging("import", to);
-        let result = (|| {
-            copy_dir(&self.path(from), &staging)?;
-            meta.name = to.to_owned();
-            self.write_meta_at(&staging, &meta)
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
+        let staging = self.stage("import", to);
+        copy_dir(&self.path(from), &staging.0)?;
+        meta.name = to.to_owned();
+        self.write_meta_at(&staging.0, &meta)?;
         let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
         if self.exists(to) {
-            let _ = fs::remove_dir_all(&staging);
             return Err(ImageError::Exists(to.to_owned()));
         }
-        self.swap_in(&staging, to)?;
+        self.swap_in(&staging.0, to)?;
         Ok(meta)
     }
 
@@ -587,20 +571,25 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 
 /// Finds the kernels in a rootfs tar and copies them out, so the boot server serves plain
 /// files. Symlinks are followed inside the image.
+/// A staging directory beside the images, removed when dropped; after a successful
+/// [`ImageStore::swap_in`] there is nothing left to remove.
+#[derive(Debug)]
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A rootfs unpacked for a change (`image exec`, `image syncuser`), removed when dropped.
 #[derive(Debug)]
 pub struct WorkTree {
-    dir: PathBuf,
+    _staged: Staging,
     /// The image's `/`.
     pub root: PathBuf,
     /// When the rootfs it came from was made: a commit over a newer one is refused.
     base: u64,
-}
-
-impl Drop for WorkTree {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Packs `dir`'s rootfs into `dir/initramfs-<sha>.<ext>` with `meta`'s settings; the file is

@@ -54,12 +54,32 @@ fn read(root: &Path, file: &str) -> Result<String> {
     }
 }
 
-/// Compares `etc/passwd` and `etc/group` of the image at `image` with the host's at `host`.
-pub fn plan(image: &Path, host: &Path) -> Result<Plan> {
+/// The `etc/passwd` and `etc/group` texts of one system (a missing file is empty).
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    pub passwd: String,
+    pub group: String,
+}
+
+impl Accounts {
+    /// The accounts of the system whose root is `root`.
+    pub fn read(root: &Path) -> Result<Accounts> {
+        Ok(Accounts {
+            passwd: read(root, "etc/passwd")?,
+            group: read(root, "etc/group")?,
+        })
+    }
+}
+
+/// Compares an image's accounts with the host's.
+pub fn plan(image: &Accounts, host: &Accounts) -> Plan {
     let mut plan = Plan::default();
-    for (kind, file) in [("group", "etc/group"), ("user", "etc/passwd")] {
-        let ours = accounts(&read(image, file)?);
-        let theirs = accounts(&read(host, file)?);
+    for (kind, ours, theirs) in [
+        ("group", &image.group, &host.group),
+        ("user", &image.passwd, &host.passwd),
+    ] {
+        let ours = accounts(ours);
+        let theirs = accounts(theirs);
         for (name, (id, _)) in &theirs {
             match ours.get(name) {
                 Some((same, _)) if same == id => {}
@@ -82,11 +102,12 @@ pub fn plan(image: &Path, host: &Path) -> Result<Plan> {
             }
         }
     }
-    Ok(plan)
+    plan
 }
 
-/// Rewrites the image's accounts as `plan` says and re-owns its files; how many were re-owned.
-pub fn apply(image: &Path, host: &Path, plan: &Plan) -> Result<usize> {
+/// Rewrites the accounts of the image at `image` as `plan` says (adding `host`'s lines it
+/// lacks) and re-owns its files; how many were re-owned.
+pub fn apply(image: &Path, host: &Accounts, plan: &Plan) -> Result<usize> {
     if !plan.conflicts.is_empty() {
         return Err(ImageError::Io {
             context: "syncuser".into(),
@@ -101,11 +122,11 @@ pub fn apply(image: &Path, host: &Path, plan: &Plan) -> Result<usize> {
             .collect()
     };
     let (uids, gids) = (map("user"), map("group"));
-    for (kind, file, shadow, locked) in [
-        ("group", "etc/group", "etc/gshadow", "!::"),
-        ("user", "etc/passwd", "etc/shadow", "!:::::::"),
+    for (kind, file, shadow, locked, host_text) in [
+        ("group", "etc/group", "etc/gshadow", "!::", &host.group),
+        ("user", "etc/passwd", "etc/shadow", "!:::::::", &host.passwd),
     ] {
-        let host_lines = accounts(&read(host, file)?);
+        let host_lines = accounts(host_text);
         let text = read(image, file)?;
         let mut out = String::new();
         for line in text.lines() {
@@ -199,7 +220,10 @@ mod tests {
             "root:x:0:0::/root:/bin/sh\nalice:x:2000:1234::/home/alice:/bin/sh\n",
             "root:x:0:\nusers:x:1234:\nlocal:x:100:\n",
         );
-        let plan = plan(image.path(), host.path()).unwrap_or_else(|e| panic!("{e}"));
+        let read = |root: &tempfile::TempDir| {
+            Accounts::read(root.path()).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let plan = plan(&read(&image), &read(&host));
         assert_eq!(
             plan.changes,
             [
@@ -221,7 +245,7 @@ mod tests {
             plan.conflicts,
             ["the image's group `local` has id 100, which is the host's `users`"]
         );
-        assert!(apply(image.path(), host.path(), &plan).is_err());
+        assert!(apply(image.path(), &read(&host), &plan).is_err());
     }
 
     #[test]
@@ -234,8 +258,11 @@ mod tests {
             "root:x:0:0::/root:/bin/sh\nkeep:x:5:1234::/:/bin/sh\n",
             "root:x:0:\nusers:x:1234:\n",
         );
-        let plan = plan(image.path(), host.path()).unwrap_or_else(|e| panic!("{e}"));
-        apply(image.path(), host.path(), &plan).unwrap_or_else(|e| panic!("{e}"));
+        let read = |root: &tempfile::TempDir| {
+            Accounts::read(root.path()).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let plan = plan(&read(&image), &read(&host));
+        apply(image.path(), &read(&host), &plan).unwrap_or_else(|e| panic!("{e}"));
         let group = fs::read_to_string(image.path().join("etc/group")).unwrap_or_default();
         assert_eq!(group, "root:x:0:\nusers:x:100:\n");
         let passwd = fs::read_to_string(image.path().join("etc/passwd")).unwrap_or_default();

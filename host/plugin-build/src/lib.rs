@@ -75,23 +75,16 @@ pub fn build(
 ) -> Result<Vec<BuiltPlugin>, String> {
     // The nested build also reads the workspace manifest (the `plugin` profile), the lock file
     // and `.cargo/config.toml` (the plugins' link flags).
-    let inputs = ["Cargo.toml", "Cargo.lock", ".cargo/config.toml"].map(|f| workspace.join(f));
-    for path in watch
-        .iter()
-        .copied()
-        .chain(inputs.iter().map(PathBuf::as_path))
-    {
-        println!("cargo:rerun-if-changed={}", path.display());
-    }
-    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    rerun_if_changed(
+        workspace,
+        watch,
+        &["Cargo.toml", "Cargo.lock", ".cargo/config.toml"],
+    );
     if crates.is_empty() {
         return Ok(Vec::new());
     }
     ensure_target(TARGET)?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
-        .join("wasm-plugins");
+    let target_dir = nested_target_dir(workspace, "wasm-plugins");
     let mut cmd = clean_command(&cargo());
     cmd.current_dir(workspace)
         .args([
@@ -176,19 +169,9 @@ pub fn build_static(
     profile: &str,
     watch: &[&Path],
 ) -> Result<PathBuf, String> {
-    let inputs = ["Cargo.toml", "Cargo.lock"].map(|f| workspace.join(f));
-    for path in watch
-        .iter()
-        .copied()
-        .chain(inputs.iter().map(PathBuf::as_path))
-    {
-        println!("cargo:rerun-if-changed={}", path.display());
-    }
+    rerun_if_changed(workspace, watch, &["Cargo.toml", "Cargo.lock"]);
     ensure_target(STATIC_TARGET)?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
-        .join("static");
+    let target_dir = nested_target_dir(workspace, "static");
     let output = clean_command(&cargo())
         .current_dir(workspace)
         .args(["build", "--profile", profile, "--target", STATIC_TARGET])
@@ -204,7 +187,7 @@ pub fn build_static(
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    let built = target_dir.join(STATIC_TARGET).join(profile).join(bin);
+    let built = static_binary(workspace, bin, profile);
     if built.is_file() {
         Ok(built)
     } else {
@@ -213,6 +196,35 @@ pub fn build_static(
             built.display()
         ))
     }
+}
+
+/// Where [`build_static`] puts `bin` built with `profile`.
+pub fn static_binary(workspace: &Path, bin: &str, profile: &str) -> PathBuf {
+    nested_target_dir(workspace, "static")
+        .join(STATIC_TARGET)
+        .join(profile)
+        .join(bin)
+}
+
+/// The target directory of a nested build, `<target>/<name>`: its own, so it never waits on
+/// the lock of the build that runs it.
+fn nested_target_dir(workspace: &Path, name: &str) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join(name)
+}
+
+/// Tells cargo to run the calling build script again when any of `watch`, the workspace's
+/// `inputs` or the target directory changes.
+fn rerun_if_changed(workspace: &Path, watch: &[&Path], inputs: &[&str]) {
+    for path in watch {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    for input in inputs {
+        println!("cargo:rerun-if-changed={}", workspace.join(input).display());
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 }
 
 /// `rust-toolchain.toml` lists the targets, but rustup does not add targets to a toolchain that

@@ -5,7 +5,7 @@
 
 mod probe;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use wulf_core::Node;
 use wulf_overlay::Kind;
-use wulf_plugin::World;
 
 use crate::Site;
 use probe::Proto;
@@ -363,26 +362,11 @@ impl Site {
     }
 
     fn check_overlays(&self, nodes: &[Node]) -> Check {
-        let generators: BTreeSet<String> = self
-            .registry()
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|l| {
-                l.enabled
-                    && l.manifest
-                        .as_ref()
-                        .is_ok_and(|m| m.world == World::OverlayGenerator)
-            })
-            .map(|l| l.name)
-            .collect();
+        let generators = self.generator_plugins().unwrap_or_default();
         let mut unknown: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
         for node in nodes {
             for name in Kind::ALL.iter().flat_map(|k| k.list(node)) {
-                if !self.overlays.exists(name)
-                    && !generators.contains(name)
-                    && name != crate::AGENT_OVERLAY
-                {
+                if !self.overlay_exists(name, &generators) {
                     unknown.entry(name).or_default().push(node);
                 }
             }
@@ -570,15 +554,10 @@ fn check_tftp_root(root: &Path) -> Check {
             "`apt-get install ipxe`, or set `server.tftp-root` to a directory of iPXE binaries",
         );
     }
-    let firmwares = [
-        ("x86-64 BIOS", "undionly.kpxe", true),
-        ("x86-64 UEFI", "snponly.efi", true),
-        ("arm64 UEFI", "arm64-efi/snponly.efi", false),
-    ];
     let mut present = Vec::new();
     let mut absent = Vec::new();
     let mut needed_absent = Vec::new();
-    for (firmware, file, needed) in firmwares {
+    for &(firmware, file, needed) in crate::IPXE_FIRMWARES {
         if root.join(file).is_file() {
             present.push(format!("{firmware} {file}"));
         } else {

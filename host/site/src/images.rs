@@ -51,12 +51,13 @@ pub struct SyncReport {
     pub meta: Option<ImageMeta>,
 }
 
-/// A new scratch directory under `parent` (its name carries the process id).
-fn tempfile_dir(parent: &std::path::Path) -> Result<std::path::PathBuf> {
-    let dir = parent.join(format!(".syncuser-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(SiteError::io(&dir))?;
-    Ok(dir)
+/// Changing an image keeps owners and makes namespaces and mounts: root only.
+fn needs_root(what: &'static str) -> Result<()> {
+    if rustix::process::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(SiteError::NeedsRoot { what })
+    }
 }
 
 /// A kernel found in an image, and the nodes whose kernel selection lands on it.
@@ -167,9 +168,7 @@ impl Site {
         threads: usize,
         progress: &dyn Progress,
     ) -> Result<ExecOutcome> {
-        if !rustix::process::geteuid().is_root() {
-            return Err(SiteError::NeedsRoot { what: "image exec" });
-        }
+        needs_root("image exec")?;
         let tree = self.images.unpack_tree(name)?;
         let ran = wulf_image::exec::run_in(&tree.root, command, options)?;
         let code = ran.status.code().unwrap_or_else(|| {
@@ -178,22 +177,33 @@ impl Site {
         if !ran.status.success() || !ran.changed {
             return Ok(ExecOutcome { code, meta: None });
         }
+        let meta = self.commit_image(name, &tree, build, threads, progress)?;
+        Ok(ExecOutcome {
+            code,
+            meta: Some(meta),
+        })
+    }
+
+    /// Makes a changed tree image `name`, built with its transforms unless `build` is off.
+    fn commit_image(
+        &self,
+        name: &str,
+        tree: &wulf_image::store::WorkTree,
+        build: bool,
+        threads: usize,
+        progress: &dyn Progress,
+    ) -> Result<ImageMeta> {
         let transforms = if build {
             self.image_transforms(&self.images.get(name)?)?
         } else {
             Vec::new()
         };
-        let meta = self
-            .images
-            .commit_tree(name, &tree, &transforms, build, threads, progress)
+        self.images
+            .commit_tree(name, tree, &transforms, build, threads, progress)
             .map_err(|source| SiteError::ImageBuild {
                 image: name.to_owned(),
                 source: Box::new(source),
-            })?;
-        Ok(ExecOutcome {
-            code,
-            meta: Some(meta),
-        })
+            })
     }
 
     /// How image `name`'s users and groups differ from the host's, and, with `write`, makes
@@ -207,36 +217,31 @@ impl Site {
         threads: usize,
         progress: &dyn Progress,
     ) -> Result<SyncReport> {
+        let host = wulf_image::users::Accounts::read(std::path::Path::new("/"))?;
         if !write {
-            // Read from the rootfs as it is: no unpacking, no root needed.
+            // Read from the rootfs as it is: no unpacking, no root needed. A file the image
+            // lacks reads as empty.
             self.images.get(name)?;
             let files = wulf_image::ImageFiles::new(self.images.clone());
-            let scratch = tempfile_dir(&std::env::temp_dir())?;
-            let etc = scratch.join("etc");
-            std::fs::create_dir_all(&etc).map_err(SiteError::io(&etc))?;
-            for file in ["passwd", "group"] {
-                // A file the image lacks reads as empty.
-                let text = files
-                    .read(name, &format!("/etc/{file}"))
-                    .map(|t| t.to_vec())
-                    .unwrap_or_default();
-                std::fs::write(etc.join(file), text).map_err(SiteError::io(&etc))?;
-            }
-            let plan = wulf_image::users::plan(&scratch, std::path::Path::new("/"));
-            let _ = std::fs::remove_dir_all(&scratch);
+            let text = |path: &str| {
+                files
+                    .read(name, path)
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default()
+            };
+            let image = wulf_image::users::Accounts {
+                passwd: text("/etc/passwd"),
+                group: text("/etc/group"),
+            };
             return Ok(SyncReport {
-                plan: plan?,
+                plan: wulf_image::users::plan(&image, &host),
                 reowned: None,
                 meta: None,
             });
         }
-        if !rustix::process::geteuid().is_root() {
-            return Err(SiteError::NeedsRoot {
-                what: "image syncuser --write",
-            });
-        }
+        needs_root("image syncuser --write")?;
         let tree = self.images.unpack_tree(name)?;
-        let plan = wulf_image::users::plan(&tree.root, std::path::Path::new("/"))?;
+        let plan = wulf_image::users::plan(&wulf_image::users::Accounts::read(&tree.root)?, &host);
         if !plan.conflicts.is_empty() || plan.changes.is_empty() {
             return Ok(SyncReport {
                 plan,
@@ -244,19 +249,8 @@ impl Site {
                 meta: None,
             });
         }
-        let reowned = wulf_image::users::apply(&tree.root, std::path::Path::new("/"), &plan)?;
-        let transforms = if build {
-            self.image_transforms(&self.images.get(name)?)?
-        } else {
-            Vec::new()
-        };
-        let meta = self
-            .images
-            .commit_tree(name, &tree, &transforms, build, threads, progress)
-            .map_err(|source| SiteError::ImageBuild {
-                image: name.to_owned(),
-                source: Box::new(source),
-            })?;
+        let reowned = wulf_image::users::apply(&tree.root, &host, &plan)?;
+        let meta = self.commit_image(name, &tree, build, threads, progress)?;
         Ok(SyncReport {
             plan,
             reowned: Some(reowned),

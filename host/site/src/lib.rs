@@ -43,8 +43,13 @@ pub use plugins::Plugin;
 pub use power::{BmcOptions, BmcRequest, ConsoleAccess, NodeResult, Stagger, parse_duration};
 pub use records::{ImportReport, Kind, RecordView, Selection, expand};
 
-/// iPXE's boot files as PXE firmware asks for them over TFTP: BIOS, then x86-64 UEFI.
-const IPXE_BOOT_FILES: &[&str] = &["undionly.kpxe", "ipxe.efi", "snponly.efi"];
+/// The iPXE binary each PXE firmware gets over TFTP, as `wulf configure dhcp` hands them out:
+/// (firmware, file in the TFTP root, whether a site needs it).
+pub(crate) const IPXE_FIRMWARES: &[(&str, &str, bool)] = &[
+    ("x86-64 BIOS", "undionly.kpxe", true),
+    ("x86-64 UEFI", "snponly.efi", true),
+    ("arm64 UEFI", "arm64-efi/snponly.efi", false),
+];
 
 /// The system's state directory, whose configuration lives in /etc like any daemon's.
 pub const SYSTEM_STATE_DIR: &str = "/var/lib/wulf";
@@ -194,7 +199,9 @@ impl Site {
             );
         }
         if let Some(root) = tftp_root
-            && !IPXE_BOOT_FILES.iter().any(|file| root.join(file).is_file())
+            && !IPXE_FIRMWARES
+                .iter()
+                .any(|(_, file, needed)| *needed && root.join(file).is_file())
         {
             steps.push(format!(
                 "{} has no iPXE binaries for TFTP: `apt-get install ipxe`, or set \

@@ -97,12 +97,9 @@ impl Site {
         })
     }
 
-    /// A renderer for the overlays `names`, with the generators among them loaded.
-    fn renderer(&self, names: &BTreeSet<String>, cluster: Arc<[Node]>) -> Result<Renderer> {
-        self.refresh();
-        let mut generators: BTreeMap<String, Arc<dyn OverlayGenerator>> = BTreeMap::new();
-        let mut identities = Vec::new();
-        let enabled: BTreeSet<String> = self
+    /// The enabled overlay-generator plugins, by name.
+    pub(crate) fn generator_plugins(&self) -> Result<BTreeSet<String>> {
+        Ok(self
             .registry()
             .list()?
             .into_iter()
@@ -113,7 +110,21 @@ impl Site {
                         .is_ok_and(|m| m.world == World::OverlayGenerator)
             })
             .map(|l| l.name)
-            .collect();
+            .collect())
+    }
+
+    /// Whether an overlay list's `name` is something: a site overlay, the built-in `agent`, or
+    /// one of the enabled `generators` ([`Site::generator_plugins`]).
+    pub(crate) fn overlay_exists(&self, name: &str, generators: &BTreeSet<String>) -> bool {
+        self.overlays.exists(name) || name == crate::AGENT_OVERLAY || generators.contains(name)
+    }
+
+    /// A renderer for the overlays `names`, with the generators among them loaded.
+    fn renderer(&self, names: &BTreeSet<String>, cluster: Arc<[Node]>) -> Result<Renderer> {
+        self.refresh();
+        let mut generators: BTreeMap<String, Arc<dyn OverlayGenerator>> = BTreeMap::new();
+        let mut identities = Vec::new();
+        let enabled = self.generator_plugins()?;
         for name in names {
             if self.overlays.exists(name) {
                 continue;
