@@ -206,7 +206,10 @@ fn template_and_plugin_failures_are_named_and_build_nothing() {
             && err.contains("rendering for node n1"),
         "{err}"
     );
-    assert!(!wulf.path().join("provision/index.json").exists());
+    assert!(
+        !wulf.path().join("provision/nodes/n1").exists(),
+        "nothing of a failed node is built"
+    );
     std::fs::remove_file(wulf.path().join("overlays/motd/etc/broken.ww")).unwrap();
 
     wulf.write("overlays/motd/etc/syntax.ww", "{% for x in %}\n");
@@ -361,10 +364,16 @@ fn templates_read_files_of_the_node_image() {
         "overlays/users/etc/shell.ww",
         "{{ include_from(\"base\", \"/etc/nothing\") }}\n",
     );
-    insta::assert_snapshot!(wulf.fails(&["overlay", "build"]), @r#"error: overlay `users`, file etc/shell.ww: line 1: include_from("base", "/etc/nothing"): /etc/nothing is not a file in image `base` (or a link to one) (rendering for node n1)"#);
+    insta::assert_snapshot!(wulf.fails(&["overlay", "build"]), @r#"
+    error: node `n1`: overlay `users`, file etc/shell.ww: line 1: include_from("base", "/etc/nothing"): /etc/nothing is not a file in image `base` (or a link to one) (rendering for node n1)
+    error: the overlays of 1 node(s) could not be built (the others were); their last built archives, if any, are still served
+    "#);
     wulf.write(
         "overlays/users/etc/shell.ww",
         "{{ include_from(\"base\", \"/../etc/passwd\") }}\n",
     );
-    insta::assert_snapshot!(wulf.fails(&["overlay", "build"]), @r#"error: overlay `users`, file etc/shell.ww: line 1: include_from("base", "/../etc/passwd"): "/../etc/passwd": give an absolute path inside the image, without `..` (rendering for node n1)"#);
+    insta::assert_snapshot!(wulf.fails(&["overlay", "build"]), @r#"
+    error: node `n1`: overlay `users`, file etc/shell.ww: line 1: include_from("base", "/../etc/passwd"): "/../etc/passwd": give an absolute path inside the image, without `..` (rendering for node n1)
+    error: the overlays of 1 node(s) could not be built (the others were); their last built archives, if any, are still served
+    "#);
 }

@@ -13,6 +13,7 @@ mod cli_overlay;
 mod cli_plugin;
 mod debian_node;
 mod doctor;
+mod hardening;
 mod image_exec;
 mod netboot;
 mod overlay_plugins;

@@ -5,7 +5,9 @@
 //! arriving meanwhile wait for it: one build at a time, never one per request.
 //!
 //! What changed is told by the inventory snapshot's generation and a stamp of the watched
-//! directories (paths, sizes, mtimes, inodes, modes), taken at most once a second.
+//! directories (paths, sizes, mtimes, inodes, modes), taken at most once a second. A check in
+//! which some node could not be built is tried again after a back-off (5 s, doubling to 5
+//! minutes) even when nothing changed, so a node whose plugin failed once is not left behind.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,11 +20,22 @@ const STAMP_TTL: Duration = Duration::from_secs(1);
 /// (inventory generation, input stamp).
 type Inputs = (u64, u64);
 
+/// The first wait before a failed check is tried again, and the longest.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The last check: its inputs, and when to try again if it failed.
+#[derive(Debug, Clone, Copy)]
+struct Checked {
+    inputs: Inputs,
+    retry: Option<(Instant, Duration)>,
+}
+
 pub struct Freshness {
     provisioner: Arc<dyn Provisioner>,
     stamp: Mutex<Option<(Instant, u64)>>,
-    /// The inputs of the last cluster-wide check.
-    checked: Mutex<Option<Inputs>>,
+    /// The last cluster-wide check.
+    checked: Mutex<Option<Checked>>,
     /// Held while a check runs.
     pub(crate) running: tokio::sync::Mutex<()>,
 }
@@ -38,17 +51,34 @@ impl Freshness {
         }
     }
 
-    /// The current inputs, if they differ from those of the last check.
+    /// The current inputs, if they differ from those of the last check or its retry is due.
     pub(crate) fn changed(&self, generation: u64) -> Option<Inputs> {
         let inputs = (generation, self.stamp());
         let checked = *self.checked.lock().unwrap_or_else(|p| p.into_inner());
-        (checked != Some(inputs)).then_some(inputs)
+        match checked {
+            Some(c) if c.inputs == inputs => c
+                .retry
+                .is_some_and(|(at, _)| Instant::now() >= at)
+                .then_some(inputs),
+            _ => Some(inputs),
+        }
     }
 
-    /// Records a finished check (successful or not: a broken overlay is reported once per
-    /// change, not rebuilt on every request).
-    pub(crate) fn checked(&self, inputs: Inputs) {
-        *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(inputs);
+    /// Records a finished check. A failed one (some node not built) is not tried on every
+    /// request, but again after a back-off that doubles while the same inputs keep failing.
+    pub(crate) fn checked(&self, inputs: Inputs, ok: bool) {
+        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        let retry = (!ok).then(|| {
+            let wait = match *checked {
+                Some(Checked {
+                    inputs: previous,
+                    retry: Some((_, wait)),
+                }) if previous == inputs => (wait * 2).min(RETRY_MAX),
+                _ => RETRY_FIRST,
+            };
+            (Instant::now() + wait, wait)
+        });
+        *checked = Some(Checked { inputs, retry });
     }
 
     /// Forgets the last check (SIGHUP): the next overlay request checks every archive.
@@ -131,12 +161,39 @@ mod tests {
             dir.path().join("gone"),
         ])));
         let first = fresh.changed(1).unwrap_or_else(|| panic!("never checked"));
-        fresh.checked(first);
+        fresh.checked(first, true);
         assert_eq!(fresh.changed(1), None);
         assert!(
             fresh.changed(2).is_some(),
             "an inventory reload is a change"
         );
+
+        // A failed check is tried again once its back-off passes, with the same inputs.
+        fresh.checked(first, false);
+        assert_eq!(fresh.changed(1), None, "not on every request");
+        let due = |fresh: &Freshness, ago: Duration| {
+            let mut checked = fresh.checked.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(Checked {
+                retry: Some((at, _)),
+                ..
+            }) = checked.as_mut()
+            {
+                *at -= ago;
+            }
+        };
+        due(&fresh, RETRY_FIRST);
+        assert_eq!(fresh.changed(1), Some(first), "the retry is due");
+        fresh.checked(first, false);
+        let wait = fresh
+            .checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .and_then(|c| c.retry)
+            .map(|(_, wait)| wait);
+        assert_eq!(wait, Some(RETRY_FIRST * 2), "the back-off doubles");
+        fresh.checked(first, true);
+        due(&fresh, RETRY_MAX);
+        assert_eq!(fresh.changed(1), None, "a good check is not retried");
 
         std::fs::write(overlay.join("etc.ww"), "bb").unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(overlay.join("new"), "").unwrap_or_else(|e| panic!("{e}"));

@@ -269,6 +269,10 @@ pub(crate) async fn resolve(
     let summary = built
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| failure(&e))?;
+    if let Some(failed) = summary.failed.first() {
+        tracing::error!(node = %failed.node, error = %failed.error, "building overlays on demand failed");
+        return Err((StatusCode::INTERNAL_SERVER_ERROR, failed.error.clone()));
+    }
     tracing::info!(node = %node.id, ms = summary.took.as_millis() as u64, "overlays built");
     app.provisioner
         .boot_file(node, stage)
@@ -293,21 +297,27 @@ pub(crate) async fn freshen(app: &AppState) {
     let started = std::time::Instant::now();
     let provisioner = Arc::clone(&app.provisioner);
     let built = tokio::task::spawn_blocking(move || provisioner.build_overlays(None)).await;
-    let ok = matches!(built, Ok(Ok(_)));
+    let ok = matches!(&built, Ok(Ok(summary)) if summary.failed.is_empty());
     app.metrics.overlay_build(started.elapsed(), ok);
     match built {
-        Ok(Ok(summary)) => tracing::info!(
-            built = summary.built,
-            unchanged = summary.unchanged,
-            ms = summary.took.as_millis() as u64,
-            "overlay archives checked against their inputs"
-        ),
+        Ok(Ok(summary)) => {
+            tracing::info!(
+                built = summary.built,
+                unchanged = summary.unchanged,
+                failed = summary.failed.len(),
+                ms = summary.took.as_millis() as u64,
+                "overlay archives checked against their inputs"
+            );
+            for failed in &summary.failed {
+                tracing::error!(node = %failed.node, error = %failed.error, "this node's overlays could not be built; serving its last built ones, and trying again later");
+            }
+        }
         Ok(Err(error)) => {
-            tracing::error!(error = %error_chain(&error), "rebuilding stale overlay archives failed; serving the last built ones")
+            tracing::error!(error = %error_chain(&error), "rebuilding stale overlay archives failed; serving the last built ones, and trying again later")
         }
         Err(error) => tracing::error!(%error, "the overlay build task failed"),
     }
-    app.freshness.checked(inputs);
+    app.freshness.checked(inputs, ok);
 }
 
 fn text(status: StatusCode, body: String) -> Response {

@@ -62,12 +62,42 @@ pub enum PathError {
     BadCharacter { path: String },
     #[error("mode {mode:#o} of {path:?} has bits beyond permissions, setuid, setgid and sticky")]
     BadMode { path: String, mode: u32 },
+    #[error("path {path:?} is {len} bytes long; a node's kernel takes at most {PATH_MAX}")]
+    TooLong { path: String, len: usize },
+    #[error(
+        "path {path:?} has a name of {len} bytes; a node's filesystem takes at most {NAME_MAX}"
+    )]
+    NameTooLong { path: String, len: usize },
+    #[error(
+        "the link target of {path:?} is {len} bytes long; a node's kernel takes at most {PATH_MAX}"
+    )]
+    TargetTooLong { path: String, len: usize },
+}
+
+/// The longest path a node's kernel resolves, in bytes (Linux's PATH_MAX less the NUL).
+pub const PATH_MAX: usize = 4095;
+
+/// The longest name in a path, in bytes (NAME_MAX of every Linux filesystem a node uses).
+pub const NAME_MAX: usize = 255;
+
+/// A path short enough to show in an error: the start of a long one, then its length.
+fn shown(path: &str) -> String {
+    const SHOWN: usize = 64;
+    if path.len() <= SHOWN {
+        return path.to_owned();
+    }
+    let mut end = SHOWN;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &path[..end])
 }
 
 /// Normalizes and checks an overlay path: absolute, no `..`, no NUL or backslash, not the root
-/// itself. Repeated slashes and `.` components are folded. Returns the clean path.
+/// itself, no longer than [`PATH_MAX`] with no name longer than [`NAME_MAX`]. Repeated slashes
+/// and `.` components are folded. Returns the clean path.
 pub fn clean_path(path: &str) -> Result<String, PathError> {
-    let err_path = || path.to_string();
+    let err_path = || shown(path);
     if path.contains('\0') || path.contains('\\') {
         return Err(PathError::BadCharacter { path: err_path() });
     }
@@ -85,7 +115,20 @@ pub fn clean_path(path: &str) -> Result<String, PathError> {
     if parts.is_empty() {
         return Err(PathError::Root { path: err_path() });
     }
-    Ok(format!("/{}", parts.join("/")))
+    if let Some(long) = parts.iter().find(|p| p.len() > NAME_MAX) {
+        return Err(PathError::NameTooLong {
+            path: err_path(),
+            len: long.len(),
+        });
+    }
+    let clean = format!("/{}", parts.join("/"));
+    if clean.len() > PATH_MAX {
+        return Err(PathError::TooLong {
+            path: err_path(),
+            len: clean.len(),
+        });
+    }
+    Ok(clean)
 }
 
 /// Checks one file: its path (see [`clean_path`]) and its mode (permission bits, setuid,
@@ -96,6 +139,14 @@ pub fn validate(file: &OverlayFile) -> Result<OverlayFile, PathError> {
         return Err(PathError::BadMode {
             path,
             mode: file.mode,
+        });
+    }
+    if let FileContent::Symlink(target) = &file.content
+        && target.len() > PATH_MAX
+    {
+        return Err(PathError::TargetTooLong {
+            path,
+            len: target.len(),
         });
     }
     Ok(OverlayFile {
@@ -134,6 +185,26 @@ mod tests {
             clean_path("/a\0b"),
             Err(PathError::BadCharacter { .. })
         ));
+    }
+
+    #[test]
+    fn paths_fit_a_node_kernel() {
+        let name = "n".repeat(NAME_MAX);
+        assert!(clean_path(&format!("/etc/{name}")).is_ok());
+        let error = clean_path(&format!("/etc/{name}n"));
+        assert!(matches!(
+            error,
+            Err(PathError::NameTooLong { len: 256, .. })
+        ));
+        let deep = format!("/{name}").repeat(16);
+        assert_eq!(clean_path(&deep[..PATH_MAX]).map(|p| p.len()), Ok(PATH_MAX));
+        let error = clean_path(&deep).err().map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some(
+                "path \"/nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn...\" is 4096 bytes long; a node's kernel takes at most 4095"
+            )
+        );
     }
 
     #[test]

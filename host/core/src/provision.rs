@@ -91,7 +91,16 @@ pub struct BuildSummary {
     pub built: usize,
     /// Archives whose inputs had not changed.
     pub unchanged: usize,
+    /// Nodes that could not be built; their last archives, if any, are still served.
+    pub failed: Vec<NodeFailure>,
     pub took: Duration,
+}
+
+/// A node whose overlays could not be built, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFailure {
+    pub node: String,
+    pub error: String,
 }
 
 /// Why a node cannot get what it asked for, or why a build or load failed.

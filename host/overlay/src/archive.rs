@@ -89,11 +89,14 @@ pub struct Shared {
 pub const RUNTIME_MANIFEST: &str = "/warewulf/runtime.manifest";
 
 /// What a build did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default)]
 pub struct Report {
     pub built: Vec<String>,
     pub unchanged: usize,
     pub shared_segments: usize,
+    /// Nodes that could not be built, by id, with why. Their last built archives, if any,
+    /// stay in the index and keep being served.
+    pub failed: Vec<(String, OverlayError)>,
 }
 
 /// The provision directory.
@@ -146,8 +149,10 @@ impl ArchiveStore {
         ))
     }
 
-    /// Builds the archives of `nodes` (merged records; `all` is the whole cluster, for
-    /// shared files). Nodes whose inputs are unchanged are skipped unless `force`.
+    /// Builds the archives of `nodes` (merged records; the renderer holds the whole cluster,
+    /// for shared files). Nodes whose inputs are unchanged are skipped unless `force`. A node
+    /// that cannot be built (a failing plugin or template) does not stop the others: every node
+    /// that can be built is, and the failures are in the report.
     pub fn build(
         &self,
         renderer: &Renderer,
@@ -168,6 +173,8 @@ impl ArchiveStore {
         let mut shared: BTreeMap<String, String> = BTreeMap::new();
         let mut shared_paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut shared_inputs: BTreeMap<String, Shared> = BTreeMap::new();
+        // Generators whose shared files could not be made: their nodes cannot be built.
+        let mut shared_failed: BTreeMap<String, String> = BTreeMap::new();
         for name in used {
             let Some(Prepared::Generator {
                 generator,
@@ -201,13 +208,13 @@ impl ArchiveStore {
                 shared_inputs.insert(name.clone(), previous.clone());
                 continue;
             }
-            let files = generator
-                .generate_shared(cluster, renderer.server())
-                .map_err(|source| OverlayError::Plugin {
-                    overlay: name.clone(),
-                    node: "(shared)".into(),
-                    source,
-                })?;
+            let files = match generator.generate_shared(cluster, renderer.server()) {
+                Ok(files) => files,
+                Err(source) => {
+                    shared_failed.insert(name.clone(), source.to_string());
+                    continue;
+                }
+            };
             if files.is_empty() {
                 shared_inputs.insert(
                     name.clone(),
@@ -236,41 +243,47 @@ impl ArchiveStore {
         }
 
         let results: Mutex<Vec<(String, Kind, Archive, bool)>> = Mutex::new(Vec::new());
-        // (chunk, error): the error reported is the first node's in inventory order.
-        let errors: Mutex<Vec<(usize, OverlayError)>> = Mutex::new(Vec::new());
+        let failed: Mutex<Vec<(String, OverlayError)>> = Mutex::new(Vec::new());
         let threads = threads.clamp(1, nodes.len().max(1));
         let chunk = nodes.len().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
-            for (i, part) in nodes.chunks(chunk).enumerate() {
-                let (results, errors, old) = (&results, &errors, &old);
+            for part in nodes.chunks(chunk) {
+                let (results, failed, old) = (&results, &failed, &old);
                 let shared = (&shared, &shared_paths);
+                let shared_failed = &shared_failed;
                 scope.spawn(move || {
                     for node in part {
-                        if let Err(e) = self.build_node(renderer, node, old, shared, force, results)
+                        let built = match unbuildable(node, shared_failed) {
+                            Some(error) => Err(error),
+                            None => self.build_node(renderer, node, old, shared, force, results),
+                        };
+                        if let Err(error) = built
+                            && let Ok(mut failed) = failed.lock()
                         {
-                            if let Ok(mut errors) = errors.lock() {
-                                errors.push((i, e));
-                            }
-                            return;
+                            failed.push((node.id.clone(), error));
                         }
                     }
                 });
             }
         });
-        let mut errors = errors.into_inner().unwrap_or_default();
-        errors.sort_by_key(|(i, _)| *i);
-        if let Some((_, e)) = errors.into_iter().next() {
-            return Err(e);
-        }
+        let mut failed = failed.into_inner().unwrap_or_default();
+        failed.sort_by(|a, b| a.0.cmp(&b.0));
 
         let _lock = WriteLock::acquire(&self.lock).map_err(|e| OverlayError::io(&self.lock, e))?;
         let mut index = self.index()?;
         let mut report = Report {
             shared_segments: shared.len(),
+            failed,
             ..Report::default()
         };
         let mut built = BTreeSet::new();
+        // A node fails whole: its other kind's archive, built meanwhile, is not taken either,
+        // so both kinds come from one build.
+        let failed: BTreeSet<&str> = report.failed.iter().map(|(n, _)| n.as_str()).collect();
         for (node, kind, archive, rebuilt) in results.into_inner().unwrap_or_default() {
+            if failed.contains(node.as_str()) {
+                continue;
+            }
             if rebuilt {
                 built.insert(node.clone());
             } else {
@@ -428,6 +441,18 @@ impl ArchiveStore {
             sweep(&self.dir.join("nodes").join(id), &format!("nodes/{id}/"));
         }
     }
+}
+
+/// Why `node` cannot be built before trying: a generator it lists failed its shared files.
+fn unbuildable(node: &Node, shared_failed: &BTreeMap<String, String>) -> Option<OverlayError> {
+    let (overlay, message) = Kind::ALL
+        .into_iter()
+        .flat_map(|k| k.list(node))
+        .find_map(|name| shared_failed.get_key_value(name))?;
+    Some(OverlayError::Shared {
+        overlay: overlay.clone(),
+        message: message.clone(),
+    })
 }
 
 /// A writer that hashes what passes through it.

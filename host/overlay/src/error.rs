@@ -54,6 +54,8 @@ pub enum OverlayError {
         #[source]
         source: std::io::Error,
     },
+    #[error("overlay `{overlay}`, files shared by every node: {message}")]
+    Shared { overlay: String, message: String },
     #[error("overlay `{overlay}` for node `{node}`: {source}")]
     Plugin {
         overlay: String,

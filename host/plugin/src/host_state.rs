@@ -1,18 +1,20 @@
-//! What a plugin's store holds: its WASI context (empty unless a capability was granted), its
-//! memory limiter, captured stderr, and the host interface every plugin imports.
+//! What a plugin's store holds: its WASI context (empty unless a capability was granted, with
+//! virtual clocks), its memory limiter, the tail of its output, and the host interface every
+//! plugin imports.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{Level, overlay::wulf::plugin::host, wit};
+use crate::guest_output::TailPipe;
+use crate::virtual_clock::{HasVirtualClock, VirtualClock};
 
-/// How much of a plugin's stderr is kept (panic messages land there).
-const STDERR_CAP: usize = 16 * 1024;
+/// How much of a plugin's stdout and stderr is kept: the last bytes, where panic messages are.
+const OUTPUT_TAIL: usize = 4 * 1024;
 
 /// What every store of one plugin starts from.
 #[derive(Debug, Clone)]
@@ -30,14 +32,20 @@ pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub limiter: MemoryLimiter,
-    pub stderr: MemoryOutputPipe,
+    /// stdout and stderr, interleaved as written.
+    pub output: TailPipe,
+    clock: VirtualClock,
 }
 
 impl HostState {
     pub(crate) fn new(spec: &StoreSpec) -> wasmtime::Result<Self> {
-        let stderr = MemoryOutputPipe::new(STDERR_CAP);
+        let output = TailPipe::new(OUTPUT_TAIL);
+        let clock = VirtualClock::default();
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stderr(stderr.clone());
+        wasi.stdout(output.clone())
+            .stderr(output.clone())
+            .wall_clock(clock.clone())
+            .monotonic_clock(clock.clone());
         for dir in spec.read_dirs.iter() {
             let guest = dir.to_string_lossy();
             wasi.preopened_dir(dir, guest.as_ref(), FsPerms::ReadOnly)?;
@@ -51,20 +59,25 @@ impl HostState {
                 cap: spec.memory_bytes as usize,
                 exceeded: false,
             },
-            stderr,
+            output,
+            clock,
         })
     }
 
-    /// What the plugin wrote to stderr, on one line. Rust's advice to set `RUST_BACKTRACE`
-    /// means nothing inside a sandbox and is dropped, as is the unnamed-thread prefix.
+    /// What the plugin wrote to stdout and stderr, on one line: the last [`OUTPUT_TAIL`]
+    /// bytes, after `...` when more came before. Rust's advice to set `RUST_BACKTRACE` means
+    /// nothing inside a sandbox and is dropped, as is the unnamed-thread prefix.
     pub(crate) fn stderr_text(&self) -> String {
-        let text = String::from_utf8_lossy(&self.stderr.contents()).into_owned();
-        let lines: Vec<&str> = text
+        let (text, dropped) = self.output.contents();
+        let mut lines: Vec<&str> = text
             .lines()
             .map(|line| line.trim())
             .filter(|line| !line.is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE"))
             .map(|line| line.strip_prefix("thread '<unnamed>' (1) ").unwrap_or(line))
             .collect();
+        if dropped > 0 {
+            lines.insert(0, "...");
+        }
         lines.join(" ")
     }
 }
@@ -75,6 +88,12 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl HasVirtualClock for HostState {
+    fn virtual_clock(&self) -> &VirtualClock {
+        &self.clock
     }
 }
 

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod component_check;
 mod conversion;
 mod engine;
+mod guest_output;
 mod host_state;
 mod image_transform;
 mod inventory_backend;
@@ -17,6 +18,7 @@ pub mod manifest;
 mod overlay_generator;
 pub mod registry;
 mod runtime;
+mod virtual_clock;
 
 pub use cache::Origin;
 pub use image_transform::WasmImageTransform;

@@ -90,6 +90,7 @@ impl Runtime {
         let linker = || -> wasmtime::Result<Linker<HostState>> {
             let mut linker = Linker::new(&engine);
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+            crate::virtual_clock::link(&mut linker)?;
             Ok(linker)
         };
         let build = || -> wasmtime::Result<_> {
@@ -215,6 +216,16 @@ impl Runtime {
     }
 }
 
+/// How wasmtime says a guest handed the host more than its hostcall fuel.
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+/// Hostcall fuel for an output limit: the output's bytes, plus room for the host-side records
+/// of many small files, never below wasmtime's default of 128 MiB.
+fn hostcall_fuel(output_bytes: u64) -> usize {
+    let bytes = usize::try_from(output_bytes).unwrap_or(usize::MAX);
+    bytes.saturating_add(bytes / 2).max(128 << 20)
+}
+
 impl LoadedPlugin {
     pub fn name(&self) -> &str {
         &self.manifest.name
@@ -230,6 +241,9 @@ impl LoadedPlugin {
         let state = HostState::new(&self.spec).map_err(|e| self.host_error(e))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // What a guest may hand the host in one call (its returned files, mostly): enough for
+        // the output limit, so exceeding it is reported as that limit, not as a crash.
+        store.set_hostcall_fuel(hostcall_fuel(self.limits.output_bytes));
         self.arm_deadline(&mut store);
         Ok(store)
     }
@@ -294,6 +308,14 @@ impl LoadedPlugin {
                 plugin,
                 limit: Limit::Memory {
                     bytes: self.limits.memory_bytes,
+                },
+            };
+        }
+        if format!("{error:#}").contains(HOSTCALL_FUEL_EXHAUSTED) {
+            return ExtensionError::Limit {
+                plugin,
+                limit: Limit::Output {
+                    bytes: self.limits.output_bytes,
                 },
             };
         }

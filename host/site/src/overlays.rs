@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wulf_core::overlay_file::OverlayFile;
+use wulf_core::provision::{NodeFailure, error_chain};
 use wulf_core::{Node, OverlayGenerator};
 use wulf_overlay::render::node_json;
 use wulf_overlay::source::{self, SourceKind};
@@ -29,6 +30,8 @@ pub struct BuildReport {
     /// Archives whose inputs had not changed.
     pub unchanged: usize,
     pub shared_segments: usize,
+    /// Nodes that could not be built, in id order; the others were.
+    pub failed: Vec<NodeFailure>,
     pub took: Duration,
 }
 
@@ -54,7 +57,8 @@ pub struct Rendered {
 
 impl Site {
     /// Builds the overlay archives of the selected nodes; only nodes whose inputs changed are
-    /// written unless `force`.
+    /// written unless `force`. Nodes that cannot be built are in the report's `failed`; every
+    /// other node is built.
     pub fn build_overlays(&self, selection: &Selection, force: bool) -> Result<BuildReport> {
         let started = Instant::now();
         let cluster: Arc<[Node]> = self.inventory()?.merged_nodes().into();
@@ -88,11 +92,20 @@ impl Site {
             built,
             unchanged,
             shared_segments,
+            failed,
         } = self.archives.build(&renderer, selected, force, threads)?;
+        let failed = failed
+            .into_iter()
+            .map(|(node, error)| NodeFailure {
+                node,
+                error: error_chain(&error),
+            })
+            .collect();
         Ok(BuildReport {
             built,
             unchanged,
             shared_segments,
+            failed,
             took: started.elapsed(),
         })
     }

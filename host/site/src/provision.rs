@@ -165,6 +165,7 @@ impl Provisioner for Site {
         Ok(BuildSummary {
             built: report.built.len(),
             unchanged: report.unchanged,
+            failed: report.failed,
             took: report.took,
         })
     }

@@ -174,6 +174,7 @@ fn build(ctx: &Context, only: &[String], force: bool, json: bool) -> anyhow::Res
             "built": report.built,
             "unchanged": report.unchanged,
             "shared_segments": report.shared_segments,
+            "failed": report.failed.iter().map(|f| json!({"node": f.node, "error": f.error})).collect::<Vec<_>>(),
             "seconds": seconds,
         }));
     } else {
@@ -183,6 +184,15 @@ fn build(ctx: &Context, only: &[String], force: bool, json: bool) -> anyhow::Res
             report.unchanged,
             report.shared_segments,
             seconds
+        );
+        for failure in &report.failed {
+            eprintln!("error: node `{}`: {}", failure.node, failure.error);
+        }
+    }
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "the overlays of {} node(s) could not be built (the others were); their last built archives, if any, are still served",
+            report.failed.len()
         );
     }
     Ok(())

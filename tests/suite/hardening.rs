@@ -1,0 +1,223 @@
+//! What hostile plugins, hostile peers and unlucky admins used to break, through the real
+//! binary: each finding of the hardening review has its regression test here.
+
+use std::io::Read as _;
+
+use wulf_tests::{Wulf, fixture_dir, fixture_wasm};
+
+use crate::serve_files::curl;
+
+const NODES: &str = r#"
+[profiles.default]
+system-overlays = ["unruly", "site"]
+[nodes.n001]
+profiles = ["default"]
+[nodes.n001.network-devices.default]
+hwaddr = "aa:00:00:00:01:01"
+[nodes.n002]
+profiles = ["default"]
+[nodes.n002.network-devices.default]
+hwaddr = "aa:00:00:00:01:02"
+[nodes.n003]
+profiles = ["default"]
+[nodes.n003.network-devices.default]
+hwaddr = "aa:00:00:00:01:03"
+"#;
+
+/// A site with the `unruly` fixture installed and three nodes listing it.
+fn unruly_site() -> Wulf {
+    let wulf = Wulf::new();
+    wulf.write("nodes.toml", NODES);
+    install(&wulf, "unruly");
+    wulf.ok(&["overlay", "create", "site"]);
+    wulf.write("overlays/site/etc/motd.ww", "first motd of {{ node.id }}\n");
+    wulf
+}
+
+fn install(wulf: &Wulf, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture_dir(name).join("plugin.toml"),
+        dir.path().join("plugin.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture_wasm(&format!("wulf-fixture-{name}")),
+        dir.path().join("plugin.wasm"),
+    )
+    .unwrap();
+    wulf.ok(&["plugin", "install", &dir.path().display().to_string()]);
+}
+
+fn test_unruly(wulf: &Wulf, site_config: &str) -> (bool, String) {
+    wulf.write("wulf.toml", site_config);
+    let out = wulf.run(&["plugin", "test", "unruly", "--node", "n001"]);
+    let text = if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    (out.status.success(), text)
+}
+
+#[test]
+fn plugins_sleep_on_a_virtual_clock_and_spinning_on_it_meets_the_deadline() {
+    let wulf = unruly_site();
+    // 20 s of sleep under a 2 s limit: the sleep is virtual, the call returns at once, and
+    // the plugin sees 20 s pass on a clock that started at the Unix epoch.
+    let (ok, out) = test_unruly(
+        &wulf,
+        "[plugin.unruly]\nlimits = { timeout-ms = 2000 }\nconfig = { sleep-ms = 20000 }\n",
+    );
+    assert!(ok, "{out}");
+    let slept = wulf.ok(&[
+        "overlay",
+        "render",
+        "unruly",
+        "/etc/slept",
+        "--node",
+        "n001",
+    ]);
+    assert_eq!(slept, "slept 20000 ms; wall clock at start: 0 s\n");
+
+    // Waiting for real time to pass is a busy loop, which the deadline stops.
+    let (ok, out) = test_unruly(
+        &wulf,
+        "[plugin.unruly]\nlimits = { timeout-ms = 300 }\nconfig = { wait-for-clock-ms = 1000 }\n",
+    );
+    assert!(!ok);
+    assert_eq!(
+        out,
+        "error: plugin `unruly` was stopped: it exceeded its time limit of 300 ms\n"
+    );
+}
+
+#[test]
+fn a_flood_of_stderr_is_cut_to_its_tail() {
+    let wulf = unruly_site();
+    let (ok, out) = test_unruly(&wulf, "[plugin.unruly.config]\nstderr-kib = 64\n");
+    assert!(!ok);
+    assert!(
+        out.starts_with("error: plugin `unruly` crashed: wasm trap: wasm `unreachable` instruction executed; its stderr: ... "),
+        "{out}"
+    );
+    assert!(
+        out.trim_end().ends_with(": last words of n001"),
+        "the panic message is kept: {out}"
+    );
+    assert!(out.len() < 5000, "{} bytes of error", out.len());
+}
+
+#[test]
+fn paths_longer_than_a_node_takes_are_refused() {
+    let wulf = unruly_site();
+    let (ok, out) = test_unruly(&wulf, "[plugin.unruly.config]\npath-len = 1048576\n");
+    assert!(!ok);
+    insta::assert_snapshot!(out, @r#"error: plugin `unruly` returned invalid output: path "/ppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp..." is 1048576 bytes long; a node's kernel takes at most 4095"#);
+    let (ok, out) = test_unruly(&wulf, "[plugin.unruly.config]\nname-len = 256\n");
+    assert!(!ok);
+    insta::assert_snapshot!(out, @r#"error: plugin `unruly` returned invalid output: path "/etc/nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn..." has a name of 256 bytes; a node's filesystem takes at most 255"#);
+    let (ok, out) = test_unruly(
+        &wulf,
+        "[plugin.unruly.config]\nname-len = 255\npath-len = 4095\n",
+    );
+    assert!(ok, "the longest allowed are fine: {out}");
+}
+
+#[test]
+fn outputs_over_128_mib_meet_the_output_limit_not_a_crash() {
+    let wulf = Wulf::new();
+    wulf.write("nodes.toml", NODES);
+    install(&wulf, "bloated");
+    let config = |limit: u32| {
+        format!(
+            "[plugin.bloated]\nconfig = {{ size-mib = 140 }}\nlimits = {{ memory-mib = 1024, output-mib = {limit} }}\n"
+        )
+    };
+    wulf.write("wulf.toml", &config(129));
+    insta::assert_snapshot!(
+        wulf.fails(&["plugin", "test", "bloated", "--node", "n001"]),
+        @"error: plugin `bloated` was stopped: it exceeded its output limit of 129 MiB"
+    );
+    wulf.write("wulf.toml", &config(200));
+    let listing = wulf.ok(&["plugin", "test", "bloated", "--node", "n001"]);
+    assert!(
+        listing.starts_with("/var/big 0644 0:0 146800640 file"),
+        "{listing}"
+    );
+}
+
+/// The files of a node's system overlay as served, decompressed and concatenated.
+fn served_system(http: std::net::SocketAddr, mac: &str) -> (u32, String) {
+    let (code, _, body) = curl(&[&format!("http://{http}/system/{mac}")]);
+    let mut text = Vec::new();
+    let _ = flate2::read::MultiGzDecoder::new(&body[..]).read_to_end(&mut text);
+    (code, String::from_utf8_lossy(&text).into_owned())
+}
+
+#[test]
+fn a_failing_node_does_not_stop_the_others() {
+    let wulf = unruly_site();
+    wulf.ok(&["overlay", "build"]);
+
+    // The CLI: n002's plugin fails; n001 and n003 get the new motd; the command fails naming
+    // n002, and n002 keeps its last archive.
+    wulf.write(
+        "overlays/site/etc/motd.ww",
+        "second motd of {{ node.id }}\n",
+    );
+    wulf.write(
+        "wulf.toml",
+        "[plugin.unruly.config]\nfail-node = \"n002\"\n",
+    );
+    let out = wulf.run(&["overlay", "build", "--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["built"], serde_json::json!(["n001", "n003"]));
+    assert_eq!(
+        report["failed"],
+        serde_json::json!([{"node": "n002", "error": "overlay `unruly` for node `n002`: plugin `unruly` returned an error: refuses n002 on purpose"}])
+    );
+    insta::assert_snapshot!(
+        String::from_utf8_lossy(&out.stderr),
+        @"error: the overlays of 1 node(s) could not be built (the others were); their last built archives, if any, are still served"
+    );
+    let text = wulf.fails(&["overlay", "build"]);
+    assert!(
+        text.starts_with("error: node `n002`: overlay `unruly` for node `n002`: plugin `unruly` returned an error: refuses n002 on purpose\n"),
+        "{text}"
+    );
+
+    // The server: a change that fails one node still serves the others' new archives, and the
+    // failing node its last one.
+    let serving = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    wulf.write("overlays/site/etc/motd.ww", "third motd of {{ node.id }}\n");
+    let (code, n001) = wulf_tests::wait_for(
+        "n001's archive with the third motd",
+        std::time::Duration::from_secs(20),
+        String::new,
+        || {
+            let (code, text) = served_system(serving.http, "aa:00:00:00:01:01");
+            text.contains("third motd of n001").then_some((code, text))
+        },
+    );
+    assert_eq!(code, 200, "{n001}");
+    let (code, n002) = served_system(serving.http, "aa:00:00:00:01:02");
+    assert_eq!(code, 200);
+    assert!(n002.contains("first motd of n002"), "{n002}");
+    let (_, n003) = served_system(serving.http, "aa:00:00:00:01:03");
+    assert!(n003.contains("third motd of n003"), "{n003}");
+
+    // The plugin mended, n002 catches up.
+    wulf.write("wulf.toml", "");
+    let n002 = wulf_tests::wait_for(
+        "n002's archive with the third motd",
+        std::time::Duration::from_secs(20),
+        String::new,
+        || {
+            let (_, text) = served_system(serving.http, "aa:00:00:00:01:02");
+            text.contains("third motd of n002").then_some(text)
+        },
+    );
+    assert!(n002.contains("etc/unruly"), "{n002}");
+}
