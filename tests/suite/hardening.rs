@@ -221,3 +221,115 @@ fn a_failing_node_does_not_stop_the_others() {
     );
     assert!(n002.contains("etc/unruly"), "{n002}");
 }
+
+/// A small image tree with `mib` MiB of incompressible data, so packing it takes a while.
+fn slow_tree(dir: &std::path::Path, mib: usize, seed: u64) -> std::path::PathBuf {
+    let root = dir.join(format!("tree-{seed}"));
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::write(root.join("boot/vmlinuz-6.1.0-1-amd64"), "kernel").unwrap();
+    std::fs::write(root.join("bin/sh"), format!("sh {seed}")).unwrap();
+    let mut x = seed | 1;
+    let data: Vec<u8> = (0..mib << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(root.join("bin/noise"), data).unwrap();
+    root
+}
+
+/// The image's status and ETag as served to node `mac`.
+fn image_head(http: std::net::SocketAddr, mac: &str) -> (u32, String) {
+    let (code, headers, _) = curl(&["-I", &format!("http://{http}/image/{mac}")]);
+    let etag = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    (code, etag)
+}
+
+#[test]
+fn a_forced_reimport_serves_the_old_image_until_the_new_one_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let wulf = Wulf::new();
+    wulf.write(
+        "nodes.toml",
+        "[nodes.n001]\nimage = \"img\"\n[nodes.n001.network-devices.default]\nhwaddr = \"aa:00:00:00:01:01\"\n",
+    );
+    let first = slow_tree(dir.path(), 1, 1);
+    wulf.ok(&["image", "import", first.to_str().unwrap(), "img"]);
+    let serving = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    let mac = "aa:00:00:00:01:01";
+    let (code, old_etag) = image_head(serving.http, mac);
+    assert_eq!(code, 200);
+
+    // A replacement that is killed while it builds: the old image still serves, unchanged,
+    // and the next import sweeps what the dead one left.
+    let second = slow_tree(dir.path(), 64, 2);
+    let mut import = wulf
+        .command(&[
+            "image",
+            "import",
+            "--force",
+            second.to_str().unwrap(),
+            "img",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = wulf
+        .path()
+        .join(format!("images/.import-img-{}", import.id()));
+    wulf_tests::wait_for(
+        "the import's build, beside the image",
+        std::time::Duration::from_secs(60),
+        String::new,
+        || {
+            std::fs::read_dir(&staging)
+                .ok()?
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("initramfs"))
+                .then_some(())
+        },
+    );
+    assert_eq!(image_head(serving.http, mac), (200, old_etag.clone()));
+    import.kill().unwrap();
+    import.wait().unwrap();
+    assert_eq!(image_head(serving.http, mac), (200, old_etag.clone()));
+    assert!(staging.exists(), "what the killed import left");
+
+    // A replacement that completes: every request meanwhile is answered, the old image until
+    // the swap, then the new one.
+    let mut import = wulf
+        .command(&[
+            "image",
+            "import",
+            "--force",
+            second.to_str().unwrap(),
+            "img",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    while import.try_wait().unwrap().is_none() {
+        seen.push(image_head(serving.http, mac));
+    }
+    assert!(import.wait().unwrap().success());
+    assert!(!staging.exists(), "the dead import's staging is swept");
+    let (code, new_etag) = image_head(serving.http, mac);
+    assert_eq!(code, 200);
+    assert_ne!(new_etag, old_etag);
+    assert!(seen.len() > 1, "requests during the import: {seen:?}");
+    for (code, etag) in &seen {
+        assert_eq!(*code, 200, "{seen:?}");
+        assert!(*etag == old_etag || *etag == new_etag, "{seen:?}");
+    }
+}

@@ -27,7 +27,7 @@ pub use kernel::Kernel;
 pub use oci::Platform;
 pub use registry::RegistryOptions;
 pub use source::Source;
-pub use store::{ImageFiles, ImageMeta, ImageStore, ImportOptions};
+pub use store::{ImageFiles, ImageMeta, ImageStore, ImportBuild, ImportOptions};
 
 /// Reports the progress of long steps (downloads, unpacking, packing). The CLI draws bars;
 /// tests and the server pass [`NoProgress`].

@@ -102,6 +102,14 @@ pub struct ImportOptions {
     pub registry: RegistryOptions,
 }
 
+/// How [`ImageStore::import`] builds the image it imported, before it swaps it in.
+#[derive(Clone, Copy)]
+pub struct ImportBuild<'a> {
+    pub transforms: &'a [Arc<dyn ImageTransform>],
+    /// Compression threads; 0 for all cores.
+    pub threads: usize,
+}
+
 /// The image directory of a state directory.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
@@ -237,12 +245,16 @@ impl ImageStore {
         }
     }
 
-    /// Imports `source` as `name`. Nothing changes unless the whole import succeeds.
+    /// Imports `source` as `name` and, given `build` (the transforms of its settings, which a
+    /// re-import keeps), builds its initramfs. All of it happens beside the image: a replaced
+    /// image keeps serving until the new one is complete and swapped in with one rename, and
+    /// nothing changes unless the whole import (and build) succeeds.
     pub async fn import(
         &self,
         source: &Source,
         name: &str,
         options: &ImportOptions,
+        build: Option<ImportBuild<'_>>,
         progress: Arc<dyn Progress>,
     ) -> Result<ImageMeta> {
         validate_name(name)?;
@@ -252,9 +264,19 @@ impl ImageStore {
         fs::create_dir_all(&self.dir).map_err(ImageError::at(&self.dir))?;
         self.clean_stale();
         let staging = self.stage("import", name);
-        let meta = self
-            .import_into(&staging.0, source, name, options, progress)
+        let mut meta = self
+            .import_into(&staging.0, source, name, options, Arc::clone(&progress))
             .await?;
+        if let Some(build) = build {
+            meta.build = Some(pack_in(
+                &staging.0,
+                &meta,
+                build.transforms,
+                build.threads,
+                progress.as_ref(),
+            )?);
+            self.write_meta_at(&staging.0, &meta)?;
+        }
         let _lock = WriteLock::acquire(&self.lock).map_err(ImageError::at(&self.lock))?;
         if self.exists(name) && !options.force {
             return Err(ImageError::Exists(name.to_owned()));

@@ -9,7 +9,7 @@ use wulf_core::ImageTransform;
 use wulf_image::exec::RunOptions;
 use wulf_image::kernel::Kernel;
 use wulf_image::store::{ImageMeta, Settings};
-use wulf_image::{Compression, ImportOptions, Progress, Source};
+use wulf_image::{Compression, ImportBuild, ImportOptions, Progress, Source};
 
 use crate::Site;
 use crate::error::{Result, SiteError};
@@ -102,15 +102,37 @@ impl BuildSettings {
 }
 
 impl Site {
-    /// Imports `source` as `name`; nothing changes unless the whole import succeeds.
+    /// Imports `source` as `name` and, with `build` (compression threads, 0 for all cores),
+    /// builds it with the transforms of its settings (a re-import keeps them), all before the
+    /// new image replaces an old one: nothing changes, and a replaced image keeps serving,
+    /// unless the whole import and build succeed.
     pub async fn import_image(
         &self,
         source: &Source,
         name: &str,
         options: &ImportOptions,
+        build: Option<usize>,
         progress: Arc<dyn Progress>,
     ) -> Result<ImageMeta> {
-        Ok(self.images.import(source, name, options, progress).await?)
+        let transforms = match build {
+            Some(_) => {
+                let settings = self
+                    .images
+                    .get(name)
+                    .map(|m| m.settings)
+                    .unwrap_or_default();
+                self.image_transforms(&settings)?
+            }
+            None => Vec::new(),
+        };
+        let build = build.map(|threads| ImportBuild {
+            transforms: &transforms,
+            threads,
+        });
+        Ok(self
+            .images
+            .import(source, name, options, build, progress)
+            .await?)
     }
 
     /// Builds an image's initramfs, first recording `settings`; the transforms its settings
@@ -136,7 +158,7 @@ impl Site {
         if settings.changes_anything() {
             self.images.update_settings(name, |s| settings.apply(s))?;
         }
-        let transforms = self.image_transforms(&self.images.get(name)?)?;
+        let transforms = self.image_transforms(&self.images.get(name)?.settings)?;
         self.images
             .build(name, &transforms, threads, progress)
             .map_err(|source| SiteError::ImageBuild {
@@ -146,9 +168,9 @@ impl Site {
     }
 
     /// The transforms an image's settings name, loaded, in order.
-    fn image_transforms(&self, meta: &ImageMeta) -> Result<Vec<Arc<dyn ImageTransform>>> {
+    fn image_transforms(&self, settings: &Settings) -> Result<Vec<Arc<dyn ImageTransform>>> {
         self.refresh();
-        meta.settings
+        settings
             .transforms
             .iter()
             .map(|t| plugins::image_transform(&self.plugin(t)?))
@@ -194,7 +216,7 @@ impl Site {
         progress: &dyn Progress,
     ) -> Result<ImageMeta> {
         let transforms = if build {
-            self.image_transforms(&self.images.get(name)?)?
+            self.image_transforms(&self.images.get(name)?.settings)?
         } else {
             Vec::new()
         };

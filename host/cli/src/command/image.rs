@@ -159,17 +159,19 @@ pub(crate) fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let mut meta =
-                runtime.block_on(site.import_image(&source, &name, &options, progress))?;
+            let started = std::time::Instant::now();
+            let build = (!no_build).then_some(0);
+            let meta =
+                runtime.block_on(site.import_image(&source, &name, &options, build, progress))?;
             if !json {
                 println!(
                     "imported {source} as image `{name}`: {} entries, {}",
                     meta.entries,
                     human_bytes(meta.bytes)
                 );
-            }
-            if !no_build {
-                meta = build_one(ctx, &name, &BuildSettings::default(), 0, json)?;
+                if let Some(build) = &meta.build {
+                    print_built(&name, build, started.elapsed());
+                }
             }
             if json {
                 table::print_json(&image_json(&meta, &[]));
@@ -480,16 +482,20 @@ fn build_one(
     let started = std::time::Instant::now();
     let meta = ctx.site.build_image(name, settings, threads, &progress)?;
     if !quiet && let Some(build) = &meta.build {
-        println!(
-            "built image `{name}`: {} entries, {} -> {} {} in {:.1} s",
-            build.entries,
-            human_bytes(build.uncompressed),
-            human_bytes(build.size),
-            build.compression,
-            started.elapsed().as_secs_f64()
-        );
+        print_built(name, build, started.elapsed());
     }
     Ok(meta)
+}
+
+fn print_built(name: &str, build: &wulf_image::store::Build, took: std::time::Duration) {
+    println!(
+        "built image `{name}`: {} entries, {} -> {} {} in {:.1} s",
+        build.entries,
+        human_bytes(build.uncompressed),
+        human_bytes(build.size),
+        build.compression,
+        took.as_secs_f64()
+    );
 }
 
 fn image_json(meta: &ImageMeta, users: &[String]) -> serde_json::Value {
