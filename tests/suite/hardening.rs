@@ -333,3 +333,73 @@ fn a_forced_reimport_serves_the_old_image_until_the_new_one_is_built() {
         assert!(*etag == old_etag || *etag == new_etag, "{seen:?}");
     }
 }
+
+#[test]
+fn a_broken_hand_edit_of_the_inventory_keeps_the_last_good_one_serving() {
+    let wulf = Wulf::new();
+    let good = "[nodes.n001.network-devices.default]\nhwaddr = \"aa:00:00:00:01:01\"\n\
+                [nodes.n002.network-devices.default]\nhwaddr = \"aa:00:00:00:01:02\"\n";
+    wulf.write("nodes.toml", good);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let serving = wulf.serve_logged(&["--http-addr", "127.0.0.1:0", "--no-tftp"], &log);
+    let script = |mac: &str| {
+        let (code, _, body) = curl(&[&format!("http://{}/ipxe/{mac}", serving.http)]);
+        (code, String::from_utf8_lossy(&body).into_owned())
+    };
+    let says = |what: &str| {
+        wulf_tests::wait_for(
+            what,
+            std::time::Duration::from_secs(10),
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+            || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains(what)
+                    .then_some(())
+            },
+        )
+    };
+    assert!(script("aa:00:00:00:01:02").1.contains("n002"));
+
+    // A duplicate MAC: refused on load, named; both nodes still boot as themselves.
+    wulf.write(
+        "nodes.toml",
+        &format!("{good}[nodes.n003.network-devices.default]\nhwaddr = \"aa:00:00:00:01:01\"\n"),
+    );
+    says(
+        "nodes.toml: node `n003`: `network-devices.default.hwaddr` = \"aa:00:00:00:01:01\": node `n001` has this address too",
+    );
+    assert!(script("aa:00:00:00:01:01").1.contains("n001"));
+    assert!(script("aa:00:00:00:01:02").1.contains("n002"));
+    insta::assert_snapshot!(
+        wulf.redact(&wulf.fails(&["node", "list"])),
+        @r#"error: [STATE]/nodes.toml: node `n003`: `network-devices.default.hwaddr` = "aa:00:00:00:01:01": node `n001` has this address too"#
+    );
+
+    // An empty file: refused, the nodes stay.
+    wulf.write("nodes.toml", "");
+    says("nodes.toml is empty, which would drop every node and profile");
+    assert!(script("aa:00:00:00:01:02").1.contains("n002"));
+    insta::assert_snapshot!(
+        wulf.redact(&wulf.fails(&["node", "list"])),
+        @"error: [STATE]/nodes.toml is empty, which would drop every node and profile; if it was truncated, restore it from a backup; to keep no records, put a comment line in it"
+    );
+
+    // Mended: the new inventory serves.
+    wulf.write(
+        "nodes.toml",
+        "[nodes.n009.network-devices.default]\nhwaddr = \"aa:00:00:00:01:09\"\n",
+    );
+    wulf_tests::wait_for(
+        "the mended inventory",
+        std::time::Duration::from_secs(10),
+        || script("aa:00:00:00:01:09").1,
+        || script("aa:00:00:00:01:09").1.contains("n009").then_some(()),
+    );
+    assert!(
+        script("aa:00:00:00:01:02")
+            .1
+            .contains("is not a known node")
+    );
+}

@@ -22,6 +22,10 @@ pub enum StoreError {
     },
     #[error("{path} is not a valid inventory: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error(
+        "{path} is empty, which would drop every node and profile; if it was truncated, restore it from a backup; to keep no records, put a comment line in it"
+    )]
+    Empty { path: PathBuf },
     #[error("{path}: {source}")]
     Invalid {
         path: PathBuf,
@@ -50,6 +54,11 @@ impl StoreError {
         }
     }
 }
+
+/// The first line of every inventory wulf writes, so that even one with no records is not an
+/// empty file.
+const HEADER: &str =
+    "# wulf inventory: edit with `wulf node` and `wulf profile`, or by hand (checked on load)\n";
 
 /// The inventory file of a state directory.
 #[derive(Debug, Clone)]
@@ -94,6 +103,13 @@ impl InventoryStore {
                 });
             }
         };
+        // wulf never writes an empty file (see [`HEADER`]): one is a truncated write or a
+        // slip of the shell, not a wish to drop every node.
+        if text.trim().is_empty() {
+            return Err(StoreError::Empty {
+                path: self.path.clone(),
+            });
+        }
         Inventory::from_toml(&text).map_err(|e| match e {
             ParseError::Syntax(message) => StoreError::Parse {
                 path: self.path.clone(),
@@ -120,7 +136,7 @@ impl InventoryStore {
         let result = edit(&mut inventory)?;
         inventory.assign_ids();
         validate(&inventory).map_err(|e| StoreError::Refused(Box::new(e)))?;
-        let text = inventory.to_toml().map_err(StoreError::from)?;
+        let text = format!("{HEADER}{}", inventory.to_toml().map_err(StoreError::from)?);
         write_atomic(&self.path, text.as_bytes()).map_err(|source| StoreError::Write {
             path: self.path.clone(),
             source,
@@ -175,6 +191,26 @@ mod tests {
             before
         );
         assert_eq!(store.load().map(|i| i.nodes.len()).ok(), Some(1));
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_and_no_records_is_not_an_empty_file() {
+        let (dir, store) = store();
+        let path = dir.path().join("nodes.toml");
+        std::fs::write(&path, "").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(store.load(), Err(StoreError::Empty { .. })));
+        std::fs::write(&path, " \n\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(store.load(), Err(StoreError::Empty { .. })));
+        std::fs::write(&path, "# no nodes yet\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.load().map(|i| i.nodes.len()).ok(), Some(0));
+        store
+            .update(|inv| {
+                inv.nodes.clear();
+                inv.profiles.clear();
+                Ok::<_, StoreError>(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.load().map(|i| i.profiles.len()).ok(), Some(0));
     }
 
     #[test]
