@@ -156,6 +156,11 @@ fn clock_ticks() -> f64 {
 
 fn main() {
     let wulf = Wulf::new();
+    // Every simulated node connects from this one loopback address.
+    wulf.write(
+        "wulf.toml",
+        "[server]\nmax-connections-per-peer = 1000000\n",
+    );
     println!("agents: {NODES} nodes, runtime overlay = the cluster's hosts file");
     wulf.ok(&[
         "profile",

@@ -106,6 +106,11 @@ fn vm_hwm(pid: u32) -> u64 {
 fn main() {
     require_command("nginx", "nginx");
     let wulf = Wulf::new();
+    // Every simulated node connects from this one loopback address.
+    wulf.write(
+        "wulf.toml",
+        "[server]\nmax-connections-per-peer = 1000000\n",
+    );
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
 
     // An image: a 1 MiB kernel and IMAGE_MIB of incompressible files.

@@ -403,3 +403,215 @@ fn a_broken_hand_edit_of_the_inventory_keeps_the_last_good_one_serving() {
             .contains("is not a known node")
     );
 }
+
+/// A TFTP read request for `name` with `options`.
+fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
+    let mut packet = vec![0, 1];
+    for field in [name, "octet"]
+        .into_iter()
+        .chain(options.iter().flat_map(|(k, v)| [*k, *v]))
+    {
+        packet.extend_from_slice(field.as_bytes());
+        packet.push(0);
+    }
+    packet
+}
+
+/// `curl` fetching `url` over TFTP: whether it got the whole file.
+fn tftp_fetch(url: &str, len: usize, from: &str) -> bool {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let status = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "20", "--interface", from, "-o"])
+        .arg(out.path())
+        .arg(url)
+        .status()
+        .unwrap();
+    status.success() && std::fs::metadata(out.path()).map(|m| m.len()).ok() == Some(len as u64)
+}
+
+#[test]
+fn silent_tftp_requests_cannot_keep_pxe_down() {
+    wulf_tests::require_command("curl", "curl");
+    let wulf = Wulf::new();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("undionly.kpxe"), vec![7u8; 100_000]).unwrap();
+    let serving = wulf.serve(&[
+        "--http-addr",
+        "127.0.0.1:0",
+        "--tftp-addr",
+        "127.0.0.1:0",
+        "--tftp-root",
+        root.path().to_str().unwrap(),
+    ]);
+    let server = serving.tftp.unwrap();
+
+    // A long timeout is not granted: the OACK leaves it out (the server's own applies).
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    probe
+        .send_to(
+            &rrq("undionly.kpxe", &[("timeout", "255"), ("tsize", "0")]),
+            server,
+        )
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let (len, _) = probe.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..len],
+        b"\x00\x06tsize\x00100000\x00",
+        "an OACK with tsize only"
+    );
+
+    // 1,200 spoofed-looking requests asking for the longest timeout, from 150 addresses and
+    // never answered: more than every slot.
+    let silent: Vec<std::net::UdpSocket> = (0..1200)
+        .map(|i| {
+            let socket = std::net::UdpSocket::bind(format!("127.0.1.{}:0", 1 + i % 150)).unwrap();
+            socket
+                .send_to(
+                    &rrq("undionly.kpxe", &[("timeout", "255"), ("blksize", "1468")]),
+                    server,
+                )
+                .unwrap();
+            socket
+        })
+        .collect();
+    // A real client still boots, from a fresh address and from a flooding one.
+    let url = format!("tftp://{server}/undionly.kpxe");
+    assert!(tftp_fetch(&url, 100_000, "127.0.0.1"), "a fresh address");
+    assert!(
+        tftp_fetch(&url, 100_000, "127.0.1.7"),
+        "an address that also floods"
+    );
+    drop(silent);
+}
+
+/// `/metrics` value of `name`.
+fn metric(http: std::net::SocketAddr, name: &str) -> f64 {
+    let (_, _, body) = curl(&[&format!("http://{http}/metrics")]);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+#[test]
+fn idle_connections_past_the_open_file_limit_do_not_stop_http() {
+    wulf_tests::require_command("prlimit", "util-linux");
+    let wulf = Wulf::new();
+    wulf.write(
+        "nodes.toml",
+        "[nodes.n001.network-devices.default]\nhwaddr = \"aa:00:00:00:01:01\"\n",
+    );
+    // The common default of 1,024 open files, which the server cannot raise.
+    let serving = wulf.serve_in(
+        &["prlimit", "--nofile=1024:1024", "--"],
+        &["--http-addr", "127.0.0.1:0", "--no-tftp"],
+    );
+    assert_eq!(metric(serving.http, "wulf_http_connections_limit"), 768.0);
+    // 2,000 connections that never send a byte.
+    let idle: Vec<std::net::TcpStream> = (0..2000)
+        .map(|_| std::net::TcpStream::connect(serving.http).unwrap())
+        .collect();
+    let (code, _, body) = curl(&[
+        "--max-time",
+        "10",
+        &format!("http://{}/ipxe/aa:00:00:00:01:01", serving.http),
+    ]);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("n001"));
+    assert!(metric(serving.http, "wulf_http_connections_shed_total") >= 1000.0);
+    assert!(metric(serving.http, "wulf_http_connections") <= 768.0);
+    drop(idle);
+}
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let wulf = Wulf::new();
+    wulf.write(
+        "nodes.toml",
+        "[nodes.n001]\nimage = \"img\"\n[nodes.n001.network-devices.default]\nhwaddr = \"aa:00:00:00:01:01\"\n",
+    );
+    wulf.write("wulf.toml", "[server]\nmax-connections-per-peer = 8\n");
+    let tree = slow_tree(dir.path(), 24, 3);
+    wulf.ok(&["image", "import", tree.to_str().unwrap(), "img"]);
+    let serving = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    let from = |ip: &str| connect_from(ip, serving.http);
+    let get = |stream: &mut std::net::TcpStream, path: &str| {
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .unwrap();
+    };
+    let status = |stream: &mut std::net::TcpStream| {
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut head = [0u8; 12];
+        match stream.read_exact(&mut head) {
+            Ok(()) => String::from_utf8_lossy(&head[9..12]).into_owned(),
+            Err(e) => format!("no answer: {e}"),
+        }
+    };
+
+    // Eight slow requests from one address (idle: their heads never end): a ninth from it
+    // takes the oldest one's place.
+    let mut slow: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = from("127.0.0.2");
+            s.write_all(b"GET /ipxe/aa:00:00:00:01:01 HTTP/1.1\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut ninth = from("127.0.0.2");
+    get(&mut ninth, "/ipxe/aa:00:00:00:01:01");
+    assert_eq!(status(&mut ninth), "200");
+    let mut buf = [0u8; 16];
+    slow[0]
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(
+        slow[0].read(&mut buf).unwrap_or(1),
+        0,
+        "the oldest was closed"
+    );
+
+    // Eight downloads from another address that do not read (busy): a ninth from it is
+    // refused with 503; other addresses are still served.
+    let mut busy: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = from("127.0.0.3");
+            get(&mut s, "/image/aa:00:00:00:01:01");
+            s
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut ninth = from("127.0.0.3");
+    get(&mut ninth, "/ipxe/aa:00:00:00:01:01");
+    assert_eq!(status(&mut ninth), "503");
+    let mut other = from("127.0.0.1");
+    get(&mut other, "/ipxe/aa:00:00:00:01:01");
+    assert_eq!(status(&mut other), "200");
+    assert_eq!(
+        metric(serving.http, "wulf_http_connections_refused_total"),
+        1.0
+    );
+    // The busy downloads are whole when read.
+    for stream in &mut busy {
+        assert_eq!(status(stream), "200");
+    }
+}
+
+/// A TCP connection to `to` from address `ip`.
+fn connect_from(ip: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{ip}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    socket.into()
+}

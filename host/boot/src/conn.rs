@@ -6,11 +6,19 @@
 //!
 //! Keep-alive and pipelining as HTTP/1.1 has them; requests may carry no body beyond a small
 //! one (which is read and dropped); slow or stalled clients are timed out.
+//!
+//! Connections are capped in total (below the open-file limit, so `accept` never runs out of
+//! descriptors) and per peer address ([`Limits`]). At a cap, a new connection takes the place
+//! of the oldest idle one (waiting for a request, or trickling one in), the peer's own first;
+//! only when every connection is busy answering is it refused, with 503. Idle or slow clients,
+//! however many, cannot keep a node's request from being answered.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -33,8 +41,164 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// sendfile(2) moves at most this much per call, so one huge file cannot hog a worker.
 const SENDFILE_STEP: usize = 4 << 20;
 
-/// Accepts connections forever, one task each.
-pub async fn serve(listener: TcpListener, router: Router) -> io::Result<()> {
+/// How many connections are kept at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub total: usize,
+    pub per_peer: usize,
+}
+
+/// The open connections: who, and since when each has been idle.
+#[derive(Debug)]
+pub struct Connections {
+    limits: Limits,
+    open: Mutex<Open>,
+    shed: AtomicU64,
+    refused: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    next: u64,
+    conns: HashMap<u64, Conn>,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    peer: IpAddr,
+    /// `Some` while waiting for (or reading) a request.
+    idle_since: Option<Instant>,
+    shed: Arc<tokio::sync::Notify>,
+}
+
+impl Open {
+    fn remove(&mut self, id: u64) -> Option<Conn> {
+        let conn = self.conns.remove(&id)?;
+        if let Some(n) = self.per_peer.get_mut(&conn.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(&conn.peer);
+            }
+        }
+        Some(conn)
+    }
+
+    /// Closes the connection idle the longest among those `which` selects.
+    fn shed_oldest_idle(&mut self, which: impl Fn(&Conn) -> bool) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| which(c))
+            .filter_map(|(id, c)| c.idle_since.map(|since| (since, *id)))
+            .min();
+        match oldest.and_then(|(_, id)| self.remove(id)) {
+            Some(conn) => {
+                conn.shed.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Connections {
+    pub fn new(limits: Limits) -> Self {
+        Connections {
+            limits,
+            open: Mutex::default(),
+            shed: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        // Every change is a few field updates that cannot panic halfway.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for a connection from `peer`, made by closing an idle one if a cap is reached;
+    /// `None` when every connection in the way is busy.
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
+        let mut open = self.lock();
+        let from_peer = open.per_peer.get(&peer).copied().unwrap_or(0);
+        let mut shed = 0;
+        if from_peer >= self.limits.per_peer {
+            if !open.shed_oldest_idle(|c| c.peer == peer) {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            shed += 1;
+        }
+        if open.conns.len() >= self.limits.total {
+            if !open.shed_oldest_idle(|_| true) {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            shed += 1;
+        }
+        self.shed.fetch_add(shed, Ordering::Relaxed);
+        let id = open.next;
+        open.next += 1;
+        let shed = Arc::new(tokio::sync::Notify::new());
+        open.conns.insert(
+            id,
+            Conn {
+                peer,
+                idle_since: Some(Instant::now()),
+                shed: Arc::clone(&shed),
+            },
+        );
+        *open.per_peer.entry(peer).or_default() += 1;
+        Some(Slot {
+            connections: Arc::clone(self),
+            id,
+            shed,
+        })
+    }
+
+    /// Prometheus lines: open connections, and those shed or refused at a cap.
+    pub fn render_metrics(&self) -> String {
+        let open = self.lock().conns.len();
+        format!(
+            "# HELP wulf_http_connections Open HTTP connections.\n# TYPE wulf_http_connections gauge\nwulf_http_connections {open}\n\
+             # HELP wulf_http_connections_limit The cap on open HTTP connections.\n# TYPE wulf_http_connections_limit gauge\nwulf_http_connections_limit {}\n\
+             # HELP wulf_http_connections_shed_total Idle connections closed to make room at a cap.\n# TYPE wulf_http_connections_shed_total counter\nwulf_http_connections_shed_total {}\n\
+             # HELP wulf_http_connections_refused_total Connections refused at a cap (every other one busy).\n# TYPE wulf_http_connections_refused_total counter\nwulf_http_connections_refused_total {}\n",
+            self.limits.total,
+            self.shed.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A connection's place in [`Connections`], given up when dropped.
+struct Slot {
+    connections: Arc<Connections>,
+    id: u64,
+    shed: Arc<tokio::sync::Notify>,
+}
+
+impl Slot {
+    fn set_idle(&self, idle: bool) {
+        if let Some(conn) = self.connections.lock().conns.get_mut(&self.id) {
+            conn.idle_since = idle.then(Instant::now);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.connections.lock().remove(self.id);
+    }
+}
+
+/// Accepts connections forever, one task each, within `connections`' limits.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    connections: Arc<Connections>,
+) -> io::Result<()> {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -45,9 +209,17 @@ pub async fn serve(listener: TcpListener, router: Router) -> io::Result<()> {
                 continue;
             }
         };
+        let Some(slot) = connections.admit(peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: every connection at the cap is busy");
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = reply_and_close(&mut stream, StatusCode::SERVICE_UNAVAILABLE).await;
+            });
+            continue;
+        };
         let router = router.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection(stream, peer, router).await {
+            if let Err(error) = connection(stream, peer, router, &slot).await {
                 use io::ErrorKind::{BrokenPipe, ConnectionReset};
                 if matches!(error.kind(), BrokenPipe | ConnectionReset) {
                     tracing::debug!(%peer, %error, "the client went away");
@@ -66,10 +238,16 @@ struct Head {
     body_len: u64,
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, router: Router) -> io::Result<()> {
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    slot: &Slot,
+) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     loop {
+        slot.set_idle(true);
         // Read until a whole header block is buffered (a pipelined one may be already). The
         // whole head must arrive within the timeout, not each piece of it: a client trickling a
         // byte at a time cannot hold the connection.
@@ -88,7 +266,14 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, router: Router) -> 
                 Err(status) => return reply_and_close(&mut stream, status).await,
             }
             let mut chunk = [0u8; 2048];
-            let Ok(read) = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await else {
+            let read = tokio::select! {
+                read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => read,
+                () = slot.shed.notified() => {
+                    tracing::debug!(%peer, "idle connection closed to make room");
+                    return Ok(());
+                }
+            };
+            let Ok(read) = read else {
                 if buf.is_empty() {
                     return Ok(()); // an idle keep-alive connection: close it quietly
                 }
@@ -104,6 +289,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, router: Router) -> 
             buf.extend_from_slice(&chunk[..n]);
         };
         buf.drain(..used);
+        slot.set_idle(false);
         if head.body_len > MAX_BODY {
             return reply_and_close(&mut stream, StatusCode::PAYLOAD_TOO_LARGE).await;
         }

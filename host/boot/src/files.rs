@@ -8,9 +8,15 @@
 //! size and however many nodes boot at once. The files are opened here, before the headers
 //! are written: a file replaced meanwhile (a rebuild renames over it) is still sent whole,
 //! from the copy that was opened.
+//!
+//! Transfers of one file share one descriptor ([`OpenFiles`]; sendfile reads at an explicit
+//! offset), so 10,000 nodes fetching the same image hold one descriptor for it, not 10,000.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::sync::Arc;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -20,12 +26,51 @@ use wulf_core::BootFile;
 /// The body of a file response: (file, offset, length) pieces, in order.
 #[derive(Debug)]
 pub struct SendFile {
-    pub pieces: Vec<(File, u64, u64)>,
+    pub pieces: Vec<(Arc<File>, u64, u64)>,
 }
 
 struct Part {
-    file: File,
+    file: Arc<File>,
     len: u64,
+}
+
+/// Files being sent, by path: a request for a file already open shares its descriptor while
+/// the path still names that same file (device, inode, size and mtime unchanged).
+#[derive(Debug, Default)]
+pub struct OpenFiles {
+    open: Mutex<HashMap<PathBuf, Weak<File>>>,
+}
+
+/// What tells one version of a file from another.
+fn identity(meta: &std::fs::Metadata) -> (u64, u64, u64, i64, i64) {
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    )
+}
+
+impl OpenFiles {
+    /// `path` opened (or the open one shared), with its metadata.
+    fn open(&self, path: &Path) -> std::io::Result<(Arc<File>, std::fs::Metadata)> {
+        let current = std::fs::metadata(path)?;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = open.get(path).and_then(Weak::upgrade)
+            && let Ok(meta) = file.metadata()
+            && identity(&meta) == identity(&current)
+        {
+            return Ok((file, meta));
+        }
+        let file = Arc::new(File::open(path)?);
+        let meta = file.metadata()?;
+        if open.len() >= 1024 {
+            open.retain(|_, f| f.strong_count() > 0);
+        }
+        open.insert(path.to_owned(), Arc::downgrade(&file));
+        Ok((file, meta))
+    }
 }
 
 /// Parses a single `bytes=` range against `len`; `None` for no usable range header (serve the
@@ -67,12 +112,12 @@ fn etag_matches(value: &str, etag: &str) -> bool {
 }
 
 /// Serves `blob` for a request with `headers`; `head` sends headers only.
-pub fn serve(blob: &BootFile, headers: &HeaderMap, head: bool) -> Response {
+pub fn serve(files: &OpenFiles, blob: &BootFile, headers: &HeaderMap, head: bool) -> Response {
     let mut parts = Vec::with_capacity(blob.parts.len());
     let mut modified = SystemTime::UNIX_EPOCH;
     for path in &blob.parts {
-        match File::open(path).and_then(|file| Ok((file.metadata()?, file))) {
-            Ok((meta, file)) => {
+        match files.open(path) {
+            Ok((file, meta)) => {
                 modified = modified.max(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
                 parts.push(Part {
                     file,
@@ -183,6 +228,24 @@ pub fn serve(blob: &BootFile, headers: &HeaderMap, head: bool) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transfers_of_one_file_share_a_descriptor_until_it_is_replaced() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("image");
+        std::fs::write(&path, b"one").unwrap_or_else(|e| panic!("{e}"));
+        let files = OpenFiles::default();
+        let open = |files: &OpenFiles| files.open(&path).unwrap_or_else(|e| panic!("{e}")).0;
+        let (a, b) = (open(&files), open(&files));
+        assert!(Arc::ptr_eq(&a, &b));
+        let next = dir.path().join("next");
+        std::fs::write(&next, b"two!").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::rename(&next, &path).unwrap_or_else(|e| panic!("{e}"));
+        let c = open(&files);
+        assert!(!Arc::ptr_eq(&a, &c), "a replaced file is opened again");
+        drop((a, b, c));
+        assert!(open(&files).metadata().is_ok_and(|m| m.len() == 4));
+    }
 
     #[test]
     fn ranges_parse_like_rfc_9110() {

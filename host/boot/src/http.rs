@@ -38,6 +38,10 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Agents parked on a long-poll.
     pub waiting: crate::agent::Waiting,
+    /// Files being sent, shared by their transfers.
+    pub open_files: files::OpenFiles,
+    /// The open HTTP connections, for `/metrics`.
+    pub connections: Arc<crate::conn::Connections>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -177,7 +181,7 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: BootStage, req: Request) 
             return text(status, format!("{message}\n"));
         }
     };
-    let response = files::serve(&file, &req.headers, req.head);
+    let response = files::serve(&app.open_files, &file, &req.headers, req.head);
     if response.status().is_success() && !req.head {
         let sent = file
             .parts
@@ -397,6 +401,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             .count(),
         app.waiting.count.load(std::sync::atomic::Ordering::Relaxed),
     ));
+    text.push_str(&app.connections.render_metrics());
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

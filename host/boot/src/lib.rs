@@ -37,6 +37,8 @@ pub struct BootConfig {
     pub provisioner: Arc<dyn Provisioner>,
     /// Build overlays when they are missing or their inputs changed.
     pub build_on_demand: bool,
+    /// How many HTTP connections are kept at once.
+    pub connections: conn::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +126,8 @@ impl BootServer {
             freshness: freshness::Freshness::new(Arc::clone(&config.provisioner)),
             metrics: Default::default(),
             waiting: Default::default(),
+            open_files: Default::default(),
+            connections: Arc::new(conn::Connections::new(config.connections)),
         });
         Ok(BootServer {
             http,
@@ -178,7 +182,8 @@ impl BootServer {
             let root = tftp::TftpRoot::new(self.tftp_root);
             tokio::spawn(tftp::serve(socket, root, tftp::TftpOptions::default()))
         });
-        let http = conn::serve(self.http, http::router(self.app));
+        let connections = Arc::clone(&self.app.connections);
+        let http = conn::serve(self.http, http::router(self.app), connections);
         match tftp {
             Some(tftp) => tokio::select! {
                 result = http => result.map_err(|error| BootError::Serve { what: "HTTP", error }),

@@ -5,18 +5,24 @@
 //! transfer replaces it (the PXE `tsize` probe aborts with an error and asks again from the
 //! same port). Files come from one root directory through [`TftpRoot::resolve`], which refuses
 //! anything that could leave it. Write requests are refused.
+//!
+//! TFTP requests are unauthenticated UDP, so anyone can spoof them: transfers are capped in
+//! total and per peer address, a client may ask for a retransmission timeout of at most
+//! [`MAX_CLIENT_TIMEOUT`], and when the slots are full a new request takes the slot of the
+//! oldest transfer whose client never answered. A flood of silent requests cannot keep a
+//! real PXE client, which answers within a round trip, from booting.
 
 pub mod packet;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
 use packet::{ErrorCode, Packet};
@@ -32,9 +38,16 @@ pub struct TftpOptions {
     pub timeout: Duration,
     /// Retransmissions before a transfer is given up.
     pub retries: u32,
-    /// Transfers at once; further requests get "server busy".
+    /// Transfers at once; past it a request takes a silent transfer's slot, or gets "server
+    /// busy".
     pub max_transfers: usize,
+    /// Transfers at once to one peer address (any port).
+    pub max_per_peer: usize,
 }
+
+/// The longest retransmission timeout a client may ask for (RFC 2349 allows 255 s); a longer
+/// one is not acknowledged and the server's own applies.
+pub const MAX_CLIENT_TIMEOUT: u64 = 5;
 
 impl Default for TftpOptions {
     fn default() -> Self {
@@ -44,6 +57,59 @@ impl Default for TftpOptions {
             timeout: Duration::from_secs(1),
             retries: 5,
             max_transfers: 1024,
+            max_per_peer: 8,
+        }
+    }
+}
+
+/// A transfer in progress.
+struct Running {
+    abort: AbortHandle,
+    started: Instant,
+    /// Whether its client has answered (acknowledged anything).
+    heard: Arc<AtomicBool>,
+}
+
+/// The transfers in progress, by peer.
+#[derive(Default)]
+struct Transfers(HashMap<SocketAddr, Running>);
+
+impl Transfers {
+    /// Makes room for a transfer to `peer`, or says why there is none: a transfer to the same
+    /// peer and port is replaced; past a cap, the oldest transfer whose client never answered
+    /// (the peer's own first) gives up its slot.
+    fn admit(&mut self, peer: SocketAddr, options: &TftpOptions) -> Result<(), &'static str> {
+        self.0.retain(|_, t| !t.abort.is_finished());
+        if let Some(previous) = self.0.remove(&peer) {
+            previous.abort.abort();
+        }
+        let same_ip = |ip: IpAddr| move |addr: &SocketAddr| addr.ip() == ip;
+        if self.0.keys().filter(|a| same_ip(peer.ip())(a)).count() >= options.max_per_peer
+            && !self.reclaim(same_ip(peer.ip()))
+        {
+            return Err("too many transfers to this address");
+        }
+        if self.0.len() >= options.max_transfers && !self.reclaim(|_| true) {
+            return Err("server busy");
+        }
+        Ok(())
+    }
+
+    /// Aborts the oldest silent transfer among the peers `which` selects.
+    fn reclaim(&mut self, which: impl Fn(&SocketAddr) -> bool) -> bool {
+        let oldest = self
+            .0
+            .iter()
+            .filter(|(addr, t)| which(addr) && !t.heard.load(Ordering::Relaxed))
+            .min_by_key(|(_, t)| t.started)
+            .map(|(addr, _)| *addr);
+        match oldest.and_then(|addr| self.0.remove(&addr)) {
+            Some(silent) => {
+                silent.abort.abort();
+                tracing::debug!("a silent tftp transfer gave up its slot");
+                true
+            }
+            None => false,
         }
     }
 }
@@ -100,8 +166,7 @@ impl TftpRoot {
 pub async fn serve(socket: UdpSocket, root: TftpRoot, options: TftpOptions) -> std::io::Result<()> {
     let local = socket.local_addr()?;
     let root = Arc::new(root);
-    let slots = Arc::new(Semaphore::new(options.max_transfers));
-    let transfers: Arc<Mutex<HashMap<SocketAddr, AbortHandle>>> = Arc::default();
+    let transfers: Arc<Mutex<Transfers>> = Arc::default();
     let mut buf = vec![0u8; 65536];
     loop {
         let (len, peer) = socket.recv_from(&mut buf).await?;
@@ -111,32 +176,41 @@ pub async fn serve(socket: UdpSocket, root: TftpRoot, options: TftpOptions) -> s
                 mode,
                 options: requested,
             }) => {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                let admitted = transfers_lock(&transfers).admit(peer, &options);
+                if let Err(why) = admitted {
+                    tracing::debug!(%peer, why, "tftp request refused");
                     let _ = socket
-                        .send_to(&packet::error(ErrorCode::NotDefined, "server busy"), peer)
+                        .send_to(&packet::error(ErrorCode::NotDefined, why), peer)
                         .await;
                     continue;
-                };
+                }
                 let root = root.clone();
-                let registry = transfers.clone();
-                let task = tokio::spawn(async move {
-                    let _permit = permit;
-                    let result =
-                        transfer(local, peer, &root, &filename, &mode, &requested, options).await;
-                    match result {
-                        Ok(()) => {
-                            tracing::debug!(%peer, file = %filename, "tftp transfer complete")
-                        }
-                        Err(e) => {
-                            tracing::info!(%peer, file = %filename, error = %e, "tftp transfer ended")
+                let heard = Arc::new(AtomicBool::new(false));
+                let task = tokio::spawn({
+                    let heard = Arc::clone(&heard);
+                    async move {
+                        let result = transfer(
+                            local, peer, &root, &filename, &mode, &requested, options, &heard,
+                        )
+                        .await;
+                        match result {
+                            Ok(()) => {
+                                tracing::debug!(%peer, file = %filename, "tftp transfer complete")
+                            }
+                            Err(e) => {
+                                tracing::info!(%peer, file = %filename, error = %e, "tftp transfer ended")
+                            }
                         }
                     }
                 });
-                let mut active = transfers_lock(&registry);
-                if let Some(previous) = active.insert(peer, task.abort_handle()) {
-                    previous.abort();
-                }
-                active.retain(|_, handle| !handle.is_finished());
+                transfers_lock(&transfers).0.insert(
+                    peer,
+                    Running {
+                        abort: task.abort_handle(),
+                        started: Instant::now(),
+                        heard,
+                    },
+                );
             }
             Ok(Packet::Write { .. }) => {
                 let _ = socket
@@ -168,10 +242,8 @@ pub async fn serve(socket: UdpSocket, root: TftpRoot, options: TftpOptions) -> s
     }
 }
 
-fn transfers_lock(
-    registry: &Mutex<HashMap<SocketAddr, AbortHandle>>,
-) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, AbortHandle>> {
-    // A panic while holding this lock cannot leave the map inconsistent (single inserts).
+fn transfers_lock(registry: &Mutex<Transfers>) -> std::sync::MutexGuard<'_, Transfers> {
+    // A panic while holding this lock cannot leave the map inconsistent (single changes).
     registry
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -212,7 +284,7 @@ fn negotiate(
         n.blksize = value.min(u64::from(options.max_blksize)) as usize;
         n.reply.push(("blksize", n.blksize.to_string()));
     }
-    if let Some(value) = number("timeout").filter(|v| (1..=255).contains(v)) {
+    if let Some(value) = number("timeout").filter(|v| (1..=MAX_CLIENT_TIMEOUT).contains(v)) {
         n.timeout = Duration::from_secs(value);
         n.reply.push(("timeout", value.to_string()));
     }
@@ -226,6 +298,8 @@ fn negotiate(
     n
 }
 
+/// Sends `filename` to `peer`; `heard` is set once the client answers.
+#[allow(clippy::too_many_arguments)]
 async fn transfer(
     local: SocketAddr,
     peer: SocketAddr,
@@ -234,6 +308,7 @@ async fn transfer(
     mode: &str,
     requested: &std::collections::BTreeMap<String, String>,
     options: TftpOptions,
+    heard: &AtomicBool,
 ) -> Result<(), TransferError> {
     let socket = UdpSocket::bind(SocketAddr::new(local.ip(), 0)).await?;
     socket.connect(peer).await?;
@@ -263,7 +338,10 @@ async fn transfer(
             socket.send(&oack).await?;
             match tokio::time::timeout(n.timeout, socket.recv(&mut recv)).await {
                 Ok(received) => match Packet::parse(&recv[..received?]) {
-                    Ok(Packet::Ack { block: 0 }) => break,
+                    Ok(Packet::Ack { block: 0 }) => {
+                        heard.store(true, Ordering::Relaxed);
+                        break;
+                    }
                     Ok(Packet::Error { message, .. }) => {
                         return Err(TransferError::ClientAborted(message));
                     }
@@ -301,6 +379,7 @@ async fn transfer(
             match tokio::time::timeout_at(deadline, socket.recv(&mut recv)).await {
                 Ok(received) => match Packet::parse(&recv[..received?]) {
                     Ok(Packet::Ack { block }) => {
+                        heard.store(true, Ordering::Relaxed);
                         let ahead = u64::from(block.wrapping_sub((base - 1) as u16));
                         if ahead >= 1 && ahead <= end - base + 1 {
                             break Some(base - 1 + ahead);
@@ -385,6 +464,70 @@ mod tests {
             root.resolve("sub").err().map(|e| e.0),
             Some(ErrorCode::FileNotFound)
         );
+    }
+
+    #[test]
+    fn full_slots_go_to_new_requests_from_silent_transfers_only() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _entered = runtime.enter();
+        let options = TftpOptions {
+            max_transfers: 3,
+            max_per_peer: 2,
+            ..TftpOptions::default()
+        };
+        let mut transfers = Transfers::default();
+        let addr = |ip: u8, port: u16| SocketAddr::from(([127, 0, 0, ip], port));
+        let start = |t: &mut Transfers, peer: SocketAddr, heard: bool| {
+            let r = t.admit(peer, &options);
+            if r.is_ok() {
+                let task = tokio::spawn(std::future::pending::<()>());
+                t.0.insert(
+                    peer,
+                    Running {
+                        abort: task.abort_handle(),
+                        started: Instant::now(),
+                        heard: Arc::new(AtomicBool::new(heard)),
+                    },
+                );
+            }
+            r
+        };
+        assert_eq!(start(&mut transfers, addr(2, 1), true), Ok(()));
+        assert_eq!(start(&mut transfers, addr(2, 2), true), Ok(()));
+        assert_eq!(
+            start(&mut transfers, addr(2, 3), false),
+            Err("too many transfers to this address"),
+            "the peer's transfers all answer"
+        );
+        assert_eq!(start(&mut transfers, addr(3, 1), false), Ok(()));
+        // Full: a new peer takes the silent transfer's slot, never an answering one's.
+        assert_eq!(start(&mut transfers, addr(4, 1), false), Ok(()));
+        assert!(!transfers.0.contains_key(&addr(3, 1)));
+        assert!(transfers.0.contains_key(&addr(2, 1)) && transfers.0.contains_key(&addr(2, 2)));
+        transfers
+            .0
+            .values()
+            .for_each(|t| t.heard.store(true, Ordering::Relaxed));
+        assert_eq!(start(&mut transfers, addr(5, 1), false), Err("server busy"));
+        // The same peer and port asking again replaces its transfer.
+        assert_eq!(start(&mut transfers, addr(4, 1), false), Ok(()));
+        assert_eq!(transfers.0.len(), 3);
+    }
+
+    #[test]
+    fn a_client_cannot_ask_for_a_long_timeout() {
+        let ask = |timeout: &str| {
+            let requested = [("timeout".to_string(), timeout.to_string())].into();
+            let n = negotiate(&requested, 1, TftpOptions::default());
+            (n.timeout, n.reply)
+        };
+        assert_eq!(
+            ask("3"),
+            (Duration::from_secs(3), vec![("timeout", "3".to_string())])
+        );
+        assert_eq!(ask("255"), (Duration::from_secs(1), vec![]));
     }
 
     #[test]

@@ -49,6 +49,8 @@ struct RawServer {
     tftp_addr: Option<String>,
     tftp_root: Option<PathBuf>,
     secure: Option<bool>,
+    max_connections: Option<u64>,
+    max_connections_per_peer: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +188,10 @@ pub struct ServerConfig {
     /// privileged source ports (below 1024), that is to root on a booted node, and iPXE
     /// scripts do not fetch it.
     pub secure: bool,
+    /// HTTP connections at once; `None`: as many as the open-file limit leaves room for.
+    pub max_connections: Option<usize>,
+    /// HTTP connections at once from one address.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for ServerConfig {
@@ -196,6 +202,8 @@ impl Default for ServerConfig {
             tftp_addr: None,
             tftp_root: PathBuf::from("/usr/lib/ipxe"),
             secure: false,
+            max_connections: None,
+            max_connections_per_peer: 512,
         }
     }
 }
@@ -341,6 +349,24 @@ impl Config {
             defaults.server.tftp_root = root;
         }
         defaults.server.secure = raw.server.secure.unwrap_or(false);
+        if let Some(n) = within(
+            "server.max-connections",
+            raw.server.max_connections,
+            16,
+            10_000_000,
+            &invalid,
+        )? {
+            defaults.server.max_connections = Some(n as usize);
+        }
+        if let Some(n) = within(
+            "server.max-connections-per-peer",
+            raw.server.max_connections_per_peer,
+            1,
+            10_000_000,
+            &invalid,
+        )? {
+            defaults.server.max_connections_per_peer = n as usize;
+        }
         if let Some(fanout) = within("bmc.fanout", raw.bmc.fanout, 1, 1024, &invalid)? {
             defaults.bmc.fanout = fanout as usize;
         }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use wulf_boot::{BootConfig, BootServer};
+use wulf_boot::{BootConfig, BootServer, conn};
 use wulf_core::Provisioner;
 use wulf_site::Site;
 
@@ -33,6 +33,7 @@ pub(crate) struct ServeArgs {
 pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let site = &ctx.site;
     let server = site.config().server.clone();
+    let open_files = raise_open_files();
     let config = BootConfig {
         http_addr: args.http_addr.unwrap_or(server.http_addr),
         tftp_addr: site
@@ -44,6 +45,12 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         secure: server.secure,
         provisioner: Arc::clone(site) as Arc<dyn Provisioner>,
         build_on_demand: true,
+        connections: conn::Limits {
+            total: server
+                .max_connections
+                .unwrap_or_else(|| connections_for(open_files)),
+            per_peer: server.max_connections_per_peer,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,7 +64,6 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     }
     let root = site.state().root();
     std::fs::create_dir_all(root)?;
-    raise_open_files();
     // Before serving: generated later, they would change a build input under the first boots.
     site.host_keys()?;
     runtime.block_on(async {
@@ -103,17 +109,27 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// The HTTP connections an open-file limit leaves room for: a quarter of it (at most 1,024)
+/// is kept for TFTP transfers, served files, plugins and the state directory.
+fn connections_for(open_files: u64) -> usize {
+    let reserved = (open_files / 4).min(1024);
+    open_files.saturating_sub(reserved).max(16) as usize
+}
+
 /// A boot storm and thousands of parked agents are a socket each: the soft limit on open files
-/// (often 1,024) goes up to the hard one, as servers do.
-fn raise_open_files() {
+/// (often 1,024) goes up to the hard one, as servers do. The limit in force after.
+fn raise_open_files() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
+    if let Some(maximum) = limit.maximum
+        && limit.current.is_some_and(|current| current < maximum)
+    {
+        limit.current = Some(maximum);
         if let Err(error) = setrlimit(Resource::Nofile, limit) {
             tracing::warn!(%error, "cannot raise the open-file limit");
         }
     }
+    getrlimit(Resource::Nofile).current.unwrap_or(1 << 20)
 }
 
 /// Tells systemd (`Type=notify`) that the server is up: `READY=1` to `$NOTIFY_SOCKET`, a
