@@ -615,3 +615,38 @@ fn connect_from(ip: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
     socket.connect(&to.into()).unwrap();
     socket.into()
 }
+
+#[test]
+fn overlays_name_the_port_serve_listens_on_and_the_cli_agrees() {
+    let wulf = Wulf::new();
+    wulf.write(
+        "nodes.toml",
+        "[nodes.n001]\nsystem-overlays = [\"wwinit\"]\n[nodes.n001.network-devices.default]\nhwaddr = \"aa:00:00:00:01:01\"\n",
+    );
+    wulf.write("wulf.toml", "[server]\nhttp-addr = \"127.0.0.1:9873\"\n");
+    wulf.ok(&["overlay", "build"]);
+    let serving = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    let port = serving.http.port();
+    let (code, system) = served_system(serving.http, "aa:00:00:00:01:01");
+    assert_eq!(code, 200);
+    assert!(
+        system.contains(&format!("WWSERVERPORT='{port}'")),
+        "{system}"
+    );
+    // The CLI builds what the server built: nothing to do.
+    let report: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["overlay", "build", "--json"])).unwrap();
+    assert_eq!(report["built"], serde_json::json!([]), "{report}");
+    drop(serving);
+    // With the server gone, the configured port again.
+    wulf.ok(&["overlay", "build"]);
+    let config = wulf.ok(&[
+        "overlay",
+        "render",
+        "wwinit",
+        "/warewulf/config",
+        "--node",
+        "n001",
+    ]);
+    assert!(config.contains("WWSERVERPORT='9873'"), "{config}");
+}

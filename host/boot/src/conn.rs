@@ -507,3 +507,91 @@ async fn timeout<T>(io: impl std::future::Future<Output = io::Result<T>>) -> io:
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client too slow"))?
 }
+
+/// The HTTP request-head parser under generated input, run by every `cargo test` for a
+/// bounded number of cases (`WULF_FUZZ_CASES`): arbitrary bytes, heads built from arbitrary
+/// methods, targets and headers, and valid heads cut or corrupted anywhere. It must never
+/// panic; a head it accepts is complete and its length is within the buffer; conflicting
+/// lengths and chunked bodies are refused.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 40000))
+    }
+
+    fn check(buf: &[u8]) -> Result<(), TestCaseError> {
+        match parse(buf, peer()) {
+            Ok(Some((head, used))) => {
+                prop_assert!(used <= buf.len());
+                prop_assert!(buf[..used].ends_with(b"\r\n\r\n") || buf[..used].ends_with(b"\n\n"));
+                let _ = head.request.uri().path();
+            }
+            Ok(None) => {}
+            Err(status) => prop_assert!(status.is_client_error(), "{status}"),
+        }
+        Ok(())
+    }
+
+    fn token() -> impl Strategy<Value = String> {
+        "[!#$%&'*+.^_`|~0-9A-Za-z-]{1,12}"
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        "[ -~]{0,40}"
+    }
+
+    proptest! {
+        #![proptest_config(crate::tftp::packet::fuzz::config())]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            check(&bytes)?;
+        }
+
+        #[test]
+        fn generated_heads_parse_or_are_refused(
+            method in token(),
+            target in "/[ -~&&[^ ]]{0,60}",
+            headers in proptest::collection::vec((token(), value()), 0..12),
+            lengths in proptest::collection::vec(0u64..100_000, 0..3),
+            cut in any::<prop::sample::Index>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        ) {
+            let mut head = format!("{method} {target} HTTP/1.1\r\n");
+            for (name, value) in &headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            for length in &lengths {
+                head.push_str(&format!("content-length: {length}\r\n"));
+            }
+            head.push_str("\r\n");
+            let bytes = head.into_bytes();
+            // Whole: lengths that disagree are refused, agreeing ones taken.
+            let chunked = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
+            let other_lengths = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+            match parse(&bytes, peer()) {
+                Ok(Some((parsed, used))) => {
+                    prop_assert_eq!(used, bytes.len());
+                    prop_assert!(!chunked);
+                    if !other_lengths {
+                        prop_assert!(lengths.windows(2).all(|w| w[0] == w[1]));
+                        prop_assert_eq!(parsed.body_len, lengths.first().copied().unwrap_or(0));
+                    }
+                }
+                Ok(None) => prop_assert!(false, "a whole head is not partial"),
+                Err(status) => prop_assert!(status.is_client_error()),
+            }
+            // Cut and corrupted.
+            let mut broken = bytes.clone();
+            for (at, byte) in flips {
+                let i = at.index(broken.len());
+                broken[i] = byte;
+            }
+            let end = cut.index(broken.len() + 1);
+            check(&broken[..end])?;
+        }
+    }
+}

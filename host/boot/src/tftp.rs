@@ -261,14 +261,14 @@ enum TransferError {
     Io(#[from] std::io::Error),
 }
 
-struct Negotiated {
+pub(crate) struct Negotiated {
     blksize: usize,
     windowsize: u64,
     timeout: Duration,
     reply: Vec<(&'static str, String)>,
 }
 
-fn negotiate(
+pub(crate) fn negotiate(
     requested: &std::collections::BTreeMap<String, String>,
     size: u64,
     options: TftpOptions,

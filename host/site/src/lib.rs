@@ -22,7 +22,9 @@ mod plugins;
 mod power;
 mod provision;
 mod records;
+mod serving;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -42,6 +44,7 @@ pub use patch::Patch;
 pub use plugins::Plugin;
 pub use power::{BmcOptions, BmcRequest, ConsoleAccess, NodeResult, Stagger, parse_duration};
 pub use records::{ImportReport, Kind, RecordView, Selection, expand};
+pub use serving::Serving;
 
 /// The iPXE binary each PXE firmware gets over TFTP, as `wulf configure dhcp` hands them out:
 /// (firmware, file in the TFTP root, whether a site needs it).
@@ -161,7 +164,16 @@ impl Site {
 
     /// This host as nodes see it: its name, and the address it serves HTTP on when one is set.
     pub fn server(&self) -> Server {
-        let addr = self.config().server.http_addr;
+        let configured = self.config().server.http_addr;
+        // A running server's own address, port included, when `serve --http-addr` chose
+        // another; the configured IP stands in for an unspecified one.
+        let addr = match self.serving_addr() {
+            Some(serving) if serving.ip().is_unspecified() => {
+                SocketAddr::new(configured.ip(), serving.port())
+            }
+            Some(serving) => serving,
+            None => configured,
+        };
         Server {
             hostname: self.hostname.clone(),
             ipaddr: (!addr.ip().is_unspecified()).then(|| addr.ip().to_string()),

@@ -173,6 +173,7 @@ impl Provisioner for Site {
     fn overlay_inputs_stamp(&self) -> u64 {
         tree_stamp(&[
             self.config_file(),
+            self.serving_file(),
             self.overlays.dir().to_path_buf(),
             self.config().plugins.dir.clone(),
             HostKeys::dir_in(self.state.root()),

@@ -223,3 +223,94 @@ mod tests {
         }
     }
 }
+
+/// The TFTP packet decoder under generated input, run by every `cargo test` for a bounded
+/// number of cases (`WULF_FUZZ_CASES`, 20,000 each by default): arbitrary bytes, requests with
+/// arbitrary fields, and valid requests cut or corrupted anywhere. It must never panic, and
+/// what it accepts must be what was sent.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn config() -> ProptestConfig {
+        let cases = std::env::var("WULF_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// A NUL-free field (what a request field can be).
+    fn field() -> impl Strategy<Value = String> {
+        "[^\u{0}]{0,40}"
+    }
+
+    fn request(opcode: u16, filename: &str, mode: &str, options: &[(String, String)]) -> Vec<u8> {
+        let mut packet = opcode.to_be_bytes().to_vec();
+        for f in [filename, mode]
+            .into_iter()
+            .chain(options.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]))
+        {
+            packet.extend_from_slice(f.as_bytes());
+            packet.push(0);
+        }
+        packet
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Packet::parse(&bytes);
+        }
+
+        #[test]
+        fn requests_round_trip_and_negotiate_within_limits(
+            filename in field(),
+            mode in field(),
+            options in proptest::collection::vec((field(), field()), 0..8),
+            size in any::<u64>(),
+        ) {
+            let packet = request(OP_RRQ, &filename, &mode, &options);
+            let parsed = Packet::parse(&packet);
+            prop_assert!(parsed.is_ok(), "{parsed:?}");
+            if let Ok(Packet::Read { filename: f, mode: m, options: o }) = parsed {
+                prop_assert_eq!(f, filename);
+                prop_assert_eq!(m, mode.to_ascii_lowercase());
+                for (k, v) in &options {
+                    // A later duplicate wins.
+                    let last = options.iter().rev().find(|(k2, _)| k2.eq_ignore_ascii_case(k));
+                    prop_assert_eq!(o.get(&k.to_ascii_lowercase()), last.map(|(_, v2)| v2));
+                    let _ = v;
+                }
+                let limits = crate::tftp::TftpOptions::default();
+                let n = crate::tftp::negotiate(&o, size, limits);
+                prop_assert!((8..=usize::from(limits.max_blksize)).contains(&n.blksize) || n.blksize == 512);
+                prop_assert!((1..=u64::from(limits.max_windowsize)).contains(&n.windowsize));
+                prop_assert!(n.timeout >= std::time::Duration::from_secs(1));
+                prop_assert!(n.timeout <= std::time::Duration::from_secs(crate::tftp::MAX_CLIENT_TIMEOUT));
+            }
+        }
+
+        #[test]
+        fn cut_or_corrupted_requests_never_panic(
+            options in proptest::collection::vec((field(), field()), 0..6),
+            cut in any::<prop::sample::Index>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        ) {
+            let mut packet = request(OP_RRQ, "undionly.kpxe", "octet", &options);
+            for (at, byte) in flips {
+                let i = at.index(packet.len());
+                packet[i] = byte;
+            }
+            let end = cut.index(packet.len() + 1);
+            let _ = Packet::parse(&packet[..end]);
+        }
+    }
+}

@@ -68,6 +68,11 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     site.host_keys()?;
     runtime.block_on(async {
         let boot = BootServer::bind(config.clone()).await?;
+        // Every command builds overlays naming this address while the server runs.
+        let _serving = match boot.http_addr() {
+            Some(addr) => Some(site.record_serving(addr)?),
+            None => None,
+        };
         // Startup lines for people and scripts; a closed stdout must not stop the server.
         let mut out = std::io::stdout();
         let http = boot.http_addr().map(|a| a.to_string()).unwrap_or_default();

@@ -1,0 +1,68 @@
+//! Where the running `wulf serve` listens, recorded in the state directory while it runs, so
+//! that what every command builds (overlays name the server's address and port) matches what
+//! the server itself builds, even when `serve --http-addr` overrides the configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wulf_core::atomic_file::write_atomic;
+
+use crate::Site;
+use crate::error::{Result, SiteError};
+
+/// The record's file in the state directory.
+const FILE: &str = "serving.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    pid: u32,
+    http: SocketAddr,
+}
+
+/// The record of this process's server; removed when dropped.
+#[derive(Debug)]
+pub struct Serving {
+    path: PathBuf,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        // Only ours: a server started since may have replaced it.
+        if read(&self.path).is_some_and(|r| r.pid == std::process::id()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn read(path: &Path) -> Option<Record> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+impl Site {
+    pub(crate) fn serving_file(&self) -> PathBuf {
+        self.state().root().join(FILE)
+    }
+
+    /// Records that this process serves HTTP on `http` (the address it bound, port included),
+    /// until the returned guard is dropped.
+    pub fn record_serving(&self, http: SocketAddr) -> Result<Serving> {
+        let path = self.serving_file();
+        let record = Record {
+            pid: std::process::id(),
+            http,
+        };
+        let text = serde_json::to_vec(&record).map_err(std::io::Error::other);
+        text.and_then(|text| write_atomic(&path, &text))
+            .map_err(SiteError::io(&path))?;
+        Ok(Serving { path })
+    }
+
+    /// The address a live server recorded, if one runs on this state directory.
+    pub(crate) fn serving_addr(&self) -> Option<SocketAddr> {
+        let record = read(&self.serving_file())?;
+        Path::new(&format!("/proc/{}", record.pid))
+            .exists()
+            .then_some(record.http)
+    }
+}
