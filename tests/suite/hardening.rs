@@ -650,3 +650,54 @@ fn overlays_name_the_port_serve_listens_on_and_the_cli_agrees() {
     ]);
     assert!(config.contains("WWSERVERPORT='9873'"), "{config}");
 }
+
+#[test]
+fn a_cold_start_compiles_plugins_on_many_threads_without_tripping_over_temp_files() {
+    let wulf = Wulf::new();
+    let mut nodes = String::from(
+        "[profiles.default]\nsystem-overlays = [\"wwinit\", \"hostname\", \"hosts\", \"network\", \"fstab\", \"ssh-host-keys\", \"ssh-authorized-keys\"]\n",
+    );
+    for n in 0..64 {
+        nodes.push_str(&format!(
+            "[nodes.n{n:03}]\nprofiles = [\"default\"]\n[nodes.n{n:03}.network-devices.default]\nhwaddr = \"aa:00:00:00:02:{n:02x}\"\n"
+        ));
+    }
+    wulf.write("nodes.toml", &nodes);
+    // Several processes at once, each compiling every plugin into one empty cache.
+    let runs: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            wulf.command(&["overlay", "build", "--force"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("cannot cache"), "{stderr}");
+    }
+    let leftovers: Vec<_> = walk(&wulf.path().join("cache"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(".tmp"))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
