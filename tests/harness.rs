@@ -4,6 +4,7 @@
 pub mod debian;
 pub mod nginx;
 pub mod oci;
+pub mod polyglot;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

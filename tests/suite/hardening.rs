@@ -131,7 +131,7 @@ fn outputs_over_128_mib_meet_the_output_limit_not_a_crash() {
     install(&wulf, "bloated");
     let config = |limit: u32| {
         format!(
-            "[plugin.bloated]\nconfig = {{ size-mib = 140 }}\nlimits = {{ memory-mib = 1024, output-mib = {limit} }}\n"
+            "[plugin.bloated]\nconfig = {{ size-mib = 140 }}\nlimits = {{ memory-mib = 1024, output-mib = {limit}, timeout-ms = 60000 }}\n"
         )
     };
     wulf.write("wulf.toml", &config(129));

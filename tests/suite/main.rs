@@ -19,6 +19,7 @@ mod netboot;
 mod overlay_plugins;
 mod package;
 mod plugin_runtime;
+mod polyglot;
 mod serve;
 mod serve_files;
 mod service;

@@ -8,6 +8,7 @@ pub(crate) mod node;
 pub(crate) mod node_fields;
 pub(crate) mod overlay;
 pub(crate) mod plugin;
+pub(crate) mod plugin_new;
 pub(crate) mod power;
 pub(crate) mod serve;
 pub(crate) mod status;

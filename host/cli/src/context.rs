@@ -12,12 +12,19 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-pub(crate) fn init_tracing(verbose: u8, format: LogFormat) {
+/// `plugin_logs`: show everything plugins log and print (`wulf plugin test`), whatever the
+/// verbosity.
+pub(crate) fn init_tracing(verbose: u8, format: LogFormat, plugin_logs: bool) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
         2 => "debug",
         _ => "trace",
+    };
+    let default = if plugin_logs {
+        format!("{default},plugin=trace")
+    } else {
+        default.to_owned()
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

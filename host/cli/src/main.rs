@@ -107,7 +107,11 @@ fn end_quietly_on_a_closed_stdout() {
 fn main() -> ExitCode {
     end_quietly_on_a_closed_stdout();
     let cli = Cli::parse();
-    context::init_tracing(cli.verbose, cli.log_format);
+    let plugin_logs = matches!(
+        cli.command,
+        Command::Plugin(command::plugin::PluginCommand::Test { .. })
+    );
+    context::init_tracing(cli.verbose, cli.log_format, plugin_logs);
     // Generated from the flags themselves; they need no state directory.
     match &cli.command {
         Command::Completions { shell } => {
@@ -127,6 +131,10 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
+        }
+        // Offline: what plugin authors run, on any machine.
+        Command::Plugin(cmd) if cmd.needs_no_site() => {
+            return finish(command::plugin::run_offline(cmd));
         }
         _ => {}
     }
@@ -153,6 +161,10 @@ fn main() -> ExitCode {
             Command::Power(args) => command::power::run_power(&ctx, args),
             Command::Completions { .. } | Command::Man { .. } | Command::Doctor(_) => Ok(()),
         });
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -94,6 +94,12 @@ pub trait OverlayGenerator: Send + Sync {
     fn shared(&self) -> Shared {
         Shared::Cluster
     }
+
+    /// A generator for one build, which may keep state between its calls (a plugin's warm
+    /// instances) and drops it when the build is done; `None`: use this one.
+    fn for_build(&self) -> Option<std::sync::Arc<dyn OverlayGenerator>> {
+        None
+    }
 }
 
 /// What an overlay generator's shared files depend on (its manifest's `shared` key).

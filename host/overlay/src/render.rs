@@ -137,7 +137,10 @@ impl Renderer {
                 }
             } else if let Some(generator) = generators.get(name) {
                 Prepared::Generator {
-                    generator: Arc::clone(generator),
+                    // Warm state (a plugin's instances) lives as long as this build.
+                    generator: generator
+                        .for_build()
+                        .unwrap_or_else(|| Arc::clone(generator)),
                     identity: generator.name().to_owned(),
                 }
             } else {

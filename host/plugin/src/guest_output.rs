@@ -51,6 +51,11 @@ impl TailPipe {
         tail.kept.extend_from_slice(bytes);
     }
 
+    /// Forgets what was written.
+    pub(crate) fn clear(&self) {
+        *self.tail.lock().unwrap_or_else(|p| p.into_inner()) = Tail::default();
+    }
+
     /// The kept bytes as text, and how many bytes before them were dropped.
     pub(crate) fn contents(&self) -> (String, u64) {
         let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());

@@ -28,6 +28,8 @@ pub(crate) struct StoreSpec {
 
 pub(crate) struct HostState {
     pub plugin: Arc<str>,
+    /// What the call is about, for log lines: `node n001`, `shared files`, `image rocky`.
+    pub subject: String,
     config_json: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -38,7 +40,7 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(spec: &StoreSpec) -> wasmtime::Result<Self> {
+    pub(crate) fn new(spec: &StoreSpec, subject: &str) -> wasmtime::Result<Self> {
         let output = TailPipe::new(OUTPUT_TAIL);
         let clock = VirtualClock::default();
         let mut wasi = WasiCtxBuilder::new();
@@ -52,6 +54,7 @@ impl HostState {
         }
         Ok(HostState {
             plugin: spec.plugin.clone(),
+            subject: subject.to_owned(),
             config_json: spec.config_json.clone(),
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -62,6 +65,14 @@ impl HostState {
             output,
             clock,
         })
+    }
+
+    /// Readies a warm instance's state for its next call, about `subject`: its output so
+    /// far was logged by the last call.
+    pub(crate) fn begin_call(&mut self, subject: &str) {
+        subject.clone_into(&mut self.subject);
+        self.output.clear();
+        self.limiter.exceeded = false;
     }
 
     /// What the plugin wrote to stdout and stderr, on one line: the last [`OUTPUT_TAIL`]
@@ -149,13 +160,14 @@ impl host::Host for HostState {
             .map(|t| format!("{}={}", t.key, t.value))
             .collect();
         let fields = fields.join(" ");
-        let plugin = &*self.plugin;
+        let (plugin, on) = (&*self.plugin, &*self.subject);
+        // One target for everything a plugin says, so `plugin test` can show it all.
         match level {
-            Level::Trace => tracing::trace!(plugin, fields, "{message}"),
-            Level::Debug => tracing::debug!(plugin, fields, "{message}"),
-            Level::Info => tracing::info!(plugin, fields, "{message}"),
-            Level::Warn => tracing::warn!(plugin, fields, "{message}"),
-            Level::Error => tracing::error!(plugin, fields, "{message}"),
+            Level::Trace => tracing::trace!(target: "plugin", plugin, on, fields, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", plugin, on, fields, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", plugin, on, fields, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", plugin, on, fields, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", plugin, on, fields, "{message}"),
         }
         Ok(())
     }

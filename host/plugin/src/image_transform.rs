@@ -38,7 +38,7 @@ impl ImageTransform for WasmImageTransform {
         let pre = plugin
             .transform_pre()
             .ok_or_else(|| plugin.host_error("not an image transform"))?;
-        let mut store = plugin.new_store()?;
+        let mut store = plugin.new_store(&format!("image {image}"))?;
         let instance = match pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(e) => return Err(plugin.classify(&store, e)),

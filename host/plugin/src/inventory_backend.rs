@@ -33,7 +33,7 @@ impl WasmInventoryBackend {
             .plugin
             .inventory_pre()
             .ok_or_else(|| self.plugin.host_error("not an inventory backend"))?;
-        self.plugin.call(|store| {
+        self.plugin.call("inventory", |store| {
             let instance = pre.instantiate(&mut *store)?;
             f(instance.wulf_plugin_backend(), store)
         })

@@ -1,10 +1,16 @@
 //! `wulf-core`'s [`OverlayGenerator`] over a wasm plugin.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use wasmtime::Store;
 use wulf_core::{ExtensionError, Node, OverlayFile, OverlayGenerator, Server};
 
+use crate::bindings::{overlay, wit};
 use crate::conversion::{node_to_wit, server_to_wit};
+use crate::host_state::HostState;
 use crate::runtime::LoadedPlugin;
 
 /// An overlay-generator plugin, callable from any thread.
@@ -30,13 +36,18 @@ impl OverlayGenerator for WasmOverlayGenerator {
         self.plugin.manifest.shared
     }
 
+    fn for_build(&self) -> Option<Arc<dyn OverlayGenerator>> {
+        Some(Arc::new(PooledOverlayGenerator::new(self.clone())))
+    }
+
     fn generate(&self, node: &Node, server: &Server) -> Result<Vec<OverlayFile>, ExtensionError> {
         let pre = self
             .plugin
             .overlay_pre()
             .ok_or_else(|| self.plugin.host_error("not an overlay generator"))?;
+        let subject = format!("node {}", node.id);
         let (node, server) = (node_to_wit(node), server_to_wit(server));
-        let files = self.plugin.call(|store| {
+        let files = self.plugin.call(&subject, |store| {
             let instance = pre.instantiate(&mut *store)?;
             instance
                 .wulf_plugin_generator()
@@ -56,12 +67,153 @@ impl OverlayGenerator for WasmOverlayGenerator {
             .ok_or_else(|| self.plugin.host_error("not an overlay generator"))?;
         let nodes: Vec<_> = nodes.iter().map(node_to_wit).collect();
         let server = server_to_wit(server);
-        let files = self.plugin.call(|store| {
+        let files = self.plugin.call("shared files", |store| {
             let instance = pre.instantiate(&mut *store)?;
             instance
                 .wulf_plugin_generator()
                 .call_generate_shared(&mut *store, &nodes, &server)
         })?;
         self.plugin.accept_files(files)
+    }
+}
+
+/// One build's view of an overlay-generator plugin: instances stay warm between its calls
+/// instead of a fresh one per node, which is most of a call's cost for an interpreted guest
+/// (Python, JavaScript).
+///
+/// What is kept from isolation: instances live only as long as the build; an instance serves
+/// only nodes whose records carry the same secrets (IPMI password, asset key), so a plugin
+/// never holds a secret its current node's record does not hand it; a trap, a limit or a host
+/// error throws the instance away, and a call that failed on a reused instance is tried once
+/// more on a fresh one, so state a plugin kept can never fail a node a fresh instance would
+/// build. Shared files (every node's record at once) always get a fresh instance.
+pub(crate) struct PooledOverlayGenerator {
+    generator: WasmOverlayGenerator,
+    warm: Mutex<HashMap<u64, Vec<Warm>>>,
+    /// Warm instances kept at most (the build's threads).
+    cap: usize,
+}
+
+struct Warm {
+    store: Store<HostState>,
+    instance: overlay::OverlayGenerator,
+}
+
+/// The secrets a node's record hands a plugin, as a key.
+fn secrets(node: &Node) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    node.ipmi
+        .password
+        .as_ref()
+        .map(|p| p.expose().to_owned())
+        .hash(&mut h);
+    node.asset_key.hash(&mut h);
+    h.finish()
+}
+
+impl PooledOverlayGenerator {
+    fn new(generator: WasmOverlayGenerator) -> Self {
+        let cap = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+        PooledOverlayGenerator {
+            generator,
+            warm: Mutex::default(),
+            cap,
+        }
+    }
+
+    fn plugin(&self) -> &LoadedPlugin {
+        &self.generator.plugin
+    }
+
+    fn take(&self, key: u64) -> Option<Warm> {
+        self.warm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&key)?
+            .pop()
+    }
+
+    fn give_back(&self, key: u64, warm: Warm) {
+        let mut pool = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.values().map(Vec::len).sum::<usize>() < self.cap {
+            pool.entry(key).or_default().push(warm);
+        }
+    }
+
+    /// One call on `warm` (or a fresh instance): its result, and the instance when it is
+    /// still fit for another call.
+    fn attempt(
+        &self,
+        warm: Option<Warm>,
+        subject: &str,
+        node: &wit::Node,
+        server: &wit::Server,
+    ) -> (Result<Vec<wit::FileEntry>, ExtensionError>, Option<Warm>) {
+        let plugin = self.plugin();
+        let mut warm = match warm {
+            Some(mut warm) => {
+                warm.store.data_mut().begin_call(subject);
+                warm
+            }
+            None => {
+                let fresh = plugin.new_store(subject).and_then(|mut store| {
+                    let pre = plugin
+                        .overlay_pre()
+                        .ok_or_else(|| plugin.host_error("not an overlay generator"))?;
+                    let instance = pre
+                        .instantiate(&mut store)
+                        .map_err(|e| plugin.classify(&store, e))?;
+                    Ok(Warm { store, instance })
+                });
+                match fresh {
+                    Ok(warm) => warm,
+                    Err(e) => return (Err(e), None),
+                }
+            }
+        };
+        plugin.arm_deadline(&mut warm.store);
+        let outcome =
+            warm.instance
+                .wulf_plugin_generator()
+                .call_generate(&mut warm.store, node, server);
+        let fit = outcome.is_ok();
+        let result = plugin.finish_call(&warm.store, outcome);
+        (result, fit.then_some(warm))
+    }
+}
+
+impl OverlayGenerator for PooledOverlayGenerator {
+    fn name(&self) -> &str {
+        self.generator.name()
+    }
+
+    fn shared(&self) -> wulf_core::extension::Shared {
+        self.generator.shared()
+    }
+
+    fn generate(&self, node: &Node, server: &Server) -> Result<Vec<OverlayFile>, ExtensionError> {
+        let started = Instant::now();
+        let key = secrets(node);
+        let subject = format!("node {}", node.id);
+        let (wit_node, wit_server) = (node_to_wit(node), server_to_wit(server));
+        let warm = self.take(key);
+        let reused = warm.is_some();
+        let (mut result, mut fit) = self.attempt(warm, &subject, &wit_node, &wit_server);
+        if reused && fit.is_none() && result.is_err() {
+            (result, fit) = self.attempt(None, &subject, &wit_node, &wit_server);
+        }
+        if let Some(warm) = fit {
+            self.give_back(key, warm);
+        }
+        wulf_core::plugin_stats::record(self.name(), started.elapsed(), result.is_ok());
+        self.plugin().accept_files(result?)
+    }
+
+    fn generate_shared(
+        &self,
+        nodes: &[Node],
+        server: &Server,
+    ) -> Result<Vec<OverlayFile>, ExtensionError> {
+        self.generator.generate_shared(nodes, server)
     }
 }

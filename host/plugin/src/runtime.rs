@@ -236,9 +236,10 @@ impl LoadedPlugin {
         &self.spec.config_json
     }
 
-    /// A fresh store with this plugin's limits and deadline armed.
-    pub(crate) fn new_store(&self) -> Result<Store<HostState>, ExtensionError> {
-        let state = HostState::new(&self.spec).map_err(|e| self.host_error(e))?;
+    /// A fresh store with this plugin's limits and deadline armed, for calls about `subject`
+    /// (`node n001`: what its log lines are attributed to).
+    pub(crate) fn new_store(&self, subject: &str) -> Result<Store<HostState>, ExtensionError> {
+        let state = HostState::new(&self.spec, subject).map_err(|e| self.host_error(e))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         // What a guest may hand the host in one call (its returned files, mostly): enough for
@@ -252,10 +253,11 @@ impl LoadedPlugin {
     /// use `spawn_blocking` (WASI's synchronous bindings refuse to run on an async worker).
     pub(crate) fn call<T>(
         &self,
+        subject: &str,
         call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<T, wit::PluginError>>,
     ) -> Result<T, ExtensionError> {
         let started = Instant::now();
-        let mut store = self.new_store()?;
+        let mut store = self.new_store(subject)?;
         let outcome = call(&mut store);
         let result = self.finish_call(&store, outcome);
         wulf_core::plugin_stats::record(self.name(), started.elapsed(), result.is_ok());
@@ -268,10 +270,12 @@ impl LoadedPlugin {
         store: &Store<HostState>,
         outcome: wasmtime::Result<Result<T, wit::PluginError>>,
     ) -> Result<T, ExtensionError> {
+        // What it printed goes to the log with whose and about what; a trap's is in its error.
         if outcome.is_ok() {
-            let stderr = store.data().stderr_text();
-            if !stderr.is_empty() {
-                tracing::info!(plugin = self.name(), stderr, "plugin wrote to stderr");
+            let output = store.data().stderr_text();
+            if !output.is_empty() {
+                let on = &*store.data().subject;
+                tracing::info!(target: "plugin", plugin = self.name(), on, "printed: {output}");
             }
         }
         match outcome {

@@ -43,6 +43,23 @@ pub(crate) enum PluginCommand {
     Enable { name: String },
     /// Disable a plugin without removing it
     Disable { name: String },
+    /// Write the WIT package this wulf speaks (what plugins are built against)
+    Wit {
+        /// Directory to write it to
+        #[arg(long, default_value = "wit")]
+        out: PathBuf,
+    },
+    /// Write a new plugin project that builds with the language's own tool
+    New {
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: super::plugin_new::Lang,
+        #[arg(long, value_enum, default_value = "overlay-generator")]
+        world: super::plugin_new::WorldArg,
+        /// Where to write it [default: ./<name>]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Run an overlay generator against a node of the inventory and print what it produced
     /// (an inventory backend: list what it returns)
     Test {
@@ -53,6 +70,27 @@ pub(crate) enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+impl PluginCommand {
+    /// `plugin wit` and `plugin new` need no state directory.
+    pub(crate) fn needs_no_site(&self) -> bool {
+        matches!(self, PluginCommand::Wit { .. } | PluginCommand::New { .. })
+    }
+}
+
+/// The commands that need no state directory ([`PluginCommand::needs_no_site`]).
+pub(crate) fn run_offline(command: &PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Wit { out } => super::plugin_new::wit(out),
+        PluginCommand::New {
+            name,
+            lang,
+            world,
+            dir,
+        } => super::plugin_new::new(name, *lang, *world, dir.clone()),
+        _ => bail!("this plugin command needs a state directory"),
+    }
 }
 
 pub(crate) fn run(ctx: &Context, command: PluginCommand) -> anyhow::Result<()> {
@@ -79,6 +117,7 @@ pub(crate) fn run(ctx: &Context, command: PluginCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PluginCommand::Test { name, node, json } => test(ctx, &name, node.as_deref(), json),
+        offline @ (PluginCommand::Wit { .. } | PluginCommand::New { .. }) => run_offline(&offline),
     }
 }
 
@@ -98,8 +137,12 @@ fn install(
         .and_then(|package| Ok(ctx.site.try_load(&package)?.loaded));
     match loaded {
         Ok(plugin) => {
+            let loaded = match plugin.origin {
+                Origin::Compiled => "compiled",
+                Origin::Cache => "already compiled (the cache had it), loaded",
+            };
             println!(
-                "installed plugin `{}` {} ({}) in {}, compiled in {:.1} s",
+                "installed plugin `{}` {} ({}) in {}, {loaded} in {:.1} s",
                 manifest.name,
                 manifest.version,
                 manifest.world,

@@ -1,0 +1,245 @@
+//! `wulf plugin wit` and `wulf plugin new`: the WIT package this binary speaks, and starter
+//! projects that build with each language's own tool and install with `wulf plugin install`.
+//! Everything is compiled into the binary, so both work offline and always match the host.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::ValueEnum;
+use wulf_plugin::{API_VERSION, World};
+
+/// The WIT package, file by file.
+const WIT: &[(&str, &str)] = &[
+    ("types.wit", include_str!("../../../../wit/v0.1/types.wit")),
+    (
+        "worlds.wit",
+        include_str!("../../../../wit/v0.1/worlds.wit"),
+    ),
+];
+
+/// The Rust SDK this binary was built with, vendored into new Rust projects. Its bindings
+/// read the WIT from `../wit`, beside it in the project.
+const SDK: &[(&str, &str)] = &[
+    ("src/lib.rs", include_str!("../../../../sdk/src/lib.rs")),
+    ("src/file.rs", include_str!("../../../../sdk/src/file.rs")),
+    ("src/node.rs", include_str!("../../../../sdk/src/node.rs")),
+    (
+        "src/traits.rs",
+        include_str!("../../../../sdk/src/traits.rs"),
+    ),
+    ("src/log.rs", include_str!("../../../../sdk/src/log.rs")),
+    (
+        "src/testing.rs",
+        include_str!("../../../../sdk/src/testing.rs"),
+    ),
+    ("README.md", include_str!("../../../../sdk/README.md")),
+];
+
+const SDK_MANIFEST: &str = r#"[package]
+name = "wulf-sdk"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[dependencies]
+wit-bindgen = { version = "0.61.1", default-features = false, features = ["macros", "realloc", "std", "bitflags", "macro-string"] }
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum WorldArg {
+    OverlayGenerator,
+    InventoryBackend,
+    ImageTransform,
+}
+
+impl WorldArg {
+    fn world(self) -> World {
+        match self {
+            WorldArg::OverlayGenerator => World::OverlayGenerator,
+            WorldArg::InventoryBackend => World::InventoryBackend,
+            WorldArg::ImageTransform => World::ImageTransform,
+        }
+    }
+}
+
+/// Writes the WIT package into `out`.
+pub(crate) fn wit(out: &Path) -> anyhow::Result<()> {
+    write_wit(out)?;
+    println!(
+        "wrote the WIT package wulf:plugin@{API_VERSION} ({}) to {}",
+        WIT.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+        out.display()
+    );
+    Ok(())
+}
+
+fn write_wit(out: &Path) -> anyhow::Result<()> {
+    for (name, text) in WIT {
+        write(&out.join(name), text)?;
+    }
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes a new plugin project `name` in `dir` (default `./<name>`).
+pub(crate) fn new(
+    name: &str,
+    lang: Lang,
+    world: WorldArg,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if !wulf_plugin::manifest::valid_name(name) {
+        bail!(
+            "plugin name {name:?} is not valid: use lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit"
+        );
+    }
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "{} exists and is not empty: choose another directory with --dir",
+            dir.display()
+        );
+    }
+    let world_name = world.world().to_string();
+    let crate_name = name.replace(['-', '.'], "_");
+    let fill = |text: &str| {
+        text.replace("{{name}}", name)
+            .replace("{{world}}", &world_name)
+            .replace("{{api}}", &API_VERSION.to_string())
+            .replace("{{crate}}", &crate_name)
+    };
+    let files: Vec<(&str, &str)> = match (lang, world) {
+        (Lang::Rust, _) => {
+            let source = match world {
+                WorldArg::OverlayGenerator => {
+                    include_str!("../../templates/plugin/rust/overlay-generator.rs")
+                }
+                WorldArg::InventoryBackend => {
+                    include_str!("../../templates/plugin/rust/inventory-backend.rs")
+                }
+                WorldArg::ImageTransform => {
+                    include_str!("../../templates/plugin/rust/image-transform.rs")
+                }
+            };
+            vec![
+                (
+                    "Cargo.toml",
+                    include_str!("../../templates/plugin/rust/Cargo.toml"),
+                ),
+                (
+                    ".cargo/config.toml",
+                    include_str!("../../templates/plugin/rust/config.toml"),
+                ),
+                ("src/lib.rs", source),
+                (
+                    "plugin.toml",
+                    include_str!("../../templates/plugin/rust/plugin.toml"),
+                ),
+                (
+                    "README.md",
+                    include_str!("../../templates/plugin/rust/README.md"),
+                ),
+            ]
+        }
+        (Lang::Python, WorldArg::OverlayGenerator) => vec![
+            (
+                "app.py",
+                include_str!("../../templates/plugin/python/app.py"),
+            ),
+            (
+                "build.sh",
+                include_str!("../../templates/plugin/python/build.sh"),
+            ),
+            (
+                "plugin.toml",
+                include_str!("../../templates/plugin/python/plugin.toml"),
+            ),
+            (
+                "README.md",
+                include_str!("../../templates/plugin/python/README.md"),
+            ),
+        ],
+        (Lang::Js, WorldArg::OverlayGenerator) => vec![
+            ("app.js", include_str!("../../templates/plugin/js/app.js")),
+            (
+                "package.json",
+                include_str!("../../templates/plugin/js/package.json"),
+            ),
+            (
+                "plugin.toml",
+                include_str!("../../templates/plugin/js/plugin.toml"),
+            ),
+            (
+                "README.md",
+                include_str!("../../templates/plugin/js/README.md"),
+            ),
+        ],
+        (lang, _) => bail!(
+            "there is no {} template for the {world_name} world yet: start from `--lang rust`, or from `wulf plugin wit` and the {} template of the overlay-generator world",
+            lang_name(lang),
+            lang_name(lang)
+        ),
+    };
+    for (path, text) in &files {
+        write(&dir.join(path), &fill(text))?;
+    }
+    write_wit(&dir.join("wit"))?;
+    if lang == Lang::Rust {
+        let sdk = dir.join("wulf-sdk");
+        write(&sdk.join("Cargo.toml"), SDK_MANIFEST)?;
+        for (path, text) in SDK {
+            write(
+                &sdk.join(path),
+                &text.replace("\"../wit/v0.1\"", "\"../wit\""),
+            )?;
+        }
+    }
+    if lang == Lang::Python {
+        set_executable(&dir.join("build.sh"))?;
+    }
+    let build = match lang {
+        Lang::Rust => format!(
+            "cargo build --release --target wasm32-wasip2 && cp target/wasm32-wasip2/release/{crate_name}.wasm plugin.wasm"
+        ),
+        Lang::Python => "./build.sh   (needs componentize-py: pip install componentize-py)".into(),
+        Lang::Js => "npm install && npm run build".into(),
+    };
+    println!(
+        "wrote a {} {world_name} plugin `{name}` in {}\nbuild it:   cd {} && {build}\ninstall it: wulf plugin install {}   (--force to replace it after a rebuild)",
+        lang_name(lang),
+        dir.display(),
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn lang_name(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Rust => "Rust",
+        Lang::Python => "Python",
+        Lang::Js => "JavaScript",
+    }
+}
+
+fn set_executable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} executable", path.display()))
+}

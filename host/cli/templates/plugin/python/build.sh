@@ -1,0 +1,5 @@
+#!/bin/sh
+# Builds plugin.wasm with componentize-py (pip install componentize-py).
+set -eu
+cd "$(dirname "$0")"
+componentize-py -d wit -w {{world}} componentize app -o plugin.wasm

@@ -1,0 +1,45 @@
+//! {{name}}: a wulf inventory backend. Serves the nodes listed in its configuration:
+//! `[plugin.{{name}}.config] nodes = { n001 = "aa:bb:cc:dd:ee:01" }` (node id = MAC).
+
+use std::collections::BTreeMap;
+
+use wulf_sdk::{InventoryBackend, NetDevice, Node, PluginError};
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Config {
+    nodes: BTreeMap<String, String>,
+}
+
+pub struct Plugin;
+
+impl InventoryBackend for Plugin {
+    fn list_nodes() -> Result<Vec<Node>, PluginError> {
+        let config: Config = wulf_sdk::config()?;
+        Ok(config
+            .nodes
+            .iter()
+            .map(|(id, mac)| Node {
+                network_devices: vec![NetDevice {
+                    name: "default".into(),
+                    device_type: None,
+                    onboot: None,
+                    device: None,
+                    hwaddr: Some(mac.to_ascii_lowercase()),
+                    ipaddr: None,
+                    netmask: None,
+                    gateway: None,
+                    ipaddr6: None,
+                    prefixlen6: None,
+                    gateway6: None,
+                    mtu: None,
+                    primary: true,
+                    tags: Vec::new(),
+                }],
+                ..Node::new(id)
+            })
+            .collect())
+    }
+}
+
+wulf_sdk::register_inventory_backend!(Plugin);
