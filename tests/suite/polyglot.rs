@@ -61,6 +61,19 @@ fn python_js_and_rust_plugins_from_plugin_new_reach_a_node() {
         let out = wulf.ok(&["plugin", "install", project.to_str().unwrap()]);
         assert!(out.contains("compiled in"), "{out}");
     }
+    // Built with only `generate` (node-overlay-generator), it cannot promise shared files.
+    let manifest = std::fs::read_to_string(python.join("plugin.toml")).unwrap();
+    std::fs::write(
+        python.join("plugin.toml"),
+        manifest.replace("shared = \"none\"", "shared = \"cluster\""),
+    )
+    .unwrap();
+    let refused = wulf.fails(&["plugin", "install", python.to_str().unwrap(), "--force"]);
+    assert!(
+        refused.contains("implements only `generate` (world node-overlay-generator), but its manifest says shared = \"cluster\""),
+        "{refused}"
+    );
+    std::fs::write(python.join("plugin.toml"), manifest).unwrap();
     // A second install of the same component says the cache had it.
     let again = wulf.ok(&["plugin", "install", python.to_str().unwrap(), "--force"]);
     assert!(

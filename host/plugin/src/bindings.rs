@@ -10,6 +10,18 @@ pub(crate) mod overlay {
     });
 }
 
+pub(crate) mod node_overlay {
+    wasmtime::component::bindgen!({
+        world: "node-overlay-generator",
+        path: "../../wit/v0.1",
+        imports: { default: trappable },
+        with: {
+            "wulf:plugin/types": super::overlay::wulf::plugin::types,
+            "wulf:plugin/host": super::overlay::wulf::plugin::host,
+        },
+    });
+}
+
 pub(crate) mod inventory {
     wasmtime::component::bindgen!({
         world: "inventory-backend",

@@ -81,6 +81,22 @@ pub fn surface(wasm: &[u8]) -> Result<Surface, SurfaceError> {
     Ok(surface)
 }
 
+/// The export of the `node-overlay-generator` world: an overlay generator with only
+/// `generate`, no shared files.
+pub const NODE_GENERATOR: &str = "node-generator";
+
+/// Whether an overlay generator exports `node-generator` (only `generate`) rather than
+/// `generator`.
+pub fn exports_node_generator(surface: &Surface) -> bool {
+    let has = |wanted: &str| {
+        surface
+            .exports
+            .iter()
+            .any(|e| wulf_interface(e).is_some_and(|(iface, _)| iface == wanted))
+    };
+    has(NODE_GENERATOR) && !has(World::OverlayGenerator.export())
+}
+
 /// Splits `wulf:plugin/generator@0.1.0` into (`generator`, version).
 fn wulf_interface(name: &str) -> Option<(&str, Option<Version>)> {
     let rest = name.strip_prefix("wulf:plugin/")?;
@@ -99,10 +115,11 @@ pub fn check(surface: &Surface, world: World) -> Result<(), SurfaceError> {
             return Err(SurfaceError::IncompatibleApi { found });
         }
     }
-    let exported = surface
-        .exports
-        .iter()
-        .any(|e| wulf_interface(e).is_some_and(|(iface, _)| iface == world.export()));
+    let exported = surface.exports.iter().any(|e| {
+        wulf_interface(e).is_some_and(|(iface, _)| {
+            iface == world.export() || (world == World::OverlayGenerator && iface == NODE_GENERATOR)
+        })
+    });
     if !exported {
         return Err(SurfaceError::MissingExport {
             world,
@@ -158,6 +175,13 @@ mod tests {
             check(&old, World::OverlayGenerator).map_err(|e| e.to_string()),
             Err("it was built against wulf:plugin@0.2.0, but this host implements wulf:plugin@0.1.0; rebuild it with wulf-sdk 0.1".into())
         );
+        let node_only = surface_of(
+            &["wulf:plugin/host@0.1.0"],
+            &["wulf:plugin/node-generator@0.1.0"],
+        );
+        assert_eq!(check(&node_only, World::OverlayGenerator), Ok(()));
+        assert!(exports_node_generator(&node_only));
+        assert!(!exports_node_generator(&good));
         let odd = surface_of(&["acme:db/query"], &["wulf:plugin/generator@0.1.0"]);
         assert!(matches!(
             check(&odd, World::OverlayGenerator),

@@ -8,10 +8,10 @@ use std::time::Instant;
 use wasmtime::Store;
 use wulf_core::{ExtensionError, Node, OverlayFile, OverlayGenerator, Server};
 
-use crate::bindings::{overlay, wit};
+use crate::bindings::wit;
 use crate::conversion::{node_to_wit, server_to_wit};
 use crate::host_state::HostState;
-use crate::runtime::LoadedPlugin;
+use crate::runtime::{GeneratorInstance, LoadedPlugin};
 
 /// An overlay-generator plugin, callable from any thread.
 #[derive(Clone)]
@@ -22,8 +22,9 @@ pub struct WasmOverlayGenerator {
 impl WasmOverlayGenerator {
     /// `None` when the plugin implements another world.
     pub fn new(plugin: Arc<LoadedPlugin>) -> Option<Self> {
-        plugin.overlay_pre()?;
-        Some(WasmOverlayGenerator { plugin })
+        plugin
+            .is_overlay_generator()
+            .then_some(WasmOverlayGenerator { plugin })
     }
 }
 
@@ -41,17 +42,11 @@ impl OverlayGenerator for WasmOverlayGenerator {
     }
 
     fn generate(&self, node: &Node, server: &Server) -> Result<Vec<OverlayFile>, ExtensionError> {
-        let pre = self
-            .plugin
-            .overlay_pre()
-            .ok_or_else(|| self.plugin.host_error("not an overlay generator"))?;
         let subject = format!("node {}", node.id);
         let (node, server) = (node_to_wit(node), server_to_wit(server));
         let files = self.plugin.call(&subject, |store| {
-            let instance = pre.instantiate(&mut *store)?;
-            instance
-                .wulf_plugin_generator()
-                .call_generate(&mut *store, &node, &server)
+            let instance = self.plugin.instantiate_generator(store)?;
+            instance.generate(store, &node, &server)
         })?;
         self.plugin.accept_files(files)
     }
@@ -61,17 +56,11 @@ impl OverlayGenerator for WasmOverlayGenerator {
         nodes: &[Node],
         server: &Server,
     ) -> Result<Vec<OverlayFile>, ExtensionError> {
-        let pre = self
-            .plugin
-            .overlay_pre()
-            .ok_or_else(|| self.plugin.host_error("not an overlay generator"))?;
         let nodes: Vec<_> = nodes.iter().map(node_to_wit).collect();
         let server = server_to_wit(server);
         let files = self.plugin.call("shared files", |store| {
-            let instance = pre.instantiate(&mut *store)?;
-            instance
-                .wulf_plugin_generator()
-                .call_generate_shared(&mut *store, &nodes, &server)
+            let instance = self.plugin.instantiate_generator(store)?;
+            instance.generate_shared(store, &nodes, &server)
         })?;
         self.plugin.accept_files(files)
     }
@@ -96,7 +85,7 @@ pub(crate) struct PooledOverlayGenerator {
 
 struct Warm {
     store: Store<HostState>,
-    instance: overlay::OverlayGenerator,
+    instance: GeneratorInstance,
 }
 
 /// The secrets a node's record hands a plugin, as a key.
@@ -157,11 +146,8 @@ impl PooledOverlayGenerator {
             }
             None => {
                 let fresh = plugin.new_store(subject).and_then(|mut store| {
-                    let pre = plugin
-                        .overlay_pre()
-                        .ok_or_else(|| plugin.host_error("not an overlay generator"))?;
-                    let instance = pre
-                        .instantiate(&mut store)
+                    let instance = plugin
+                        .instantiate_generator(&mut store)
                         .map_err(|e| plugin.classify(&store, e))?;
                     Ok(Warm { store, instance })
                 });
@@ -172,10 +158,7 @@ impl PooledOverlayGenerator {
             }
         };
         plugin.arm_deadline(&mut warm.store);
-        let outcome =
-            warm.instance
-                .wulf_plugin_generator()
-                .call_generate(&mut warm.store, node, server);
+        let outcome = warm.instance.generate(&mut warm.store, node, server);
         let fit = outcome.is_ok();
         let result = plugin.finish_call(&warm.store, outcome);
         (result, fit.then_some(warm))

@@ -12,7 +12,7 @@ use wulf_core::config::{Limits, PluginsConfig};
 use wulf_core::{ExtensionError, OverlayFile, extension::Limit, overlay_file};
 
 use crate::bindings::wit;
-use crate::bindings::{inventory, overlay, transform};
+use crate::bindings::{inventory, node_overlay, overlay, transform};
 use crate::cache::{CompileCache, Origin};
 use crate::component_check::{self, SurfaceError};
 use crate::conversion::{error_message, file_from_wit};
@@ -37,6 +37,10 @@ pub enum LoadError {
     HostKeysRefused { plugin: String },
     #[error("plugin `{plugin}` needs the cluster's SSH host keys, and none were loaded")]
     HostKeysMissing { plugin: String },
+    #[error(
+        "plugin `{plugin}` implements only `generate` (world node-overlay-generator), but its manifest says shared = \"{shared}\": say shared = \"none\", or build it against the overlay-generator world"
+    )]
+    NoSharedFiles { plugin: String, shared: String },
     #[error("plugin `{plugin}` cannot be compiled: {message}")]
     Compile { plugin: String, message: String },
     #[error("plugin `{plugin}` cannot be linked: {message}")]
@@ -65,6 +69,8 @@ pub struct Runtime {
 
 enum Pre {
     Overlay(overlay::OverlayGeneratorPre<HostState>),
+    /// An overlay generator with only `generate` (world `node-overlay-generator`).
+    NodeOverlay(node_overlay::NodeOverlayGeneratorPre<HostState>),
     Inventory(inventory::InventoryBackendPre<HostState>),
     Transform(transform::ImageTransformPre<HostState>),
 }
@@ -177,7 +183,20 @@ impl Runtime {
             plugin: plugin.clone(),
             message: format!("{e:#}"),
         };
+        let node_only = component_check::exports_node_generator(&surface);
+        if node_only && manifest.shared != wulf_core::extension::Shared::None {
+            return Err(LoadError::NoSharedFiles {
+                plugin,
+                shared: format!("{:?}", manifest.shared).to_lowercase(),
+            });
+        }
         let pre = match manifest.world {
+            World::OverlayGenerator if node_only => Pre::NodeOverlay(
+                node_overlay::NodeOverlayGeneratorPre::new(
+                    self.overlay.instantiate_pre(&component).map_err(link)?,
+                )
+                .map_err(link)?,
+            ),
             World::OverlayGenerator => Pre::Overlay(
                 overlay::OverlayGeneratorPre::new(
                     self.overlay.instantiate_pre(&component).map_err(link)?,
@@ -213,6 +232,47 @@ impl Runtime {
             pre,
             engine: self.engine.clone(),
         })
+    }
+}
+
+/// An instance of an overlay generator: the full world, or one with only `generate`.
+pub(crate) enum GeneratorInstance {
+    Full(overlay::OverlayGenerator),
+    NodeOnly(node_overlay::NodeOverlayGenerator),
+}
+
+type Generated = wasmtime::Result<Result<Vec<wit::FileEntry>, wit::PluginError>>;
+
+impl GeneratorInstance {
+    pub(crate) fn generate(
+        &self,
+        store: &mut Store<HostState>,
+        node: &wit::Node,
+        server: &wit::Server,
+    ) -> Generated {
+        match self {
+            GeneratorInstance::Full(i) => {
+                i.wulf_plugin_generator().call_generate(store, node, server)
+            }
+            GeneratorInstance::NodeOnly(i) => i
+                .wulf_plugin_node_generator()
+                .call_generate(store, node, server),
+        }
+    }
+
+    /// Shared files; none from a generator without `generate-shared`.
+    pub(crate) fn generate_shared(
+        &self,
+        store: &mut Store<HostState>,
+        nodes: &[wit::Node],
+        server: &wit::Server,
+    ) -> Generated {
+        match self {
+            GeneratorInstance::Full(i) => i
+                .wulf_plugin_generator()
+                .call_generate_shared(store, nodes, server),
+            GeneratorInstance::NodeOnly(_) => Ok(Ok(Vec::new())),
+        }
     }
 }
 
@@ -379,10 +439,20 @@ impl LoadedPlugin {
             .collect()
     }
 
-    pub(crate) fn overlay_pre(&self) -> Option<&overlay::OverlayGeneratorPre<HostState>> {
+    /// Whether this is an overlay generator (of either shape).
+    pub(crate) fn is_overlay_generator(&self) -> bool {
+        matches!(self.pre, Pre::Overlay(_) | Pre::NodeOverlay(_))
+    }
+
+    /// A new instance of an overlay generator in `store`.
+    pub(crate) fn instantiate_generator(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<GeneratorInstance> {
         match &self.pre {
-            Pre::Overlay(pre) => Some(pre),
-            _ => None,
+            Pre::Overlay(pre) => pre.instantiate(store).map(GeneratorInstance::Full),
+            Pre::NodeOverlay(pre) => pre.instantiate(store).map(GeneratorInstance::NodeOnly),
+            _ => wasmtime::bail!("plugin `{}` is not an overlay generator", self.name()),
         }
     }
 

@@ -2,9 +2,9 @@
 // The import specifier carries the WIT package's version.
 import { log } from 'wulf:plugin/host@{{api}}';
 
-// The world exports the interface `generator`: an object of that name whose methods are its
-// functions in camelCase.
-export const generator = {
+// The world exports the interface `node-generator`: an object of that name in camelCase whose
+// methods are its functions.
+export const nodeGenerator = {
   generate(node, server) {
     try {
       log('info', `writing /etc/motd for ${node.id}`, [{ key: 'image', value: node.image ?? '' }]);
@@ -19,9 +19,5 @@ export const generator = {
       // Anything thrown that is not a plugin-error traps ("crashed"); this names the cause.
       throw { tag: 'failed', val: String(e) };
     }
-  },
-  // Files the same for every node; never called while plugin.toml says shared = "none".
-  generateShared(nodes, server) {
-    return [];
   },
 };

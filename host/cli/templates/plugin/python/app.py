@@ -14,8 +14,8 @@ from wit_world.imports.types import (
 )
 
 
-class Generator(exports.Generator):
-    """The exported interface `generator`: the class is named after it."""
+class NodeGenerator(exports.NodeGenerator):
+    """The exported interface `node-generator`: the class is named after it."""
 
     def generate(self, node: Node, server: Server) -> List[FileEntry]:
         try:
@@ -33,7 +33,3 @@ class Generator(exports.Generator):
         except Exception as e:
             # An uncaught exception traps ("crashed"); this names the cause instead.
             raise Err(PluginError_Failed(str(e)))
-
-    def generate_shared(self, nodes: List[Node], server: Server) -> List[FileEntry]:
-        # Files the same for every node; never called while plugin.toml says shared = "none".
-        return []
