@@ -152,26 +152,27 @@ fn python_js_and_rust_plugins_from_plugin_new_reach_a_node() {
             .unwrap()
             .contains("register_inventory_backend!")
     );
+    // A name that is not a plugin name, and a directory in use, are refused.
     let refused = Command::new(wulf_bin())
-        .args([
-            "plugin",
-            "new",
-            "x",
-            "--lang",
-            "python",
-            "--world",
-            "image-transform",
-            "--dir",
-        ])
-        .arg(dir.path().join("x"))
+        .args(["plugin", "new", "Bad Name"])
+        .current_dir(dir.path())
         .output()
         .unwrap();
     assert!(!refused.status.success());
     assert!(
-        String::from_utf8_lossy(&refused.stderr)
-            .contains("there is no Python template for the image-transform world yet"),
+        String::from_utf8_lossy(&refused.stderr).contains("plugin name \"Bad Name\" is not valid"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
+    );
+    let taken = Command::new(wulf_bin())
+        .args(["plugin", "new", "motd-py", "--dir"])
+        .arg(&python)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&taken.stderr).contains("exists and is not empty"),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
     );
 }
 
@@ -226,4 +227,80 @@ fn a_hostile_python_plugin_fails_alone_with_the_limit_named() {
     // The same component without a mode is fine: the failures were its calls', not the host's.
     let listing = wulf.ok(&["plugin", "test", "h-fine", "--node", "n001"]);
     assert!(listing.contains("/etc/motd 0644 0:0"), "{listing}");
+}
+
+#[test]
+fn python_and_js_backends_and_transforms_from_plugin_new_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let wulf = Wulf::new();
+    wulf.write(
+        "nodes.toml",
+        "[nodes.n001]\n[nodes.n001.network-devices.default]\nhwaddr = \"aa:00:00:00:03:01\"\n",
+    );
+    let mut config = String::from("[plugins]\nbackends = [\"b-py\", \"b-js\"]\n");
+    for (lang, short) in [("python", "py"), ("js", "js")] {
+        for (world, kind) in [("inventory-backend", "b"), ("image-transform", "t")] {
+            let name = format!("{kind}-{short}");
+            let project = new_project(dir.path(), &name, &["--lang", lang, "--world", world]);
+            match lang {
+                "python" => build_python(&project),
+                _ => build_js(&project),
+            }
+            wulf.ok(&["plugin", "install", project.to_str().unwrap()]);
+        }
+        let n = if short == "py" { 2 } else { 3 };
+        config.push_str(&format!(
+            "[plugin.b-{short}.config]\nnodes = {{ n10{n} = \"AA:00:00:00:03:0{n}\" }}\n"
+        ));
+    }
+    wulf.write("wulf.toml", &config);
+
+    // The backends' nodes, as the plugin returns them and as the inventory serves them.
+    let listed = wulf.ok(&["plugin", "test", "b-py"]);
+    assert!(
+        listed.contains("n102") && listed.contains("aa:00:00:00:03:02"),
+        "{listed}"
+    );
+    let listed = wulf.ok(&["plugin", "test", "b-js"]);
+    assert!(
+        listed.contains("n103") && listed.contains("aa:00:00:00:03:03"),
+        "{listed}"
+    );
+    let nodes = wulf.ok(&["node", "list"]);
+    for node in ["n001", "n102", "n103"] {
+        assert!(nodes.contains(node), "{node}: {nodes}");
+    }
+
+    // The transforms, one after the other, in an image build.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("usr/share/doc/pkg")).unwrap();
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::write(tree.join("usr/share/doc/pkg/README"), "docs\n").unwrap();
+    std::fs::write(tree.join("bin/sh"), "sh\n").unwrap();
+    wulf.ok(&[
+        "image",
+        "import",
+        tree.to_str().unwrap(),
+        "img",
+        "--no-build",
+    ]);
+    wulf.ok(&["image", "build", "img", "--transform", "t-py,t-js"]);
+    let show: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["image", "show", "img", "--json"])).unwrap();
+    let file = show["build"]["file"].as_str().unwrap().to_owned();
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(
+            std::fs::File::open(wulf.path().join("images/img").join(file)).unwrap(),
+        ),
+        &mut text,
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&text);
+    assert!(!text.contains("usr/share/doc/pkg/README"), "{text}");
+    assert!(
+        text.contains("etc/t-py") && text.contains("etc/t-js"),
+        "{text}"
+    );
+    assert!(text.contains("built into img"), "{text}");
 }

@@ -118,49 +118,74 @@ pub(crate) fn new(
     }
     let world_name = world.world().to_string();
     let crate_name = name.replace(['-', '.'], "_");
+    // Python and JavaScript bindings want every export implemented: a new overlay generator
+    // builds against the world with only `generate`.
+    let build_world = match world {
+        WorldArg::OverlayGenerator => "node-overlay-generator",
+        _ => world_name.as_str(),
+    };
+    let shared = match world {
+        WorldArg::OverlayGenerator => {
+            "# Built against the node-overlay-generator world: per-node files only.\nshared = \"none\"\n"
+        }
+        _ => "",
+    };
     let fill = |text: &str| {
         text.replace("{{name}}", name)
             .replace("{{world}}", &world_name)
+            .replace("{{build_world}}", build_world)
             .replace("{{api}}", &API_VERSION.to_string())
             .replace("{{crate}}", &crate_name)
+            .replace("{{lang}}", lang_name(lang))
+            .replace("{{shared}}\n", shared)
     };
-    let files: Vec<(&str, &str)> = match (lang, world) {
-        (Lang::Rust, _) => {
-            let source = match world {
-                WorldArg::OverlayGenerator => {
-                    include_str!("../../templates/plugin/rust/overlay-generator.rs")
-                }
-                WorldArg::InventoryBackend => {
-                    include_str!("../../templates/plugin/rust/inventory-backend.rs")
-                }
-                WorldArg::ImageTransform => {
-                    include_str!("../../templates/plugin/rust/image-transform.rs")
-                }
-            };
-            vec![
-                (
-                    "Cargo.toml",
-                    include_str!("../../templates/plugin/rust/Cargo.toml"),
-                ),
-                (
-                    ".cargo/config.toml",
-                    include_str!("../../templates/plugin/rust/config.toml"),
-                ),
-                ("src/lib.rs", source),
-                (
-                    "plugin.toml",
-                    include_str!("../../templates/plugin/rust/plugin.toml"),
-                ),
-                (
-                    "README.md",
-                    include_str!("../../templates/plugin/rust/README.md"),
-                ),
-            ]
-        }
-        (Lang::Python, WorldArg::OverlayGenerator) => vec![
+    let files: Vec<(&str, &str)> = match lang {
+        Lang::Rust => vec![
+            (
+                "Cargo.toml",
+                include_str!("../../templates/plugin/rust/Cargo.toml"),
+            ),
+            (
+                ".cargo/config.toml",
+                include_str!("../../templates/plugin/rust/config.toml"),
+            ),
+            (
+                "src/lib.rs",
+                match world {
+                    WorldArg::OverlayGenerator => {
+                        include_str!("../../templates/plugin/rust/overlay-generator.rs")
+                    }
+                    WorldArg::InventoryBackend => {
+                        include_str!("../../templates/plugin/rust/inventory-backend.rs")
+                    }
+                    WorldArg::ImageTransform => {
+                        include_str!("../../templates/plugin/rust/image-transform.rs")
+                    }
+                },
+            ),
+            (
+                "plugin.toml",
+                include_str!("../../templates/plugin/rust/plugin.toml"),
+            ),
+            (
+                "README.md",
+                include_str!("../../templates/plugin/rust/README.md"),
+            ),
+        ],
+        Lang::Python => vec![
             (
                 "app.py",
-                include_str!("../../templates/plugin/python/app.py"),
+                match world {
+                    WorldArg::OverlayGenerator => {
+                        include_str!("../../templates/plugin/python/overlay-generator.py")
+                    }
+                    WorldArg::InventoryBackend => {
+                        include_str!("../../templates/plugin/python/inventory-backend.py")
+                    }
+                    WorldArg::ImageTransform => {
+                        include_str!("../../templates/plugin/python/image-transform.py")
+                    }
+                },
             ),
             (
                 "build.sh",
@@ -175,8 +200,21 @@ pub(crate) fn new(
                 include_str!("../../templates/plugin/python/README.md"),
             ),
         ],
-        (Lang::Js, WorldArg::OverlayGenerator) => vec![
-            ("app.js", include_str!("../../templates/plugin/js/app.js")),
+        Lang::Js => vec![
+            (
+                "app.js",
+                match world {
+                    WorldArg::OverlayGenerator => {
+                        include_str!("../../templates/plugin/js/overlay-generator.js")
+                    }
+                    WorldArg::InventoryBackend => {
+                        include_str!("../../templates/plugin/js/inventory-backend.js")
+                    }
+                    WorldArg::ImageTransform => {
+                        include_str!("../../templates/plugin/js/image-transform.js")
+                    }
+                },
+            ),
             (
                 "package.json",
                 include_str!("../../templates/plugin/js/package.json"),
@@ -190,11 +228,6 @@ pub(crate) fn new(
                 include_str!("../../templates/plugin/js/README.md"),
             ),
         ],
-        (lang, _) => bail!(
-            "there is no {} template for the {world_name} world yet: start from `--lang rust`, or from `wulf plugin wit` and the {} template of the overlay-generator world",
-            lang_name(lang),
-            lang_name(lang)
-        ),
     };
     for (path, text) in &files {
         write(&dir.join(path), &fill(text))?;

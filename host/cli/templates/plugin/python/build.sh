@@ -2,4 +2,4 @@
 # Builds plugin.wasm with componentize-py (pip install componentize-py).
 set -eu
 cd "$(dirname "$0")"
-componentize-py -d wit -w node-overlay-generator componentize app -o plugin.wasm
+componentize-py -d wit -w {{build_world}} componentize app -o plugin.wasm
