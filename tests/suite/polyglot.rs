@@ -12,14 +12,41 @@ use wulf_tests::oci::run;
 use wulf_tests::polyglot::{build_js, build_python, new_project};
 use wulf_tests::{Wulf, test_cache, wulf_bin};
 
+/// One node per language, each listing its plugin.
 const NODES: &str = r#"
-[profiles.default]
-system-overlays = ["motd-py", "motd-js", "motd-rs"]
 [nodes.n001]
-profiles = ["default"]
+system-overlays = ["motd-py"]
 [nodes.n001.network-devices.default]
 hwaddr = "aa:00:00:00:03:01"
+[nodes.n002]
+system-overlays = ["motd-js"]
+[nodes.n002.network-devices.default]
+hwaddr = "aa:00:00:00:03:02"
+[nodes.n003]
+system-overlays = ["motd-rs"]
+[nodes.n003.network-devices.default]
+hwaddr = "aa:00:00:00:03:03"
 "#;
+
+/// The files of node `id`'s system archive, decompressed.
+fn system_archive(wulf: &Wulf, id: &str) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wulf.path().join("provision/index.json")).unwrap())
+            .unwrap();
+    let mut text = Vec::new();
+    for segment in index["nodes"][id]["system"]["segments"].as_array().unwrap() {
+        let path = wulf
+            .path()
+            .join("provision")
+            .join(segment.as_str().unwrap());
+        std::io::Read::read_to_end(
+            &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
 
 #[test]
 fn python_js_and_rust_plugins_from_plugin_new_reach_a_node() {
@@ -101,45 +128,25 @@ fn python_js_and_rust_plugins_from_plugin_new_reach_a_node() {
         );
     }
 
-    // The last of the list wins /etc/motd; the Rust one's greeting comes from the site config.
+    // Each node's archive holds its plugin's file; the Rust one's greeting comes from the site
+    // config.
     wulf.write(
         "wulf.toml",
         "[plugin.motd-rs.config]\ngreeting = \"Hello from Rust,\"\n",
     );
-    wulf.ok(&["overlay", "build"]);
-    let motd = wulf.ok(&[
-        "overlay",
-        "render",
-        "motd-rs",
-        "/etc/motd",
-        "--node",
-        "n001",
-    ]);
-    assert_eq!(motd, "Hello from Rust, n001\n");
-    for name in ["motd-py", "motd-js"] {
-        let motd = wulf.ok(&["overlay", "render", name, "/etc/motd", "--node", "n001"]);
-        assert_eq!(motd, "Welcome to n001\n", "{name}");
+    let built = wulf.ok(&["overlay", "build"]);
+    assert!(built.starts_with("built overlays of 3 node(s)"), "{built}");
+    for (node, motd) in [
+        ("n001", "Welcome to n001\n"),
+        ("n002", "Welcome to n002\n"),
+        ("n003", "Hello from Rust, n003\n"),
+    ] {
+        let archive = system_archive(&wulf, node);
+        assert!(
+            archive.contains("etc/motd") && archive.contains(motd),
+            "{node}: {archive}"
+        );
     }
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(wulf.path().join("provision/index.json")).unwrap())
-            .unwrap();
-    let segment = index["nodes"]["n001"]["system"]["segments"][0]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut text = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::MultiGzDecoder::new(
-            std::fs::File::open(wulf.path().join("provision").join(segment)).unwrap(),
-        ),
-        &mut text,
-    )
-    .unwrap();
-    let text = String::from_utf8_lossy(&text);
-    assert!(
-        text.contains("etc/motd") && text.contains("Hello from Rust, n001"),
-        "{text}"
-    );
 
     // Other worlds and languages.
     let backend = new_project(
