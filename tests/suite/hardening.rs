@@ -558,37 +558,43 @@ fn one_address_cannot_take_every_connection() {
         }
     };
 
-    // Eight slow requests from one address (idle: their heads never end): a ninth from it
-    // takes the oldest one's place.
-    let slow: Vec<std::net::TcpStream> = (0..8)
-        .map(|_| {
-            let mut s = from("127.0.0.2");
-            s.write_all(b"GET /ipxe/aa:00:00:00:01:01 HTTP/1.1\r\n")
-                .unwrap();
-            s
-        })
-        .collect();
-    let mut ninth = from("127.0.0.2");
-    get(&mut ninth, "/ipxe/aa:00:00:00:01:01");
-    assert_eq!(status(&mut ninth), "200");
-    // One of the eight (the one idle longest) was closed to make room; the others are open.
-    let closed = wulf_tests::wait_for(
-        "a slow connection closed",
-        std::time::Duration::from_secs(10),
-        String::new,
-        || {
-            let closed = slow
-                .iter()
-                .filter(|s| {
-                    s.set_nonblocking(true).unwrap();
-                    let mut stream: &std::net::TcpStream = s;
-                    matches!(stream.read(&mut [0u8; 16]), Ok(0))
-                })
-                .count();
-            (closed > 0).then_some(closed)
-        },
-    );
-    assert_eq!(closed, 1);
+    // Eight slow requests from one address: a ninth from it takes the place of the one idle
+    // longest.
+    // Eight requests still arriving from one address, whose heads (from .2) or bodies (from
+    // .4) never end: a ninth from the same address takes the place of the one idle longest.
+    let partial_head: &[u8] = b"GET /ipxe/aa:00:00:00:01:01 HTTP/1.1\r\n";
+    let partial_body: &[u8] =
+        b"GET /ipxe/aa:00:00:00:01:01 HTTP/1.1\r\ncontent-length: 1000\r\n\r\nabc";
+    for (address, request) in [("127.0.0.2", partial_head), ("127.0.0.4", partial_body)] {
+        let slow: Vec<std::net::TcpStream> = (0..8)
+            .map(|_| {
+                let mut s = from(address);
+                s.write_all(request).unwrap();
+                s
+            })
+            .collect();
+        let mut ninth = from(address);
+        get(&mut ninth, "/ipxe/aa:00:00:00:01:01");
+        assert_eq!(status(&mut ninth), "200", "{address}");
+        // One of the eight was closed to make room; the others are open.
+        let closed = wulf_tests::wait_for(
+            "a slow connection closed",
+            std::time::Duration::from_secs(10),
+            String::new,
+            || {
+                let closed = slow
+                    .iter()
+                    .filter(|s| {
+                        s.set_nonblocking(true).unwrap();
+                        let mut stream: &std::net::TcpStream = s;
+                        matches!(stream.read(&mut [0u8; 16]), Ok(0))
+                    })
+                    .count();
+                (closed > 0).then_some(closed)
+            },
+        );
+        assert_eq!(closed, 1, "{address}");
+    }
 
     // Eight downloads from another address that do not read (busy): a ninth from it is
     // refused with 503; other addresses are still served.

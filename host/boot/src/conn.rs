@@ -11,7 +11,9 @@
 //! descriptors) and per peer address ([`Limits`]). At a cap, a new connection takes the place
 //! of the oldest idle one (waiting for a request, or trickling one in), the peer's own first;
 //! only when every connection is busy answering is it refused, with 503. Idle or slow clients,
-//! however many, cannot keep a node's request from being answered.
+//! however many, cannot keep a node's request from being answered: a request (head and body)
+//! must arrive within 60 s, during which the connection stays sheddable, and a response must be
+//! taken at 64 KiB/s on average after its first 60 s.
 
 use std::collections::HashMap;
 use std::io;
@@ -180,9 +182,15 @@ struct Slot {
 }
 
 impl Slot {
-    fn set_idle(&self, idle: bool) {
-        if let Some(conn) = self.connections.lock().conns.get_mut(&self.id) {
-            conn.idle_since = idle.then(Instant::now);
+    /// Marks the connection idle (sheddable) or busy; `false` when it was shed meanwhile and
+    /// must close.
+    fn set_idle(&self, idle: bool) -> bool {
+        match self.connections.lock().conns.get_mut(&self.id) {
+            Some(conn) => {
+                conn.idle_since = idle.then(Instant::now);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -247,7 +255,9 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     loop {
-        slot.set_idle(true);
+        if !slot.set_idle(true) {
+            return Ok(());
+        }
         // Read until a whole header block is buffered (a pipelined one may be already). The
         // whole head must arrive within the timeout, not each piece of it: a client trickling a
         // byte at a time cannot hold the connection.
@@ -289,16 +299,22 @@ async fn connection(
             buf.extend_from_slice(&chunk[..n]);
         };
         buf.drain(..used);
-        slot.set_idle(false);
         if head.body_len > MAX_BODY {
             return reply_and_close(&mut stream, StatusCode::PAYLOAD_TOO_LARGE).await;
         }
-        // Drop the body.
+        // Drop the body, within the same deadline as the head: until it is read the request
+        // is still arriving, and the connection stays sheddable.
         let mut left = head.body_len;
         while left > 0 {
             if buf.is_empty() {
                 let mut chunk = [0u8; 2048];
-                let n = timeout(stream.read(&mut chunk)).await?;
+                let read = tokio::select! {
+                    read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => read,
+                    () = slot.shed.notified() => return Ok(()),
+                };
+                let n = read.map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "request body too slow")
+                })??;
                 if n == 0 {
                     return Ok(());
                 }
@@ -307,6 +323,9 @@ async fn connection(
             let take = left.min(buf.len() as u64) as usize;
             buf.drain(..take);
             left -= take as u64;
+        }
+        if !slot.set_idle(false) {
+            return Ok(()); // shed as the request completed: another took its place
         }
 
         let is_head = head.request.method() == axum::http::Method::HEAD;
@@ -435,8 +454,9 @@ async fn write_response(
             timeout(stream.write_all(&head)).await?;
             match sendfile {
                 Some(body) if !is_head => {
+                    let mut pace = Pace::new();
                     for (file, offset, len) in &body.pieces {
-                        send_piece(stream, file, *offset, *len).await?;
+                        send_piece(stream, file, *offset, *len, &mut pace).await?;
                     }
                     Ok(())
                 }
@@ -462,12 +482,44 @@ fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap, keep_alive: bool) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The slowest a client may take a response, after a first [`IO_TIMEOUT`] of grace: one that
+/// reads a byte a minute cannot hold a connection (and its place under the caps) for days.
+const MIN_SEND_RATE: u64 = 64 * 1024;
+
+/// How much of a response went out since it started.
+struct Pace {
+    started: Instant,
+    sent: u64,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Pace {
+            started: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    fn sent(&mut self, bytes: usize) -> io::Result<()> {
+        self.sent += bytes as u64;
+        let late = self.started.elapsed().saturating_sub(IO_TIMEOUT);
+        if (self.sent as f64) < late.as_secs_f64() * MIN_SEND_RATE as f64 {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client reads too slowly",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `len` bytes of `file` from `offset` to the socket, by sendfile(2).
 async fn send_piece(
     stream: &TcpStream,
     file: &std::fs::File,
     offset: u64,
     len: u64,
+    pace: &mut Pace,
 ) -> io::Result<()> {
     let end = offset + len;
     let mut at = offset;
@@ -486,6 +538,7 @@ async fn send_piece(
             ));
         }
         at += sent as u64;
+        pace.sent(sent)?;
     }
     Ok(())
 }

@@ -268,8 +268,10 @@ pub(crate) async fn resolve(
     let started = std::time::Instant::now();
     let (provisioner, id) = (Arc::clone(&app.provisioner), node.id.clone());
     let built = tokio::task::spawn_blocking(move || provisioner.build_overlays(Some(&id))).await;
-    app.metrics
-        .overlay_build(started.elapsed(), matches!(built, Ok(Ok(_))));
+    app.metrics.overlay_build(
+        started.elapsed(),
+        matches!(&built, Ok(Ok(summary)) if summary.failed.is_empty()),
+    );
     let summary = built
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| failure(&e))?;

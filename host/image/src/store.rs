@@ -366,14 +366,26 @@ impl ImageStore {
         Ok(meta)
     }
 
-    /// Moves a staged image directory into place, replacing an existing one.
+    /// Moves a staged image directory into place, replacing an existing one in one atomic
+    /// exchange (`renameat2(RENAME_EXCHANGE)`): at every instant the name holds a whole image,
+    /// so a kill at any point leaves the old one or the new one. The old image is left at
+    /// `staging` (its guard removes it). Where the filesystem cannot exchange, two renames.
     fn swap_in(&self, staging: &Path, name: &str) -> Result<()> {
         let target = self.path(name);
         if target.exists() {
-            let trash = self.staging("trash", name);
-            fs::rename(&target, &trash).map_err(ImageError::at(&target))?;
-            fs::rename(staging, &target).map_err(ImageError::at(&target))?;
-            let _ = fs::remove_dir_all(&trash);
+            use rustix::fs::{CWD, RenameFlags, renameat_with};
+            match renameat_with(CWD, staging, CWD, &target, RenameFlags::EXCHANGE) {
+                Ok(()) => {
+                    let _ = fs::remove_dir_all(staging);
+                }
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                    let trash = self.staging("trash", name);
+                    fs::rename(&target, &trash).map_err(ImageError::at(&target))?;
+                    fs::rename(staging, &target).map_err(ImageError::at(&target))?;
+                    let _ = fs::remove_dir_all(&trash);
+                }
+                Err(e) => return Err(ImageError::at(&target)(e.into())),
+            }
         } else {
             fs::rename(staging, &target).map_err(ImageError::at(&target))?;
         }

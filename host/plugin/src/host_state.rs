@@ -73,6 +73,7 @@ impl HostState {
         subject.clone_into(&mut self.subject);
         self.output.clear();
         self.limiter.exceeded = false;
+        self.clock.new_call();
     }
 
     /// What the plugin wrote to stdout and stderr, on one line: the last [`OUTPUT_TAIL`]

@@ -74,14 +74,21 @@ impl OverlayGenerator for WasmOverlayGenerator {
 /// only nodes whose records carry the same secrets (IPMI password, asset key), so a plugin
 /// never holds a secret its current node's record does not hand it; a trap, a limit or a host
 /// error throws the instance away, and a call that failed on a reused instance is tried once
-/// more on a fresh one, so state a plugin kept can never fail a node a fresh instance would
-/// build. Shared files (every node's record at once) always get a fresh instance.
+/// more on a fresh one (unless it hit the time limit), so state a plugin kept can never fail a
+/// node a fresh instance would build. Shared files (every node's record at once) always get a
+/// fresh instance. After three calls stopped at the time limit, the build calls it no more.
 pub(crate) struct PooledOverlayGenerator {
     generator: WasmOverlayGenerator,
     warm: Mutex<HashMap<u64, Vec<Warm>>>,
     /// Warm instances kept at most (the build's threads).
     cap: usize,
+    /// Calls of this build stopped at the time limit; past [`GIVE_UP_AFTER`] the rest fail
+    /// at once, so a plugin that hangs costs a build a few limits, not one per node.
+    timeouts: std::sync::atomic::AtomicUsize,
 }
+
+/// Time-limit failures in one build after which a plugin is not called again in it.
+const GIVE_UP_AFTER: usize = 3;
 
 struct Warm {
     store: Store<HostState>,
@@ -107,6 +114,7 @@ impl PooledOverlayGenerator {
             generator,
             warm: Mutex::default(),
             cap,
+            timeouts: Default::default(),
         }
     }
 
@@ -115,11 +123,10 @@ impl PooledOverlayGenerator {
     }
 
     fn take(&self, key: u64) -> Option<Warm> {
-        self.warm
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&key)?
-            .pop()
+        let mut pool = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        let warm = pool.get_mut(&key)?.pop();
+        pool.retain(|_, instances| !instances.is_empty());
+        warm
     }
 
     fn give_back(&self, key: u64, warm: Warm) {
@@ -129,15 +136,15 @@ impl PooledOverlayGenerator {
         }
     }
 
-    /// One call on `warm` (or a fresh instance): its result, and the instance when it is
-    /// still fit for another call.
+    /// One call on `warm` (or a fresh instance), its output checked: the files, and the
+    /// instance when the call succeeded (one that failed in any way is not used again).
     fn attempt(
         &self,
         warm: Option<Warm>,
         subject: &str,
         node: &wit::Node,
         server: &wit::Server,
-    ) -> (Result<Vec<wit::FileEntry>, ExtensionError>, Option<Warm>) {
+    ) -> (Result<Vec<OverlayFile>, ExtensionError>, Option<Warm>) {
         let plugin = self.plugin();
         let mut warm = match warm {
             Some(mut warm) => {
@@ -159,8 +166,10 @@ impl PooledOverlayGenerator {
         };
         plugin.arm_deadline(&mut warm.store);
         let outcome = warm.instance.generate(&mut warm.store, node, server);
-        let fit = outcome.is_ok();
-        let result = plugin.finish_call(&warm.store, outcome);
+        let result = plugin
+            .finish_call(&warm.store, outcome)
+            .and_then(|files| plugin.accept_files(files));
+        let fit = result.is_ok();
         (result, fit.then_some(warm))
     }
 }
@@ -175,6 +184,24 @@ impl OverlayGenerator for PooledOverlayGenerator {
     }
 
     fn generate(&self, node: &Node, server: &Server) -> Result<Vec<OverlayFile>, ExtensionError> {
+        use std::sync::atomic::Ordering;
+        let time_limit = |e: &ExtensionError| {
+            matches!(
+                e,
+                ExtensionError::Limit {
+                    limit: wulf_core::extension::Limit::Time { .. },
+                    ..
+                }
+            )
+        };
+        if self.timeouts.load(Ordering::Relaxed) >= GIVE_UP_AFTER {
+            return Err(ExtensionError::Limit {
+                plugin: self.name().to_owned(),
+                limit: wulf_core::extension::Limit::Time {
+                    millis: self.plugin().limits.timeout.as_millis() as u64,
+                },
+            });
+        }
         let started = Instant::now();
         let key = secrets(node);
         let subject = format!("node {}", node.id);
@@ -182,14 +209,21 @@ impl OverlayGenerator for PooledOverlayGenerator {
         let warm = self.take(key);
         let reused = warm.is_some();
         let (mut result, mut fit) = self.attempt(warm, &subject, &wit_node, &wit_server);
-        if reused && fit.is_none() && result.is_err() {
+        // What a reused instance kept must not fail a node a fresh one would build; a hang is
+        // not tried twice.
+        if reused && result.as_ref().is_err_and(|e| !time_limit(e)) {
             (result, fit) = self.attempt(None, &subject, &wit_node, &wit_server);
+        }
+        if let Err(e) = &result
+            && time_limit(e)
+        {
+            self.timeouts.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(warm) = fit {
             self.give_back(key, warm);
         }
         wulf_core::plugin_stats::record(self.name(), started.elapsed(), result.is_ok());
-        self.plugin().accept_files(result?)
+        result
     }
 
     fn generate_shared(

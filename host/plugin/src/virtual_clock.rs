@@ -15,19 +15,29 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiView};
 /// The monotonic-clock interface as `wasmtime_wasi` links it; its sleeps are replaced.
 const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
-/// Nanoseconds of virtual time one store has slept; shared by its two clocks.
+/// One store's virtual time, shared by its two clocks: nanoseconds slept in all its calls
+/// (monotonic time, which never goes back), and where the current call started (wall time
+/// restarts at the epoch with every call, so a warm instance reused for another node sees the
+/// same time a fresh one would).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct VirtualClock(Arc<AtomicU64>);
+pub(crate) struct VirtualClock(Arc<Times>);
+
+#[derive(Debug, Default)]
+struct Times {
+    slept: AtomicU64,
+    call_started: AtomicU64,
+}
 
 impl VirtualClock {
     fn nanos(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.slept.load(Ordering::Relaxed)
     }
 
     /// Sleeps `nanos` of virtual time: the clock moves on, nothing waits.
     fn advance(&self, nanos: u64) {
         let _ = self
             .0
+            .slept
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
                 Some(now.saturating_add(nanos))
             });
@@ -35,7 +45,12 @@ impl VirtualClock {
 
     /// Moves the clock to `instant` if that is later.
     fn advance_to(&self, instant: u64) {
-        self.0.fetch_max(instant, Ordering::Relaxed);
+        self.0.slept.fetch_max(instant, Ordering::Relaxed);
+    }
+
+    /// A new call begins: wall time starts again at the epoch.
+    pub(crate) fn new_call(&self) {
+        self.0.call_started.store(self.nanos(), Ordering::Relaxed);
     }
 }
 
@@ -55,7 +70,8 @@ impl HostWallClock for VirtualClock {
     }
 
     fn now(&self) -> Duration {
-        Duration::from_nanos(self.nanos())
+        let started = self.0.call_started.load(Ordering::Relaxed);
+        Duration::from_nanos(self.nanos().saturating_sub(started))
     }
 }
 
@@ -99,4 +115,27 @@ fn slept<T: WasiView>(state: &mut T) -> wasmtime::Result<(Resource<DynPollable>,
     let table = state.ctx().table;
     let sleep = table.push(Slept)?;
     Ok((subscribe(table, sleep)?,))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sleeps_advance_both_clocks_and_each_call_starts_at_the_epoch() {
+        let clock = VirtualClock::default();
+        clock.advance(5_000);
+        clock.advance_to(3_000);
+        assert_eq!(HostMonotonicClock::now(&clock), 5_000);
+        assert_eq!(HostWallClock::now(&clock), Duration::from_nanos(5_000));
+        clock.new_call();
+        assert_eq!(HostWallClock::now(&clock), Duration::ZERO);
+        assert_eq!(
+            HostMonotonicClock::now(&clock),
+            5_000,
+            "monotonic never goes back"
+        );
+        clock.advance_to(7_000);
+        assert_eq!(HostWallClock::now(&clock), Duration::from_nanos(2_000));
+    }
 }

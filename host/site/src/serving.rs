@@ -20,10 +20,12 @@ struct Record {
     http: SocketAddr,
 }
 
-/// The record of this process's server; removed when dropped.
+/// The record of this process's server, locked while it lives (however the process ends, the
+/// lock goes with it, so a record nobody holds is stale); removed when dropped.
 #[derive(Debug)]
 pub struct Serving {
     path: PathBuf,
+    _held: std::fs::File,
 }
 
 impl Drop for Serving {
@@ -52,17 +54,27 @@ impl Site {
             pid: std::process::id(),
             http,
         };
-        let text = serde_json::to_vec(&record).map_err(std::io::Error::other);
-        text.and_then(|text| write_atomic(&path, &text))
+        let held = serde_json::to_vec(&record)
+            .map_err(std::io::Error::other)
+            .and_then(|text| write_atomic(&path, &text))
+            .and_then(|()| std::fs::File::open(&path))
+            .and_then(|file| file.lock().map(|()| file))
             .map_err(SiteError::io(&path))?;
-        Ok(Serving { path })
+        Ok(Serving { path, _held: held })
     }
 
-    /// The address a live server recorded, if one runs on this state directory.
+    /// The address a live server recorded, if one runs on this state directory: one whose
+    /// record is locked (by the server, for as long as it runs).
     pub(crate) fn serving_addr(&self) -> Option<SocketAddr> {
-        let record = read(&self.serving_file())?;
-        Path::new(&format!("/proc/{}", record.pid))
-            .exists()
-            .then_some(record.http)
+        let path = self.serving_file();
+        let file = std::fs::File::open(&path).ok()?;
+        let held = matches!(
+            file.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        );
+        if !held {
+            return None;
+        }
+        read(&path).map(|r| r.http)
     }
 }

@@ -15,6 +15,10 @@ const WIT: &[(&str, &str)] = &[
         "worlds.wit",
         include_str!("../../../../wit/v0.1/worlds.wit"),
     ),
+    (
+        "node-generator.wit",
+        include_str!("../../../../wit/v0.1/node-generator.wit"),
+    ),
 ];
 
 /// The Rust SDK this binary was built with, vendored into new Rust projects. Its bindings
@@ -117,7 +121,11 @@ pub(crate) fn new(
         );
     }
     let world_name = world.world().to_string();
-    let crate_name = name.replace(['-', '.'], "_");
+    // Cargo takes letters, digits, `-` and `_`, not starting with a digit.
+    let crate_name = match name.replace(['-', '.'], "_") {
+        c if c.starts_with(|ch: char| ch.is_ascii_digit()) => format!("wulf_{c}"),
+        c => c,
+    };
     // Python and JavaScript bindings want every export implemented: a new overlay generator
     // builds against the world with only `generate`.
     let build_world = match world {

@@ -114,10 +114,11 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The HTTP connections an open-file limit leaves room for: a quarter of it (at most 1,024)
-/// is kept for TFTP transfers, served files, plugins and the state directory.
+/// The HTTP connections an open-file limit leaves room for: a quarter of it (at most 3,072:
+/// 1,024 TFTP transfers hold a socket and a file each, and served files, plugins and the state
+/// directory need some) is kept back.
 fn connections_for(open_files: u64) -> usize {
-    let reserved = (open_files / 4).min(1024);
+    let reserved = (open_files / 4).min(3 * 1024);
     open_files.saturating_sub(reserved).max(16) as usize
 }
 
