@@ -54,6 +54,8 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Connections {
     limits: Limits,
+    /// What idle times count from.
+    epoch: Instant,
     open: Mutex<Open>,
     shed: AtomicU64,
     refused: AtomicU64,
@@ -69,9 +71,19 @@ struct Open {
 #[derive(Debug)]
 struct Conn {
     peer: IpAddr,
-    /// `Some` while waiting for (or reading) a request.
-    idle_since: Option<Instant>,
-    shed: Arc<tokio::sync::Notify>,
+    state: Arc<ConnState>,
+}
+
+/// What a connection and the registry share, so that marking it idle or busy (twice a
+/// request) takes no lock.
+#[derive(Debug, Default)]
+struct ConnState {
+    /// When it became idle (waiting for or reading a request), in nanoseconds after
+    /// [`Connections::epoch`] plus one; 0 while busy answering.
+    idle_since: AtomicU64,
+    /// Set when the registry closed it to make room.
+    shed: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
 }
 
 impl Open {
@@ -92,11 +104,13 @@ impl Open {
             .conns
             .iter()
             .filter(|(_, c)| which(c))
-            .filter_map(|(id, c)| c.idle_since.map(|since| (since, *id)))
+            .map(|(id, c)| (c.state.idle_since.load(Ordering::Relaxed), *id))
+            .filter(|(since, _)| *since != 0)
             .min();
         match oldest.and_then(|(_, id)| self.remove(id)) {
             Some(conn) => {
-                conn.shed.notify_one();
+                conn.state.shed.store(true, Ordering::Relaxed);
+                conn.state.wake.notify_one();
                 true
             }
             None => false,
@@ -108,10 +122,16 @@ impl Connections {
     pub fn new(limits: Limits) -> Self {
         Connections {
             limits,
+            epoch: Instant::now(),
             open: Mutex::default(),
             shed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
+    }
+
+    /// An idle stamp for now (never 0).
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64 + 1
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
@@ -142,20 +162,20 @@ impl Connections {
         self.shed.fetch_add(shed, Ordering::Relaxed);
         let id = open.next;
         open.next += 1;
-        let shed = Arc::new(tokio::sync::Notify::new());
+        let state = Arc::new(ConnState::default());
+        state.idle_since.store(self.now(), Ordering::Relaxed);
         open.conns.insert(
             id,
             Conn {
                 peer,
-                idle_since: Some(Instant::now()),
-                shed: Arc::clone(&shed),
+                state: Arc::clone(&state),
             },
         );
         *open.per_peer.entry(peer).or_default() += 1;
         Some(Slot {
             connections: Arc::clone(self),
             id,
-            shed,
+            state,
         })
     }
 
@@ -178,20 +198,21 @@ impl Connections {
 struct Slot {
     connections: Arc<Connections>,
     id: u64,
-    shed: Arc<tokio::sync::Notify>,
+    state: Arc<ConnState>,
 }
 
 impl Slot {
     /// Marks the connection idle (sheddable) or busy; `false` when it was shed meanwhile and
     /// must close.
     fn set_idle(&self, idle: bool) -> bool {
-        match self.connections.lock().conns.get_mut(&self.id) {
-            Some(conn) => {
-                conn.idle_since = idle.then(Instant::now);
-                true
-            }
-            None => false,
-        }
+        let stamp = if idle { self.connections.now() } else { 0 };
+        self.state.idle_since.store(stamp, Ordering::Relaxed);
+        !self.state.shed.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the registry closed this connection to make room.
+    async fn shed(&self) {
+        self.state.wake.notified().await;
     }
 }
 
@@ -278,7 +299,7 @@ async fn connection(
             let mut chunk = [0u8; 2048];
             let read = tokio::select! {
                 read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => read,
-                () = slot.shed.notified() => {
+                () = slot.shed() => {
                     tracing::debug!(%peer, "idle connection closed to make room");
                     return Ok(());
                 }
@@ -310,7 +331,7 @@ async fn connection(
                 let mut chunk = [0u8; 2048];
                 let read = tokio::select! {
                     read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => read,
-                    () = slot.shed.notified() => return Ok(()),
+                    () = slot.shed() => return Ok(()),
                 };
                 let n = read.map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "request body too slow")
