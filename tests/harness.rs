@@ -68,6 +68,27 @@ pub fn fixture_wasm(package: &str) -> PathBuf {
     Path::new(env!("WULF_FIXTURE_WASM_DIR")).join(format!("{}.wasm", package.replace('-', "_")))
 }
 
+/// A plugin directory (a manifest from `manifest_from`, the component of `crate_name`) as an
+/// author would hand it over to `wulf plugin install`.
+pub fn plugin_dir(manifest_from: &Path, crate_name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(
+        manifest_from.join("plugin.toml"),
+        dir.path().join("plugin.toml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(fixture_wasm(crate_name), dir.path().join("plugin.wasm"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+/// The counter or gauge `name` in a Prometheus exposition `text`.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
 /// A fixture plugin's source directory (with its `plugin.toml`).
 pub fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

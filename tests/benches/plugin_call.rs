@@ -31,6 +31,22 @@ fn per_call(iterations: u32, mut f: impl FnMut()) -> Duration {
     started.elapsed() / iterations
 }
 
+/// Time per `generate` call of `generator` for `node`.
+fn per_generate(
+    iterations: u32,
+    generator: &dyn OverlayGenerator,
+    node: &Node,
+    server: &Server,
+) -> Duration {
+    per_call(iterations, || {
+        black_box(
+            generator
+                .generate(black_box(node), server)
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    })
+}
+
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -104,13 +120,7 @@ fn main() {
     // Warm calls through the runtime vs the same logic natively.
     let generator =
         WasmOverlayGenerator::new(Arc::new(plugin)).unwrap_or_else(|| panic!("not a generator"));
-    let wasm_call = per_call(20_000, || {
-        black_box(
-            generator
-                .generate(black_box(&node), &server)
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
-    });
+    let wasm_call = per_generate(20_000, &generator, &node, &server);
     wulf_sdk::testing::set_config(serde_json::json!({}));
     let sdk_node = wulf_sdk::Node::new("n0001");
     let sdk_server = wulf_sdk::Server::new("head", 9873);
@@ -147,13 +157,7 @@ fn main() {
     let pooled = generator
         .for_build()
         .unwrap_or_else(|| panic!("a wasm generator pools per build"));
-    let rust_pooled = per_call(20_000, || {
-        black_box(
-            pooled
-                .generate(black_box(&node), &server)
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
-    });
+    let rust_pooled = per_generate(20_000, &*pooled, &node, &server);
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut rows = vec![(
         "Rust (hostname)".to_owned(),
@@ -180,23 +184,11 @@ fn main() {
             .unwrap_or_else(|e| panic!("{e}"));
         let generator = WasmOverlayGenerator::new(Arc::new(loaded))
             .unwrap_or_else(|| panic!("not a generator"));
-        let fresh = per_call(300, || {
-            black_box(
-                generator
-                    .generate(black_box(&node), &server)
-                    .unwrap_or_else(|e| panic!("{e}")),
-            );
-        });
+        let fresh = per_generate(300, &generator, &node, &server);
         let pooled = generator
             .for_build()
             .unwrap_or_else(|| panic!("a wasm generator pools per build"));
-        let warm = per_call(3_000, || {
-            black_box(
-                pooled
-                    .generate(black_box(&node), &server)
-                    .unwrap_or_else(|e| panic!("{e}")),
-            );
-        });
+        let warm = per_generate(3_000, &*pooled, &node, &server);
         let label = if lang == "python" {
             "Python (componentize-py)"
         } else {

@@ -1,19 +1,6 @@
 //! `wulf plugin ...` through the real binary, against a scratch state directory.
 
-use wulf_tests::{Wulf, fixture_dir, fixture_wasm, workspace};
-
-/// A plugin directory (manifest + component) as an author would hand it over.
-fn plugin_dir(manifest_from: &std::path::Path, crate_name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(
-        manifest_from.join("plugin.toml"),
-        dir.path().join("plugin.toml"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(fixture_wasm(crate_name), dir.path().join("plugin.wasm"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    dir
-}
+use wulf_tests::{Wulf, fixture_dir, fixture_wasm, plugin_dir, workspace};
 
 const NODES: &str = r#"
 [profiles.default]

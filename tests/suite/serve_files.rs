@@ -281,7 +281,7 @@ pub(crate) fn overlay_text(url: &str) -> String {
 
 /// Fetches `url` until its overlay contains `wanted` (the server checks its inputs at most
 /// once a second and polls the inventory file).
-fn wait_for_overlay(url: &str, wanted: &str, context: impl Fn() -> String) -> String {
+pub(crate) fn wait_for_overlay(url: &str, wanted: &str, context: impl Fn() -> String) -> String {
     wulf_tests::wait_for(
         &format!("{url} containing {wanted:?}"),
         std::time::Duration::from_secs(20),

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use wulf_tests::{Wulf, fixture_wasm};
+use wulf_tests::{Wulf, fixture_wasm, metric};
 
 use crate::serve_files::{curl, overlay_text as overlay};
 
@@ -27,14 +27,6 @@ fn wait_until(what: &str, mut done: impl FnMut() -> Option<String>) -> String {
         assert!(Instant::now() < deadline, "never happened: {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// A counter of the exposition format.
-fn metric(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
 }
 
 #[test]

@@ -270,7 +270,7 @@ pub(crate) async fn resolve(
     let built = tokio::task::spawn_blocking(move || provisioner.build_overlays(Some(&id))).await;
     app.metrics.overlay_build(
         started.elapsed(),
-        matches!(&built, Ok(Ok(summary)) if summary.failed.is_empty()),
+        matches!(&built, Ok(Ok(summary)) if summary.all_built()),
     );
     let summary = built
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
@@ -303,7 +303,7 @@ pub(crate) async fn freshen(app: &AppState) {
     let started = std::time::Instant::now();
     let provisioner = Arc::clone(&app.provisioner);
     let built = tokio::task::spawn_blocking(move || provisioner.build_overlays(None)).await;
-    let ok = matches!(&built, Ok(Ok(summary)) if summary.failed.is_empty());
+    let ok = matches!(&built, Ok(Ok(summary)) if summary.all_built());
     app.metrics.overlay_build(started.elapsed(), ok);
     match built {
         Ok(Ok(summary)) => {

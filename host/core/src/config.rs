@@ -194,6 +194,18 @@ pub struct ServerConfig {
     pub max_connections_per_peer: usize,
 }
 
+impl ServerConfig {
+    /// HTTP connections kept at once under an open-file limit: `max-connections` when set,
+    /// else the limit less a quarter of it (at most 3,072 kept back: 1,024 TFTP transfers hold
+    /// a socket and a file each, and served files, plugins and the state directory need some).
+    pub fn connections_for(&self, open_files: u64) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            let reserved = (open_files / 4).min(3 * 1024);
+            open_files.saturating_sub(reserved).max(16) as usize
+        })
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -537,6 +549,16 @@ limits = { memory-mib = 16 }
         insta::assert_snapshot!(parse("[plugin.x.limits]\ntimeout-ms = 0\n").err().unwrap_or_default(), @"/etc/wulf.toml: `plugin.x.limits.timeout-ms` = 0: must be between 1 and 600000");
         insta::assert_snapshot!(parse("[server]\nhttp-addr = \"localhost\"\n").err().unwrap_or_default(), @r#"/etc/wulf.toml: `server.http-addr` = "localhost": expected IP:PORT, e.g. 0.0.0.0:9873 or [::]:9873"#);
         insta::assert_snapshot!(parse("[plugin.x]\ngrant-read-dirs = [\"srv\"]\n").err().unwrap_or_default(), @r#"/etc/wulf.toml: `plugin.x.grant-read-dirs` = "srv": must be an absolute path"#);
+    }
+
+    #[test]
+    fn connections_leave_room_for_tftp_and_files() {
+        let mut server = ServerConfig::default();
+        assert_eq!(server.connections_for(1024), 768);
+        assert_eq!(server.connections_for(20_000), 20_000 - 3072);
+        assert_eq!(server.connections_for(8), 16);
+        server.max_connections = Some(100);
+        assert_eq!(server.connections_for(20_000), 100);
     }
 
     /// The commented `wulf.toml` the package installs shows every default as it is, and each

@@ -96,6 +96,13 @@ pub struct BuildSummary {
     pub took: Duration,
 }
 
+impl BuildSummary {
+    /// Whether every node asked for was built (or was already current).
+    pub fn all_built(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
 /// A node whose overlays could not be built, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFailure {

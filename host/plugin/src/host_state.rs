@@ -79,7 +79,7 @@ impl HostState {
     /// What the plugin wrote to stdout and stderr, on one line: the last [`OUTPUT_TAIL`]
     /// bytes, after `...` when more came before. Rust's advice to set `RUST_BACKTRACE` means
     /// nothing inside a sandbox and is dropped, as is the unnamed-thread prefix.
-    pub(crate) fn stderr_text(&self) -> String {
+    pub(crate) fn output_text(&self) -> String {
         let (text, dropped) = self.output.contents();
         let mut lines: Vec<&str> = text
             .lines()

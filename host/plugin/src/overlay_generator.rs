@@ -98,11 +98,7 @@ struct Warm {
 /// The secrets a node's record hands a plugin, as a key.
 fn secrets(node: &Node) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    node.ipmi
-        .password
-        .as_ref()
-        .map(|p| p.expose().to_owned())
-        .hash(&mut h);
+    node.ipmi.password.as_ref().map(|p| p.expose()).hash(&mut h);
     node.asset_key.hash(&mut h);
     h.finish()
 }

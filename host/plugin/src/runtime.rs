@@ -332,7 +332,7 @@ impl LoadedPlugin {
     ) -> Result<T, ExtensionError> {
         // What it printed goes to the log with whose and about what; a trap's is in its error.
         if outcome.is_ok() {
-            let output = store.data().stderr_text();
+            let output = store.data().output_text();
             if !output.is_empty() {
                 let on = &*store.data().subject;
                 tracing::info!(target: "plugin", plugin = self.name(), on, "printed: {output}");
@@ -391,11 +391,11 @@ impl LoadedPlugin {
                 },
             },
             Some(trap) => {
-                let stderr = state.stderr_text();
-                let message = if stderr.is_empty() {
+                let output = state.output_text();
+                let message = if output.is_empty() {
                     trap.to_string()
                 } else {
-                    format!("{trap}; its stderr: {stderr}")
+                    format!("{trap}; its stderr: {output}")
                 };
                 ExtensionError::Trap { plugin, message }
             }

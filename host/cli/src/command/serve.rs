@@ -46,9 +46,7 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         provisioner: Arc::clone(site) as Arc<dyn Provisioner>,
         build_on_demand: true,
         connections: conn::Limits {
-            total: server
-                .max_connections
-                .unwrap_or_else(|| connections_for(open_files)),
+            total: server.connections_for(open_files),
             per_peer: server.max_connections_per_peer,
         },
     };
@@ -112,14 +110,6 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         boot.serve().await?;
         Ok(())
     })
-}
-
-/// The HTTP connections an open-file limit leaves room for: a quarter of it (at most 3,072:
-/// 1,024 TFTP transfers hold a socket and a file each, and served files, plugins and the state
-/// directory need some) is kept back.
-fn connections_for(open_files: u64) -> usize {
-    let reserved = (open_files / 4).min(3 * 1024);
-    open_files.saturating_sub(reserved).max(16) as usize
 }
 
 /// A boot storm and thousands of parked agents are a socket each: the soft limit on open files

@@ -21,20 +21,9 @@ impl InventoryBackend for Plugin {
             .iter()
             .map(|(id, mac)| Node {
                 network_devices: vec![NetDevice {
-                    name: "default".into(),
-                    device_type: None,
-                    onboot: None,
-                    device: None,
                     hwaddr: Some(mac.to_ascii_lowercase()),
-                    ipaddr: None,
-                    netmask: None,
-                    gateway: None,
-                    ipaddr6: None,
-                    prefixlen6: None,
-                    gateway6: None,
-                    mtu: None,
                     primary: true,
-                    tags: Vec::new(),
+                    ..NetDevice::new("default")
                 }],
                 ..Node::new(id)
             })
