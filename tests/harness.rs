@@ -1,6 +1,7 @@
 //! Shared by the black-box tests: the real `wulf` binary, fixture plugins, scratch state
 //! directories.
 
+pub mod chromium;
 pub mod debian;
 pub mod nginx;
 pub mod oci;
@@ -287,6 +288,8 @@ pub struct Serving {
     pub http: std::net::SocketAddr,
     /// `None` when TFTP is off.
     pub tftp: Option<std::net::SocketAddr>,
+    /// The API's base URL (`http://127.0.0.1:PORT`); `None` when it is off.
+    pub api: Option<String>,
 }
 
 impl Serving {
@@ -338,6 +341,10 @@ impl Wulf {
         use std::io::BufRead;
         let mut full = vec!["serve"];
         full.extend_from_slice(args);
+        // Tests run side by side: each API on a port of its own unless the test says.
+        if !args.iter().any(|a| *a == "--api-addr" || *a == "--no-api") {
+            full.extend_from_slice(&["--api-addr", "127.0.0.1:0"]);
+        }
         let mut command = match prefix.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -357,7 +364,7 @@ impl Wulf {
             .spawn()
             .unwrap_or_else(|e| panic!("spawning wulf serve: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let (mut http, mut tftp) = (None, None);
+        let (mut http, mut tftp, mut api) = (None, None, None);
         // The TFTP line (on or off) is the last of the startup lines.
         for line in std::io::BufReader::new(stdout)
             .lines()
@@ -365,6 +372,12 @@ impl Wulf {
         {
             if let Some(rest) = line.strip_prefix("wulf: HTTP on http://") {
                 http = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            } else if let Some(rest) = line.strip_prefix("wulf: API on ") {
+                api = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|url| url.strip_suffix("/api/v1"))
+                    .map(str::to_owned);
             } else if let Some(rest) = line.strip_prefix("wulf: TFTP on ") {
                 tftp = rest.split(',').next().and_then(|a| a.parse().ok());
                 break;
@@ -373,7 +386,12 @@ impl Wulf {
             }
         }
         let http = http.unwrap_or_else(|| panic!("wulf serve did not report its HTTP address"));
-        Serving { child, http, tftp }
+        Serving {
+            child,
+            http,
+            tftp,
+            api,
+        }
     }
 }
 

@@ -81,14 +81,14 @@ fn descendants(pid: u32) -> Vec<(u32, String)> {
 /// One `ipmi_sim` BMC on 127.0.0.1 with user `admin`, password `secret`. With a `machine`
 /// (its `startcmd`), power on starts it as the BMC's child and power off kills it; `sol` is
 /// the TCP port of the machine's serial port, which the BMC connects to Serial over LAN.
-struct IpmiSim {
+pub(crate) struct IpmiSim {
     process: Killed,
-    port: u16,
+    pub(crate) port: u16,
     dir: PathBuf,
 }
 
 impl IpmiSim {
-    fn start(dir: &Path, machine: Option<(&str, u16)>) -> IpmiSim {
+    pub(crate) fn start(dir: &Path, machine: Option<(&str, u16)>) -> IpmiSim {
         std::fs::create_dir_all(dir.join("state")).unwrap();
         let port = free_udp_port();
         std::fs::write(

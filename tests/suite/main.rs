@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent;
+mod api;
 mod bmc;
 mod build_memory;
 mod cli_configure;

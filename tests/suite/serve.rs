@@ -126,7 +126,14 @@ fn a_reload_during_the_first_start_does_not_stop_the_server() {
     let wulf = Wulf::new();
     std::fs::remove_dir(wulf.path()).unwrap();
     let mut child = wulf
-        .command(&["serve", "--http-addr", "127.0.0.1:0", "--no-tftp"])
+        .command(&[
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--no-tftp",
+            "--api-addr",
+            "127.0.0.1:0",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -98,7 +98,14 @@ fn serve_tells_systemd_it_is_ready_once_it_serves() {
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         let mut serve = wulf
-            .command(&["serve", "--http-addr", "127.0.0.1:0", "--no-tftp"])
+            .command(&[
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--no-tftp",
+                "--api-addr",
+                "127.0.0.1:0",
+            ])
             .env("NOTIFY_SOCKET", &address)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -141,6 +148,8 @@ fn a_first_start_is_quiet_and_says_what_to_do_next() {
             "127.0.0.1:0",
             "--tftp-root",
             empty.to_str().unwrap(),
+            "--api-addr",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())

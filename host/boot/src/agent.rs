@@ -24,7 +24,7 @@ use wulf_core::BootStage;
 use wulf_core::provision::error_chain;
 
 use crate::http::{AppState, resolve};
-use crate::status::{AgentStatus, now};
+use wulf_core::boot_status::{AgentStatus, now};
 
 /// A runtime overlay larger than this is not sent to an agent (it is read whole to sign it).
 const MAX_RUNTIME: u64 = 256 << 20;

@@ -17,7 +17,7 @@ use crate::ipxe_script::IpxeScripts;
 use wulf_core::provision::error_chain;
 
 use crate::node_index::NodeIndex;
-use crate::status::StatusBoard;
+use wulf_core::boot_status::{Delivery, StatusBoard};
 
 pub struct AppState {
     /// The application layer: what each node gets, builds, discovery.
@@ -26,7 +26,7 @@ pub struct AppState {
     /// Secure mode: runtime overlays only to source ports below 1024.
     pub secure: bool,
     pub scripts: IpxeScripts,
-    pub status: StatusBoard,
+    pub status: Arc<StatusBoard>,
     /// Used in scripts when a request carries no `Host` header.
     pub local: SocketAddr,
     /// Build overlays on demand when they are missing or stale.
@@ -155,6 +155,7 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: BootStage, req: Request) 
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
     let Some((node, _)) = find_node(app, &hwaddr).await else {
+        app.status.unknown(&hwaddr.to_string(), stage.as_str());
         tracing::info!(mac = %hwaddr, peer = %req.peer, stage = stage.as_str(), "unknown node asked for a file");
         return text(
             StatusCode::NOT_FOUND,
@@ -165,10 +166,22 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: BootStage, req: Request) 
         && req.query.get("assetkey").map(String::as_str) != Some(key)
     {
         tracing::warn!(node = %node.id, peer = %req.peer, stage = stage.as_str(), "asset key mismatch");
+        app.status.failed(
+            &node.id,
+            &hwaddr.to_string(),
+            stage.as_str(),
+            "asset key mismatch",
+        );
         return text(StatusCode::UNAUTHORIZED, "asset key mismatch\n".into());
     }
     if stage == BootStage::Runtime && app.secure && req.peer.port() >= 1024 {
         tracing::warn!(node = %node.id, peer = %req.peer, "secure mode: runtime overlay refused to an unprivileged port");
+        app.status.failed(
+            &node.id,
+            &hwaddr.to_string(),
+            stage.as_str(),
+            "secure mode: asked from an unprivileged port",
+        );
         return text(
             StatusCode::FORBIDDEN,
             "secure mode: the runtime overlay is only sent to privileged source ports (below 1024)\n".into(),
@@ -178,6 +191,8 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: BootStage, req: Request) 
         Ok(file) => file,
         Err((status, message)) => {
             tracing::warn!(node = %node.id, stage = stage.as_str(), %message, "cannot serve");
+            app.status
+                .failed(&node.id, &hwaddr.to_string(), stage.as_str(), &message);
             return text(status, format!("{message}\n"));
         }
     };
@@ -189,13 +204,21 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: BootStage, req: Request) 
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        app.status.record(
-            &node.id,
-            stage.as_str(),
-            &sent,
-            req.peer.ip().to_string(),
-            &file.etag,
-        );
+        let bytes = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        app.status.delivered(Delivery {
+            node: &node.id,
+            mac: &hwaddr.to_string(),
+            stage: stage.as_str(),
+            file: &sent,
+            bytes,
+            peer: req.peer.ip(),
+            etag: &file.etag,
+        });
         tracing::info!(node = %node.id, stage = stage.as_str(), file = %sent, peer = %req.peer, "sending");
     }
     response
@@ -365,13 +388,25 @@ async fn ipxe(
             let script = app
                 .scripts
                 .cached_for_node(generation, &node, &hwaddr, &authority);
-            if script.is_ok() {
-                app.status
-                    .record(&node.id, "ipxe", "ipxe script", peer.ip().to_string(), "");
+            match &script {
+                Ok(script) => app.status.delivered(Delivery {
+                    node: &node.id,
+                    mac: &hwaddr.to_string(),
+                    stage: "ipxe",
+                    file: "ipxe script",
+                    bytes: script.len() as u64,
+                    peer: peer.ip(),
+                    etag: "",
+                }),
+                Err(e) => {
+                    app.status
+                        .failed(&node.id, &hwaddr.to_string(), "ipxe", &e.to_string());
+                }
             }
             script
         }
         None => {
+            app.status.unknown(&hwaddr.to_string(), "ipxe");
             tracing::info!(mac = %hwaddr, %peer, "unknown node asked for an iPXE script");
             app.scripts.unconfigured(&hwaddr, &authority).map(Arc::from)
         }
@@ -416,19 +451,24 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 /// off the async workers).
 async fn node_statuses(
     app: &Arc<AppState>,
-) -> std::collections::BTreeMap<String, crate::status::NodeStatus> {
+) -> std::collections::BTreeMap<String, wulf_core::boot_status::NodeStatus> {
     let app = Arc::clone(app);
-    tokio::task::spawn_blocking(move || {
-        let mut all = app.status.all();
-        for (id, status) in &mut all {
-            if let Some(agent) = status.agent.as_mut() {
-                crate::agent::complete(&app, agent, id);
-            }
+    tokio::task::spawn_blocking(move || completed_statuses(&app))
+        .await
+        .unwrap_or_default()
+}
+
+/// Every node's status, agents' completed against what the nodes would get now. Blocking.
+pub(crate) fn completed_statuses(
+    app: &AppState,
+) -> std::collections::BTreeMap<String, wulf_core::boot_status::NodeStatus> {
+    let mut all = app.status.all();
+    for (id, status) in &mut all {
+        if let Some(agent) = status.agent.as_mut() {
+            crate::agent::complete(app, agent, id);
         }
-        all
-    })
-    .await
-    .unwrap_or_default()
+    }
+    all
 }
 
 async fn status(State(app): State<Arc<AppState>>) -> Response {

@@ -11,7 +11,6 @@ pub mod http;
 pub mod ipxe_script;
 pub mod metrics;
 pub mod node_index;
-pub mod status;
 pub mod tftp;
 
 use std::net::SocketAddr;
@@ -20,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
+use wulf_core::boot_status::{BootMonitor, NodeStatus, StatusBoard};
 use wulf_core::{ProvisionError, Provisioner, StateDir};
 
 /// Where to listen and what to serve.
@@ -39,6 +39,8 @@ pub struct BootConfig {
     pub build_on_demand: bool,
     /// How many HTTP connections are kept at once.
     pub connections: conn::Limits,
+    /// What each node fetched; shared with the admin-facing edges.
+    pub status: Arc<StatusBoard>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +120,7 @@ impl BootServer {
             index,
             scripts: ipxe_script::IpxeScripts::new(config.state.root().join("ipxe"), config.secure),
             secure: config.secure,
-            status: status::StatusBoard::default(),
+            status: config.status,
             local,
             provisioner: Arc::clone(&config.provisioner),
             build_on_demand: config.build_on_demand,
@@ -143,6 +145,11 @@ impl BootServer {
 
     pub fn tftp_addr(&self) -> Option<SocketAddr> {
         self.tftp.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// The running server as the admin-facing edges see it.
+    pub fn monitor(&self) -> Arc<dyn BootMonitor> {
+        Arc::new(Monitor(Arc::clone(&self.app)))
     }
 
     /// The nodes the server loaded at start.
@@ -197,5 +204,17 @@ impl BootServer {
                 error,
             }),
         }
+    }
+}
+
+struct Monitor(Arc<http::AppState>);
+
+impl BootMonitor for Monitor {
+    fn statuses(&self) -> std::collections::BTreeMap<String, NodeStatus> {
+        http::completed_statuses(&self.0)
+    }
+
+    fn board(&self) -> &StatusBoard {
+        &self.0.status
     }
 }

@@ -12,3 +12,4 @@ pub(crate) mod plugin_new;
 pub(crate) mod power;
 pub(crate) mod serve;
 pub(crate) mod status;
+pub(crate) mod token;

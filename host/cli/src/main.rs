@@ -74,6 +74,11 @@ enum Command {
     /// Power nodes on, off, cycle, reset, soft (shutdown) or show their status, through
     /// their BMCs (IPMI or Redfish), many at once
     Power(command::power::PowerArgs),
+    /// Manage API tokens: scoped (read, write, power, admin), expiring, stored hashed
+    #[command(subcommand)]
+    Token(command::token::TokenCommand),
+    /// Print a link that opens the web dashboard with a read-only token
+    Dashboard(command::token::DashboardArgs),
     /// Check this host before booting nodes: ports, iPXE binaries, DHCP, images, overlays,
     /// nodes, plugins, clock, disk space; each finding with its fix. Exits 1 when one fails
     Doctor(command::doctor::DoctorArgs),
@@ -159,6 +164,8 @@ fn main() -> ExitCode {
             Command::Import(cmd) => command::import::run(&ctx, cmd),
             Command::Plugin(cmd) => command::plugin::run(&ctx, cmd),
             Command::Power(args) => command::power::run_power(&ctx, args),
+            Command::Token(cmd) => command::token::run(&ctx, cmd),
+            Command::Dashboard(args) => command::token::dashboard(&ctx, args),
             Command::Completions { .. } | Command::Man { .. } | Command::Doctor(_) => Ok(()),
         });
     finish(result)

@@ -38,7 +38,18 @@ struct RawConfig {
     bmc: RawBmc,
     console: RawConsole,
     agent: RawAgent,
+    api: RawApi,
     plugin: BTreeMap<String, RawPluginSite>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct RawApi {
+    enabled: Option<bool>,
+    addr: Option<String>,
+    tls: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +125,51 @@ pub struct Config {
     pub bmc: BmcConfig,
     pub console: ConsoleConfig,
     pub agent: AgentConfig,
+    pub api: ApiConfig,
+}
+
+/// The admin-facing REST API and dashboard that `wulf serve` runs beside the boot server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub enabled: bool,
+    /// Loopback only by default: the API is an admin's door, not the nodes'.
+    pub addr: SocketAddr,
+    pub tls: TlsMode,
+    /// A PEM certificate chain and key; absent, a self-signed pair is made in the state dir.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// When the API speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// On unless the API listens on a loopback address only.
+    Auto,
+    On,
+    Off,
+}
+
+impl ApiConfig {
+    /// Whether the API listening on `addr` speaks TLS.
+    pub fn tls_on(&self, addr: SocketAddr) -> bool {
+        match self.tls {
+            TlsMode::On => true,
+            TlsMode::Off => false,
+            TlsMode::Auto => !addr.ip().is_loopback(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            addr: SocketAddr::from(([127, 0, 0, 1], 9874)),
+            tls: TlsMode::Auto,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
 }
 
 /// What the `agent` overlay tells `wulf-agent` on every node.
@@ -293,6 +349,7 @@ impl Config {
             server: ServerConfig::default(),
             bmc: BmcConfig::default(),
             agent: AgentConfig::default(),
+            api: ApiConfig::default(),
             console: ConsoleConfig {
                 log: false,
                 dir: state.root().join("console"),
@@ -379,6 +436,39 @@ impl Config {
         )? {
             defaults.server.max_connections_per_peer = n as usize;
         }
+        defaults.api.enabled = raw.api.enabled.unwrap_or(true);
+        if let Some(text) = raw.api.addr.as_deref() {
+            defaults.api.addr = text.parse().map_err(|_| {
+                invalid(
+                    "api.addr".into(),
+                    format!("{text:?}"),
+                    "expected IP:PORT, e.g. 127.0.0.1:9874 or [::1]:9874",
+                )
+            })?;
+        }
+        if let Some(tls) = raw.api.tls.as_deref() {
+            defaults.api.tls = match tls {
+                "auto" => TlsMode::Auto,
+                "on" => TlsMode::On,
+                "off" => TlsMode::Off,
+                other => {
+                    return Err(invalid(
+                        "api.tls".into(),
+                        format!("{other:?}"),
+                        "expected \"auto\" (TLS unless on loopback), \"on\" or \"off\"",
+                    ));
+                }
+            };
+        }
+        if raw.api.tls_cert.is_some() != raw.api.tls_key.is_some() {
+            return Err(invalid(
+                "api.tls-cert".into(),
+                format!("{:?}", raw.api.tls_cert.unwrap_or_default()),
+                "api.tls-cert and api.tls-key go together (PEM files); leave both out for a generated certificate",
+            ));
+        }
+        defaults.api.tls_cert = raw.api.tls_cert;
+        defaults.api.tls_key = raw.api.tls_key;
         if let Some(fanout) = within("bmc.fanout", raw.bmc.fanout, 1, 1024, &invalid)? {
             defaults.bmc.fanout = fanout as usize;
         }
@@ -594,6 +684,13 @@ limits = { memory-mib = 16 }
         assert_eq!(all.bmc, defaults.bmc);
         assert_eq!(all.console, defaults.console);
         assert_eq!(all.agent, defaults.agent);
+        let shown_pair = ApiConfig {
+            tls_cert: Some(PathBuf::from("/etc/wulf/api.crt")),
+            tls_key: Some(PathBuf::from("/etc/wulf/api.key")),
+            ..defaults.api.clone()
+        };
+        assert_eq!(all.api, shown_pair);
+        assert_eq!(commented.api, defaults.api);
         assert_eq!(
             (&all.plugins.dir, &all.plugins.cache_dir, all.plugins.limits),
             (

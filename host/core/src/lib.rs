@@ -7,6 +7,7 @@
 pub mod address;
 pub mod atomic_file;
 pub mod bmc;
+pub mod boot_status;
 pub mod config;
 pub mod extension;
 pub mod hostlist;

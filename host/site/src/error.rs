@@ -21,6 +21,12 @@ pub enum SiteError {
     RecordExists { kind: RecordKind, name: String },
     #[error("{} `{name}` does not exist (add it with `wulf {} add`)", .kind.noun(), .kind.noun())]
     RecordNotFound { kind: RecordKind, name: String },
+    #[error("{} `{name}` was changed by someone else (its version is now {current}); read it again and retry", .kind.noun())]
+    VersionMismatch {
+        kind: RecordKind,
+        name: String,
+        current: String,
+    },
     #[error("which {}s? name them (hostlists work) or pass --all", .kind.noun())]
     NothingSelected { kind: RecordKind },
     #[error("{} `{name}` already exists; pass --force to replace it (nothing was imported)", .kind.noun())]

@@ -10,6 +10,7 @@
 
 mod agent;
 mod ansible;
+mod audit;
 mod console;
 mod dhcp;
 mod doctor;
@@ -23,6 +24,7 @@ mod power;
 mod provision;
 mod records;
 mod serving;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,7 @@ use wulf_overlay::{ArchiveStore, HostKeys, OverlayStore};
 use wulf_plugin::{EmbeddedPlugin, Registry};
 
 pub use agent::{AGENT_OVERLAY, AGENT_SERVERS_TAG};
+pub use audit::AuditEntry;
 pub use dhcp::{DhcpHost, Ipv4Net};
 pub use doctor::{Check, DoctorOptions, Health};
 pub use error::{Result, SiteError};
@@ -44,7 +47,8 @@ pub use patch::Patch;
 pub use plugins::Plugin;
 pub use power::{BmcOptions, BmcRequest, ConsoleAccess, NodeResult, Stagger, parse_duration};
 pub use records::{ImportReport, Kind, RecordView, Selection, expand};
-pub use serving::Serving;
+pub use serving::{Serving, api_base_url};
+pub use tokens::{Scope, TokenInfo, TokenRefused, parse_lifetime, scope_list};
 
 /// The iPXE binary each PXE firmware gets over TFTP, as `wulf configure dhcp` hands them out:
 /// (firmware, file in the TFTP root, whether a site needs it).

@@ -14,6 +14,7 @@ use crate::error::{Result, SiteError};
 
 /// Field changes. The default changes nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct Patch {
     /// Profiles, in order (comma-separated; `~name` removes an inherited one)

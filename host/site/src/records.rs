@@ -583,3 +583,109 @@ pub(crate) mod tests {
         assert_eq!(view.applied, names(&["default"]));
     }
 }
+
+/// One stored record as the API serves it: unmerged and merged, secrets masked, with its version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionedRecord {
+    /// As stored, secrets masked.
+    pub stored: Node,
+    pub view: RecordView,
+    /// Changes whenever the stored record does (its secrets included); an `If-Match` value.
+    pub etag: String,
+}
+
+impl Site {
+    /// A record's version: a keyed hash of its stored form, so it changes with a BMC password
+    /// too, yet cannot be used to guess one.
+    fn record_etag(&self, node: &Node) -> Result<String> {
+        let key = self.agent_key()?;
+        let text = serde_json::to_vec(node).map_err(|source| SiteError::BadRecord {
+            name: node.id.clone(),
+            source,
+        })?;
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"wulf record etag\0");
+        hash.update(&*key);
+        hash.update(node.id.as_bytes());
+        hash.update(b"\0");
+        hash.update(&text);
+        Ok(hex::encode(&hash.finalize()[..16]))
+    }
+
+    /// One record, stored and merged, with its version.
+    pub fn versioned_record(&self, kind: Kind, name: &str) -> Result<VersionedRecord> {
+        let view = self.show_record(kind, name)?;
+        let stored = self
+            .stored_records(kind, &[name.to_owned()])?
+            .remove(name)
+            .ok_or_else(|| SiteError::RecordNotFound {
+                kind,
+                name: name.to_owned(),
+            })?;
+        Ok(VersionedRecord {
+            etag: self.record_etag(&stored)?,
+            stored: stored.redacted(),
+            view,
+        })
+    }
+
+    fn check_version(&self, kind: Kind, node: &Node, if_match: Option<&str>) -> Result<()> {
+        let Some(expected) = if_match else {
+            return Ok(());
+        };
+        let current = self.record_etag(node)?;
+        if expected == "*" || expected == current {
+            Ok(())
+        } else {
+            Err(SiteError::VersionMismatch {
+                kind,
+                name: node.id.clone(),
+                current,
+            })
+        }
+    }
+
+    /// Applies `patch` to one record if it is still at version `if_match` (any version when
+    /// `None`); checked and written under the store's lock, so no concurrent edit is lost.
+    /// The new version.
+    pub fn update_record(
+        &self,
+        kind: Kind,
+        name: &str,
+        patch: &Patch,
+        if_match: Option<&str>,
+    ) -> Result<String> {
+        self.store.update(|inventory| -> Result<String> {
+            let node = record_mut(kind, inventory, name)?;
+            node.id = name.to_owned();
+            self.check_version(kind, node, if_match)?;
+            patch.apply(node, None)?;
+            if kind == Kind::Node {
+                patch.apply_node_only(node);
+            }
+            self.record_etag(node)
+        })
+    }
+
+    /// Deletes one record if it is still at version `if_match`, by [`Site::delete_records`]'
+    /// rules.
+    pub fn delete_record(&self, kind: Kind, name: &str, if_match: Option<&str>) -> Result<()> {
+        self.store.update(|inventory| -> Result<()> {
+            let node = record_mut(kind, inventory, name)?;
+            node.id = name.to_owned();
+            self.check_version(kind, node, if_match)?;
+            if kind == Kind::Profile {
+                let users = profile_users(inventory, name, &[]);
+                if !users.is_empty() {
+                    return Err(SiteError::ProfileInUse {
+                        profile: name.to_owned(),
+                        users,
+                    });
+                }
+            }
+            records_mut(kind, inventory).remove(name);
+            Ok(())
+        })
+    }
+}

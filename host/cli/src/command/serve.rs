@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
+use wulf_api::{ApiOptions, ApiServer};
 use wulf_boot::{BootConfig, BootServer, conn};
 use wulf_core::Provisioner;
 use wulf_site::Site;
@@ -28,6 +29,12 @@ pub(crate) struct ServeArgs {
     /// Do not serve TFTP
     #[arg(long)]
     no_tftp: bool,
+    /// API and dashboard listen address [default: api.addr, or 127.0.0.1:9874]
+    #[arg(long, value_name = "IP:PORT")]
+    api_addr: Option<SocketAddr>,
+    /// Do not serve the API and dashboard
+    #[arg(long)]
+    no_api: bool,
 }
 
 pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
@@ -49,7 +56,9 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             total: server.connections_for(open_files),
             per_peer: server.max_connections_per_peer,
         },
+        status: Arc::default(),
     };
+    let api_on = site.config().api.enabled && !args.no_api;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -66,9 +75,22 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     site.host_keys()?;
     runtime.block_on(async {
         let boot = BootServer::bind(config.clone()).await?;
-        // Every command builds overlays naming this address while the server runs.
+        let api = match api_on {
+            true => Some(
+                ApiServer::bind(ApiOptions {
+                    site: Arc::clone(site),
+                    monitor: boot.monitor(),
+                    addr: args.api_addr,
+                })
+                .await?,
+            ),
+            false => None,
+        };
+        let api_url = api.as_ref().and_then(ApiServer::url);
+        // Every command builds overlays naming this address while the server runs, and
+        // `wulf dashboard` links to this API.
         let _serving = match boot.http_addr() {
-            Some(addr) => Some(site.record_serving(addr)?),
+            Some(addr) => Some(site.record_serving(addr, api_url.clone())?),
             None => None,
         };
         // Startup lines for people and scripts; a closed stdout must not stop the server.
@@ -79,6 +101,13 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             out,
             "wulf: HTTP on http://{http} (iPXE scripts at /ipxe/<mac>, status at /status)"
         );
+        let _ = match &api_url {
+            Some(url) => writeln!(
+                out,
+                "wulf: API on {url}/api/v1 (OpenAPI at /api/v1/openapi.json; dashboard at /, `wulf dashboard` prints a link)"
+            ),
+            None => writeln!(out, "wulf: API off"),
+        };
         let _ = match boot.tftp_addr() {
             Some(tftp) => writeln!(
                 out,
@@ -107,7 +136,13 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
                 })?;
         }
         notify_ready(&format!("serving HTTP on {http}"));
-        boot.serve().await?;
+        match api {
+            Some(api) => tokio::select! {
+                served = boot.serve() => served?,
+                served = api.serve() => served?,
+            },
+            None => boot.serve().await?,
+        }
         Ok(())
     })
 }
