@@ -1207,3 +1207,99 @@ fn rgb(css: &str) -> (u32, u32, u32) {
         _ => panic!("not an rgb colour: {css}"),
     }
 }
+
+#[test]
+fn the_cli_works_against_a_remote_server_through_the_api() {
+    let (wulf, served) = site();
+    let admin = token(&wulf, "admin");
+    let url = api_url(&served).to_owned();
+    // Another machine's CLI: an empty state directory of its own, never used.
+    let client = Wulf::new();
+    let remote = |args: &[&str]| -> String {
+        let mut full = vec!["--server", url.as_str(), "--token", admin.as_str()];
+        full.extend_from_slice(args);
+        client.ok(&full)
+    };
+    assert_eq!(
+        remote(&["node", "add", "n[020-021]", "--ipaddr", "10.0.2.20"]).trim(),
+        "added 2 node(s): n020 .. n021"
+    );
+    assert_eq!(
+        remote(&["node", "set", "n021", "--comment", "remote"]).trim(),
+        "updated 1 node(s)"
+    );
+    // What the server's own CLI shows, the remote one shows.
+    for args in [
+        &["node", "list"][..],
+        &["node", "list", "--net", "n02[0-1]"],
+        &["node", "show", "n021"],
+        &["node", "show", "n021", "--json"],
+        &["profile", "list"],
+        &["overlay", "list"],
+    ] {
+        assert_eq!(remote(args), wulf.ok(args), "{args:?}");
+    }
+    assert!(remote(&["node", "delete", "n020", "--yes"]).contains("deleted 1 node(s): n020"));
+    assert!(!wulf.ok(&["node", "list"]).contains("n020"));
+    let status = remote(&["node", "status"]);
+    assert!(
+        status.contains("n021") && status.contains("never"),
+        "{status}"
+    );
+    assert!(remote(&["dashboard"]).starts_with(&format!("{url}/#token=wulf_")));
+    assert!(
+        client.ok(&["node", "list"]).lines().count() <= 1,
+        "the client's own state is untouched"
+    );
+
+    // Refusals, said clearly: the server's error, a command the API lacks, no token.
+    let mut args = vec!["--server", url.as_str(), "--token", admin.as_str()];
+    args.extend(["node", "set", "n999", "--comment", "x"]);
+    let error = client.fails(&args);
+    assert!(
+        error.contains("node `n999` does not exist") && error.contains("404"),
+        "{error}"
+    );
+    let error = client.fails(&[
+        "--server", &url, "--token", &admin, "image", "exec", "x", "--", "true",
+    ]);
+    assert!(error.contains("works on the wulf host itself"), "{error}");
+    let error = client.fails(&["--server", &url, "node", "list"]);
+    assert!(error.contains("--server needs a token"), "{error}");
+    let read = token(&wulf, "read");
+    let error = client.fails(&[
+        "--server", &url, "--token", &read, "node", "delete", "n021", "--yes",
+    ]);
+    assert!(
+        error.contains("lacks the `write` scope") && error.contains("403"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_remote_cli_verifies_the_servers_certificate() {
+    let wulf = Wulf::new();
+    wulf.write("wulf.toml", "[api]\ntls = \"on\"\n");
+    wulf.ok(&["node", "add", "n001"]);
+    let served = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    let url = api_url(&served).to_owned();
+    let read = token(&wulf, "read");
+    let client = Wulf::new();
+    let error = client.fails(&["--server", &url, "--token", &read, "node", "list"]);
+    assert!(
+        error.contains("cannot reach the wulf API") && error.contains("certificate"),
+        "{error}"
+    );
+    let cert = wulf.path().join("api/tls.crt");
+    let listed = client.ok(&[
+        "--server",
+        &url,
+        "--token",
+        &read,
+        "--cacert",
+        cert.to_str().unwrap(),
+        "node",
+        "list",
+    ]);
+    assert!(listed.contains("n001"), "{listed}");
+}

@@ -59,6 +59,8 @@ pub(crate) struct NodeFailure {
 pub(crate) struct BuildBody {
     built: Vec<String>,
     unchanged: usize,
+    /// Shared archive segments written (files every node gets alike).
+    shared_segments: usize,
     failed: Vec<NodeFailure>,
     took_ms: u64,
 }
@@ -131,6 +133,7 @@ async fn build_overlays(
     Ok(Json(BuildBody {
         built: report.built,
         unchanged: report.unchanged,
+        shared_segments: report.shared_segments,
         failed: report
             .failed
             .into_iter()

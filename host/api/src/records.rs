@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use wulf_site::{Kind, Patch};
+use wulf_site::{Kind, Patch, Selection};
 
 use crate::Api;
 use crate::auth::{Access, Read, Write};
@@ -20,9 +20,19 @@ use crate::error::{ApiError, Body};
 
 pub(crate) fn routes() -> OpenApiRouter<Arc<Api>> {
     OpenApiRouter::new()
-        .routes(routes!(list_nodes, create_nodes))
+        .routes(routes!(
+            list_nodes,
+            create_nodes,
+            update_nodes,
+            delete_nodes
+        ))
         .routes(routes!(show_node, update_node, delete_node))
-        .routes(routes!(list_profiles, create_profiles))
+        .routes(routes!(
+            list_profiles,
+            create_profiles,
+            update_profiles,
+            delete_profiles
+        ))
         .routes(routes!(show_profile, update_profile, delete_profile))
 }
 
@@ -41,6 +51,10 @@ pub(crate) struct NodeSummary {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct NodeList {
     nodes: Vec<NodeSummary>,
+    /// With `records=true`: each node merged with its profiles, secrets masked, by id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    records: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -48,6 +62,48 @@ pub(crate) struct ProfileList {
     /// Profiles as stored, secrets masked.
     #[schema(value_type = Object)]
     profiles: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Which records a list or a bulk delete is about.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(default)]
+pub(crate) struct Names {
+    /// Names or hostlists, separated by spaces (`n[001-004] n010`); all when absent (lists).
+    names: Option<String>,
+    /// Lists: the whole merged records too.
+    records: bool,
+}
+
+impl Names {
+    fn patterns(&self) -> Vec<String> {
+        self.names
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A change to many records at once, all or none: named ones, or every one with `all`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BulkUpdate {
+    #[serde(default)]
+    names: Vec<String>,
+    #[serde(default)]
+    all: bool,
+    fields: Patch,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BulkUpdated {
+    updated: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Deleted {
+    deleted: Vec<String>,
 }
 
 /// One record: as stored and as it applies (nodes merged with their profiles).
@@ -221,6 +277,65 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+async fn update_many(
+    api: Arc<Api>,
+    kind: Kind,
+    who: String,
+    bulk: BulkUpdate,
+) -> Result<Json<BulkUpdated>, ApiError> {
+    let selection = match (bulk.all, bulk.names.is_empty()) {
+        (true, true) => Selection::All,
+        (false, false) => Selection::Patterns(bulk.names),
+        _ => {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "names",
+                format!(
+                    "name the {}s (hostlists work), or give \"all\": true",
+                    kind.noun()
+                ),
+            ));
+        }
+    };
+    let action = format!("{}.update", kind.noun());
+    let subject = match &selection {
+        Selection::All => "all".to_owned(),
+        Selection::Patterns(p) => p.join(","),
+    };
+    let updated = blocking(move || {
+        let result = api.site.set_records(kind, &selection, &bulk.fields);
+        audit(&api, &who, &action, &subject, &result);
+        Ok(result?)
+    })
+    .await?;
+    Ok(Json(BulkUpdated { updated }))
+}
+
+async fn delete_many(
+    api: Arc<Api>,
+    kind: Kind,
+    who: String,
+    names: Names,
+) -> Result<Json<Deleted>, ApiError> {
+    let patterns = names.patterns();
+    if patterns.is_empty() {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "names",
+            format!("name the {}s to delete (hostlists work)", kind.noun()),
+        ));
+    }
+    let action = format!("{}.delete", kind.noun());
+    let subject = patterns.join(",");
+    let deleted = blocking(move || {
+        let result = api.site.delete_records(kind, &patterns);
+        audit(&api, &who, &action, &subject, &result);
+        Ok(result?)
+    })
+    .await?;
+    Ok(Json(Deleted { deleted }))
+}
+
 /// Audits a change, done or refused.
 pub(crate) fn audit<T>(
     api: &Api,
@@ -236,17 +351,51 @@ pub(crate) fn audit<T>(
     api.site.audit(who, action, subject, &outcome);
 }
 
-/// Every node, merged with its profiles.
-#[utoipa::path(get, path = "/nodes", tag = "nodes",
+/// Nodes (all, or those named), merged with their profiles.
+#[utoipa::path(get, path = "/nodes", tag = "nodes", params(Names),
     responses((status = 200, body = NodeList), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 async fn list_nodes(
     _: Access<Read>,
     State(api): State<Arc<Api>>,
+    Query(names): Query<Names>,
 ) -> Result<Json<NodeList>, ApiError> {
-    let nodes = blocking(move || Ok(api.site.list_records(Kind::Node, &[])?)).await?;
+    let patterns = names.patterns();
+    let nodes = blocking(move || Ok(api.site.list_records(Kind::Node, &patterns)?)).await?;
+    let records = match names.records {
+        true => Some(
+            nodes
+                .iter()
+                .map(|n| Ok((n.id.clone(), to_json(&n.clone().redacted())?)))
+                .collect::<Result<_, ApiError>>()?,
+        ),
+        false => None,
+    };
     Ok(Json(NodeList {
         nodes: nodes.iter().map(summary).collect(),
+        records,
     }))
+}
+
+/// Changes the fields of the nodes named (or all), all or none.
+#[utoipa::path(patch, path = "/nodes", tag = "nodes", request_body = BulkUpdate,
+    responses((status = 200, body = BulkUpdated), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn update_nodes(
+    access: Access<Write>,
+    State(api): State<Arc<Api>>,
+    Body(bulk): Body<BulkUpdate>,
+) -> Result<Json<BulkUpdated>, ApiError> {
+    update_many(api, Kind::Node, access.who(), bulk).await
+}
+
+/// Deletes the nodes named, all or none.
+#[utoipa::path(delete, path = "/nodes", tag = "nodes", params(Names),
+    responses((status = 200, body = Deleted), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn delete_nodes(
+    access: Access<Write>,
+    State(api): State<Arc<Api>>,
+    Query(names): Query<Names>,
+) -> Result<Json<Deleted>, ApiError> {
+    delete_many(api, Kind::Node, access.who(), names).await
 }
 
 /// Adds nodes; a new node with no profiles given gets `default`.
@@ -298,14 +447,16 @@ async fn delete_node(
     delete(api, Kind::Node, access.who(), id, headers).await
 }
 
-/// Every profile as stored.
-#[utoipa::path(get, path = "/profiles", tag = "profiles",
+/// Profiles (all, or those named) as stored.
+#[utoipa::path(get, path = "/profiles", tag = "profiles", params(Names),
     responses((status = 200, body = ProfileList), (status = 401, body = ApiError)))]
 async fn list_profiles(
     _: Access<Read>,
     State(api): State<Arc<Api>>,
+    Query(names): Query<Names>,
 ) -> Result<Json<ProfileList>, ApiError> {
-    let profiles = blocking(move || Ok(api.site.list_records(Kind::Profile, &[])?)).await?;
+    let patterns = names.patterns();
+    let profiles = blocking(move || Ok(api.site.list_records(Kind::Profile, &patterns)?)).await?;
     let mut map = serde_json::Map::new();
     for profile in profiles {
         map.insert(profile.id.clone(), to_json(&profile.redacted())?);
@@ -322,6 +473,28 @@ async fn create_profiles(
     Body(new): Body<NewRecords>,
 ) -> Result<Response, ApiError> {
     create(api, Kind::Profile, access.who(), new).await
+}
+
+/// Changes the fields of the profiles named (or all), all or none.
+#[utoipa::path(patch, path = "/profiles", tag = "profiles", request_body = BulkUpdate,
+    responses((status = 200, body = BulkUpdated), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn update_profiles(
+    access: Access<Write>,
+    State(api): State<Arc<Api>>,
+    Body(bulk): Body<BulkUpdate>,
+) -> Result<Json<BulkUpdated>, ApiError> {
+    update_many(api, Kind::Profile, access.who(), bulk).await
+}
+
+/// Deletes the profiles named, all or none; a profile still in use is refused.
+#[utoipa::path(delete, path = "/profiles", tag = "profiles", params(Names),
+    responses((status = 200, body = Deleted), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn delete_profiles(
+    access: Access<Write>,
+    State(api): State<Arc<Api>>,
+    Query(names): Query<Names>,
+) -> Result<Json<Deleted>, ApiError> {
+    delete_many(api, Kind::Profile, access.who(), names).await
 }
 
 /// One profile and its version in `ETag`.

@@ -43,6 +43,8 @@ pub(crate) fn init_tracing(verbose: u8, format: LogFormat, plugin_logs: bool) {
 #[derive(Clone)]
 pub(crate) struct Context {
     pub site: Arc<Site>,
+    /// `--server HOST:PORT`: the boot server `node status` asks.
+    pub boot_server: Option<String>,
 }
 
 impl Context {
@@ -56,7 +58,15 @@ impl Context {
         })?;
         Ok(Context {
             site: Arc::new(site),
+            boot_server: None,
         })
+    }
+
+    pub(crate) fn with_boot_server(self, boot_server: Option<String>) -> Context {
+        Context {
+            boot_server,
+            ..self
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 mod command;
 mod context;
 mod embedded;
+mod remote;
 mod table;
 
 use std::path::PathBuf;
@@ -41,6 +42,19 @@ struct Cli {
     /// Log format
     #[arg(long, global = true, value_enum, default_value_t = context::LogFormat::Text)]
     log_format: context::LogFormat,
+
+    /// A remote wulf's API (https://host:9874): the commands the API covers go to it. A bare
+    /// HOST:PORT is the boot server `node status` reads
+    #[arg(long, global = true, env = "WULF_SERVER", value_name = "URL")]
+    server: Option<String>,
+
+    /// The API token for --server
+    #[arg(long, global = true, env = "WULF_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// A CA certificate (PEM) to trust for --server, e.g. the server's <state>/api/tls.crt
+    #[arg(long, global = true, env = "WULF_CACERT", value_name = "FILE")]
+    cacert: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -143,6 +157,15 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    match remote::Remote::from_flags(
+        cli.server.as_deref(),
+        cli.token.as_deref(),
+        cli.cacert.as_deref(),
+    ) {
+        Ok(Some(remote)) => return finish(run_remote(&remote, cli.command)),
+        Ok(None) => {}
+        Err(error) => return finish(Err(error)),
+    }
     if let Command::Doctor(args) = cli.command {
         let context = context::Context::new(cli.state_dir, cli.config);
         return match command::doctor::run(context, args) {
@@ -153,8 +176,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let result =
-        context::Context::new(cli.state_dir, cli.config).and_then(|ctx| match cli.command {
+    let boot_server = cli.server;
+    let result = context::Context::new(cli.state_dir, cli.config)
+        .map(|ctx| ctx.with_boot_server(boot_server))
+        .and_then(|ctx| match cli.command {
             Command::Serve(args) => command::serve::run(&ctx, args),
             Command::Node(cmd) => command::node::run_node(&ctx, cmd),
             Command::Profile(cmd) => command::node::run_profile(&ctx, cmd),
@@ -169,6 +194,29 @@ fn main() -> ExitCode {
             Command::Completions { .. } | Command::Man { .. } | Command::Doctor(_) => Ok(()),
         });
     finish(result)
+}
+
+/// A command against a remote server's API: those the API covers; the others say so.
+fn run_remote(remote: &remote::Remote, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Node(cmd) => command::node::run_node_remote(remote, cmd),
+        Command::Profile(cmd) => command::node::run_profile_remote(remote, cmd),
+        Command::Image(cmd) => command::image::run_remote(remote, cmd),
+        Command::Overlay(cmd) => command::overlay::run_remote(remote, cmd),
+        Command::Power(args) => command::power::run_remote(remote, args),
+        Command::Token(cmd) => command::token::run_remote(remote, cmd),
+        Command::Dashboard(args) => command::token::dashboard_remote(remote, args),
+        _ => anyhow::bail!(
+            "this command works on the wulf host itself, not through --server: the API covers \
+             node and profile add|set|delete|list|show, node status, image list|import|build, \
+             overlay list|build, power, token and dashboard"
+        ),
+    }
+}
+
+/// What a remote command cannot do, said the same way everywhere.
+pub(crate) fn not_remote(what: &str) -> anyhow::Error {
+    anyhow::anyhow!("`{what}` works on the wulf host itself, not through --server")
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

@@ -13,7 +13,7 @@ use wulf_core::secret::Secret;
 use crate::error::{Result, SiteError};
 
 /// Field changes. The default changes nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct Patch {

@@ -228,41 +228,7 @@ pub(crate) fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ImageCommand::List { json } => {
-            let images = site.list_images()?;
-            if json {
-                let list: Vec<_> = images
-                    .iter()
-                    .map(|i| image_json(&i.meta, &i.users))
-                    .collect();
-                table::print_json(&json!(list));
-                return Ok(());
-            }
-            let rows = images
-                .iter()
-                .map(|image| {
-                    let m = &image.meta;
-                    vec![
-                        m.name.clone(),
-                        image.nodes().to_string(),
-                        m.default_kernel()
-                            .map(|k| k.version.clone())
-                            .unwrap_or_default(),
-                        m.build
-                            .as_ref()
-                            .map(|b| timestamp(b.built_at))
-                            .unwrap_or_default(),
-                        human_bytes(m.bytes),
-                        m.build
-                            .as_ref()
-                            .map(|b| human_bytes(b.size))
-                            .unwrap_or_default(),
-                    ]
-                })
-                .collect();
-            table::print(
-                &["image", "nodes", "kernel", "built", "size", "initramfs"],
-                rows,
-            );
+            print_images(&site.list_images()?, json);
             Ok(())
         }
         ImageCommand::Show { name, json } => {
@@ -471,6 +437,44 @@ fn syncuser(ctx: &Context, name: &str, write: bool, build: bool, json: bool) -> 
     Ok(())
 }
 
+/// Images as `image list` shows them.
+fn print_images(images: &[wulf_site::ImageUse], json: bool) {
+    if json {
+        let list: Vec<_> = images
+            .iter()
+            .map(|i| image_json(&i.meta, &i.users))
+            .collect();
+        table::print_json(&json!(list));
+        return;
+    }
+    let rows = images
+        .iter()
+        .map(|image| {
+            let m = &image.meta;
+            vec![
+                m.name.clone(),
+                image.nodes().to_string(),
+                m.default_kernel()
+                    .map(|k| k.version.clone())
+                    .unwrap_or_default(),
+                m.build
+                    .as_ref()
+                    .map(|b| timestamp(b.built_at))
+                    .unwrap_or_default(),
+                human_bytes(m.bytes),
+                m.build
+                    .as_ref()
+                    .map(|b| human_bytes(b.size))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table::print(
+        &["image", "nodes", "kernel", "built", "size", "initramfs"],
+        rows,
+    );
+}
+
 fn build_one(
     ctx: &Context,
     name: &str,
@@ -613,6 +617,157 @@ impl Progress for Bars {
             && let Some(bar) = slot.take()
         {
             bar.finish_and_clear();
+        }
+    }
+}
+
+/// `image list|import|build` against a remote server; the image is built there.
+pub(crate) fn run_remote(
+    remote: &crate::remote::Remote,
+    command: ImageCommand,
+) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match command {
+        ImageCommand::List { json } => {
+            let answer: serde_json::Value = remote.get("/images")?;
+            let images = answer["images"]
+                .as_array()
+                .map(|all| {
+                    all.iter()
+                        .map(|i| {
+                            Ok(wulf_site::ImageUse {
+                                meta: serde_json::from_value(i["image"].clone())?,
+                                users: serde_json::from_value(i["users"].clone())?,
+                            })
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+                .transpose()?
+                .unwrap_or_default();
+            print_images(&images, json);
+            Ok(())
+        }
+        ImageCommand::Import {
+            source,
+            name,
+            force,
+            platform,
+            insecure_http,
+            username,
+            no_build,
+            json,
+        } => {
+            if username.is_some() {
+                bail!(
+                    "--username: registry credentials are not sent through --server; import on the wulf host"
+                );
+            }
+            let started = std::time::Instant::now();
+            let job: serde_json::Value = remote.send(
+                Method::POST,
+                "/images",
+                Some(&json!({
+                    "source": source,
+                    "name": name,
+                    "force": force,
+                    "platform": platform.map(|p| p.to_string()),
+                    "insecure_http": insecure_http,
+                    "no_build": no_build,
+                })),
+            )?;
+            let meta = follow_job(remote, &job, json)?;
+            if json {
+                table::print_json(&image_json(&meta, &[]));
+            } else {
+                println!(
+                    "imported {source} as image `{}`: {} entries, {}",
+                    meta.name,
+                    meta.entries,
+                    human_bytes(meta.bytes)
+                );
+                if let Some(build) = &meta.build {
+                    print_built(&meta.name, build, started.elapsed());
+                }
+            }
+            Ok(())
+        }
+        ImageCommand::Build {
+            names,
+            all,
+            compression,
+            level,
+            transforms,
+            mtime,
+            threads: _,
+            json,
+        } => {
+            if all
+                || compression.is_some()
+                || level.is_some()
+                || transforms.is_some()
+                || mtime.is_some()
+            {
+                bail!(
+                    "through --server, `image build NAME...` builds with each image's own settings; --all, --compression, --level, --transform and --mtime work on the wulf host"
+                );
+            }
+            if names.is_empty() {
+                bail!("name the images to build");
+            }
+            let mut built = Vec::new();
+            for name in &names {
+                let started = std::time::Instant::now();
+                let job: serde_json::Value =
+                    remote.send(Method::POST, &format!("/images/{name}/build"), None::<&()>)?;
+                let meta = follow_job(remote, &job, json)?;
+                if !json && let Some(build) = &meta.build {
+                    print_built(name, build, started.elapsed());
+                }
+                built.push(meta);
+            }
+            if json {
+                table::print_json(&json!(
+                    built.iter().map(|m| image_json(m, &[])).collect::<Vec<_>>()
+                ));
+            }
+            Ok(())
+        }
+        _ => Err(crate::not_remote(
+            "image show|kernels|delete|exec|shell|syncuser|copy|rename",
+        )),
+    }
+}
+
+/// Follows a server's job with the same progress bars as local work, to its result.
+fn follow_job(
+    remote: &crate::remote::Remote,
+    job: &serde_json::Value,
+    quiet: bool,
+) -> anyhow::Result<ImageMeta> {
+    let bars = Bars::new(quiet);
+    let path = format!("/jobs/{}", job["id"]);
+    let (mut step, mut done) = (String::new(), 0u64);
+    loop {
+        let job: serde_json::Value = remote.get(&path)?;
+        let now_step = job["step"].as_str().unwrap_or_default();
+        if now_step != step {
+            step = now_step.to_owned();
+            done = 0;
+            bars.start(&step, job["total"].as_u64());
+        }
+        let now_done = job["done"].as_u64().unwrap_or(0);
+        bars.advance(now_done.saturating_sub(done));
+        done = now_done;
+        match job["state"].as_str() {
+            Some("succeeded") => {
+                bars.finish();
+                return Ok(serde_json::from_value(job["result"].clone())?);
+            }
+            Some("failed") => {
+                bars.finish();
+                bail!("{}", job["error"].as_str().unwrap_or("the job failed"));
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(250)),
         }
     }
 }

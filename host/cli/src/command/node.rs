@@ -12,7 +12,9 @@ use wulf_site::{ImportReport, Kind, RecordView, Selection};
 
 use super::node_fields::{FieldArgs, NodeOnlyArgs};
 use crate::context::Context;
+use crate::remote::Remote;
 use crate::table;
+use reqwest::Method;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum NodeCommand {
@@ -245,13 +247,17 @@ fn add(
     let names = ctx
         .site
         .add_records(kind, patterns, &fields.patch(node_only))?;
+    print_added(kind, &names);
+    Ok(())
+}
+
+fn print_added(kind: Kind, names: &[String]) {
     println!(
         "added {} {}(s): {}",
         names.len(),
         kind.noun(),
-        summarize(&names)
+        summarize(names)
     );
-    Ok(())
 }
 
 fn set(
@@ -275,7 +281,24 @@ fn set(
 
 fn delete(ctx: &Context, kind: Kind, args: &DeleteArgs) -> anyhow::Result<()> {
     let names = wulf_site::expand(&args.names)?;
-    if !args.yes {
+    confirm_delete(kind, &names, args.yes)?;
+    let deleted = ctx.site.delete_records(kind, &names)?;
+    print_deleted(kind, &deleted);
+    Ok(())
+}
+
+fn print_deleted(kind: Kind, deleted: &[String]) {
+    println!(
+        "deleted {} {}(s): {}",
+        deleted.len(),
+        kind.noun(),
+        summarize(deleted)
+    );
+}
+
+/// Asks before a deletion, unless `yes`; refuses without a terminal to ask on.
+fn confirm_delete(kind: Kind, names: &[String], yes: bool) -> anyhow::Result<()> {
+    if !yes {
         if !std::io::stdin().is_terminal() {
             bail!(
                 "deleting {} {}(s) needs confirmation: pass --yes",
@@ -287,7 +310,7 @@ fn delete(ctx: &Context, kind: Kind, args: &DeleteArgs) -> anyhow::Result<()> {
             "delete {} {}(s): {}? [y/N] ",
             names.len(),
             kind.noun(),
-            summarize(&names)
+            summarize(names)
         );
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
@@ -295,13 +318,6 @@ fn delete(ctx: &Context, kind: Kind, args: &DeleteArgs) -> anyhow::Result<()> {
             bail!("nothing deleted");
         }
     }
-    let deleted = ctx.site.delete_records(kind, &names)?;
-    println!(
-        "deleted {} {}(s): {}",
-        deleted.len(),
-        kind.noun(),
-        summarize(&deleted)
-    );
     Ok(())
 }
 
@@ -322,13 +338,19 @@ fn list(ctx: &Context, kind: Kind, args: &ListArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let merged = ctx.site.list_records(kind, &args.patterns)?;
+    print_list(kind, &merged, args);
+    Ok(())
+}
+
+/// Records as `list` shows them: JSON, or the network, IPMI, long or short table.
+fn print_list(kind: Kind, merged: &[Node], args: &ListArgs) {
     if args.json {
         let map: serde_json::Map<String, serde_json::Value> = merged
             .iter()
             .map(|n| (n.id.clone(), record_json(n)))
             .collect();
         table::print_json(&serde_json::Value::Object(map));
-        return Ok(());
+        return;
     }
     let noun = kind.noun();
     if args.net {
@@ -424,20 +446,25 @@ fn list(ctx: &Context, kind: Kind, args: &ListArgs) -> anyhow::Result<()> {
             .collect();
         table::print(&[&format!("{noun} name"), "profiles", "network"], rows);
     }
-    Ok(())
 }
 
 fn show(ctx: &Context, kind: Kind, name: &str, json: bool) -> anyhow::Result<()> {
+    print_show(kind, name, ctx.site.show_record(kind, name)?, json);
+    Ok(())
+}
+
+/// One record as `show` presents it: TOML with the profiles applied named, or JSON.
+fn print_show(kind: Kind, name: &str, view: RecordView, json: bool) {
     let RecordView {
         record,
         applied,
         missing,
-    } = ctx.site.show_record(kind, name)?;
+    } = view;
     if json {
         let mut value = record_json(&record);
         value["applied-profiles"] = json!(applied);
         table::print_json(&value);
-        return Ok(());
+        return;
     }
     println!(
         "# {} {name}{}",
@@ -452,7 +479,6 @@ fn show(ctx: &Context, kind: Kind, name: &str, json: bool) -> anyhow::Result<()>
         println!("# warning: profile `{missing}` does not exist");
     }
     print!("{}", toml::to_string(&record).unwrap_or_default());
-    Ok(())
 }
 
 fn export(ctx: &Context, patterns: &[String], json: bool) -> anyhow::Result<()> {
@@ -549,5 +575,161 @@ fn edit(ctx: &Context, kind: Kind, patterns: &[String]) -> anyhow::Result<()> {
     }
     ctx.site.replace_records(kind, &names, records)?;
     println!("updated {} {}(s)", names.len(), kind.noun());
+    Ok(())
+}
+
+/// `/nodes` or `/profiles`.
+fn collection(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Node => "/nodes",
+        Kind::Profile => "/profiles",
+    }
+}
+
+/// Names for a query string: spaces between them, as the API reads them.
+fn names_query(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            n.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b',' => {
+                        char::from(b).to_string()
+                    }
+                    other => format!("%{other:02X}"),
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("%20")
+}
+
+pub(crate) fn run_node_remote(remote: &Remote, command: NodeCommand) -> anyhow::Result<()> {
+    let kind = Kind::Node;
+    match command {
+        NodeCommand::Add {
+            names,
+            fields,
+            node_only,
+        } => add_remote(remote, kind, &names, &fields.patch(Some(&node_only))),
+        NodeCommand::Set {
+            target,
+            fields,
+            node_only,
+        } => set_remote(remote, kind, &target, &fields.patch(Some(&node_only))),
+        NodeCommand::Delete(args) => delete_remote(remote, kind, &args),
+        NodeCommand::List(args) if !args.ansible => list_remote(remote, kind, &args),
+        NodeCommand::Show {
+            name,
+            json,
+            all: false,
+        } => show_remote(remote, kind, &name, json),
+        NodeCommand::Status(args) => crate::command::status::run_remote(remote, args),
+        _ => Err(crate::not_remote(
+            "node unset|edit|export|import|boot-once|console, list --ansible, show --all",
+        )),
+    }
+}
+
+pub(crate) fn run_profile_remote(remote: &Remote, command: ProfileCommand) -> anyhow::Result<()> {
+    let kind = Kind::Profile;
+    match command {
+        ProfileCommand::Add { names, fields } => {
+            add_remote(remote, kind, &names, &fields.patch(None))
+        }
+        ProfileCommand::Set { target, fields } => {
+            set_remote(remote, kind, &target, &fields.patch(None))
+        }
+        ProfileCommand::Delete(args) => delete_remote(remote, kind, &args),
+        ProfileCommand::List(args) if !args.ansible => list_remote(remote, kind, &args),
+        ProfileCommand::Show { name, json } => show_remote(remote, kind, &name, json),
+        _ => Err(crate::not_remote("profile unset|edit")),
+    }
+}
+
+fn add_remote(
+    remote: &Remote,
+    kind: Kind,
+    patterns: &[String],
+    patch: &wulf_site::Patch,
+) -> anyhow::Result<()> {
+    let created: serde_json::Value = remote.send(
+        Method::POST,
+        collection(kind),
+        Some(&json!({"names": patterns, "fields": patch})),
+    )?;
+    let names: Vec<String> = serde_json::from_value(created["created"].clone())?;
+    print_added(kind, &names);
+    Ok(())
+}
+
+fn set_remote(
+    remote: &Remote,
+    kind: Kind,
+    target: &SetTarget,
+    patch: &wulf_site::Patch,
+) -> anyhow::Result<()> {
+    let updated: serde_json::Value = remote.send(
+        Method::PATCH,
+        collection(kind),
+        Some(&json!({"names": target.names, "all": target.all, "fields": patch})),
+    )?;
+    println!("updated {} {}(s)", updated["updated"], kind.noun());
+    Ok(())
+}
+
+fn delete_remote(remote: &Remote, kind: Kind, args: &DeleteArgs) -> anyhow::Result<()> {
+    let names = wulf_site::expand(&args.names)?;
+    confirm_delete(kind, &names, args.yes)?;
+    let path = format!("{}?names={}", collection(kind), names_query(&names));
+    let deleted: serde_json::Value = remote.send(Method::DELETE, &path, None::<&()>)?;
+    let deleted: Vec<String> = serde_json::from_value(deleted["deleted"].clone())?;
+    print_deleted(kind, &deleted);
+    Ok(())
+}
+
+fn list_remote(remote: &Remote, kind: Kind, args: &ListArgs) -> anyhow::Result<()> {
+    let mut path = format!("{}?records=true", collection(kind));
+    if !args.patterns.is_empty() {
+        path.push_str(&format!("&names={}", names_query(&args.patterns)));
+    }
+    let answer: serde_json::Value = remote.get(&path)?;
+    let records = match kind {
+        Kind::Node => &answer["records"],
+        Kind::Profile => &answer["profiles"],
+    };
+    let merged = records
+        .as_object()
+        .map(|all| {
+            all.iter()
+                .map(|(id, record)| {
+                    let mut node: Node = serde_json::from_value(record.clone())
+                        .with_context(|| format!("the server's record of {id}"))?;
+                    node.id.clone_from(id);
+                    Ok(node)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    print_list(kind, &merged, args);
+    Ok(())
+}
+
+fn show_remote(remote: &Remote, kind: Kind, name: &str, json: bool) -> anyhow::Result<()> {
+    let shown: serde_json::Value = remote.get(&format!(
+        "{}/{}",
+        collection(kind),
+        names_query(&[name.to_owned()])
+    ))?;
+    let mut record: Node = serde_json::from_value(shown["merged"].clone())
+        .with_context(|| format!("the server's record of {name}"))?;
+    record.id = name.to_owned();
+    let view = RecordView {
+        record,
+        applied: serde_json::from_value(shown["profiles_applied"].clone()).unwrap_or_default(),
+        missing: serde_json::from_value(shown["profiles_missing"].clone()).unwrap_or_default(),
+    };
+    print_show(kind, name, view, json);
     Ok(())
 }

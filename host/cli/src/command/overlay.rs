@@ -167,7 +167,11 @@ fn build(ctx: &Context, only: &[String], force: bool, json: bool) -> anyhow::Res
     } else {
         Selection::Patterns(only.to_vec())
     };
-    let report = ctx.site.build_overlays(&selection, force)?;
+    print_report(&ctx.site.build_overlays(&selection, force)?, json)
+}
+
+/// What a build did, as `overlay build` says it; an error when some node failed.
+fn print_report(report: &wulf_site::BuildReport, json: bool) -> anyhow::Result<()> {
     let seconds = report.took.as_secs_f64();
     if json {
         table::print_json(&json!({
@@ -199,10 +203,15 @@ fn build(ctx: &Context, only: &[String], force: bool, json: bool) -> anyhow::Res
 }
 
 fn list(ctx: &Context, json: bool) -> anyhow::Result<()> {
-    let rows = ctx.site.list_overlays()?;
+    print_list(&ctx.site.list_overlays()?, json);
+    Ok(())
+}
+
+/// Overlays as `overlay list` shows them.
+fn print_list(rows: &[wulf_site::OverlayListing], json: bool) {
     if json {
         table::print_json(&json!(rows.iter().map(|o| json!({"name": o.name, "kind": o.kind, "files": o.files, "templates": o.templates, "nodes": o.nodes})).collect::<Vec<_>>()));
-        return Ok(());
+        return;
     }
     table::print(
         &["overlay", "kind", "files", "templates", "nodes"],
@@ -218,7 +227,6 @@ fn list(ctx: &Context, json: bool) -> anyhow::Result<()> {
             })
             .collect(),
     );
-    Ok(())
 }
 
 fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
@@ -264,4 +272,60 @@ fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
             .collect(),
     );
     Ok(())
+}
+
+/// `overlay list|build` against a remote server.
+pub(crate) fn run_remote(
+    remote: &crate::remote::Remote,
+    command: OverlayCommand,
+) -> anyhow::Result<()> {
+    match command {
+        OverlayCommand::List { json } => {
+            let answer: serde_json::Value = remote.get("/overlays")?;
+            let rows = answer["overlays"]
+                .as_array()
+                .map(|all| {
+                    all.iter()
+                        .map(|o| wulf_site::OverlayListing {
+                            name: o["name"].as_str().unwrap_or_default().to_owned(),
+                            kind: o["kind"].as_str().unwrap_or_default().to_owned(),
+                            files: o["files"].as_u64().unwrap_or(0) as usize,
+                            templates: o["templates"].as_u64().unwrap_or(0) as usize,
+                            nodes: o["nodes"].as_u64().unwrap_or(0) as usize,
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            print_list(&rows, json);
+            Ok(())
+        }
+        OverlayCommand::Build { nodes, force, json } => {
+            let answer: serde_json::Value = remote.send(
+                reqwest::Method::POST,
+                "/overlays/build",
+                Some(&json!({"nodes": nodes, "force": force})),
+            )?;
+            let report = wulf_site::BuildReport {
+                built: serde_json::from_value(answer["built"].clone())?,
+                unchanged: answer["unchanged"].as_u64().unwrap_or(0) as usize,
+                shared_segments: answer["shared_segments"].as_u64().unwrap_or(0) as usize,
+                failed: answer["failed"]
+                    .as_array()
+                    .map(|all| {
+                        all.iter()
+                            .map(|f| wulf_core::provision::NodeFailure {
+                                node: f["node"].as_str().unwrap_or_default().to_owned(),
+                                error: f["error"].as_str().unwrap_or_default().to_owned(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                took: std::time::Duration::from_millis(answer["took_ms"].as_u64().unwrap_or(0)),
+            };
+            print_report(&report, json)
+        }
+        _ => Err(crate::not_remote(
+            "overlay show|create|delete|edit|import|mkdir|chmod|chown|render",
+        )),
+    }
 }

@@ -392,3 +392,55 @@ fn follow_file(path: &Path, follow: bool, out: &mut impl std::io::Write) -> anyh
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// `power ACTION NODES` against a remote server, with its site's fan-out and timeout.
+pub(crate) fn run_remote(remote: &crate::remote::Remote, args: PowerArgs) -> anyhow::Result<()> {
+    if args.run.fanout.is_some() || args.run.stagger.is_some() || args.run.timeout.is_some() {
+        bail!(
+            "through --server, power runs with the server's bmc.fanout and bmc.timeout-s; --fanout, --stagger and --timeout work on the wulf host"
+        );
+    }
+    let action = PowerAction::from(args.action).name();
+    let answer: serde_json::Value = remote.send(
+        reqwest::Method::POST,
+        "/power",
+        Some(&json!({"nodes": args.run.nodes, "action": action})),
+    )?;
+    let results = answer["results"].as_array().cloned().unwrap_or_default();
+    if args.run.json {
+        table::print_json(&json!(results));
+    } else {
+        let rows = results
+            .iter()
+            .map(|r| {
+                let ok = r["ok"].as_bool() == Some(true);
+                let result = match (ok, r["state"].as_str()) {
+                    (true, Some(state)) => state.to_owned(),
+                    (true, None) => "ok".to_owned(),
+                    (false, _) => "FAILED".to_owned(),
+                };
+                vec![
+                    r["node"].as_str().unwrap_or_default().to_owned(),
+                    action.to_owned(),
+                    result,
+                    r["message"].as_str().unwrap_or_default().to_owned(),
+                ]
+            })
+            .collect();
+        table::print(&["node", "action", "result", "detail"], rows);
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| r["ok"].as_bool() != Some(true))
+        .filter_map(|r| r["node"].as_str())
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} of {} nodes failed: {}",
+        failed.len(),
+        results.len(),
+        failed.join(", ")
+    )
+}

@@ -12,9 +12,6 @@ use crate::table;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct StatusArgs {
-    /// The boot server [default: server.http-addr, 127.0.0.1 when it listens on all addresses]
-    #[arg(long, value_name = "HOST:PORT")]
-    server: Option<String>,
     /// Refresh every 2 seconds until interrupted
     #[arg(short, long)]
     watch: bool,
@@ -63,7 +60,7 @@ fn ago(secs: u64) -> String {
 }
 
 pub(crate) fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
-    let addr = args.server.clone().unwrap_or_else(|| {
+    let addr = ctx.boot_server.clone().unwrap_or_else(|| {
         let http = ctx.site.config().server.http_addr;
         if http.ip().is_unspecified() {
             format!("127.0.0.1:{}", http.port())
@@ -71,8 +68,37 @@ pub(crate) fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             http.to_string()
         }
     });
+    watch(&args, || {
+        Ok((
+            fetch(&addr)?,
+            ctx.site.inventory()?.nodes.keys().cloned().collect(),
+        ))
+    })
+}
+
+/// `node status --server https://...`: the same, from the API.
+pub(crate) fn run_remote(remote: &crate::remote::Remote, args: StatusArgs) -> anyhow::Result<()> {
+    watch(&args, || {
+        let nodes: serde_json::Value = remote.get("/nodes")?;
+        let ids = nodes["nodes"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|n| n["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((remote.get("/status")?, ids))
+    })
+}
+
+/// Shows what `read` gives (the status, and the inventory's node ids), once or every 2 s.
+fn watch(
+    args: &StatusArgs,
+    read: impl Fn() -> anyhow::Result<(serde_json::Value, Vec<String>)>,
+) -> anyhow::Result<()> {
     loop {
-        let status = fetch(&addr)?;
+        let (status, inventory) = read()?;
         let nodes = status["nodes"].as_object().cloned().unwrap_or_default();
         if args.json {
             table::print_json(&status);
@@ -81,7 +107,7 @@ pub(crate) fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
                 print!("\x1b[2J\x1b[H");
             }
             // Every node of the inventory, those never seen too.
-            let mut ids: Vec<String> = ctx.site.inventory()?.nodes.keys().cloned().collect();
+            let mut ids = inventory;
             for id in nodes.keys() {
                 if !ids.contains(id) {
                     ids.push(id.clone());

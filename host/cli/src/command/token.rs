@@ -99,39 +99,41 @@ pub(crate) fn run(ctx: &Context, command: TokenCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        TokenCommand::List { json } => {
-            let tokens = site.list_tokens()?;
-            if json {
-                table::print_json(&tokens.iter().map(token_json).collect());
-                return Ok(());
-            }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let rows = tokens
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.id.clone(),
-                        t.name.clone(),
-                        scope_list(&t.scopes),
-                        timestamp(t.created),
-                        match t.expires {
-                            None => "never".to_owned(),
-                            Some(at) if at <= now => format!("expired {}", timestamp(at)),
-                            Some(at) => timestamp(at),
-                        },
-                    ]
-                })
-                .collect();
-            table::print(&["id", "name", "scopes", "created", "expires"], rows);
-        }
+        TokenCommand::List { json } => print_tokens(&site.list_tokens()?, json),
         TokenCommand::Revoke { id } => {
             let revoked = site.revoke_token(&id, &local_user())?;
             println!("revoked token {} ({})", revoked.id, revoked.name);
         }
     }
     Ok(())
+}
+
+/// Tokens as `token list` shows them.
+fn print_tokens(tokens: &[TokenInfo], json: bool) {
+    if json {
+        table::print_json(&tokens.iter().map(token_json).collect());
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let rows = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.name.clone(),
+                scope_list(&t.scopes),
+                timestamp(t.created),
+                match t.expires {
+                    None => "never".to_owned(),
+                    Some(at) if at <= now => format!("expired {}", timestamp(at)),
+                    Some(at) => timestamp(at),
+                },
+            ]
+        })
+        .collect();
+    table::print(&["id", "name", "scopes", "created", "expires"], rows);
 }
 
 /// Makes a read-only token and prints the link that opens the dashboard with it.
@@ -149,6 +151,70 @@ pub(crate) fn dashboard(ctx: &Context, args: DashboardArgs) -> anyhow::Result<()
         info.expires.map(timestamp).unwrap_or_default(),
         info.id,
         info.id
+    );
+    Ok(())
+}
+
+/// `token create|list|revoke` against a remote server (an admin token).
+pub(crate) fn run_remote(
+    remote: &crate::remote::Remote,
+    command: TokenCommand,
+) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match command {
+        TokenCommand::Create {
+            name,
+            scope,
+            expires,
+            json,
+        } => {
+            let made: serde_json::Value = remote.send(
+                Method::POST,
+                "/tokens",
+                Some(&serde_json::json!({"name": name, "scopes": scope, "expires": expires})),
+            )?;
+            if json {
+                let mut value = made["info"].clone();
+                value["token"] = made["token"].clone();
+                table::print_json(&value);
+            } else {
+                println!("{}", made["token"].as_str().unwrap_or_default());
+            }
+        }
+        TokenCommand::List { json } => {
+            let answer: serde_json::Value = remote.get("/tokens")?;
+            let tokens: Vec<TokenInfo> = serde_json::from_value(answer["tokens"].clone())?;
+            print_tokens(&tokens, json);
+        }
+        TokenCommand::Revoke { id } => {
+            remote.send::<serde_json::Value>(
+                Method::DELETE,
+                &format!("/tokens/{id}"),
+                None::<&()>,
+            )?;
+            println!("revoked token {id}");
+        }
+    }
+    Ok(())
+}
+
+/// A dashboard link for a remote server: a read-only token made there (an admin token).
+pub(crate) fn dashboard_remote(
+    remote: &crate::remote::Remote,
+    args: DashboardArgs,
+) -> anyhow::Result<()> {
+    lifetime(&args.expires)?;
+    let made: serde_json::Value = remote.send(
+        reqwest::Method::POST,
+        "/tokens",
+        Some(
+            &serde_json::json!({"name": "dashboard", "scopes": ["read"], "expires": args.expires}),
+        ),
+    )?;
+    println!(
+        "{}/#token={}",
+        remote.base(),
+        made["token"].as_str().unwrap_or_default()
     );
     Ok(())
 }
