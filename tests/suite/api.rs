@@ -878,6 +878,16 @@ fn power_goes_to_the_nodes_bmc_and_failures_are_per_node() {
             .contains("[console] log = true"),
         "{error}"
     );
+    // The end of the log `wulf serve` keeps (written here as its console logger writes it).
+    let log: String = (0..2000).map(|i| format!("console line {i}\n")).collect();
+    std::fs::create_dir_all(wulf.path().join("console")).unwrap();
+    std::fs::write(wulf.path().join("console/n001.log"), &log).unwrap();
+    let url = format!("{}/api/v1/nodes/n001/console?bytes=100", api_url(&served));
+    let auth = format!("Authorization: Bearer {power}");
+    let (code, headers, tail) = curl(&[&url, "-H", &auth]);
+    assert_eq!(code, 200);
+    assert!(headers.contains("content-type: text/plain"), "{headers}");
+    assert_eq!(String::from_utf8(tail).unwrap(), log[log.len() - 100..]);
 }
 
 #[test]

@@ -212,7 +212,7 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: BootStage, req: Request) 
             .unwrap_or(0);
         app.status.delivered(Delivery {
             node: &node.id,
-            mac: &hwaddr.to_string(),
+            mac: &hwaddr,
             stage: stage.as_str(),
             file: &sent,
             bytes,
@@ -391,7 +391,7 @@ async fn ipxe(
             match &script {
                 Ok(script) => app.status.delivered(Delivery {
                     node: &node.id,
-                    mac: &hwaddr.to_string(),
+                    mac: &hwaddr,
                     stage: "ipxe",
                     file: "ipxe script",
                     bytes: script.len() as u64,

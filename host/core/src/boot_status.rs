@@ -90,15 +90,50 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
-    fn step(&mut self, entry: TraceEntry) {
-        let rank = |stage: &str| STAGES.iter().position(|s| *s == stage);
-        match self.trace.iter_mut().find(|e| e.stage == entry.stage) {
-            Some(slot) => *slot = entry,
+    /// Records the latest step at its stage, in place: a storm of repeated requests
+    /// allocates nothing once a node has been seen at a stage.
+    fn step(
+        &mut self,
+        stage: &str,
+        file: &str,
+        bytes: u64,
+        result: Outcome,
+        reason: Option<&str>,
+        at: u64,
+    ) {
+        let slot = match self.trace.iter().position(|e| e.stage == stage) {
+            Some(at) => &mut self.trace[at],
             None => {
-                self.trace.push(entry);
+                let rank = |stage: &str| STAGES.iter().position(|s| *s == stage);
+                self.trace.push(TraceEntry {
+                    stage: stage.to_owned(),
+                    file: String::new(),
+                    bytes: 0,
+                    result,
+                    reason: None,
+                    at,
+                });
                 self.trace.sort_by_key(|e| rank(&e.stage));
+                let Some(at) = self.trace.iter().position(|e| e.stage == stage) else {
+                    return;
+                };
+                &mut self.trace[at]
             }
+        };
+        file.clone_into(&mut slot.file);
+        slot.bytes = bytes;
+        slot.result = result;
+        slot.reason = reason.map(str::to_owned);
+        slot.at = at;
+    }
+
+    /// The node's status entry, made the first time it is seen.
+    fn of<'a>(nodes: &'a mut BTreeMap<String, NodeStatus>, node: &str) -> &'a mut NodeStatus {
+        if !nodes.contains_key(node) {
+            nodes.insert(node.to_owned(), NodeStatus::default());
         }
+        // Inserted just above when it was missing.
+        nodes.get_mut(node).unwrap_or_else(|| unreachable!())
     }
 }
 
@@ -131,7 +166,7 @@ pub struct AgentStatus {
 #[derive(Debug, Clone, Copy)]
 pub struct Delivery<'a> {
     pub node: &'a str,
-    pub mac: &'a str,
+    pub mac: &'a crate::HwAddr,
     pub stage: &'a str,
     pub file: &'a str,
     pub bytes: u64,
@@ -187,22 +222,17 @@ impl StatusBoard {
             // A poisoned lock still holds a consistent map: entries are updated field by field
             // under it, with nothing that can panic in between.
             let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-            let status = nodes.entry(d.node.to_owned()).or_default();
+            let status = NodeStatus::of(&mut nodes, d.node);
             d.stage.clone_into(&mut status.stage);
             d.file.clone_into(&mut status.sent);
-            status.ipaddr = d.peer.to_string();
+            if status.ipaddr.parse() != Ok(d.peer) {
+                status.ipaddr = d.peer.to_string();
+            }
             status.last_seen = at / 1000;
             if status.error.as_ref().is_some_and(|e| e.stage == d.stage) {
                 status.error = None;
             }
-            status.step(TraceEntry {
-                stage: d.stage.to_owned(),
-                file: d.file.to_owned(),
-                bytes: d.bytes,
-                result: Outcome::Ok,
-                reason: None,
-                at,
-            });
+            status.step(d.stage, d.file, d.bytes, Outcome::Ok, None, at);
             match d.stage {
                 "kernel" => d.etag.clone_into(&mut status.served.kernel),
                 "image" => d.etag.clone_into(&mut status.served.image),
@@ -214,7 +244,7 @@ impl StatusBoard {
             seq: 0,
             at,
             node: Some(d.node.to_owned()),
-            mac: Some(d.mac.to_owned()),
+            mac: Some(d.mac.to_string()),
             stage: d.stage.to_owned(),
             file: d.file.to_owned(),
             bytes: d.bytes,
@@ -228,21 +258,14 @@ impl StatusBoard {
         let at = now_ms();
         {
             let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-            let status = nodes.entry(node.to_owned()).or_default();
+            let status = NodeStatus::of(&mut nodes, node);
             status.last_seen = at / 1000;
             status.error = Some(BootFailure {
                 stage: stage.to_owned(),
                 reason: reason.to_owned(),
                 at,
             });
-            status.step(TraceEntry {
-                stage: stage.to_owned(),
-                file: String::new(),
-                bytes: 0,
-                result: Outcome::Error,
-                reason: Some(reason.to_owned()),
-                at,
-            });
+            status.step(stage, "", 0, Outcome::Error, Some(reason), at);
         }
         self.publish(|| BootEvent {
             seq: 0,
@@ -279,15 +302,8 @@ impl StatusBoard {
         let ipaddr = agent.ipaddr.clone();
         {
             let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-            let status = nodes.entry(node.to_owned()).or_default();
-            status.step(TraceEntry {
-                stage: "agent".to_owned(),
-                file: String::new(),
-                bytes: 0,
-                result: Outcome::Ok,
-                reason: None,
-                at,
-            });
+            let status = NodeStatus::of(&mut nodes, node);
+            status.step("agent", "", 0, Outcome::Ok, None, at);
             status.agent = Some(AgentStatus {
                 last_seen: at / 1000,
                 ..agent
@@ -348,9 +364,12 @@ mod tests {
     use super::*;
 
     fn delivery<'a>(stage: &'a str, file: &'a str) -> Delivery<'a> {
+        static MAC: std::sync::LazyLock<crate::HwAddr> = std::sync::LazyLock::new(|| {
+            crate::HwAddr::parse("52:54:00:00:00:01").unwrap_or_else(|e| panic!("{e}"))
+        });
         Delivery {
             node: "n001",
-            mac: "52:54:00:00:00:01",
+            mac: &MAC,
             stage,
             file,
             bytes: 42,
