@@ -13,6 +13,7 @@ mod cli_node;
 mod cli_overlay;
 mod cli_plugin;
 mod debian_node;
+mod dhcp;
 mod doctor;
 mod hardening;
 mod image_exec;

@@ -228,7 +228,7 @@ fn node_image(dir: &Path, kernel: &Kernel) -> PathBuf {
 /// Boots a VM (`prefix` runs qemu, e.g. inside a network namespace; `net` are its network
 /// options) and returns its serial output; panics with the log and the node's status when the
 /// marker does not come.
-fn boot(
+pub(crate) fn boot(
     prefix: &[&str],
     net: &[&str],
     what: &str,
@@ -294,7 +294,7 @@ fn boot(
 }
 
 /// Checks the marker line: everything in it came from wulf.
-fn expect_marker(serial: &str, addr: &str) {
+pub(crate) fn expect_marker(serial: &str, addr: &str) {
     let line = serial.lines().find(|l| l.contains(MARKER)).unwrap();
     assert!(line.contains("hostname=n0001"), "{line}");
     assert!(line.contains(&format!("addr={addr}/24")), "{line}");
@@ -437,8 +437,8 @@ fn a_virtual_machine_netboots_from_wulf_over_http_and_tftp() {
 }
 
 /// A network namespace with a tap device, deleted when dropped.
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
 }
 
 impl Drop for Netns {

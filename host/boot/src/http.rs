@@ -42,6 +42,8 @@ pub struct AppState {
     pub open_files: files::OpenFiles,
     /// The open HTTP connections, for `/metrics`.
     pub connections: Arc<crate::conn::Connections>,
+    /// DHCP packets answered and ignored, for `/metrics`.
+    pub dhcp: crate::dhcp::DhcpCounters,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -439,6 +441,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         app.waiting.count.load(std::sync::atomic::Ordering::Relaxed),
     ));
     text.push_str(&app.connections.render_metrics());
+    text.push_str(&app.dhcp.render());
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

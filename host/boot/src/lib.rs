@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod conn;
+pub mod dhcp;
 pub mod files;
 pub mod freshness;
 pub mod http;
@@ -41,6 +42,8 @@ pub struct BootConfig {
     pub connections: conn::Limits,
     /// What each node fetched; shared with the admin-facing edges.
     pub status: Arc<StatusBoard>,
+    /// The built-in DHCP service; `None` when off.
+    pub dhcp: Option<dhcp::DhcpSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,7 @@ pub struct BootServer {
     tftp: Option<UdpSocket>,
     app: Arc<http::AppState>,
     tftp_root: PathBuf,
+    dhcp: Option<dhcp::DhcpSettings>,
 }
 
 /// Connections a boot storm may have waiting to be accepted (tokio's default is 1,024; a
@@ -130,12 +134,14 @@ impl BootServer {
             waiting: Default::default(),
             open_files: Default::default(),
             connections: Arc::new(conn::Connections::new(config.connections)),
+            dhcp: dhcp::DhcpCounters::default(),
         });
         Ok(BootServer {
             http,
             tftp,
             app,
             tftp_root: config.tftp_root,
+            dhcp: config.dhcp,
         })
     }
 
@@ -189,20 +195,40 @@ impl BootServer {
             let root = tftp::TftpRoot::new(self.tftp_root);
             tokio::spawn(tftp::serve(socket, root, tftp::TftpOptions::default()))
         });
+        let dhcp = match (self.dhcp, self.http.local_addr()) {
+            (Some(settings), Ok(local)) => {
+                let app = Arc::clone(&self.app);
+                let task = tokio::spawn(dhcp::serve(app, settings, local.port()));
+                Some(task)
+            }
+            _ => None,
+        };
+        let dhcp = async move {
+            match dhcp {
+                Some(task) => match task.await {
+                    Ok(result) => result,
+                    Err(error) => Err(std::io::Error::other(error)),
+                },
+                None => std::future::pending().await,
+            }
+        };
         let connections = Arc::clone(&self.app.connections);
         let http = conn::serve(self.http, http::router(self.app), connections);
+        let http = async move {
+            tokio::select! {
+                served = http => served.map_err(|error| BootError::Serve { what: "HTTP", error }),
+                served = dhcp => served.map_err(|error| BootError::Serve { what: "DHCP", error }),
+            }
+        };
         match tftp {
             Some(tftp) => tokio::select! {
-                result = http => result.map_err(|error| BootError::Serve { what: "HTTP", error }),
+                result = http => result,
                 result = tftp => match result {
                     Ok(Err(error)) => Err(BootError::Serve { what: "TFTP", error }),
                     _ => Err(BootError::Serve { what: "TFTP", error: std::io::Error::other("task ended") }),
                 },
             },
-            None => http.await.map_err(|error| BootError::Serve {
-                what: "HTTP",
-                error,
-            }),
+            None => http.await,
         }
     }
 }

@@ -39,7 +39,18 @@ struct RawConfig {
     console: RawConsole,
     agent: RawAgent,
     api: RawApi,
+    dhcp: RawDhcp,
     plugin: BTreeMap<String, RawPluginSite>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct RawDhcp {
+    mode: Option<String>,
+    interfaces: Option<Vec<String>>,
+    server_ip: Option<String>,
+    range: Option<String>,
+    lease_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +137,43 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub agent: AgentConfig,
     pub api: ApiConfig,
+    pub dhcp: DhcpConfig,
+}
+
+/// The built-in DHCP service of `wulf serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpConfig {
+    pub mode: DhcpMode,
+    /// The interfaces it answers on; it never answers on others.
+    pub interfaces: Vec<String>,
+    /// The address clients are sent to for TFTP and HTTP; `None`: each interface's own.
+    pub server_ip: Option<std::net::Ipv4Addr>,
+    /// Full mode: addresses for clients the inventory has none for (discovery), first to last.
+    pub range: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    /// Full mode: how long a lease lasts.
+    pub lease: Duration,
+}
+
+/// Whether and how `wulf serve` answers DHCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhcpMode {
+    Off,
+    /// Boot options only, beside the site's DHCP server, which hands out the addresses.
+    Proxy,
+    /// Addresses too: each node's from the inventory, and a range for discovery.
+    Full,
+}
+
+impl Default for DhcpConfig {
+    fn default() -> Self {
+        DhcpConfig {
+            mode: DhcpMode::Off,
+            interfaces: Vec::new(),
+            server_ip: None,
+            range: None,
+            lease: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// The admin-facing REST API and dashboard that `wulf serve` runs beside the boot server.
@@ -341,6 +389,90 @@ fn apply_limits(base: Limits, raw: &RawLimits) -> Limits {
     }
 }
 
+/// `[dhcp]`, checked: a mode that answers needs interfaces; a range is first-last, in order,
+/// and only means something when wulf hands out addresses.
+fn dhcp_config(
+    raw: RawDhcp,
+    invalid: &dyn Fn(String, String, &str) -> ConfigError,
+) -> Result<DhcpConfig, ConfigError> {
+    let mode = match raw.mode.as_deref() {
+        None | Some("off") => DhcpMode::Off,
+        Some("proxy") => DhcpMode::Proxy,
+        Some("full") => DhcpMode::Full,
+        Some(other) => {
+            return Err(invalid(
+                "dhcp.mode".into(),
+                format!("{other:?}"),
+                "expected \"off\", \"proxy\" (boot options beside the site's DHCP server) or \"full\" (addresses too)",
+            ));
+        }
+    };
+    let mut dhcp = DhcpConfig {
+        mode,
+        interfaces: raw.interfaces.unwrap_or_default(),
+        ..DhcpConfig::default()
+    };
+    if dhcp.mode != DhcpMode::Off && dhcp.interfaces.is_empty() {
+        return Err(invalid(
+            "dhcp.interfaces".into(),
+            "[]".into(),
+            "name the interfaces to answer DHCP on, e.g. [\"eth1\"]; wulf never answers on others",
+        ));
+    }
+    if let Some(bad) = dhcp
+        .interfaces
+        .iter()
+        .find(|i| i.is_empty() || i.len() > 15 || i.contains(['/', ' ']))
+    {
+        return Err(invalid(
+            "dhcp.interfaces".into(),
+            format!("{bad:?}"),
+            "not an interface name (at most 15 characters, no '/' or spaces)",
+        ));
+    }
+    if let Some(text) = raw.server_ip.as_deref() {
+        dhcp.server_ip = Some(text.parse().map_err(|_| {
+            invalid(
+                "dhcp.server-ip".into(),
+                format!("{text:?}"),
+                "expected an IPv4 address",
+            )
+        })?);
+    }
+    if let Some(text) = raw.range.as_deref() {
+        let parsed = text
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+            .filter(|(a, b): &(std::net::Ipv4Addr, std::net::Ipv4Addr)| a <= b);
+        let Some(range) = parsed else {
+            return Err(invalid(
+                "dhcp.range".into(),
+                format!("{text:?}"),
+                "expected FIRST-LAST IPv4 addresses in order, e.g. \"10.0.0.100-10.0.0.199\"",
+            ));
+        };
+        if dhcp.mode != DhcpMode::Full {
+            return Err(invalid(
+                "dhcp.range".into(),
+                format!("{text:?}"),
+                "a range of addresses is for mode = \"full\"; in proxy mode the site's DHCP server hands out addresses",
+            ));
+        }
+        dhcp.range = Some(range);
+    }
+    if let Some(seconds) = raw.lease_s {
+        if !(60..=7 * 86_400).contains(&seconds) {
+            return Err(invalid(
+                "dhcp.lease-s".into(),
+                seconds.to_string(),
+                "expected 60 to 604800 seconds",
+            ));
+        }
+        dhcp.lease = Duration::from_secs(seconds);
+    }
+    Ok(dhcp)
+}
+
 impl Config {
     /// Built-in defaults for a state directory.
     pub fn defaults(state: &StateDir) -> Config {
@@ -350,6 +482,7 @@ impl Config {
             bmc: BmcConfig::default(),
             agent: AgentConfig::default(),
             api: ApiConfig::default(),
+            dhcp: DhcpConfig::default(),
             console: ConsoleConfig {
                 log: false,
                 dir: state.root().join("console"),
@@ -436,6 +569,7 @@ impl Config {
         )? {
             defaults.server.max_connections_per_peer = n as usize;
         }
+        defaults.dhcp = dhcp_config(raw.dhcp, &invalid)?;
         defaults.api.enabled = raw.api.enabled.unwrap_or(true);
         if let Some(text) = raw.api.addr.as_deref() {
             defaults.api.addr = text.parse().map_err(|_| {
@@ -639,6 +773,54 @@ limits = { memory-mib = 16 }
         insta::assert_snapshot!(parse("[plugin.x.limits]\ntimeout-ms = 0\n").err().unwrap_or_default(), @"/etc/wulf.toml: `plugin.x.limits.timeout-ms` = 0: must be between 1 and 600000");
         insta::assert_snapshot!(parse("[server]\nhttp-addr = \"localhost\"\n").err().unwrap_or_default(), @r#"/etc/wulf.toml: `server.http-addr` = "localhost": expected IP:PORT, e.g. 0.0.0.0:9873 or [::]:9873"#);
         insta::assert_snapshot!(parse("[plugin.x]\ngrant-read-dirs = [\"srv\"]\n").err().unwrap_or_default(), @r#"/etc/wulf.toml: `plugin.x.grant-read-dirs` = "srv": must be an absolute path"#);
+    }
+
+    #[test]
+    fn dhcp_and_api_settings_are_checked() {
+        let full = parse("[dhcp]\nmode = \"full\"\ninterfaces = [\"eth1\"]\nrange = \"10.0.0.100-10.0.0.199\"\nlease-s = 600\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(full.dhcp.mode, DhcpMode::Full);
+        assert_eq!(
+            full.dhcp.range,
+            Some((
+                std::net::Ipv4Addr::new(10, 0, 0, 100),
+                std::net::Ipv4Addr::new(10, 0, 0, 199)
+            ))
+        );
+        assert_eq!(full.dhcp.lease, Duration::from_secs(600));
+        for (text, says) in [
+            (
+                "[dhcp]\nmode = \"proxy\"\n",
+                "name the interfaces to answer DHCP on",
+            ),
+            ("[dhcp]\nmode = \"relay\"\n", "expected \"off\", \"proxy\""),
+            (
+                "[dhcp]\nmode = \"proxy\"\ninterfaces = [\"eth1\"]\nrange = \"10.0.0.1-10.0.0.9\"\n",
+                "a range of addresses is for mode = \"full\"",
+            ),
+            (
+                "[dhcp]\nmode = \"full\"\ninterfaces = [\"eth1\"]\nrange = \"10.0.0.9-10.0.0.1\"\n",
+                "FIRST-LAST IPv4 addresses in order",
+            ),
+            (
+                "[dhcp]\nmode = \"full\"\ninterfaces = [\"a/b\"]\n",
+                "not an interface name",
+            ),
+            (
+                "[dhcp]\nserver-ip = \"10.0.0\"\n",
+                "expected an IPv4 address",
+            ),
+            ("[dhcp]\nlease-s = 5\n", "60 to 604800"),
+            ("[api]\ntls = \"maybe\"\n", "expected \"auto\""),
+            ("[api]\naddr = \"localhost\"\n", "expected IP:PORT"),
+            ("[api]\ntls-cert = \"/etc/wulf/api.crt\"\n", "go together"),
+        ] {
+            let error = parse(text).err().unwrap_or_default();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+        let api = ApiConfig::default();
+        assert!(!api.tls_on(api.addr), "loopback: plain HTTP");
+        assert!(api.tls_on(SocketAddr::from(([10, 0, 0, 1], 9874))));
     }
 
     #[test]

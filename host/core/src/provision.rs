@@ -28,6 +28,30 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The iPXE binary each PXE firmware gets over TFTP, as `wulf configure dhcp` and the built-in
+/// DHCP hand them out: (firmware, file in the TFTP root, whether a site needs it).
+pub const IPXE_FIRMWARES: &[(&str, &str, bool)] = &[
+    ("x86-64 BIOS", "undionly.kpxe", true),
+    ("x86-64 UEFI", "snponly.efi", true),
+    ("arm64 UEFI", "arm64-efi/snponly.efi", false),
+];
+
+/// The iPXE binary for a PXE client's architecture (DHCP option 93, RFC 4578 and IANA's
+/// registry): BIOS, x86-64 UEFI (7 and 9 are both used for it), arm64 UEFI; `None` for the
+/// rest.
+pub fn ipxe_binary(architecture: u16) -> Option<&'static str> {
+    let firmware = match architecture {
+        0 => "x86-64 BIOS",
+        7 | 9 => "x86-64 UEFI",
+        11 => "arm64 UEFI",
+        _ => return None,
+    };
+    IPXE_FIRMWARES
+        .iter()
+        .find(|(name, _, _)| *name == firmware)
+        .map(|(_, file, _)| *file)
+}
+
 /// The files a node fetches over HTTP, one per stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BootStage {

@@ -221,6 +221,34 @@ impl Site {
     }
 
     fn check_dhcp(&self, given: Option<&Path>) -> Check {
+        let dhcp = self.config().dhcp.clone();
+        if dhcp.mode != wulf_core::config::DhcpMode::Off {
+            let mode = match dhcp.mode {
+                wulf_core::config::DhcpMode::Full => "full DHCP",
+                _ => "ProxyDHCP",
+            };
+            let missing: Vec<&str> = dhcp
+                .interfaces
+                .iter()
+                .map(String::as_str)
+                .filter(|i| !Path::new("/sys/class/net").join(i).exists())
+                .collect();
+            return if missing.is_empty() {
+                Check::ok(
+                    "dhcp",
+                    format!(
+                        "wulf serve answers {mode} on {}",
+                        dhcp.interfaces.join(", ")
+                    ),
+                )
+            } else {
+                Check::fail(
+                    "dhcp",
+                    format!("[dhcp] interfaces: no interface {}", missing.join(", ")),
+                    "name interfaces this host has (`ip -br link`) in [dhcp] interfaces",
+                )
+            };
+        }
         let candidates: Vec<PathBuf> = match given {
             Some(path) => vec![path.to_path_buf()],
             None => DHCP_CONFIGS.iter().map(PathBuf::from).collect(),

@@ -50,13 +50,7 @@ pub use records::{ImportReport, Kind, RecordView, Selection, expand};
 pub use serving::{Serving, api_base_url};
 pub use tokens::{Scope, TokenInfo, TokenRefused, parse_lifetime, scope_list};
 
-/// The iPXE binary each PXE firmware gets over TFTP, as `wulf configure dhcp` hands them out:
-/// (firmware, file in the TFTP root, whether a site needs it).
-pub(crate) const IPXE_FIRMWARES: &[(&str, &str, bool)] = &[
-    ("x86-64 BIOS", "undionly.kpxe", true),
-    ("x86-64 UEFI", "snponly.efi", true),
-    ("arm64 UEFI", "arm64-efi/snponly.efi", false),
-];
+pub(crate) use wulf_core::provision::IPXE_FIRMWARES;
 
 /// The system's state directory, whose configuration lives in /etc like any daemon's.
 pub const SYSTEM_STATE_DIR: &str = "/var/lib/wulf";

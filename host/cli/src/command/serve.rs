@@ -57,6 +57,7 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             per_peer: server.max_connections_per_peer,
         },
         status: Arc::default(),
+        dhcp: dhcp_settings(site),
     };
     let api_on = site.config().api.enabled && !args.no_api;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -108,6 +109,17 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             ),
             None => writeln!(out, "wulf: API off"),
         };
+        if let Some(dhcp) = &config.dhcp {
+            let _ = writeln!(
+                out,
+                "wulf: DHCP ({}) on {}",
+                match dhcp.mode {
+                    wulf_boot::dhcp::Mode::Proxy => "proxy: boot options only",
+                    wulf_boot::dhcp::Mode::Full => "full: addresses and boot options",
+                },
+                dhcp.interfaces.join(", ")
+            );
+        }
         let _ = match boot.tftp_addr() {
             Some(tftp) => writeln!(
                 out,
@@ -144,6 +156,25 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             None => boot.serve().await?,
         }
         Ok(())
+    })
+}
+
+/// The built-in DHCP service as `[dhcp]` sets it; `None` when off.
+fn dhcp_settings(site: &Site) -> Option<wulf_boot::dhcp::DhcpSettings> {
+    use wulf_core::config::DhcpMode;
+    let dhcp = site.config().dhcp.clone();
+    let mode = match dhcp.mode {
+        DhcpMode::Off => return None,
+        DhcpMode::Proxy => wulf_boot::dhcp::Mode::Proxy,
+        DhcpMode::Full => wulf_boot::dhcp::Mode::Full,
+    };
+    Some(wulf_boot::dhcp::DhcpSettings {
+        mode,
+        interfaces: dhcp.interfaces,
+        server_ip: dhcp.server_ip,
+        range: dhcp.range,
+        lease: dhcp.lease,
+        leases_file: site.state().root().join("dhcp").join("leases.json"),
     })
 }
 

@@ -267,9 +267,13 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let found = bound(Proto::Tcp, port, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        assert_eq!(found.len(), 1, "{found:?}");
-        let holders = holders(found[0].inode);
-        assert_eq!(holders[0].pid, std::process::id());
+        // Another test may listen on the same port number over IPv6 at the same moment.
+        assert!(
+            found
+                .iter()
+                .any(|b| holders(b.inode).iter().any(|h| h.pid == std::process::id())),
+            "{found:?}"
+        );
         assert!(
             bound(Proto::Tcp, port, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))).is_empty(),
             "another specific address does not overlap"
