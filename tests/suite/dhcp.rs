@@ -95,8 +95,8 @@ fn firmware(scratch: &std::path::Path) -> (Vec<String>, Vec<String>) {
     (bios, uefi)
 }
 
-/// The node's DHCP step as the boot server's `/status` has it.
-fn dhcp_step(ns: &Netns) -> Option<Value> {
+/// The node's boot trace as the boot server's `/status` has it.
+fn trace(ns: &Netns) -> Vec<Value> {
     let out = Command::new("ip")
         .args([
             "netns",
@@ -107,13 +107,18 @@ fn dhcp_step(ns: &Netns) -> Option<Value> {
             "http://10.99.0.1:9873/status",
         ])
         .output()
-        .ok()?;
-    let status: Value = serde_json::from_slice(&out.stdout).ok()?;
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let status: Value = serde_json::from_slice(&out).unwrap_or_default();
     status["nodes"]["n0001"]["trace"]
-        .as_array()?
-        .iter()
-        .find(|e| e["stage"] == "dhcp")
+        .as_array()
         .cloned()
+        .unwrap_or_default()
+}
+
+/// The node's DHCP step.
+fn dhcp_step(ns: &Netns) -> Option<Value> {
+    trace(ns).into_iter().find(|e| e["stage"] == "dhcp")
 }
 
 #[test]
@@ -229,8 +234,13 @@ fn full_dhcp_alone_boots_bios_and_uefi_and_a_restart_mid_boot_keeps_the_address(
         "{step}"
     );
 
-    // UEFI, with wulf restarted once the firmware has its address: the node still boots, with
-    // the same address.
+    // UEFI, with wulf restarted mid-boot: once the chainloaded iPXE has its address and
+    // script URL from wulf, while it waits for IPv6 autoconfiguration before fetching (no
+    // transfer is cut: a TFTP or HTTP transfer does not survive its server). The restarted
+    // server answers the same address and the node boots. A fresh server first, so the trace
+    // holds only this boot.
+    drop(served);
+    let served = serve(&wulf, &ns);
     let http = served.http;
     let log = scratch.path().join("serial-uefi.log");
     let ns_name = ns.name.clone();
@@ -245,18 +255,15 @@ fn full_dhcp_alone_boots_bios_and_uefi_and_a_restart_mid_boot_keeps_the_address(
             &log,
         )
     });
-    // The trace restarts with the server: wait for this boot's acknowledgement.
-    drop(served);
-    let served = serve(&wulf, &ns);
     wait_for(
-        "the UEFI firmware's DHCP",
-        Duration::from_secs(120),
+        "iPXE's address and script from wulf's DHCP",
+        Duration::from_secs(150),
         String::new,
         || {
             dhcp_step(&ns).filter(|s| {
-                s["file"]
-                    .as_str()
-                    .is_some_and(|f| f.starts_with("ack 10.99.0.15"))
+                s["file"].as_str().is_some_and(|f| {
+                    f.starts_with("ack 10.99.0.15") && f.contains("/ipxe/52-54-00-12-34-56")
+                })
             })
         },
     );
@@ -264,6 +271,11 @@ fn full_dhcp_alone_boots_bios_and_uefi_and_a_restart_mid_boot_keeps_the_address(
     let _served = serve(&wulf, &ns);
     let serial = booting.join().unwrap();
     expect_marker(&serial, "10.99.0.15");
+    let stages: Vec<Value> = trace(&ns).into_iter().map(|e| e["stage"].clone()).collect();
+    assert!(
+        stages.contains(&Value::from("ipxe")) && stages.contains(&Value::from("image")),
+        "the restarted server served the rest of the boot: {stages:?}"
+    );
     let leases = std::fs::read_to_string(wulf.path().join("dhcp/leases.json")).unwrap_or_default();
     assert!(
         !leases.contains("10.99.0.15"),
