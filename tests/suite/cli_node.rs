@@ -338,8 +338,8 @@ fn warewulf_nodes_conf_imports() {
     [profiles.default]
     comment = "This profile is automatically included for each node"
     ipxe-template = "default"
-    system-overlays = ["wwinit", "wwclient", "fstab", "hostname", "ssh.host_keys", "systemd.netname", "NetworkManager"]
-    runtime-overlays = ["hosts", "ssh.authorized_keys"]
+    system-overlays = ["wwinit", "agent", "fstab", "hostname", "ssh-host-keys", "network"]
+    runtime-overlays = ["hosts", "ssh-authorized-keys"]
     init = "/sbin/init"
     root = "initramfs"
 
@@ -359,7 +359,7 @@ fn warewulf_nodes_conf_imports() {
     profiles = ["compute"]
 
     [profiles.gpu.kernel]
-    args = ["quiet", "nouveau.modeset=0"]
+    args = ["console=ttyS0,115200", "quiet", "nouveau.modeset=0"]
 
     [profiles.gpu.tags]
     IPXEMenuEntry = "imgextract"
@@ -410,6 +410,11 @@ fn warewulf_nodes_conf_imports() {
     device = "eth0"
     "#);
     insta::assert_snapshot!(String::from_utf8_lossy(&dry.stderr), @"
+    mapped: profile `default`: runtime overlay `ssh.authorized_keys` -> `ssh-authorized-keys` (root's authorized_keys)
+    mapped: profile `default`: system overlay `wwclient` -> `agent` (wulf-agent keeps the runtime overlay in sync)
+    mapped: profile `default`: system overlay `ssh.host_keys` -> `ssh-host-keys` (the cluster's SSH host keys)
+    mapped: profile `default`: system overlay `systemd.netname` -> `network` (.link files naming interfaces by MAC)
+    mapped: profile `default`: system overlay `NetworkManager` -> `network` (NetworkManager and systemd-networkd configuration)
     not mapped: node `g0001`: `tagsdel` has no wulf equivalent
     dry run: would import 3 profile(s) and 3 node(s); nothing written
     ");
@@ -440,14 +445,14 @@ fn warewulf_nodes_conf_imports() {
     cluster = "cluster01"
     image = "rocky-9"
     ipxe-template = "default"
-    system-overlays = ["wwinit", "wwclient", "fstab", "hostname", "ssh.host_keys", "systemd.netname", "NetworkManager"]
-    runtime-overlays = ["hosts", "ssh.authorized_keys"]
+    system-overlays = ["wwinit", "agent", "fstab", "hostname", "ssh-host-keys", "network"]
+    runtime-overlays = ["hosts", "ssh-authorized-keys"]
     init = "/sbin/init"
     root = "initramfs"
     asset-key = "ASSET-0101"
 
     [kernel]
-    args = ["quiet", "crashkernel=no", "net.ifnames=1", "quiet", "nouveau.modeset=0"]
+    args = ["quiet", "crashkernel=no", "net.ifnames=1", "console=ttyS0,115200", "quiet", "nouveau.modeset=0"]
 
     [network-devices.default]
     device = "eth0"
@@ -679,4 +684,20 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
+/// Warewulf scripts keep working: `-y` wherever wwctl takes it, `container` for `image`.
+#[test]
+fn wwctl_habits_carry_over() {
+    let wulf = Wulf::new();
+    wulf.ok(&["node", "add", "n1"]);
+    wulf.ok(&["profile", "add", "p1"]);
+    wulf.ok(&["node", "set", "-y", "n1", "--comment", "set by a script"]);
+    wulf.ok(&["profile", "set", "--yes", "p1", "--comment", "p"]);
+    assert!(wulf.ok(&["node", "show", "n1"]).contains("set by a script"));
+    assert!(wulf.ok(&["container", "list"]).contains("IMAGE"));
+    let error = wulf.fails(&["container", "delete", "nope", "-y"]);
+    assert!(error.contains("no image named `nope`"), "{error}");
+    wulf.ok(&["node", "delete", "-y", "n1"]);
+    wulf.ok(&["profile", "delete", "-y", "p1"]);
 }

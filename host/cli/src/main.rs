@@ -71,7 +71,12 @@ enum Command {
     #[command(subcommand, visible_alias = "profiles")]
     Profile(command::node::ProfileCommand),
     /// Manage images: import from registries and archives, build initramfs, kernels
-    #[command(subcommand, visible_alias = "images")]
+    #[command(
+        subcommand,
+        visible_alias = "images",
+        alias = "container",
+        alias = "vnfs"
+    )]
     Image(command::image::ImageCommand),
     /// Manage overlays: site file trees with templates, generator plugins, per-node archives
     #[command(subcommand, visible_alias = "overlays")]

@@ -14,9 +14,85 @@ use crate::node::{Disk, Filesystem, NetDevice, Node, Partition, Tags};
 pub struct Imported {
     pub profiles: BTreeMap<String, Node>,
     pub nodes: BTreeMap<String, Node>,
+    /// `profile `p`: ...` / `node `n`: ...` lines for what became something else.
+    pub mapped: Vec<String>,
     /// `profile `p`: ...` / `node `n`: ...` lines for everything left behind.
     pub unmapped: Vec<String>,
 }
+
+/// Warewulf's distribution overlays and the first-party plugins that do their job:
+/// (Warewulf's name, wulf's, what it writes). `None`: nothing in wulf does it, and why.
+const OVERLAYS: &[(&str, Option<&str>, &str)] = &[
+    ("wwinit", Some("wwinit"), "init, mounts and init.d scripts"),
+    (
+        "wwclient",
+        Some("agent"),
+        "wulf-agent keeps the runtime overlay in sync",
+    ),
+    ("hostname", Some("hostname"), "/etc/hostname"),
+    ("hosts", Some("hosts"), "/etc/hosts"),
+    ("fstab", Some("fstab"), "/etc/fstab from the fstab resource"),
+    ("resolv", Some("resolv"), "/etc/resolv.conf"),
+    (
+        "ssh.host_keys",
+        Some("ssh-host-keys"),
+        "the cluster's SSH host keys",
+    ),
+    (
+        "ssh.authorized_keys",
+        Some("ssh-authorized-keys"),
+        "root's authorized_keys",
+    ),
+    (
+        "NetworkManager",
+        Some("network"),
+        "NetworkManager and systemd-networkd configuration",
+    ),
+    (
+        "systemd.networkd",
+        Some("network"),
+        "systemd-networkd and NetworkManager configuration",
+    ),
+    (
+        "systemd.netname",
+        Some("network"),
+        ".link files naming interfaces by MAC",
+    ),
+    (
+        "udev.netname",
+        Some("network"),
+        ".link files naming interfaces by MAC",
+    ),
+    (
+        "ifcfg",
+        Some("network"),
+        "networkd, NetworkManager and init.d configuration (no ifcfg files)",
+    ),
+    (
+        "debian.interfaces",
+        Some("network"),
+        "networkd, NetworkManager and init.d configuration (no /etc/network/interfaces)",
+    ),
+    (
+        "syncuser",
+        None,
+        "`wulf image syncuser --write` merges the host's accounts into the image instead",
+    ),
+    (
+        "debug",
+        None,
+        "a diagnostic overlay; `wulf plugin test` and `wulf overlay render` show what a node gets",
+    ),
+    ("host", None, "configures the Warewulf server itself"),
+    (
+        "generic",
+        None,
+        "Warewulf's base files; wulf's plugins write their own",
+    ),
+    ("ignition", None, "disk provisioning is not supported yet"),
+    ("issue", None, "a site overlay can ship /etc/issue"),
+    ("localtime", None, "a site overlay can ship /etc/localtime"),
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("not a Warewulf nodes.conf: {0}")]
@@ -52,6 +128,39 @@ fn boolean(value: &Value) -> Option<bool> {
     }
 }
 
+/// Kernel arguments: a list, or a legacy string split on whitespace, never inside quotes
+/// (`console=ttyS0,115200 quiet foo="a b"` is three arguments; commas belong to them).
+fn kernel_args(value: &Value) -> Vec<String> {
+    let Value::String(line) = value else {
+        return list(value);
+    };
+    let mut args = Vec::new();
+    let mut current = String::new();
+    let mut quote = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (None, c) if c.is_whitespace() => {
+                if !current.is_empty() {
+                    args.push(std::mem::take(&mut current));
+                }
+            }
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                current.push(c);
+            }
+            (Some(q), c) if c == q => {
+                quote = None;
+                current.push(c);
+            }
+            (_, c) => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        args.push(current);
+    }
+    args
+}
+
 fn list(value: &Value) -> Vec<String> {
     match value {
         Value::Sequence(items) => items.iter().filter_map(text).collect(),
@@ -80,10 +189,39 @@ fn json(value: &Value) -> serde_json::Value {
 
 struct Mapper<'a> {
     record: String,
+    mapped: &'a mut Vec<String>,
     unmapped: &'a mut Vec<String>,
 }
 
 impl Mapper<'_> {
+    /// Overlay names: Warewulf's distribution overlays become the plugins that do their job
+    /// (once each), those nothing does are left out and reported; site overlays stay.
+    fn overlays(&mut self, key: &str, value: &Value) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for name in list(value) {
+            let wulf = match OVERLAYS.iter().find(|(ww, _, _)| *ww == name) {
+                Some((_, Some(wulf), what)) => {
+                    if *wulf != name {
+                        self.mapped.push(format!(
+                            "{}: {key} `{name}` -> `{wulf}` ({what})",
+                            self.record
+                        ));
+                    }
+                    (*wulf).to_owned()
+                }
+                Some((_, None, why)) => {
+                    self.skip(&format!("{key} {name}"), &format!("is left out: {why}"));
+                    continue;
+                }
+                None => name,
+            };
+            if !names.contains(&wulf) {
+                names.push(wulf);
+            }
+        }
+        names
+    }
+
     fn skip(&mut self, key: &str, why: &str) {
         self.unmapped
             .push(format!("{}: `{key}` {why}", self.record));
@@ -122,15 +260,15 @@ impl Mapper<'_> {
                 "cluster name" => node.cluster = text(value),
                 "image name" | "container name" => node.image = text(value),
                 "ipxe template" => node.ipxe_template = text(value),
-                "runtime overlay" => node.runtime_overlays = list(value),
-                "system overlay" => node.system_overlays = list(value),
+                "runtime overlay" => node.runtime_overlays = self.overlays(key, value),
+                "system overlay" => node.system_overlays = self.overlays(key, value),
                 "init" => node.init = text(value),
                 "root" => node.root = text(value),
                 "primary network" => node.primary_network = text(value),
                 "discoverable" => node.discoverable = boolean(value).filter(|b| *b),
                 "asset key" => node.asset_key = text(value),
                 "kernel" => self.kernel(&mut node, value),
-                "kernel args" => node.kernel.args = list(value),
+                "kernel args" => node.kernel.args = kernel_args(value),
                 "kernel version" | "kernel override" => node.kernel.version = text(value),
                 "ipmi" => self.ipmi(&mut node, value),
                 "network devices" => self.netdevs(&mut node, value),
@@ -160,7 +298,7 @@ impl Mapper<'_> {
         for (key, value) in map {
             match key.as_str().unwrap_or_default() {
                 "version" | "override" => node.kernel.version = text(value),
-                "args" => node.kernel.args = list(value),
+                "args" => node.kernel.args = kernel_args(value),
                 other => self.skip(&format!("kernel.{other}"), "has no wulf equivalent"),
             }
         }
@@ -305,6 +443,7 @@ pub fn import(yaml: &str) -> Result<Imported, ImportError> {
             let Some(id) = text(id) else { continue };
             let mut mapper = Mapper {
                 record: format!("{noun} `{id}`"),
+                mapped: &mut imported.mapped,
                 unmapped: &mut imported.unmapped,
             };
             let node = mapper.record(&id, record);
@@ -316,4 +455,50 @@ pub fn import(yaml: &str) -> Result<Imported, ImportError> {
         }
     }
     Ok(imported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_kernel_args_split_on_whitespace_only_and_keep_quotes() {
+        let line = Value::String("console=ttyS0,115200  quiet foo=\"a b\" bar='c d'".into());
+        assert_eq!(
+            kernel_args(&line),
+            ["console=ttyS0,115200", "quiet", "foo=\"a b\"", "bar='c d'"]
+        );
+        let listed = Value::Sequence(vec![Value::String("console=ttyS0,115200".into())]);
+        assert_eq!(kernel_args(&listed), ["console=ttyS0,115200"]);
+    }
+
+    #[test]
+    fn distribution_overlays_become_plugins_once_and_site_overlays_stay() {
+        let imported = import(
+            "nodeprofiles:\n  default:\n    system overlay: [wwinit, wwclient, NetworkManager, systemd.netname, syncuser, mysite]\n    runtime overlay: ssh.authorized_keys,hosts\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let default = &imported.profiles["default"];
+        assert_eq!(
+            default.system_overlays,
+            ["wwinit", "agent", "network", "mysite"]
+        );
+        assert_eq!(default.runtime_overlays, ["ssh-authorized-keys", "hosts"]);
+        assert!(
+            imported
+                .mapped
+                .iter()
+                .any(|l| l.contains("`NetworkManager` -> `network`")),
+            "{:?}",
+            imported.mapped
+        );
+        assert!(
+            imported
+                .unmapped
+                .iter()
+                .any(|l| l.contains("syncuser") && l.contains("wulf image syncuser")),
+            "{:?}",
+            imported.unmapped
+        );
+    }
 }

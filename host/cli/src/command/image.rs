@@ -88,7 +88,12 @@ pub(crate) enum ImageCommand {
     },
     /// Delete an image (refused while a node or profile uses it)
     #[command(alias = "rm")]
-    Delete { name: String },
+    Delete {
+        name: String,
+        /// Accepted for wwctl scripts: `delete` does not ask (an image in use is refused)
+        #[arg(short = 'y', long = "yes")]
+        _yes: bool,
+    },
     /// Run a command inside an image (root only): its own mount, PID, UTS and IPC namespaces,
     /// /proc, /sys, /dev, /run and the host's resolv.conf. When the command succeeds and changed
     /// the image, the image is packed and built again before it replaces the old one
@@ -307,7 +312,7 @@ pub(crate) fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ImageCommand::Delete { name } => {
+        ImageCommand::Delete { name, .. } => {
             site.delete_image(&name)?;
             println!("deleted image `{name}`");
             Ok(())

@@ -39,6 +39,9 @@ pub(crate) fn run(ctx: &Context, command: ImportCommand) -> anyhow::Result<()> {
         imported.nodes.len()
     );
     let report = |out: &mut dyn std::io::Write| {
+        for line in &imported.mapped {
+            let _ = writeln!(out, "mapped: {line}");
+        }
         for line in &imported.unmapped {
             let _ = writeln!(out, "not mapped: {line}");
         }

@@ -71,7 +71,12 @@ pub(crate) enum NodeCommand {
     },
     /// Read a YAML or JSON map of node name to fields: creates missing nodes, and writes the
     /// given fields onto existing ones
-    Import { file: std::path::PathBuf },
+    Import {
+        file: std::path::PathBuf,
+        /// Accepted for wwctl scripts: `import` does not ask
+        #[arg(short = 'y', long = "yes")]
+        _yes: bool,
+    },
     /// Make the next boot, once, a network boot through the BMC, then power on (nodes that
     /// are off) or cycle (nodes that are on)
     BootOnce {
@@ -134,6 +139,9 @@ pub(crate) struct SetTarget {
     /// Every record of the kind
     #[arg(short, long)]
     all: bool,
+    /// Accepted for wwctl scripts: `set` changes what it is told without asking
+    #[arg(short = 'y', long = "yes")]
+    _yes: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,7 +215,7 @@ pub(crate) fn run_node(ctx: &Context, command: NodeCommand) -> anyhow::Result<()
         NodeCommand::Unset(args) => unset(ctx, kind, &args),
         NodeCommand::Edit(args) => edit(ctx, kind, &args.names),
         NodeCommand::Export { names, json, .. } => export(ctx, &names, json),
-        NodeCommand::Import { file } => import(ctx, &file),
+        NodeCommand::Import { file, .. } => import(ctx, &file),
         NodeCommand::BootOnce {
             device: BootDevice::Pxe,
             run,
