@@ -7,7 +7,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use wulf_tests::oci::run;
 use wulf_tests::{Serving, Wulf, require_command, require_file, wait_for};
 
 use crate::netboot::{Killed, MAC, Netns, add_node, boot, expect_marker, prepare};
@@ -26,27 +25,7 @@ fn namespace() -> Netns {
     require_command("ip", "iproute2");
     require_file("/usr/lib/ipxe/undionly.kpxe", "ipxe");
     require_file("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf");
-    let ns = Netns {
-        name: format!("wulf-dhcp-{}-{}", std::process::id(), rand_suffix()),
-    };
-    run(Command::new("ip").args(["netns", "add", &ns.name]));
-    for args in [
-        &["ip", "link", "set", "lo", "up"][..],
-        &["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"],
-        &["ip", "addr", "add", "10.99.0.1/24", "dev", "tap0"],
-        &["ip", "link", "set", "tap0", "up"],
-    ] {
-        run(Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .args(args));
-    }
-    ns
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
+    Netns::with_tap("wulf-dhcp")
 }
 
 fn serve(wulf: &Wulf, ns: &Netns) -> Serving {

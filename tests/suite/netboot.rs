@@ -441,6 +441,30 @@ pub(crate) struct Netns {
     pub(crate) name: String,
 }
 
+impl Netns {
+    /// A new namespace with `tap0` up at 10.99.0.1/24, for a VM's NIC.
+    pub(crate) fn with_tap(prefix: &str) -> Netns {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let ns = Netns {
+            name: format!("{prefix}-{}-{nanos}", std::process::id()),
+        };
+        run(Command::new("ip").args(["netns", "add", &ns.name]));
+        for args in [
+            &["ip", "link", "set", "lo", "up"][..],
+            &["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"],
+            &["ip", "addr", "add", "10.99.0.1/24", "dev", "tap0"],
+            &["ip", "link", "set", "tap0", "up"],
+        ] {
+            run(Command::new("ip")
+                .args(["netns", "exec", &ns.name])
+                .args(args));
+        }
+        ns
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip")
@@ -478,20 +502,8 @@ fn pxe_firmware_gets_dhcp_from_dnsmasq_configured_by_wulf_and_tftp_from_wulf_on_
     let wulf = prepare(scratch.path());
     add_node(&wulf, "10.99.0.15", "10.99.0.1");
 
-    let ns = Netns {
-        name: format!("wulf-e2e-{}", std::process::id()),
-    };
-    run(Command::new("ip").args(["netns", "add", &ns.name]));
+    let ns = Netns::with_tap("wulf-e2e");
     let exec = ["ip", "netns", "exec", ns.name.as_str()];
-    let in_ns = |args: &[&str]| {
-        run(Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .args(args));
-    };
-    in_ns(&["ip", "link", "set", "lo", "up"]);
-    in_ns(&["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"]);
-    in_ns(&["ip", "addr", "add", "10.99.0.1/24", "dev", "tap0"]);
-    in_ns(&["ip", "link", "set", "tap0", "up"]);
 
     // The DHCP configuration is wulf's own.
     let dhcp_conf = scratch.path().join("dnsmasq.conf");

@@ -270,19 +270,12 @@ impl Responder<'_> {
             return Err(Ignored::NotPxe);
         }
         let asked = request.message;
-        let mut reply = Message::default();
-        reply
-            .set_opcode(Opcode::BootReply)
-            .set_htype(asked.htype())
-            .set_xid(asked.xid())
-            .set_flags(asked.flags())
-            .set_chaddr(asked.chaddr())
-            .set_giaddr(asked.giaddr())
-            .set_ciaddr(if to.port() == CLIENT_PORT {
-                Ipv4Addr::UNSPECIFIED
-            } else {
-                asked.ciaddr()
-            });
+        let mut reply = reply_to(asked);
+        reply.set_flags(asked.flags()).set_ciaddr(if to.port() == CLIENT_PORT {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            asked.ciaddr()
+        });
         let mut options = dhcproto::v4::DhcpOptions::default();
         options.insert(DhcpOption::MessageType(kind));
         options.insert(DhcpOption::ServerIdentifier(server));
@@ -330,15 +323,8 @@ impl Responder<'_> {
     }
 
     fn nak(&self, request: &Request<'_>, node: &Node) -> Reply {
-        let asked = request.message;
-        let mut reply = Message::default();
-        reply
-            .set_opcode(Opcode::BootReply)
-            .set_htype(asked.htype())
-            .set_xid(asked.xid())
-            .set_flags(Flags::default().set_broadcast())
-            .set_chaddr(asked.chaddr())
-            .set_giaddr(asked.giaddr());
+        let mut reply = reply_to(request.message);
+        reply.set_flags(Flags::default().set_broadcast());
         let mut options = dhcproto::v4::DhcpOptions::default();
         options.insert(DhcpOption::MessageType(MessageType::Nak));
         options.insert(DhcpOption::ServerIdentifier(self.interface.server));
@@ -393,6 +379,18 @@ pub fn decode(datagram: &[u8]) -> Option<Message> {
     std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(datagram)).ok())
         .ok()
         .flatten()
+}
+
+/// A reply's header: the request's transaction and client, as both clients match them.
+fn reply_to(asked: &Message) -> Message {
+    let mut reply = Message::default();
+    reply
+        .set_opcode(Opcode::BootReply)
+        .set_htype(asked.htype())
+        .set_xid(asked.xid())
+        .set_chaddr(asked.chaddr())
+        .set_giaddr(asked.giaddr());
+    reply
 }
 
 fn broadcast() -> SocketAddrV4 {

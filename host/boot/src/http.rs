@@ -140,12 +140,7 @@ async fn provision(
 
 async fn serve_stage(app: &Arc<AppState>, stage: BootStage, req: Request) -> Response {
     let response = serve_stage_inner(app, stage, req).await;
-    let bytes = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let bytes = content_length(&response);
     app.metrics
         .request(stage.as_str(), response.status().as_u16(), bytes);
     response
@@ -206,24 +201,28 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: BootStage, req: Request) 
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let bytes = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
         app.status.delivered(Delivery {
             node: &node.id,
             mac: &hwaddr,
             stage: stage.as_str(),
             file: &sent,
-            bytes,
+            bytes: content_length(&response),
             peer: req.peer.ip(),
             etag: &file.etag,
         });
         tracing::info!(node = %node.id, stage = stage.as_str(), file = %sent, peer = %req.peer, "sending");
     }
     response
+}
+
+/// The size a response promises.
+fn content_length(response: &Response) -> u64 {
+    response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 type Failure = (StatusCode, String);
