@@ -651,13 +651,12 @@ fn images_import_and_build_as_jobs_and_overlays_and_plugins_are_listed() {
     let (wulf, served) = site();
     let write = token(&wulf, "read,write");
     let scratch = tempfile::tempdir().unwrap();
-    let rootfs = scratch.path().join("rootfs");
-    std::fs::create_dir_all(rootfs.join("boot")).unwrap();
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::write(rootfs.join("boot/vmlinuz-6.1.0-1-amd64"), "kernel").unwrap();
-    std::fs::write(rootfs.join("bin/sh"), "sh").unwrap();
-
-    let import = json!({"source": rootfs.to_str().unwrap(), "name": "base"});
+    // Through the API images come from registries.
+    let layout = crate::cli_image::fixture_layout(&scratch.path().join("layout"));
+    let registry = wulf_tests::oci::Registry::start();
+    registry.push(&layout, "v1", "test/img:v1");
+    let source = format!("docker://{}/test/img:v1", registry.addr);
+    let import = json!({"source": source, "name": "base", "insecure_http": true});
     let (code, _, job) = call(
         &served,
         "POST",
@@ -679,10 +678,7 @@ fn images_import_and_build_as_jobs_and_overlays_and_plugins_are_listed() {
         &[],
     );
     assert_eq!(code, 200, "{image}");
-    assert_eq!(
-        image["image"]["kernels"][0]["path"], "/boot/vmlinuz-6.1.0-1-amd64",
-        "{image}"
-    );
+    assert_eq!(image["image"]["source"], source.as_str(), "{image}");
     assert!(
         image["image"]["build"]["size"].as_u64().unwrap() > 0,
         "{image}"
@@ -706,18 +702,18 @@ fn images_import_and_build_as_jobs_and_overlays_and_plugins_are_listed() {
         "POST",
         "/api/v1/images",
         Some(&write),
-        Some(&json!({"source": "oci:/no/such:v1", "name": "x"})),
+        Some(&json!({"source": format!("docker://{}/no/such:v1", registry.addr), "name": "x", "insecure_http": true})),
         &[],
     );
     let job = finished(&served, &write, &job);
     assert_eq!(job["state"], "failed", "{job}");
-    assert!(job["error"].as_str().unwrap().contains("/no/such"), "{job}");
+    assert!(job["error"].as_str().unwrap().contains("no/such"), "{job}");
     let (code, _, error) = call(
         &served,
         "POST",
         "/api/v1/images",
         Some(&write),
-        Some(&json!({"source": "/no/such/dir"})),
+        Some(&json!({"source": "/etc"})),
         &[],
     );
     assert_eq!(
@@ -725,6 +721,7 @@ fn images_import_and_build_as_jobs_and_overlays_and_plugins_are_listed() {
         (400, Some("source")),
         "{error}"
     );
+    assert!(error["error"].as_str().unwrap().contains("registries only"), "{error}");
     let (code, _, error) = call(
         &served,
         "POST",
@@ -1312,4 +1309,23 @@ fn the_remote_cli_verifies_the_servers_certificate() {
         "list",
     ]);
     assert!(listed.contains("n001"), "{listed}");
+}
+
+#[test]
+fn an_event_stream_ends_when_its_token_is_revoked() {
+    let (wulf, served) = site();
+    let read = token(&wulf, "read");
+    let mut stream = Command::new("curl")
+        .args(["-sN", "-H", &format!("Authorization: Bearer {read}")])
+        .arg(format!("{}/api/v1/events", api_url(&served)))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(stream.try_wait().unwrap().is_none(), "the stream is open");
+    wulf.ok(&["token", "revoke", read.split('_').nth(1).unwrap()]);
+    let ended = wait_for("the stream to end", Duration::from_secs(30), String::new, || {
+        stream.try_wait().unwrap()
+    });
+    assert!(ended.success(), "the server ended the stream: {ended:?}");
 }

@@ -40,6 +40,8 @@ impl Needs for Admin {
 /// The caller's token, checked for scope `S`.
 pub(crate) struct Access<S> {
     pub(crate) token: TokenInfo,
+    /// As presented, to check again on a long-lived stream; never logged.
+    pub(crate) presented: String,
     scope: PhantomData<S>,
 }
 
@@ -85,6 +87,7 @@ impl<S: Needs + Send + Sync> FromRequestParts<Arc<Api>> for Access<S> {
         }
         Ok(Access {
             token,
+            presented: presented.to_owned(),
             scope: PhantomData,
         })
     }

@@ -13,7 +13,7 @@ use futures_util::Stream;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -33,6 +33,14 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<Api>> {
 
 /// Events a slow subscriber may fall behind by before it is told it missed some.
 const BACKLOG: usize = 8192;
+/// How often an open stream's token is checked again.
+const RECHECK: Duration = Duration::from_secs(10);
+
+/// What a stream does next: send an event, or go on only if its token still holds.
+enum Step {
+    Send(Event),
+    Check(bool),
+}
 
 /// The boot server's steps, fanned out to every open stream.
 pub(crate) struct Events {
@@ -77,11 +85,11 @@ async fn status(
 #[utoipa::path(get, path = "/events", tag = "status",
     responses((status = 200, content_type = "text/event-stream", body = String), (status = 401, body = ApiError)))]
 async fn events(
-    _: Access<Read>,
+    access: Access<Read>,
     State(api): State<Arc<Api>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = BroadcastStream::new(api.events.sender.subscribe()).map(|item| {
-        Ok(match item {
+    let events = BroadcastStream::new(api.events.sender.subscribe()).map(|item| {
+        Step::Send(match item {
             Ok(event) => Event::default()
                 .event("boot")
                 .json_data(event.as_ref())
@@ -91,6 +99,19 @@ async fn events(
                 .data(format!("{{\"missed\":{missed}}}")),
         })
     });
+    // The token is checked again as the stream goes on: revoked or expired, the stream ends.
+    let site = Arc::clone(&api.site);
+    let presented = access.presented;
+    let checks = IntervalStream::new(tokio::time::interval(RECHECK)).map(move |_| {
+        Step::Check(site.authenticate(&presented).is_ok())
+    });
+    let stream = events
+        .merge(checks)
+        .take_while(|step| !matches!(step, Step::Check(false)))
+        .filter_map(|step| match step {
+            Step::Send(event) => Some(Ok(event)),
+            Step::Check(_) => None,
+        });
     Sse::new(stream).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))

@@ -46,8 +46,7 @@ pub(crate) struct ImageList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ImportRequest {
-    /// `docker://host/name:tag`, `oci-archive:FILE`, `oci:DIR`, `docker-archive:FILE`, or a
-    /// chroot directory.
+    /// `docker://host/name:tag` (files and directories are imported on the host itself).
     source: String,
     /// Default: from the source.
     name: Option<String>,
@@ -74,6 +73,16 @@ fn body(meta: &ImageMeta, users: Vec<String>) -> Result<ImageBody, ApiError> {
         image: serde_json::to_value(meta).map_err(ApiError::internal)?,
         users,
     })
+}
+
+fn busy() -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "{} image jobs are running; wait for one to end (GET /api/v1/jobs)",
+            crate::jobs::MAX_RUNNING
+        ),
+    )
 }
 
 /// Every image.
@@ -106,12 +115,21 @@ async fn show_image(
 
 /// Imports an image as a job (and builds it, unless `no_build`); 202 with the job.
 #[utoipa::path(post, path = "/images", tag = "images", request_body = ImportRequest,
-    responses((status = 202, body = Job), (status = 400, body = ApiError)))]
+    responses((status = 202, body = Job), (status = 400, body = ApiError), (status = 429, body = ApiError)))]
 async fn import_image(
     access: Access<Write>,
     State(api): State<Arc<Api>>,
     Body(request): Body<ImportRequest>,
 ) -> Result<Response, ApiError> {
+    // A file or directory path would be read on this host, as root, by whoever holds a write
+    // token: the API imports from registries only.
+    if !request.source.starts_with("docker://") {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "source",
+            "through the API images come from registries only (docker://host/name:tag); import files and directories with `wulf image import` on the wulf host",
+        ));
+    }
     let source = Source::parse(&request.source)
         .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "source", e.to_string()))?;
     let platform = request
@@ -130,7 +148,7 @@ async fn import_image(
             password: None,
         },
     };
-    let (job, tracker) = api.jobs.start("image.import", &name);
+    let (job, tracker) = api.jobs.start("image.import", &name).ok_or_else(busy)?;
     let who = access.who();
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -162,7 +180,7 @@ async fn build_image(
     let check = Arc::clone(&api);
     let named = name.clone();
     blocking(move || Ok(check.site.show_image(&named)?)).await?;
-    let (job, tracker) = api.jobs.start("image.build", &name);
+    let (job, tracker) = api.jobs.start("image.build", &name).ok_or_else(busy)?;
     let who = access.who();
     tokio::task::spawn_blocking(move || {
         let result = api

@@ -12,6 +12,8 @@ use wulf_core::boot_status::now_ms;
 
 /// Finished jobs kept to be read.
 const KEEP: usize = 100;
+/// Jobs running at once: each holds a blocking thread the boot server's work needs too.
+pub(crate) const MAX_RUNNING: usize = 4;
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -57,7 +59,22 @@ pub(crate) struct Jobs {
 pub(crate) struct Tracker(Arc<Mutex<Job>>);
 
 impl Jobs {
-    pub(crate) fn start(&self, kind: &str, subject: &str) -> (Job, Tracker) {
+    /// A new running job, or `None` when [`MAX_RUNNING`] already run.
+    pub(crate) fn start(&self, kind: &str, subject: &str) -> Option<(Job, Tracker)> {
+        let running = self
+            .all
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|j| j.lock().unwrap_or_else(|p| p.into_inner()).state == JobState::Running)
+            .count();
+        if running >= MAX_RUNNING {
+            return None;
+        }
+        Some(self.start_unchecked(kind, subject))
+    }
+
+    fn start_unchecked(&self, kind: &str, subject: &str) -> (Job, Tracker) {
         let job = Job {
             id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
             kind: kind.to_owned(),

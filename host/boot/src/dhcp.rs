@@ -57,11 +57,24 @@ const MAX_HOPS: u8 = 16;
 /// One interface as the service sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interface {
-    /// The address clients are sent to for TFTP and HTTP, and the server identifier.
+    /// The interface's own address: the server identifier clients answer to.
     pub server: Ipv4Addr,
+    /// The address clients are sent to for TFTP and HTTP (`server-ip`, else `server`).
+    pub next_server: Ipv4Addr,
     /// The interface's own network, for dynamic leases.
     pub network: Ipv4Addr,
     pub netmask: Ipv4Addr,
+}
+
+impl Interface {
+    /// The network's own and broadcast addresses, never leased.
+    fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) | !u32::from(self.netmask))
+    }
+
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & u32::from(self.netmask) == u32::from(self.network)
+    }
 }
 
 /// Why a packet got no answer, as traces and `/metrics` count it.
@@ -106,6 +119,9 @@ pub struct Reply {
     /// For traces: `proxy offer: snponly.efi`, `ack 10.0.0.5`.
     pub what: String,
     pub node: String,
+    /// A PXE or iPXE client: a step of a boot, for the node's trace (an operating system
+    /// renewing its lease is not).
+    pub boot: bool,
 }
 
 /// What a client asked, decoded once.
@@ -125,8 +141,9 @@ pub struct Responder<'a> {
     pub mode: Mode,
     pub interface: Interface,
     pub http_port: u16,
-    /// The known node with this hardware address, after discovery.
-    pub node: &'a dyn Fn(&HwAddr) -> Option<Arc<Node>>,
+    /// The known node with this hardware address; with `true`, one discovery may give it
+    /// (which writes the inventory: only for a network boot's first packet).
+    pub node: &'a dyn Fn(&HwAddr, bool) -> Option<Arc<Node>>,
     /// Addresses the inventory gives nodes: never leased from the range.
     pub reserved: &'a dyn Fn(Ipv4Addr) -> bool,
     pub leases: Option<&'a Leases>,
@@ -138,7 +155,12 @@ impl Responder<'_> {
     pub fn answer(&self, datagram: &[u8], port: u16, from: SocketAddr) -> Result<Reply, Ignored> {
         let message = decode(datagram).ok_or(Ignored::Malformed)?;
         let request = parse(&message)?;
-        let node = (self.node)(&request.hwaddr).ok_or(Ignored::UnknownClient)?;
+        let may_discover = request.kind == MessageType::Discover
+            && port == SERVER_PORT
+            && (request.pxe || request.ipxe);
+        let node = (self.node)(&request.hwaddr, false)
+            .or_else(|| may_discover.then(|| (self.node)(&request.hwaddr, true)).flatten())
+            .ok_or(Ignored::UnknownClient)?;
         match (self.mode, request.kind, port) {
             (Mode::Proxy, MessageType::Discover, SERVER_PORT) => {
                 self.boot_reply(&request, &node, MessageType::Offer, None, broadcast())
@@ -225,8 +247,15 @@ impl Responder<'_> {
             });
         }
         let leases = self.leases.ok_or(Ignored::NoAddress)?;
+        let reserved = |ip: Ipv4Addr| {
+            !self.interface.contains(ip)
+                || ip == self.interface.server
+                || ip == self.interface.network
+                || ip == self.interface.broadcast()
+                || (self.reserved)(ip)
+        };
         let ip = if offer {
-            leases.offer(&request.hwaddr, self.lease, self.reserved)
+            leases.offer(&request.hwaddr, self.lease, &reserved)
         } else {
             leases.current(&request.hwaddr)
         }
@@ -249,7 +278,7 @@ impl Responder<'_> {
         address: Option<Assigned>,
         to: SocketAddrV4,
     ) -> Result<Reply, Ignored> {
-        let server = self.interface.server;
+        let server = self.interface.next_server;
         let boot_file = if request.ipxe {
             // Hyphens: iPXE escapes the colons of a MAC in a URL path.
             Some(format!(
@@ -278,7 +307,7 @@ impl Responder<'_> {
         });
         let mut options = dhcproto::v4::DhcpOptions::default();
         options.insert(DhcpOption::MessageType(kind));
-        options.insert(DhcpOption::ServerIdentifier(server));
+        options.insert(DhcpOption::ServerIdentifier(self.interface.server));
         if let Some(address) = address {
             reply.set_yiaddr(address.ip);
             options.insert(DhcpOption::SubnetMask(address.netmask));
@@ -319,6 +348,7 @@ impl Responder<'_> {
             to,
             what,
             node: node.id.clone(),
+            boot: request.pxe || request.ipxe,
         })
     }
 
@@ -334,6 +364,7 @@ impl Responder<'_> {
             to: broadcast(),
             what: "nak: not its address".to_owned(),
             node: node.id.clone(),
+            boot: request.pxe || request.ipxe,
         }
     }
 }
@@ -508,6 +539,7 @@ fn interface_address(name: &str) -> std::io::Result<Interface> {
         let (ip, mask) = (address.ip(), netmask.ip());
         return Ok(Interface {
             server: ip,
+            next_server: ip,
             network: Ipv4Addr::from(u32::from(ip) & u32::from(mask)),
             netmask: mask,
         });
@@ -547,7 +579,20 @@ pub(crate) async fn serve(
     for name in &settings.interfaces {
         let mut interface = interface_address(name)?;
         if let Some(server) = settings.server_ip {
-            interface.server = server;
+            interface.next_server = server;
+        }
+        if let Some((first, last)) = settings.range
+            && (!interface.contains(first) || !interface.contains(last))
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "[dhcp] range {first}-{last} is not in {name}'s network {}/{}",
+                    interface.network,
+                    wulf_core::address::Netmask::from_addr(interface.netmask)
+                        .map_or(0, |m| m.prefix())
+                ),
+            ));
         }
         let mut ports = vec![SERVER_PORT];
         if settings.mode == Mode::Proxy {
@@ -609,12 +654,12 @@ async fn listen(socket: UdpSocket, service: Service) -> std::io::Result<()> {
         } = service.clone();
         // Discovery and backends block: off the async workers.
         let answered = tokio::task::spawn_blocking(move || {
-            let lookup = |hwaddr: &HwAddr| -> Option<Arc<Node>> {
-                let snapshot = app.index.snapshot();
+            let snapshot = app.index.snapshot();
+            let lookup = |hwaddr: &HwAddr, discover: bool| -> Option<Arc<Node>> {
                 if let Some(node) = snapshot.lookup(hwaddr) {
                     return Some(Arc::clone(node));
                 }
-                if !snapshot.discoverable && !app.provisioner.has_backends() {
+                if !discover || (!snapshot.discoverable && !app.provisioner.has_backends()) {
                     return None;
                 }
                 app.index
@@ -623,13 +668,21 @@ async fn listen(socket: UdpSocket, service: Service) -> std::io::Result<()> {
                     .flatten()
                     .map(|(node, _)| node)
             };
-            let reserved = |ip: Ipv4Addr| {
-                app.index
-                    .snapshot()
+            // Every address the inventory gives a node or its BMC: never leased to another.
+            let taken: std::collections::HashSet<Ipv4Addr> = match mode {
+                Mode::Full => snapshot
                     .nodes
                     .values()
-                    .any(|n| n.network_devices.values().any(|d| d.ipaddr == Some(ip)))
+                    .flat_map(|n| {
+                        n.network_devices
+                            .values()
+                            .filter_map(|d| d.ipaddr)
+                            .chain(n.ipmi.ipaddr)
+                    })
+                    .collect(),
+                Mode::Proxy => Default::default(),
             };
+            let reserved = |ip: Ipv4Addr| taken.contains(&ip);
             let responder = Responder {
                 mode,
                 interface,
@@ -672,14 +725,20 @@ fn record(app: &AppState, datagram: &[u8], answer: &Result<Reply, Ignored>) {
         Ok(reply) => {
             tracing::info!(node = %reply.node, %mac, to = %reply.to, "DHCP {}", reply.what);
             app.dhcp.count("answered", reply_kind(&reply.message));
-            if let Ok(hwaddr) = HwAddr::parse(&mac) {
+            let client = [reply.message.yiaddr(), reply.message.ciaddr()]
+                .into_iter()
+                .find(|ip| !ip.is_unspecified())
+                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            if reply.boot
+                && let Ok(hwaddr) = HwAddr::parse(&mac)
+            {
                 app.status.delivered(Delivery {
                     node: &reply.node,
                     mac: &hwaddr,
                     stage: "dhcp",
                     file: &reply.what,
                     bytes: 0,
-                    peer: std::net::IpAddr::V4(*reply.to.ip()),
+                    peer: std::net::IpAddr::V4(client),
                     etag: "",
                 });
             }

@@ -162,14 +162,35 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    match remote::Remote::from_flags(
-        cli.server.as_deref(),
-        cli.token.as_deref(),
-        cli.cacert.as_deref(),
-    ) {
-        Ok(Some(remote)) => return finish(run_remote(&remote, cli.command)),
-        Ok(None) => {}
-        Err(error) => return finish(Err(error)),
+    // Commands the API covers go to a remote server when one is named (by flag or the
+    // client file); the others always work here, and say so when a remote is named.
+    let covered = matches!(
+        cli.command,
+        Command::Node(_)
+            | Command::Profile(_)
+            | Command::Image(_)
+            | Command::Overlay(_)
+            | Command::Power(_)
+            | Command::Token(_)
+            | Command::Dashboard(_)
+    );
+    let named_remote = cli
+        .server
+        .as_deref()
+        .is_some_and(|s| s.starts_with("http://") || s.starts_with("https://"));
+    if named_remote && !covered {
+        return finish(Err(not_remote("this command")));
+    }
+    if covered {
+        match remote::Remote::from_flags(
+            cli.server.as_deref(),
+            cli.token.as_deref(),
+            cli.cacert.as_deref(),
+        ) {
+            Ok(Some(remote)) => return finish(run_remote(&remote, cli.command)),
+            Ok(None) => {}
+            Err(error) => return finish(Err(error)),
+        }
     }
     if let Command::Doctor(args) = cli.command {
         let context = context::Context::new(cli.state_dir, cli.config);
@@ -211,17 +232,17 @@ fn run_remote(remote: &remote::Remote, command: Command) -> anyhow::Result<()> {
         Command::Power(args) => command::power::run_remote(remote, args),
         Command::Token(cmd) => command::token::run_remote(remote, cmd),
         Command::Dashboard(args) => command::token::dashboard_remote(remote, args),
-        _ => anyhow::bail!(
-            "this command works on the wulf host itself, not through --server: the API covers \
-             node and profile add|set|delete|list|show, node status, image list|import|build, \
-             overlay list|build, power, token and dashboard"
-        ),
+        _ => Err(not_remote("this command")),
     }
 }
 
 /// What a remote command cannot do, said the same way everywhere.
 pub(crate) fn not_remote(what: &str) -> anyhow::Error {
-    anyhow::anyhow!("`{what}` works on the wulf host itself, not through --server")
+    anyhow::anyhow!(
+        "`{what}` works on the wulf host itself, not through --server: the API covers node and \
+         profile add|set|delete|list|show, node status, image list|import|build, overlay \
+         list|build, power, token and dashboard"
+    )
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

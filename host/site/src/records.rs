@@ -75,7 +75,10 @@ fn record_mut<'a>(kind: Kind, inventory: &'a mut Inventory, name: &str) -> Resul
         })
 }
 
-/// Names from names and hostlists, each once, in the order given.
+/// The most names one request may expand to, whatever its patterns.
+pub const MAX_NAMES: usize = 100_000;
+
+/// Names from names and hostlists, each once, in the order given; at most [`MAX_NAMES`].
 pub fn expand(patterns: &[String]) -> Result<Vec<String>> {
     let mut names = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -83,6 +86,13 @@ pub fn expand(patterns: &[String]) -> Result<Vec<String>> {
         for name in hostlist::expand(pattern)? {
             if seen.insert(name.clone()) {
                 names.push(name);
+                if names.len() > MAX_NAMES {
+                    return Err(SiteError::BadValue {
+                        field: "names".into(),
+                        value: pattern.clone(),
+                        reason: format!("more than {MAX_NAMES} names at once"),
+                    });
+                }
             }
         }
     }
@@ -613,16 +623,34 @@ impl Site {
         Ok(hex::encode(&hash.finalize()[..16]))
     }
 
-    /// One record, stored and merged, with its version.
+    /// One stored record, as stored and merged, with its version: all from one read of the
+    /// store, so the version is the view's. (Records of inventory backends are not stored
+    /// here, so they have no version to edit against.)
     pub fn versioned_record(&self, kind: Kind, name: &str) -> Result<VersionedRecord> {
-        let view = self.show_record(kind, name)?;
-        let stored = self
-            .stored_records(kind, &[name.to_owned()])?
-            .remove(name)
+        let inventory = self.store.load()?;
+        let mut stored = records(kind, &inventory)
+            .get(name)
+            .cloned()
             .ok_or_else(|| SiteError::RecordNotFound {
                 kind,
                 name: name.to_owned(),
             })?;
+        stored.id = name.to_owned();
+        let view = match kind {
+            Kind::Node => {
+                let merged = merge(&stored, &inventory.profiles);
+                RecordView {
+                    record: merged.node.redacted(),
+                    applied: merged.applied,
+                    missing: merged.missing,
+                }
+            }
+            Kind::Profile => RecordView {
+                record: stored.clone().redacted(),
+                applied: Vec::new(),
+                missing: Vec::new(),
+            },
+        };
         Ok(VersionedRecord {
             etag: self.record_etag(&stored)?,
             stored: stored.redacted(),

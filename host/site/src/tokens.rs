@@ -42,6 +42,7 @@ impl Scope {
     }
 
     pub fn parse(text: &str) -> Result<Scope> {
+        let text = text.trim();
         Scope::ALL
             .into_iter()
             .find(|s| s.as_str() == text)

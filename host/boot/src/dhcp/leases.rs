@@ -81,20 +81,21 @@ impl Leases {
         let key = hwaddr.to_string();
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let now = now();
+        // Addresses other clients hold a live lease on.
+        let others: std::collections::HashSet<Ipv4Addr> = held
+            .iter()
+            .filter(|(mac, l)| **mac != key && l.expires > now)
+            .map(|(_, l)| l.ip)
+            .collect();
+        let free = |ip: Ipv4Addr| !reserved(ip) && !others.contains(&ip);
         let ip = match held.get(&key) {
-            Some(kept) if in_range(kept.ip, first, last) && !reserved(kept.ip) => kept.ip,
-            _ => {
-                let taken = |ip: Ipv4Addr| {
-                    reserved(ip)
-                        || held
-                            .iter()
-                            .any(|(mac, l)| *mac != key && l.ip == ip && l.expires > now)
-                };
-                (u32::from(first)..=u32::from(last))
-                    .map(Ipv4Addr::from)
-                    .find(|ip| !taken(*ip))?
-            }
+            Some(kept) if in_range(kept.ip, first, last) && free(kept.ip) => kept.ip,
+            _ => (u32::from(first)..=u32::from(last))
+                .map(Ipv4Addr::from)
+                .find(|ip| free(*ip))?,
         };
+        // An expired lease of another client on this address ends here.
+        held.retain(|mac, l| *mac == key || l.ip != ip);
         held.insert(
             key,
             Lease {
@@ -106,13 +107,16 @@ impl Leases {
         Some(ip)
     }
 
-    /// The address `hwaddr` holds, if any.
+    /// The address `hwaddr` holds, if nobody else has taken it since.
     pub fn current(&self, hwaddr: &HwAddr) -> Option<Ipv4Addr> {
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&hwaddr.to_string())
-            .map(|l| l.ip)
+        let key = hwaddr.to_string();
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let ip = held.get(&key)?.ip;
+        let now = now();
+        let taken = held
+            .iter()
+            .any(|(mac, l)| *mac != key && l.ip == ip && l.expires > now);
+        (!taken).then_some(ip)
     }
 
     /// `hwaddr` took `ip`: held for `lease` from now.

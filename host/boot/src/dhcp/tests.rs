@@ -25,6 +25,7 @@ fn node() -> Arc<Node> {
 fn interface() -> Interface {
     Interface {
         server: SERVER,
+        next_server: SERVER,
         network: Ipv4Addr::new(10, 0, 0, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
     }
@@ -70,7 +71,7 @@ fn answer(
     datagram: &[u8],
     port: u16,
 ) -> Result<Reply, Ignored> {
-    let lookup = |hwaddr: &HwAddr| (hwaddr.to_string() == KNOWN).then(node);
+    let lookup = |hwaddr: &HwAddr, _discover: bool| (hwaddr.to_string() == KNOWN).then(node);
     let reserved = |ip: Ipv4Addr| ip == Ipv4Addr::new(10, 0, 0, 15);
     Responder {
         mode,
@@ -327,6 +328,15 @@ fn dynamic_leases_skip_inventory_addresses_and_survive_a_restart() {
         leases.offer(&mac(4), lease, &reserved),
         Some(Ipv4Addr::new(10, 0, 0, 17))
     );
+    // A lease that ran out is another client's to take; its old holder gets another address,
+    // never the one now held.
+    let leases2 = Leases::open(dir.path().join("other.json"), Some((Ipv4Addr::new(10, 0, 0, 20), Ipv4Addr::new(10, 0, 0, 21))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let nothing = |_: Ipv4Addr| false;
+    assert_eq!(leases2.offer(&mac(1), Duration::ZERO, &nothing), Some(Ipv4Addr::new(10, 0, 0, 20)));
+    assert_eq!(leases2.offer(&mac(2), lease, &nothing), Some(Ipv4Addr::new(10, 0, 0, 20)));
+    assert_eq!(leases2.current(&mac(1)), None, "its old address is taken");
+    assert_eq!(leases2.offer(&mac(1), lease, &nothing), Some(Ipv4Addr::new(10, 0, 0, 21)));
     std::fs::write(&file, "{not json").unwrap_or_else(|e| panic!("{e}"));
     let error = Leases::open(file, range)
         .err()
@@ -379,4 +389,36 @@ fn fuzz_hostile_datagrams_never_panic() {
     if let Err(error) = result {
         panic!("{error}");
     }
+}
+
+#[test]
+fn only_a_network_boot_may_discover_a_node() {
+    let asked = std::cell::RefCell::new(Vec::new());
+    let lookup = |hwaddr: &HwAddr, discover: bool| {
+        asked.borrow_mut().push((hwaddr.to_string(), discover));
+        None
+    };
+    let nothing = |_: Ipv4Addr| false;
+    let responder = Responder {
+        mode: Mode::Proxy,
+        interface: interface(),
+        http_port: 9873,
+        node: &lookup,
+        reserved: &nothing,
+        leases: None,
+        lease: Duration::from_secs(600),
+    };
+    let from = SocketAddr::from(([10, 0, 0, 50], 68));
+    let laptop = "52:54:00:aa:aa:aa";
+    // A laptop's plain DISCOVER and a REQUEST are looked up, never discovered.
+    for datagram in [
+        discover(laptop, MessageType::Discover, vec![]),
+        discover(laptop, MessageType::Request, pxe(7)),
+    ] {
+        assert_eq!(responder.answer(&datagram, 67, from).err(), Some(Ignored::UnknownClient));
+    }
+    assert!(asked.borrow().iter().all(|(_, discover)| !discover), "{:?}", asked.borrow());
+    // A PXE firmware's DISCOVER may take a discoverable node.
+    let _ = responder.answer(&discover(laptop, MessageType::Discover, pxe(7)), 67, from);
+    assert_eq!(asked.borrow().last(), Some(&(laptop.to_owned(), true)));
 }

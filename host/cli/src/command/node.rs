@@ -689,7 +689,8 @@ fn set_remote(
 fn delete_remote(remote: &Remote, kind: Kind, args: &DeleteArgs) -> anyhow::Result<()> {
     let names = wulf_site::expand(&args.names)?;
     confirm_delete(kind, &names, args.yes)?;
-    let path = format!("{}?names={}", collection(kind), names_query(&names));
+    // The patterns, not the names: the server expands them as it would its own.
+    let path = format!("{}?names={}", collection(kind), names_query(&args.names));
     let deleted: serde_json::Value = remote.send(Method::DELETE, &path, None::<&()>)?;
     let deleted: Vec<String> = serde_json::from_value(deleted["deleted"].clone())?;
     print_deleted(kind, &deleted);
