@@ -702,7 +702,9 @@ fn images_import_and_build_as_jobs_and_overlays_and_plugins_are_listed() {
         "POST",
         "/api/v1/images",
         Some(&write),
-        Some(&json!({"source": format!("docker://{}/no/such:v1", registry.addr), "name": "x", "insecure_http": true})),
+        Some(
+            &json!({"source": format!("docker://{}/no/such:v1", registry.addr), "name": "x", "insecure_http": true}),
+        ),
         &[],
     );
     let job = finished(&served, &write, &job);
@@ -721,7 +723,10 @@ fn images_import_and_build_as_jobs_and_overlays_and_plugins_are_listed() {
         (400, Some("source")),
         "{error}"
     );
-    assert!(error["error"].as_str().unwrap().contains("registries only"), "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("registries only"),
+        "{error}"
+    );
     let (code, _, error) = call(
         &served,
         "POST",
@@ -1324,8 +1329,11 @@ fn an_event_stream_ends_when_its_token_is_revoked() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(stream.try_wait().unwrap().is_none(), "the stream is open");
     wulf.ok(&["token", "revoke", read.split('_').nth(1).unwrap()]);
-    let ended = wait_for("the stream to end", Duration::from_secs(30), String::new, || {
-        stream.try_wait().unwrap()
-    });
+    let ended = wait_for(
+        "the stream to end",
+        Duration::from_secs(30),
+        String::new,
+        || stream.try_wait().unwrap(),
+    );
     assert!(ended.success(), "the server ended the stream: {ended:?}");
 }

@@ -13,8 +13,8 @@ use futures_util::Stream;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -102,9 +102,8 @@ async fn events(
     // The token is checked again as the stream goes on: revoked or expired, the stream ends.
     let site = Arc::clone(&api.site);
     let presented = access.presented;
-    let checks = IntervalStream::new(tokio::time::interval(RECHECK)).map(move |_| {
-        Step::Check(site.authenticate(&presented).is_ok())
-    });
+    let checks = IntervalStream::new(tokio::time::interval(RECHECK))
+        .map(move |_| Step::Check(site.authenticate(&presented).is_ok()));
     let stream = events
         .merge(checks)
         .take_while(|step| !matches!(step, Step::Check(false)))

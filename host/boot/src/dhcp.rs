@@ -159,7 +159,11 @@ impl Responder<'_> {
             && port == SERVER_PORT
             && (request.pxe || request.ipxe);
         let node = (self.node)(&request.hwaddr, false)
-            .or_else(|| may_discover.then(|| (self.node)(&request.hwaddr, true)).flatten())
+            .or_else(|| {
+                may_discover
+                    .then(|| (self.node)(&request.hwaddr, true))
+                    .flatten()
+            })
             .ok_or(Ignored::UnknownClient)?;
         match (self.mode, request.kind, port) {
             (Mode::Proxy, MessageType::Discover, SERVER_PORT) => {
@@ -300,11 +304,13 @@ impl Responder<'_> {
         }
         let asked = request.message;
         let mut reply = reply_to(asked);
-        reply.set_flags(asked.flags()).set_ciaddr(if to.port() == CLIENT_PORT {
-            Ipv4Addr::UNSPECIFIED
-        } else {
-            asked.ciaddr()
-        });
+        reply
+            .set_flags(asked.flags())
+            .set_ciaddr(if to.port() == CLIENT_PORT {
+                Ipv4Addr::UNSPECIFIED
+            } else {
+                asked.ciaddr()
+            });
         let mut options = dhcproto::v4::DhcpOptions::default();
         options.insert(DhcpOption::MessageType(kind));
         options.insert(DhcpOption::ServerIdentifier(self.interface.server));

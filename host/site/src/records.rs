@@ -76,7 +76,7 @@ fn record_mut<'a>(kind: Kind, inventory: &'a mut Inventory, name: &str) -> Resul
 }
 
 /// The most names one request may expand to, whatever its patterns.
-pub const MAX_NAMES: usize = 100_000;
+pub(crate) const MAX_NAMES: usize = 100_000;
 
 /// Names from names and hostlists, each once, in the order given; at most [`MAX_NAMES`].
 pub fn expand(patterns: &[String]) -> Result<Vec<String>> {

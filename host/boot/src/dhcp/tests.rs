@@ -330,13 +330,25 @@ fn dynamic_leases_skip_inventory_addresses_and_survive_a_restart() {
     );
     // A lease that ran out is another client's to take; its old holder gets another address,
     // never the one now held.
-    let leases2 = Leases::open(dir.path().join("other.json"), Some((Ipv4Addr::new(10, 0, 0, 20), Ipv4Addr::new(10, 0, 0, 21))))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let leases2 = Leases::open(
+        dir.path().join("other.json"),
+        Some((Ipv4Addr::new(10, 0, 0, 20), Ipv4Addr::new(10, 0, 0, 21))),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let nothing = |_: Ipv4Addr| false;
-    assert_eq!(leases2.offer(&mac(1), Duration::ZERO, &nothing), Some(Ipv4Addr::new(10, 0, 0, 20)));
-    assert_eq!(leases2.offer(&mac(2), lease, &nothing), Some(Ipv4Addr::new(10, 0, 0, 20)));
+    assert_eq!(
+        leases2.offer(&mac(1), Duration::ZERO, &nothing),
+        Some(Ipv4Addr::new(10, 0, 0, 20))
+    );
+    assert_eq!(
+        leases2.offer(&mac(2), lease, &nothing),
+        Some(Ipv4Addr::new(10, 0, 0, 20))
+    );
     assert_eq!(leases2.current(&mac(1)), None, "its old address is taken");
-    assert_eq!(leases2.offer(&mac(1), lease, &nothing), Some(Ipv4Addr::new(10, 0, 0, 21)));
+    assert_eq!(
+        leases2.offer(&mac(1), lease, &nothing),
+        Some(Ipv4Addr::new(10, 0, 0, 21))
+    );
     std::fs::write(&file, "{not json").unwrap_or_else(|e| panic!("{e}"));
     let error = Leases::open(file, range)
         .err()
@@ -415,9 +427,16 @@ fn only_a_network_boot_may_discover_a_node() {
         discover(laptop, MessageType::Discover, vec![]),
         discover(laptop, MessageType::Request, pxe(7)),
     ] {
-        assert_eq!(responder.answer(&datagram, 67, from).err(), Some(Ignored::UnknownClient));
+        assert_eq!(
+            responder.answer(&datagram, 67, from).err(),
+            Some(Ignored::UnknownClient)
+        );
     }
-    assert!(asked.borrow().iter().all(|(_, discover)| !discover), "{:?}", asked.borrow());
+    assert!(
+        asked.borrow().iter().all(|(_, discover)| !discover),
+        "{:?}",
+        asked.borrow()
+    );
     // A PXE firmware's DISCOVER may take a discoverable node.
     let _ = responder.answer(&discover(laptop, MessageType::Discover, pxe(7)), 67, from);
     assert_eq!(asked.borrow().last(), Some(&(laptop.to_owned(), true)));
