@@ -28,6 +28,19 @@ fn namespace() -> Netns {
     Netns::with_tap("wulf-dhcp")
 }
 
+/// The busybox node n0001 at 10.99.0.15, wulf answering DHCP on `tap0` with `dhcp` settings,
+/// and the namespace.
+fn site(dhcp: &str) -> (tempfile::TempDir, Wulf, Netns) {
+    let scratch = tempfile::tempdir().unwrap();
+    let wulf = prepare(scratch.path());
+    add_node(&wulf, "10.99.0.15", "10.99.0.1");
+    wulf.write(
+        "wulf.toml",
+        &format!("[dhcp]\ninterfaces = [\"tap0\"]\n{dhcp}"),
+    );
+    (scratch, wulf, namespace())
+}
+
 fn serve(wulf: &Wulf, ns: &Netns) -> Serving {
     wulf.serve_in(
         &["ip", "netns", "exec", &ns.name],
@@ -103,14 +116,7 @@ fn dhcp_step(ns: &Netns) -> Option<Value> {
 #[test]
 fn proxy_dhcp_beside_a_plain_dhcp_server_boots_bios_and_uefi_pxe() {
     require_command("dnsmasq", "dnsmasq-base");
-    let scratch = tempfile::tempdir().unwrap();
-    let wulf = prepare(scratch.path());
-    add_node(&wulf, "10.99.0.15", "10.99.0.1");
-    wulf.write(
-        "wulf.toml",
-        "[dhcp]\nmode = \"proxy\"\ninterfaces = [\"tap0\"]\n",
-    );
-    let ns = namespace();
+    let (scratch, wulf, ns) = site("mode = \"proxy\"\n");
     // The site's DHCP server: addresses only, no boot options. It shares port 67 with wulf
     // (both bind it with SO_REUSEADDR, as dnsmasq does with --bind-interfaces).
     let _dnsmasq = Killed(
@@ -187,14 +193,7 @@ fn proxy_dhcp_beside_a_plain_dhcp_server_boots_bios_and_uefi_pxe() {
 
 #[test]
 fn full_dhcp_alone_boots_bios_and_uefi_and_a_restart_mid_boot_keeps_the_address() {
-    let scratch = tempfile::tempdir().unwrap();
-    let wulf = prepare(scratch.path());
-    add_node(&wulf, "10.99.0.15", "10.99.0.1");
-    wulf.write(
-        "wulf.toml",
-        "[dhcp]\nmode = \"full\"\ninterfaces = [\"tap0\"]\nrange = \"10.99.0.100-10.99.0.110\"\n",
-    );
-    let ns = namespace();
+    let (scratch, wulf, ns) = site("mode = \"full\"\nrange = \"10.99.0.100-10.99.0.110\"\n");
     let served = serve(&wulf, &ns);
     let exec = ["ip", "netns", "exec", ns.name.as_str()];
     let (bios, uefi) = firmware(scratch.path());

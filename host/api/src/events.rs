@@ -50,11 +50,14 @@ pub(crate) struct Events {
 impl Events {
     pub(crate) fn listen(board: &StatusBoard) -> Events {
         let (sender, _) = broadcast::channel(BACKLOG);
-        let feed = sender.clone();
-        board.listen(move |event| {
-            // No subscriber is not an error: nobody is watching.
-            let _ = feed.send(Arc::new(event.clone()));
-        });
+        let (feed, watched) = (sender.clone(), sender.clone());
+        board.listen(
+            move || watched.receiver_count() > 0,
+            move |event| {
+                // A subscriber gone since `wants` is not an error.
+                let _ = feed.send(Arc::new(event.clone()));
+            },
+        );
         Events { sender }
     }
 }

@@ -448,14 +448,7 @@ fn parse(message: &Message) -> Result<Request<'_>, Ignored> {
     if message.hlen() != 6 || chaddr.len() < 6 {
         return Err(Ignored::NotEthernet);
     }
-    let hwaddr = HwAddr::parse(
-        &chaddr[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
-    .map_err(|_| Ignored::NotEthernet)?;
+    let hwaddr = client_hwaddr(chaddr).ok_or(Ignored::NotEthernet)?;
     let kind = message.opts().msg_type().ok_or(Ignored::Malformed)?;
     let pxe = matches!(
         message.opts().get(OptionCode::ClassIdentifier),
@@ -718,15 +711,12 @@ async fn listen(socket: UdpSocket, service: Service) -> std::io::Result<()> {
 
 /// Traces an answer or why there was none, counts it, and puts it in the node's boot trace.
 fn record(app: &AppState, datagram: &[u8], answer: &Result<Reply, Ignored>) {
-    let mac = decode(datagram)
-        .and_then(|m| m.chaddr().get(..6).map(<[u8]>::to_vec))
-        .map(|b| {
-            b.iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        })
-        .unwrap_or_default();
+    // The client's address straight from the header (not a second decode).
+    let hwaddr = datagram
+        .get(28..34)
+        .filter(|_| datagram.get(2) == Some(&6))
+        .and_then(client_hwaddr);
+    let mac = hwaddr.map(|h| h.to_string()).unwrap_or_default();
     match answer {
         Ok(reply) => {
             tracing::info!(node = %reply.node, %mac, to = %reply.to, "DHCP {}", reply.what);
@@ -736,7 +726,7 @@ fn record(app: &AppState, datagram: &[u8], answer: &Result<Reply, Ignored>) {
                 .find(|ip| !ip.is_unspecified())
                 .unwrap_or(Ipv4Addr::UNSPECIFIED);
             if reply.boot
-                && let Ok(hwaddr) = HwAddr::parse(&mac)
+                && let Some(hwaddr) = hwaddr
             {
                 app.status.delivered(Delivery {
                     node: &reply.node,
@@ -757,6 +747,12 @@ fn record(app: &AppState, datagram: &[u8], answer: &Result<Reply, Ignored>) {
             }
         }
     }
+}
+
+/// The Ethernet address at the start of a `chaddr`.
+fn client_hwaddr(chaddr: &[u8]) -> Option<HwAddr> {
+    let bytes: [u8; 6] = chaddr.get(..6)?.try_into().ok()?;
+    Some(HwAddr::from(bytes))
 }
 
 fn reply_kind(message: &Message) -> &'static str {

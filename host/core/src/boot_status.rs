@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -188,7 +188,11 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-type Listener = Arc<dyn Fn(&BootEvent) + Send + Sync>;
+/// One listener: whether it wants events now (someone reads them), and what it does with one.
+struct Listener {
+    wants: Box<dyn Fn() -> bool + Send + Sync>,
+    hear: Box<dyn Fn(&BootEvent) + Send + Sync>,
+}
 
 #[derive(Default)]
 pub struct StatusBoard {
@@ -206,13 +210,20 @@ impl std::fmt::Debug for StatusBoard {
 }
 
 impl StatusBoard {
-    /// `listener` hears every step from now on, on the thread that records it: it must not
-    /// block (a channel send, not I/O).
-    pub fn listen(&self, listener: impl Fn(&BootEvent) + Send + Sync + 'static) {
+    /// `hear` gets every step from now on while `wants` says someone reads them, on the
+    /// thread that records the step: neither may block (a channel send, not I/O).
+    pub fn listen(
+        &self,
+        wants: impl Fn() -> bool + Send + Sync + 'static,
+        hear: impl Fn(&BootEvent) + Send + Sync + 'static,
+    ) {
         self.listeners
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::new(listener));
+            .push(Listener {
+                wants: Box::new(wants),
+                hear: Box::new(hear),
+            });
     }
 
     /// A file is being sent.
@@ -322,16 +333,17 @@ impl StatusBoard {
         });
     }
 
-    /// Makes the event only when someone listens: a storm with no dashboard open pays nothing.
+    /// Makes the event only when a listener wants it: a storm with no dashboard or event
+    /// stream open pays nothing.
     fn publish(&self, event: impl FnOnce() -> BootEvent) {
         let listeners = self.listeners.read().unwrap_or_else(|p| p.into_inner());
-        if listeners.is_empty() {
+        if !listeners.iter().any(|l| (l.wants)()) {
             return;
         }
         let mut event = event();
         event.seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        for listener in listeners.iter() {
-            listener(&event);
+        for listener in listeners.iter().filter(|l| (l.wants)()) {
+            (listener.hear)(&event);
         }
     }
 
@@ -361,6 +373,8 @@ pub trait BootMonitor: Send + Sync {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn delivery<'a>(stage: &'a str, file: &'a str) -> Delivery<'a> {
@@ -405,11 +419,14 @@ mod tests {
         board.delivered(delivery("ipxe", "ipxe script")); // before anyone listens
         let heard = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&heard);
-        board.listen(move |e| {
-            sink.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(e.clone())
-        });
+        board.listen(
+            || true,
+            move |e| {
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(e.clone())
+            },
+        );
         board.delivered(delivery("kernel", "vmlinuz"));
         board.unknown("52:54:00:99:99:99", "ipxe");
         board.failed("n001", "52:54:00:00:00:01", "image", "no image");

@@ -11,6 +11,13 @@ pub struct HwAddrError {
     pub value: String,
 }
 
+impl From<[u8; 6]> for HwAddr {
+    /// An address as it travels on the wire (DHCP's `chaddr`).
+    fn from(bytes: [u8; 6]) -> HwAddr {
+        HwAddr(bytes)
+    }
+}
+
 impl HwAddr {
     pub fn parse(text: &str) -> Result<HwAddr, HwAddrError> {
         let err = || HwAddrError {

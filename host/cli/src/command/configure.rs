@@ -199,12 +199,10 @@ fn dnsmasq(
     t.push_str("dhcp-match=set:ipxe,175\ndhcp-userclass=set:ipxe,iPXE\n");
     t.push_str("dhcp-match=set:bios,option:client-arch,0\ndhcp-match=set:efi64,option:client-arch,7\ndhcp-match=set:efi64,option:client-arch,9\ndhcp-match=set:arm64,option:client-arch,11\n");
     let _ = writeln!(t, "dhcp-boot=tag:ipxe,{url}");
-    let _ = writeln!(t, "dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi,,{server}");
-    let _ = writeln!(
-        t,
-        "dhcp-boot=tag:!ipxe,tag:arm64,arm64-efi/snponly.efi,,{server}"
-    );
-    let _ = writeln!(t, "dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe,,{server}");
+    let (bios, efi64, arm64) = binaries();
+    let _ = writeln!(t, "dhcp-boot=tag:!ipxe,tag:efi64,{efi64},,{server}");
+    let _ = writeln!(t, "dhcp-boot=tag:!ipxe,tag:arm64,{arm64},,{server}");
+    let _ = writeln!(t, "dhcp-boot=tag:!ipxe,tag:bios,{bios},,{server}");
     match &args.ipv6_prefix {
         Some(prefix) => {
             let _ = writeln!(t, "\n# Router advertisements, so iPXE does not wait for IPv6.\nenable-ra\ndhcp-range={prefix},ra-only");
@@ -218,6 +216,13 @@ fn dnsmasq(
         }
     }
     t
+}
+
+/// The iPXE binaries for BIOS, x86-64 UEFI and arm64 UEFI (option 93: 0, 7, 11), as the
+/// built-in DHCP hands them out.
+fn binaries() -> (&'static str, &'static str, &'static str) {
+    let of = |arch| wulf_core::provision::ipxe_binary(arch).unwrap_or_default();
+    (of(0), of(7), of(11))
 }
 
 fn isc(
@@ -238,9 +243,10 @@ fn isc(
     if let Some(gw) = args.gateway {
         let _ = writeln!(t, "    option routers {gw};");
     }
+    let (bios, efi64, arm64) = binaries();
     let _ = writeln!(
         t,
-        "    if exists user-class and option user-class = \"iPXE\" {{\n        filename \"{url}\";\n    }} elsif option architecture-type = 00:07 or option architecture-type = 00:09 {{\n        filename \"snponly.efi\";\n    }} elsif option architecture-type = 00:0b {{\n        filename \"arm64-efi/snponly.efi\";\n    }} else {{\n        filename \"undionly.kpxe\";\n    }}\n}}"
+        "    if exists user-class and option user-class = \"iPXE\" {{\n        filename \"{url}\";\n    }} elsif option architecture-type = 00:07 or option architecture-type = 00:09 {{\n        filename \"{efi64}\";\n    }} elsif option architecture-type = 00:0b {{\n        filename \"{arm64}\";\n    }} else {{\n        filename \"{bios}\";\n    }}\n}}"
     );
     for h in hosts {
         let _ = writeln!(

@@ -168,19 +168,7 @@ pub(crate) fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             let build = (!no_build).then_some(0);
             let meta =
                 runtime.block_on(site.import_image(&source, &name, &options, build, progress))?;
-            if !json {
-                println!(
-                    "imported {source} as image `{name}`: {} entries, {}",
-                    meta.entries,
-                    human_bytes(meta.bytes)
-                );
-                if let Some(build) = &meta.build {
-                    print_built(&name, build, started.elapsed());
-                }
-            }
-            if json {
-                table::print_json(&image_json(&meta, &[]));
-            }
+            print_imported(&source.to_string(), &meta, started.elapsed(), json);
             Ok(())
         }
         ImageCommand::Exec { name, run, command } => exec(ctx, &name, run, &command),
@@ -496,6 +484,23 @@ fn build_one(
     Ok(meta)
 }
 
+/// What an import made, as `image import` says it (here or through a server).
+fn print_imported(source: &str, meta: &ImageMeta, took: std::time::Duration, json: bool) {
+    if json {
+        table::print_json(&image_json(meta, &[]));
+        return;
+    }
+    println!(
+        "imported {source} as image `{}`: {} entries, {}",
+        meta.name,
+        meta.entries,
+        human_bytes(meta.bytes)
+    );
+    if let Some(build) = &meta.build {
+        print_built(&meta.name, build, took);
+    }
+}
+
 fn print_built(name: &str, build: &wulf_image::store::Build, took: std::time::Duration) {
     println!(
         "built image `{name}`: {} entries, {} -> {} {} in {:.1} s",
@@ -681,19 +686,7 @@ pub(crate) fn run_remote(
                 })),
             )?;
             let meta = follow_job(remote, &job, json)?;
-            if json {
-                table::print_json(&image_json(&meta, &[]));
-            } else {
-                println!(
-                    "imported {source} as image `{}`: {} entries, {}",
-                    meta.name,
-                    meta.entries,
-                    human_bytes(meta.bytes)
-                );
-                if let Some(build) = &meta.build {
-                    print_built(&meta.name, build, started.elapsed());
-                }
-            }
+            print_imported(&source, &meta, started.elapsed(), json);
             Ok(())
         }
         ImageCommand::Build {

@@ -283,7 +283,7 @@ fn set(
     let count = ctx
         .site
         .set_records(kind, &selection, &fields.patch(node_only))?;
-    println!("updated {count} {}(s)", kind.noun());
+    print_updated(kind, count);
     Ok(())
 }
 
@@ -293,6 +293,10 @@ fn delete(ctx: &Context, kind: Kind, args: &DeleteArgs) -> anyhow::Result<()> {
     let deleted = ctx.site.delete_records(kind, &names)?;
     print_deleted(kind, &deleted);
     Ok(())
+}
+
+fn print_updated(kind: Kind, count: usize) {
+    println!("updated {count} {}(s)", kind.noun());
 }
 
 fn print_deleted(kind: Kind, deleted: &[String]) {
@@ -582,7 +586,7 @@ fn edit(ctx: &Context, kind: Kind, patterns: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     ctx.site.replace_records(kind, &names, records)?;
-    println!("updated {} {}(s)", names.len(), kind.noun());
+    print_updated(kind, names.len());
     Ok(())
 }
 
@@ -682,7 +686,7 @@ fn set_remote(
         collection(kind),
         Some(&json!({"names": target.names, "all": target.all, "fields": patch})),
     )?;
-    println!("updated {} {}(s)", updated["updated"], kind.noun());
+    print_updated(kind, updated["updated"].as_u64().unwrap_or(0) as usize);
     Ok(())
 }
 

@@ -80,24 +80,7 @@ pub(crate) fn run(ctx: &Context, command: TokenCommand) -> anyhow::Result<()> {
                 .collect::<Result<BTreeSet<_>, _>>()?;
             let lifetime = expires.as_deref().map(lifetime).transpose()?;
             let (token, info) = site.create_token(&name, scopes, lifetime, &local_user())?;
-            if json {
-                let mut value = token_json(&info);
-                value["token"] = serde_json::Value::String(token);
-                table::print_json(&value);
-            } else {
-                println!("{token}");
-                eprintln!(
-                    "token {} ({}) with scopes {}, {}: keep it safe, it is not shown again",
-                    info.id,
-                    info.name,
-                    scope_list(&info.scopes),
-                    info.expires
-                        .map_or("never expires".to_owned(), |at| format!(
-                            "expires {}",
-                            timestamp(at)
-                        ))
-                );
-            }
+            print_created(&token, &info, json);
         }
         TokenCommand::List { json } => print_tokens(&site.list_tokens()?, json),
         TokenCommand::Revoke { id } => {
@@ -106,6 +89,28 @@ pub(crate) fn run(ctx: &Context, command: TokenCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A new token: printed once, with what it may do on stderr.
+fn print_created(token: &str, info: &TokenInfo, json: bool) {
+    if json {
+        let mut value = token_json(info);
+        value["token"] = serde_json::Value::String(token.to_owned());
+        table::print_json(&value);
+        return;
+    }
+    println!("{token}");
+    eprintln!(
+        "token {} ({}) with scopes {}, {}: keep it safe, it is not shown again",
+        info.id,
+        info.name,
+        scope_list(&info.scopes),
+        info.expires
+            .map_or("never expires".to_owned(), |at| format!(
+                "expires {}",
+                timestamp(at)
+            ))
+    );
 }
 
 /// Tokens as `token list` shows them.
@@ -173,13 +178,8 @@ pub(crate) fn run_remote(
                 "/tokens",
                 Some(&serde_json::json!({"name": name, "scopes": scope, "expires": expires})),
             )?;
-            if json {
-                let mut value = made["info"].clone();
-                value["token"] = made["token"].clone();
-                table::print_json(&value);
-            } else {
-                println!("{}", made["token"].as_str().unwrap_or_default());
-            }
+            let info: TokenInfo = serde_json::from_value(made["info"].clone())?;
+            print_created(made["token"].as_str().unwrap_or_default(), &info, json);
         }
         TokenCommand::List { json } => {
             let answer: serde_json::Value = remote.get("/tokens")?;
