@@ -161,6 +161,20 @@ pub fn tar_of(items: &[Item]) -> Vec<u8> {
     b.into_inner().unwrap_or_else(|e| panic!("tar: {e}"))
 }
 
+/// Writes `items` as a directory tree (owners and device nodes kept when root), by GNU tar.
+pub fn write_tree(dir: &Path, items: &[Item]) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let tar = dir.with_extension("tree.tar");
+    std::fs::write(&tar, tar_of(items)).unwrap_or_else(|e| panic!("{}: {e}", tar.display()));
+    run(Command::new("tar")
+        .arg("-xpf")
+        .arg(&tar)
+        .arg("--same-owner")
+        .arg("-C")
+        .arg(dir));
+    let _ = std::fs::remove_file(&tar);
+}
+
 pub fn compress(data: &[u8], how: LayerCompression) -> Vec<u8> {
     match how {
         LayerCompression::Gzip => {

@@ -496,7 +496,7 @@ fn warewulf_nodes_conf_imports() {
 
     let bad = wulf.path().join("bad.conf");
     std::fs::write(&bad, "nodes: [unclosed\n").unwrap_or_else(|e| panic!("{e}"));
-    insta::assert_snapshot!(wulf.redact(&wulf.fails(&["import", "warewulf", &bad.display().to_string()])), @"error: [STATE]/bad.conf: not a Warewulf nodes.conf: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 8");
+    insta::assert_snapshot!(wulf.redact(&wulf.fails(&["import", "warewulf", &bad.display().to_string()])), @"error: [STATE]/bad.conf: not YAML as Warewulf writes it: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 8");
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod dhcp;
 mod doctor;
 mod hardening;
 mod image_exec;
+mod migrate;
 mod netboot;
 mod overlay_plugins;
 mod package;

@@ -158,6 +158,14 @@ fn debian_kernel() -> Kernel {
 /// script loading them, and /sbin/init printing the marker, then powering off (or, with
 /// `wulf.hold` on the kernel command line, staying up until its BMC powers it off).
 fn node_image(dir: &Path, kernel: &Kernel) -> PathBuf {
+    let mut layout = Layout::new(dir);
+    layout.layer(&node_items(kernel), LayerCompression::Gzip);
+    layout.finish("v1")
+}
+
+/// The e2e node's root filesystem: busybox, the kernel and its network driver, and an init
+/// that prints the marker line.
+fn node_items(kernel: &Kernel) -> Vec<Item> {
     let busybox = std::fs::read("/bin/busybox").unwrap();
     let mut items = vec![
         Item::dir("bin"),
@@ -220,9 +228,13 @@ fn node_image(dir: &Path, kernel: &Kernel) -> PathBuf {
             "#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do [ -f /run/wulf-agent/manifest ] && break; sleep 1; done\nAGENT=missing; [ -f /run/wulf-agent/manifest ] && AGENT=synced\n[ $AGENT = synced ] || cat /var/log/wulf-agent.log\nADDR=$(ip -4 -o addr show | grep -v ' lo ' | sed 's/.*inet \\([0-9./]*\\).*/\\1/' | head -n 1)\nHOSTS=$(grep \" $(hostname) \" /etc/hosts | head -n 1)\necho \"{MARKER} hostname=$(hostname) addr=$ADDR hosts=[$HOSTS] motd=[$(cat /etc/motd)] agent=$AGENT\"\nsync\nmountpoint -q /proc || mount -t proc proc /proc\nif grep -q wulf.hold /proc/cmdline; then while :; do sleep 60; done; fi\npoweroff -f\n"
         ),
     ));
-    let mut layout = Layout::new(dir);
-    layout.layer(&items, LayerCompression::Gzip);
-    layout.finish("v1")
+    items
+}
+
+/// The e2e node's root filesystem as a directory (a chroot, as Warewulf keeps images).
+pub(crate) fn node_chroot(dir: &Path) {
+    prerequisites();
+    wulf_tests::oci::write_tree(dir, &node_items(&debian_kernel()));
 }
 
 /// Boots a VM (`prefix` runs qemu, e.g. inside a network namespace; `net` are its network
@@ -331,9 +343,8 @@ pub(crate) fn add_node(wulf: &Wulf, ipaddr: &str, gateway: &str) {
     ]);
 }
 
-/// What every variant needs: the packages, the kernel, the image through a real registry, a
-/// site overlay and the default profile.
-pub(crate) fn prepare(scratch: &Path) -> Wulf {
+/// The packages every netboot needs.
+fn prerequisites() {
     for (command, package) in [
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("busybox", "busybox-static"),
@@ -343,6 +354,12 @@ pub(crate) fn prepare(scratch: &Path) -> Wulf {
         require_command(command, package);
     }
     require_file("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu");
+}
+
+/// What every variant needs: the packages, the kernel, the image through a real registry, a
+/// site overlay and the default profile.
+pub(crate) fn prepare(scratch: &Path) -> Wulf {
+    prerequisites();
     let kernel = debian_kernel();
     assert!(
         kernel.modules.iter().any(|(m, _)| m == "virtio_net"),

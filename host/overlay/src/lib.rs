@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod error;
+pub mod go_template;
 pub mod host_keys;
 pub mod render;
 pub mod source;

@@ -28,9 +28,20 @@ pub enum Rendered {
 /// Reads a text file of an image: `(image, path) -> content`.
 pub type ImageReader = std::sync::Arc<dyn Fn(&str, &str) -> Result<String, String> + Send + Sync>;
 
-/// Compiled templates, by name.
+/// The first line of a template translated from Warewulf's Go templates
+/// ([`crate::go_template`]). Such a template is rendered as Warewulf renders: a field or key
+/// that does not exist is empty, not an error. The comment ends on the line the template's
+/// own first line starts, so line numbers match the Go source.
+pub const WAREWULF_COMPAT: &str =
+    "{# wulf: translated from a Warewulf template; missing fields render empty #}";
+
+/// Compiled templates, by name: wulf's own in a strict environment, those translated from
+/// Warewulf in a lenient one.
 pub struct Templates {
-    env: Environment<'static>,
+    strict: Environment<'static>,
+    compat: Environment<'static>,
+    /// Names of the templates compiled in `compat`.
+    compat_names: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -45,60 +56,121 @@ impl Default for Templates {
     }
 }
 
+fn environment(undefined: UndefinedBehavior) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(undefined);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_fuel(Some(FUEL));
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+    {
+        env.set_syntax(syntax);
+    }
+    env.add_function("file", |name: String| format!("{MARK}file:{name}{MARK}"));
+    env.add_function("softlink", |target: String| {
+        format!("{MARK}link:{target}{MARK}")
+    });
+    env.add_function("abort", || format!("{MARK}abort{MARK}"));
+    env.add_function("nobackup", String::new);
+    env.add_function("include", |path: String| -> Result<String, Error> {
+        std::fs::read_to_string(&path).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("include({path:?}): {e}"),
+            )
+        })
+    });
+    env.add_filter("basename", |path: String| {
+        Path::new(&path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    env.add_filter("dirname", |path: String| {
+        Path::new(&path)
+            .parent()
+            .map(|n| n.display().to_string())
+            .unwrap_or_default()
+    });
+    env.add_filter("prefix", |netmask: String| -> Result<u32, Error> {
+        netmask_prefix(&netmask).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("{netmask:?} is not a netmask"),
+            )
+        })
+    });
+    env.add_filter("systemd_escape", systemd_escape);
+    env.add_filter("pairs", pairs);
+    env
+}
+
+/// Values printed as Go prints them: `true`, not `True`; nothing for none.
+fn go_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &mut minijinja::State<'_, '_>,
+    value: &Value,
+) -> Result<(), Error> {
+    match value.kind() {
+        minijinja::value::ValueKind::Bool => {
+            let text = if value.is_true() { "true" } else { "false" };
+            out.write_str(text).map_err(Error::from)
+        }
+        minijinja::value::ValueKind::None | minijinja::value::ValueKind::Undefined => Ok(()),
+        _ => minijinja::escape_formatter(out, state, value),
+    }
+}
+
+/// `x|pairs`: `(key, value)` of a map in key order, `(index, item)` of a list, as Go's
+/// `range $k, $v := x` walks them; nothing for none or an undefined value.
+fn pairs(value: Value) -> Result<Value, Error> {
+    if value.is_undefined() || value.is_none() {
+        return Ok(Value::from(Vec::<Value>::new()));
+    }
+    let mut out = Vec::new();
+    match value.kind() {
+        minijinja::value::ValueKind::Map => {
+            let mut keys: Vec<Value> = value.try_iter()?.collect();
+            keys.sort();
+            for key in keys {
+                let item = value.get_item(&key)?;
+                out.push(Value::from(vec![key, item]));
+            }
+        }
+        minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Iterable => {
+            for (i, item) in value.try_iter()?.enumerate() {
+                out.push(Value::from(vec![Value::from(i), item]));
+            }
+        }
+        _ => {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("pairs: {value} is neither a map nor a list"),
+            ));
+        }
+    }
+    Ok(Value::from(out))
+}
+
 impl Templates {
     pub fn new() -> Self {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        env.set_fuel(Some(FUEL));
-        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
-            .keep_trailing_newline(true)
-            .build()
-        {
-            env.set_syntax(syntax);
+        Templates {
+            strict: environment(UndefinedBehavior::Strict),
+            compat: {
+                let mut env = environment(UndefinedBehavior::Chainable);
+                env.set_formatter(go_formatter);
+                env
+            },
+            compat_names: Default::default(),
         }
-        env.add_function("file", |name: String| format!("{MARK}file:{name}{MARK}"));
-        env.add_function("softlink", |target: String| {
-            format!("{MARK}link:{target}{MARK}")
-        });
-        env.add_function("abort", || format!("{MARK}abort{MARK}"));
-        env.add_function("nobackup", String::new);
-        env.add_function("include", |path: String| -> Result<String, Error> {
-            std::fs::read_to_string(&path).map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("include({path:?}): {e}"),
-                )
-            })
-        });
-        env.add_filter("basename", |path: String| {
-            Path::new(&path)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
-        env.add_filter("dirname", |path: String| {
-            Path::new(&path)
-                .parent()
-                .map(|n| n.display().to_string())
-                .unwrap_or_default()
-        });
-        env.add_filter("prefix", |netmask: String| -> Result<u32, Error> {
-            netmask_prefix(&netmask).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("{netmask:?} is not a netmask"),
-                )
-            })
-        });
-        env.add_filter("systemd_escape", systemd_escape);
-        Templates { env }
     }
 
     /// Lets templates read image files with `include_from(image, path)`.
     pub fn set_image_reader(&mut self, read: ImageReader) {
-        self.env
-            .add_function("include_from", move |image: String, path: String| {
+        for env in [&mut self.strict, &mut self.compat] {
+            let read = read.clone();
+            env.add_function("include_from", move |image: String, path: String| {
                 read(&image, &path).map_err(|message| {
                     Error::new(
                         ErrorKind::InvalidOperation,
@@ -106,18 +178,30 @@ impl Templates {
                     )
                 })
             });
+        }
     }
 
     /// Compiles a template under `name`; errors carry the line.
+    /// A template starting with [`WAREWULF_COMPAT`] renders missing fields empty.
     pub fn add(&mut self, name: &str, source: String) -> Result<(), String> {
-        self.env
-            .add_template_owned(name.to_owned(), source)
+        let env = if source.starts_with(WAREWULF_COMPAT) {
+            self.compat_names.insert(name.to_owned());
+            &mut self.compat
+        } else {
+            &mut self.strict
+        };
+        env.add_template_owned(name.to_owned(), source)
             .map_err(|e| describe(&e))
     }
 
     /// Renders `name` for the file `path` (its output path, without `.ww`).
     pub fn render(&self, name: &str, path: &str, ctx: &Value) -> Result<Vec<Rendered>, String> {
-        let template = self.env.get_template(name).map_err(|e| describe(&e))?;
+        let env = if self.compat_names.contains(name) {
+            &self.compat
+        } else {
+            &self.strict
+        };
+        let template = env.get_template(name).map_err(|e| describe(&e))?;
         let text = template.render(ctx).map_err(|e| describe(&e))?;
         Ok(split(path, &text))
     }

@@ -128,6 +128,22 @@ pub enum SiteError {
         #[source]
         source: wulf_core::bmc::BmcError,
     },
+    #[error("cannot read {path}: {source}")]
+    WarewulfRead {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source} (nothing was imported)")]
+    WarewulfFile {
+        path: std::path::PathBuf,
+        source: wulf_core::warewulf_import::ImportError,
+    },
+    #[error("{what} `{name}` {why} (nothing was imported)")]
+    MigrationConflict {
+        what: &'static str,
+        name: String,
+        why: String,
+    },
     #[error("{path}")]
     Io {
         path: std::path::PathBuf,

@@ -17,6 +17,7 @@ mod doctor;
 mod error;
 mod images;
 mod inventory;
+mod migrate;
 mod overlays;
 mod patch;
 mod plugins;
@@ -42,6 +43,9 @@ pub use dhcp::{DhcpHost, Ipv4Net};
 pub use doctor::{Check, DoctorOptions, Health};
 pub use error::{Result, SiteError};
 pub use images::{BuildSettings, ExecOutcome, ImageUse, KernelUse, SyncReport};
+pub use migrate::{
+    PlannedImage, PlannedKind, PlannedOverlay, ReportKind, ReportLine, WAREWULF_DIR, WarewulfPlan,
+};
 pub use overlays::{BuildReport, OverlayListing, Rendered};
 pub use patch::Patch;
 pub use plugins::Plugin;

@@ -576,13 +576,13 @@ pub(crate) fn timestamp(secs: u64) -> String {
 }
 
 /// Progress bars on stderr; invisible when stderr is not a terminal or `quiet` is set.
-struct Bars {
+pub(crate) struct Bars {
     quiet: bool,
     bar: Mutex<Option<ProgressBar>>,
 }
 
 impl Bars {
-    fn new(quiet: bool) -> Self {
+    pub(crate) fn new(quiet: bool) -> Self {
         Bars {
             quiet: quiet || !std::io::stderr().is_terminal(),
             bar: Mutex::new(None),

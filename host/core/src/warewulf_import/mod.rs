@@ -1,9 +1,12 @@
 //! Migration from Warewulf v4: reads a `nodes.conf` (YAML) and maps its profiles and nodes onto
 //! wulf records, legacy keys included (`container name`, flat `kernel args`, flat `ipmi *`,
 //! `keys`, netdev `default`/`primary`). Whatever cannot be mapped is reported, never dropped
-//! silently.
+//! silently; a key Warewulf itself does not know is an error. [`conf`] does the same for
+//! `warewulf.conf`.
 
-use std::collections::BTreeMap;
+pub mod conf;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_norway::Value;
 
@@ -18,6 +21,18 @@ pub struct Imported {
     pub mapped: Vec<String>,
     /// `profile `p`: ...` / `node `n`: ...` lines for everything left behind.
     pub unmapped: Vec<String>,
+    /// Warewulf's network overlays the records name (`NetworkManager`, `systemd.networkd`,
+    /// `ifcfg`, `debian.interfaces`): which configuration the `network` plugin writes.
+    pub network_overlays: BTreeSet<String>,
+}
+
+/// The overlays Warewulf's distribution ships: not site overlays, whatever directory they are
+/// found in (4.4 and 4.5 keep them beside the site's).
+pub fn is_distribution_overlay(name: &str) -> Option<(Option<&'static str>, &'static str)> {
+    OVERLAYS
+        .iter()
+        .find(|(ww, _, _)| *ww == name)
+        .map(|(_, wulf, what)| (*wulf, *what))
 }
 
 /// Warewulf's distribution overlays and the first-party plugins that do their job:
@@ -74,6 +89,29 @@ const OVERLAYS: &[(&str, Option<&str>, &str)] = &[
         "networkd, NetworkManager and init.d configuration (no /etc/network/interfaces)",
     ),
     (
+        "ifupdown",
+        Some("network"),
+        "networkd, NetworkManager and init.d configuration (no /etc/network/interfaces)",
+    ),
+    (
+        "wicked",
+        Some("network"),
+        "networkd, NetworkManager and init.d configuration (no wicked files)",
+    ),
+    (
+        "netplan",
+        Some("network"),
+        "systemd-networkd configuration, which netplan would have rendered",
+    ),
+    ("sfdisk", None, "disk provisioning is not supported yet"),
+    ("mkfs", None, "disk provisioning is not supported yet"),
+    ("mkswap", None, "disk provisioning is not supported yet"),
+    (
+        "localusers",
+        None,
+        "a site overlay can ship /etc/passwd additions; `wulf image syncuser` aligns ids",
+    ),
+    (
         "syncuser",
         None,
         "`wulf image syncuser --write` merges the host's accounts into the image instead",
@@ -94,9 +132,23 @@ const OVERLAYS: &[(&str, Option<&str>, &str)] = &[
     ("localtime", None, "a site overlay can ship /etc/localtime"),
 ];
 
+/// A file that is not what Warewulf writes: nothing of it is imported. The caller names the
+/// file's path.
 #[derive(Debug, thiserror::Error)]
-#[error("not a Warewulf nodes.conf: {0}")]
-pub struct ImportError(String);
+#[error("{message}")]
+pub struct ImportError {
+    pub file: &'static str,
+    pub message: String,
+}
+
+impl ImportError {
+    fn nodes(message: impl Into<String>) -> ImportError {
+        ImportError {
+            file: "nodes.conf",
+            message: message.into(),
+        }
+    }
+}
 
 fn text(value: &Value) -> Option<String> {
     match value {
@@ -191,6 +243,9 @@ struct Mapper<'a> {
     record: String,
     mapped: &'a mut Vec<String>,
     unmapped: &'a mut Vec<String>,
+    network_overlays: &'a mut BTreeSet<String>,
+    /// Keys Warewulf does not have: the import stops on them.
+    unknown: &'a mut Vec<String>,
 }
 
 impl Mapper<'_> {
@@ -199,6 +254,9 @@ impl Mapper<'_> {
     fn overlays(&mut self, key: &str, value: &Value) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for name in list(value) {
+            if NETWORK_OVERLAYS.iter().any(|(ww, _)| *ww == name) {
+                self.network_overlays.insert(name.clone());
+            }
             let wulf = match OVERLAYS.iter().find(|(ww, _, _)| *ww == name) {
                 Some((_, Some(wulf), what)) => {
                     if *wulf != name {
@@ -220,6 +278,10 @@ impl Mapper<'_> {
             }
         }
         names
+    }
+
+    fn unknown(&mut self, key: &str) {
+        self.unknown.push(format!("{}: `{key}`", self.record));
     }
 
     fn skip(&mut self, key: &str, why: &str) {
@@ -287,7 +349,8 @@ impl Mapper<'_> {
                 flat if flat.starts_with("ipmi ") => {
                     self.ipmi_field(&mut node, &flat["ipmi ".len()..], value)
                 }
-                other => self.skip(other, "has no wulf equivalent"),
+                "tagsdel" => self.skip(key, "has no wulf equivalent"),
+                other => self.unknown(other),
             }
         }
         node
@@ -299,7 +362,7 @@ impl Mapper<'_> {
             match key.as_str().unwrap_or_default() {
                 "version" | "override" => node.kernel.version = text(value),
                 "args" => node.kernel.args = kernel_args(value),
-                other => self.skip(&format!("kernel.{other}"), "has no wulf equivalent"),
+                other => self.unknown(&format!("kernel.{other}")),
             }
         }
     }
@@ -325,7 +388,8 @@ impl Mapper<'_> {
             "write" => ipmi.write = boolean(value),
             "template" => ipmi.template = text(value),
             "tags" => ipmi.tags.extend(tags(value)),
-            other => self.skip(&format!("ipmi.{other}"), "has no wulf equivalent"),
+            "vlan" | "bit-rate" => self.skip(&format!("ipmi.{key}"), "has no wulf equivalent"),
+            other => self.unknown(&format!("ipmi.{other}")),
         }
     }
 
@@ -361,10 +425,7 @@ impl Mapper<'_> {
                             node.primary_network = Some(name.clone());
                         }
                     }
-                    other => self.skip(
-                        &format!("network devices.{name}.{other}"),
-                        "has no wulf equivalent",
-                    ),
+                    other => self.unknown(&format!("network devices.{name}.{other}")),
                 }
             }
             node.network_devices.insert(name, dev);
@@ -419,19 +480,21 @@ impl Mapper<'_> {
 
 /// Reads a Warewulf `nodes.conf`.
 pub fn import(yaml: &str) -> Result<Imported, ImportError> {
-    let root: Value = serde_norway::from_str(yaml).map_err(|e| ImportError(e.to_string()))?;
+    let root: Value = serde_norway::from_str(yaml)
+        .map_err(|e| ImportError::nodes(format!("not YAML as Warewulf writes it: {e}")))?;
     let Value::Mapping(top) = &root else {
-        return Err(ImportError("the top level is not a mapping".into()));
+        return Err(ImportError::nodes("the top level is not a mapping"));
     };
     let mut imported = Imported::default();
+    let mut unknown = Vec::new();
     for (key, value) in top {
         let (is_profile, noun) = match key.as_str() {
             Some("nodeprofiles") => (true, "profile"),
             Some("nodes") => (false, "node"),
+            // The format's version, which Warewulf writes and wulf does not need.
+            Some("WW_INTERNAL") => continue,
             Some(other) => {
-                imported
-                    .unmapped
-                    .push(format!("top-level `{other}` has no wulf equivalent"));
+                unknown.push(format!("top level: `{other}`"));
                 continue;
             }
             None => continue,
@@ -445,6 +508,8 @@ pub fn import(yaml: &str) -> Result<Imported, ImportError> {
                 record: format!("{noun} `{id}`"),
                 mapped: &mut imported.mapped,
                 unmapped: &mut imported.unmapped,
+                network_overlays: &mut imported.network_overlays,
+                unknown: &mut unknown,
             };
             let node = mapper.record(&id, record);
             if is_profile {
@@ -454,8 +519,29 @@ pub fn import(yaml: &str) -> Result<Imported, ImportError> {
             }
         }
     }
+    if !unknown.is_empty() {
+        return Err(ImportError::nodes(format!(
+            "{} {} no key Warewulf 4.4-4.7 knows; fix or remove {}",
+            unknown.join(", "),
+            if unknown.len() == 1 { "is" } else { "are" },
+            if unknown.len() == 1 { "it" } else { "them" },
+        )));
+    }
     Ok(imported)
 }
+
+/// Warewulf's network overlays and what the `network` plugin writes in their place.
+pub const NETWORK_OVERLAYS: &[(&str, &str)] = &[
+    ("NetworkManager", "networkmanager"),
+    ("systemd.networkd", "networkd"),
+    // EL's NetworkManager reads keyfiles; ifcfg files are its legacy format.
+    ("ifcfg", "networkmanager"),
+    // ifupdown runs from init scripts, as the plugin's init.d fallback does.
+    ("debian.interfaces", "init"),
+    ("ifupdown", "init"),
+    ("wicked", "networkmanager"),
+    ("netplan", "networkd"),
+];
 
 #[cfg(test)]
 mod tests {
