@@ -27,3 +27,4 @@ mod serve;
 mod serve_files;
 mod service;
 mod site_layer;
+mod state_upgrade;

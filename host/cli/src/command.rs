@@ -13,3 +13,4 @@ pub(crate) mod power;
 pub(crate) mod serve;
 pub(crate) mod status;
 pub(crate) mod token;
+pub(crate) mod upgrade;

@@ -101,6 +101,9 @@ enum Command {
     /// Check this host before booting nodes: ports, iPXE binaries, DHCP, images, overlays,
     /// nodes, plugins, clock, disk space; each finding with its fix. Exits 1 when one fails
     Doctor(command::doctor::DoctorArgs),
+    /// Bring a state directory written by an earlier wulf to this release's layout, after a
+    /// backup of what changes
+    Upgrade(command::upgrade::UpgradeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },
     /// Write the man pages (wulf.1, wulf-node.1, wulf-node-add.1, ...) into a directory
@@ -217,6 +220,7 @@ fn main() -> ExitCode {
             Command::Power(args) => command::power::run_power(&ctx, args),
             Command::Token(cmd) => command::token::run(&ctx, cmd),
             Command::Dashboard(args) => command::token::dashboard(&ctx, args),
+            Command::Upgrade(args) => command::upgrade::run(&ctx, args),
             Command::Completions { .. } | Command::Man { .. } | Command::Doctor(_) => Ok(()),
         });
     finish(result)

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::atomic_file::{WriteLock, write_atomic};
 use crate::inventory::{Inventory, ParseError, SerializeError};
-use crate::state_dir::StateDir;
+use crate::state_dir::{STATE_VERSION, StateDir};
 use crate::validation::{ValidationError, validate};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,7 @@ const HEADER: &str =
 pub struct InventoryStore {
     path: PathBuf,
     lock: PathBuf,
+    version_file: PathBuf,
 }
 
 impl InventoryStore {
@@ -72,6 +73,7 @@ impl InventoryStore {
         InventoryStore {
             path: state.nodes_file(),
             lock: state.lock_file(),
+            version_file: state.version_file(),
         }
     }
 
@@ -132,6 +134,7 @@ impl InventoryStore {
             path: self.lock.clone(),
             source,
         })?;
+        let new_state = !self.path.exists();
         let mut inventory = self.load_unchecked()?;
         let result = edit(&mut inventory)?;
         inventory.assign_ids();
@@ -141,6 +144,16 @@ impl InventoryStore {
             path: self.path.clone(),
             source,
         })?;
+        // A state this wulf starts is in its layout.
+        if new_state && !self.version_file.exists() {
+            let version = format!("{STATE_VERSION}\n");
+            write_atomic(&self.version_file, version.as_bytes()).map_err(|source| {
+                StoreError::Write {
+                    path: self.version_file.clone(),
+                    source,
+                }
+            })?;
+        }
         Ok(result)
     }
 }

@@ -120,6 +120,18 @@ impl Site {
     pub fn doctor(&self, options: &DoctorOptions) -> Vec<Check> {
         let config = self.config();
         let mut checks = vec![self.check_config(), self.check_state()];
+        if let Ok(version) = self.state_version()
+            && version < wulf_core::state_dir::STATE_VERSION
+        {
+            checks.push(Check::warn(
+                "state",
+                format!(
+                    "state-version {version}: written by an earlier wulf (this one writes {})",
+                    wulf_core::state_dir::STATE_VERSION
+                ),
+                "run `wulf upgrade` (it backs up what it changes first)",
+            ));
+        }
         checks.push(check_port(
             "http",
             Proto::Tcp,

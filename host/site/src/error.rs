@@ -128,6 +128,14 @@ pub enum SiteError {
         #[source]
         source: wulf_core::bmc::BmcError,
     },
+    #[error(
+        "{path} is at state-version {found}, written by a newer wulf; this one knows up to {supported}: run the newer wulf, or restore a backup made before its upgrade"
+    )]
+    StateTooNew {
+        path: std::path::PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("cannot read {path}: {source}")]
     WarewulfRead {
         path: std::path::PathBuf,

@@ -26,6 +26,7 @@ mod provision;
 mod records;
 mod serving;
 mod tokens;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,7 @@ pub use power::{BmcOptions, BmcRequest, ConsoleAccess, NodeResult, Stagger, pars
 pub use records::{ImportReport, Kind, RecordView, Selection, expand};
 pub use serving::{Serving, api_base_url};
 pub use tokens::{Scope, TokenInfo, TokenRefused, parse_lifetime, scope_list};
+pub use upgrade::UpgradeReport;
 
 pub(crate) use wulf_core::provision::IPXE_FIRMWARES;
 
@@ -109,6 +111,7 @@ impl std::fmt::Debug for Site {
 impl Site {
     pub fn open(options: SiteOptions) -> Result<Site> {
         let state = StateDir::new(options.state);
+        upgrade::check_version(&state)?;
         let config = load_config(&state, options.config.as_deref())?;
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .unwrap_or_default()
