@@ -1,6 +1,6 @@
 //! Builds the first-party plugins in `plugins/` for wasm32-wasip2 and `wulf-agent` as a static
-//! binary, and writes `embedded.rs`, which embeds each plugin's manifest and component, and the
-//! agent, into the binary.
+//! binary, and writes `embedded.rs`, which embeds each plugin's manifest and component, the
+//! agent and stage one into the binary.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -53,6 +53,27 @@ fn main() {
         code,
         "/// `wulf-agent` for x86-64 nodes, static.\npub(crate) static AGENT: &[u8] = include_bytes!({:?});",
         agent.display().to_string()
+    );
+    let stage1 = match wulf_plugin_build::build_static(
+        &workspace,
+        "wulf-stage1",
+        "wulf-stage1",
+        "agent",
+        &[
+            &workspace.join("host/stage1"),
+            &workspace.join("host/agent"),
+        ],
+    ) {
+        Ok(stage1) => stage1,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(1);
+        }
+    };
+    let _ = writeln!(
+        code,
+        "/// `wulf-stage1`, the `/init` of two-stage boots on x86-64 nodes, static.\npub(crate) static STAGE1: &[u8] = include_bytes!({:?});",
+        stage1.display().to_string()
     );
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("embedded.rs");
     if let Err(e) = std::fs::write(&out, code) {

@@ -24,7 +24,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 /// The image's tree: what a diskless Debian node runs, and (`etc/warewulf/excludes`) what of it
 /// a node does not need in RAM: docs, apt's caches, the installer's initrd, and kernel modules
 /// for sound, graphics, media, wireless and the like.
-fn debian_tree() -> PathBuf {
+pub(crate) fn debian_tree() -> PathBuf {
     let include = [
         "systemd",
         "systemd-sysv",

@@ -27,4 +27,5 @@ mod serve;
 mod serve_files;
 mod service;
 mod site_layer;
+mod stage_one;
 mod state_upgrade;

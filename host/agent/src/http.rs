@@ -112,7 +112,11 @@ fn connect_privileged(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
 
 fn read_response(mut reader: impl io::BufRead) -> io::Result<Response> {
     let mut line = String::new();
-    reader.read_line(&mut line)?;
+    if reader.read_line(&mut line)? == 0 {
+        return Err(invalid(
+            "the server closed the connection without answering",
+        ));
+    }
     let status = line
         .split_whitespace()
         .nth(1)

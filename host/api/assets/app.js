@@ -8,7 +8,7 @@
 // All server data goes into the page through textContent, never innerHTML.
 "use strict";
 
-const STAGES = ["dhcp", "ipxe", "kernel", "image", "system", "runtime", "agent"];
+const STAGES = ["dhcp", "ipxe", "kernel", "stage1", "image", "system", "runtime", "agent"];
 const TOKEN_KEY = "wulf.token";
 const RENDER_MS = 200;        // batch window for DOM updates
 const MAX_ROWS = 500;         // rows kept in the table at once (see renderTable)

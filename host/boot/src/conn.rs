@@ -5,7 +5,7 @@
 //! user space, and a connection costs a few kilobytes, not buffers.
 //!
 //! Keep-alive and pipelining as HTTP/1.1 has them; requests may carry no body beyond a small
-//! one (which is read and dropped); slow or stalled clients are timed out.
+//! one (stage one's reports); slow or stalled clients are timed out.
 //!
 //! Connections are capped in total (below the open-file limit, so `accept` never runs out of
 //! descriptors) and per peer address ([`Limits`]). At a cap, a new connection takes the place
@@ -283,7 +283,7 @@ async fn connection(
         // whole head must arrive within the timeout, not each piece of it: a client trickling a
         // byte at a time cannot hold the connection.
         let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
-        let (head, used) = loop {
+        let (mut head, used) = loop {
             match parse(&buf, peer) {
                 Ok(Some(parsed)) => break parsed,
                 Ok(None) if buf.len() >= MAX_HEAD => {
@@ -323,9 +323,10 @@ async fn connection(
         if head.body_len > MAX_BODY {
             return reply_and_close(&mut stream, StatusCode::PAYLOAD_TOO_LARGE).await;
         }
-        // Drop the body, within the same deadline as the head: until it is read the request
-        // is still arriving, and the connection stays sheddable.
+        // The body, within the same deadline as the head: until it is read the request is
+        // still arriving, and the connection stays sheddable.
         let mut left = head.body_len;
+        let mut body = Vec::new();
         while left > 0 {
             if buf.is_empty() {
                 let mut chunk = [0u8; 2048];
@@ -342,8 +343,11 @@ async fn connection(
                 buf.extend_from_slice(&chunk[..n]);
             }
             let take = left.min(buf.len() as u64) as usize;
-            buf.drain(..take);
+            body.extend(buf.drain(..take));
             left -= take as u64;
+        }
+        if !body.is_empty() {
+            *head.request.body_mut() = Body::from(body);
         }
         if !slot.set_idle(false) {
             return Ok(()); // shed as the request completed: another took its place

@@ -50,6 +50,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ipxe/{mac}", get(ipxe))
         .route("/kernel/{mac}", get(kernel))
+        .route("/stage1/{mac}", get(stage1))
+        .route("/stage1/{mac}/report", axum::routing::post(stage1_report))
         .route("/image/{mac}", get(image))
         .route("/system/{mac}", get(system))
         .route("/runtime/{mac}", get(runtime))
@@ -97,6 +99,7 @@ macro_rules! stage_handler {
 }
 
 stage_handler!(kernel, BootStage::Kernel);
+stage_handler!(stage1, BootStage::Stage1);
 stage_handler!(image, BootStage::Image);
 stage_handler!(system, BootStage::System);
 stage_handler!(runtime, BootStage::Runtime);
@@ -113,13 +116,16 @@ async fn provision(
     let stage = match query.get("stage").map(String::as_str).unwrap_or("ipxe") {
         "ipxe" => return ipxe(State(app), ConnectInfo(peer), Path(mac), headers).await,
         "kernel" => BootStage::Kernel,
+        "stage1" => BootStage::Stage1,
         "image" | "container" => BootStage::Image,
         "system" => BootStage::System,
         "runtime" => BootStage::Runtime,
         other => {
             return text(
                 StatusCode::BAD_REQUEST,
-                format!("unknown stage {other:?}: use ipxe, kernel, image, system or runtime\n"),
+                format!(
+                    "unknown stage {other:?}: use ipxe, kernel, stage1, image, system or runtime\n"
+                ),
             );
         }
     };
@@ -213,6 +219,77 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: BootStage, req: Request) 
         tracing::info!(node = %node.id, stage = stage.as_str(), file = %sent, peer = %req.peer, "sending");
     }
     response
+}
+
+/// The size of the node's built image, if it has one.
+fn image_size(app: &AppState, node: &Node) -> Option<u64> {
+    let file = app.provisioner.boot_file(node, BootStage::Image).ok()?;
+    file.parts
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).ok())
+        .sum()
+}
+
+/// A report from a node's stage one (`ok <step>` or `error <step>: <why>`), for `/status`.
+async fn stage1_report(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(mac): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: String,
+) -> Response {
+    let hwaddr = match HwAddr::parse(&mac) {
+        Ok(hwaddr) => hwaddr,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let Some((node, _)) = find_node(&app, &hwaddr).await else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{hwaddr} is not a known node\n"),
+        );
+    };
+    if let Some(key) = node.asset_key.as_deref().filter(|k| !k.is_empty())
+        && query.get("assetkey").map(String::as_str) != Some(key)
+    {
+        return text(StatusCode::UNAUTHORIZED, "asset key mismatch\n".into());
+    }
+    let line: String = body
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(500)
+        .collect();
+    match line.split_once(' ') {
+        Some(("ok", step)) => {
+            tracing::info!(node = %node.id, %peer, step, "stage one");
+            app.status.delivered(Delivery {
+                node: &node.id,
+                mac: &hwaddr,
+                stage: BootStage::Stage1.as_str(),
+                file: &format!("stage one: {step}"),
+                bytes: 0,
+                peer: peer.ip(),
+                etag: "",
+            });
+        }
+        Some(("error", reason)) => {
+            tracing::warn!(node = %node.id, %peer, reason, "stage one failed");
+            app.status.failed(
+                &node.id,
+                &hwaddr.to_string(),
+                BootStage::Stage1.as_str(),
+                reason,
+            );
+        }
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "a report is one line: `ok <step>` or `error <step>: <reason>`\n".into(),
+            );
+        }
+    }
+    text(StatusCode::OK, "noted\n".into())
 }
 
 /// The size a response promises.
@@ -386,9 +463,11 @@ async fn ipxe(
     let authority = authority(&headers, app.local);
     let rendered = match find_node(&app, &hwaddr).await {
         Some((node, generation)) => {
-            let script = app
-                .scripts
-                .cached_for_node(generation, &node, &hwaddr, &authority);
+            let script =
+                app.scripts
+                    .cached_for_node(generation, &node, &hwaddr, &authority, || {
+                        image_size(&app, &node)
+                    });
             match &script {
                 Ok(script) => app.status.delivered(Delivery {
                     node: &node.id,

@@ -55,6 +55,7 @@ impl Context {
             config,
             embedded: crate::embedded::EMBEDDED,
             agent: crate::embedded::AGENT,
+            stage1: crate::embedded::STAGE1,
         })?;
         Ok(Context {
             site: Arc::new(site),

@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// A boot's steps, in the order a node takes them; an agent's check-in comes last.
-pub const STAGES: [&str; 7] = [
-    "dhcp", "ipxe", "kernel", "image", "system", "runtime", "agent",
+pub const STAGES: [&str; 8] = [
+    "dhcp", "ipxe", "kernel", "stage1", "image", "system", "runtime", "agent",
 ];
 
 /// How a step ended.

@@ -73,6 +73,7 @@ struct RawServer {
     secure: Option<bool>,
     max_connections: Option<u64>,
     max_connections_per_peer: Option<u64>,
+    stage_one_above_mib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +297,9 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// HTTP connections at once from one address.
     pub max_connections_per_peer: usize,
+    /// Nodes whose built image is larger than this (bytes, compressed) boot in two stages
+    /// unless their `ipxe-template` says otherwise; 0 never chooses it.
+    pub stage_one_above: u64,
 }
 
 impl ServerConfig {
@@ -320,6 +324,7 @@ impl Default for ServerConfig {
             secure: false,
             max_connections: None,
             max_connections_per_peer: 512,
+            stage_one_above: 1 << 30,
         }
     }
 }
@@ -568,6 +573,15 @@ impl Config {
             &invalid,
         )? {
             defaults.server.max_connections_per_peer = n as usize;
+        }
+        if let Some(mib) = within(
+            "server.stage-one-above-mib",
+            raw.server.stage_one_above_mib,
+            0,
+            1 << 30,
+            &invalid,
+        )? {
+            defaults.server.stage_one_above = mib << 20;
         }
         defaults.dhcp = dhcp_config(raw.dhcp, &invalid)?;
         defaults.api.enabled = raw.api.enabled.unwrap_or(true);

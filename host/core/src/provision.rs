@@ -56,6 +56,8 @@ pub fn ipxe_binary(architecture: u16) -> Option<&'static str> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BootStage {
     Kernel,
+    /// The first stage of a two-stage boot: its `/init` and the kernel's network drivers.
+    Stage1,
     Image,
     System,
     Runtime,
@@ -65,6 +67,7 @@ impl BootStage {
     pub fn as_str(self) -> &'static str {
         match self {
             BootStage::Kernel => "kernel",
+            BootStage::Stage1 => "stage1",
             BootStage::Image => "image",
             BootStage::System => "system",
             BootStage::Runtime => "runtime",
@@ -175,6 +178,11 @@ pub enum ProvisionError {
     },
     #[error("the node agents' key cannot be read or made")]
     AgentKey {
+        #[source]
+        source: BoxError,
+    },
+    #[error("stage one's archive cannot be written")]
+    Stage1 {
         #[source]
         source: BoxError,
     },

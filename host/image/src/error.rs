@@ -172,6 +172,9 @@ pub enum ImageError {
     BadImagePath { path: String },
     #[error("{path} is not a file in image `{image}` (or a link to one)")]
     NotAFile { image: String, path: String },
+    /// The network drivers for a two-stage boot could not be gathered.
+    #[error("stage one's network drivers: {message}")]
+    Stage1 { message: String },
     #[error(
         "{path} in image `{image}` has {size} bytes; include_from reads files up to {} MiB",
         crate::store::ImageFiles::MAX_BYTES >> 20

@@ -18,6 +18,7 @@ pub mod pack;
 pub mod registry;
 pub mod rootfs;
 pub mod source;
+pub mod stage1;
 pub mod store;
 pub mod users;
 

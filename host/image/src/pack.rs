@@ -398,10 +398,29 @@ impl Excludes {
     }
 }
 
-struct HashingWriter<W: Write> {
+pub(crate) struct HashingWriter<W: Write> {
     inner: W,
     hasher: Sha256,
     written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    /// The SHA-256 (hex) and length of what was written, and the writer.
+    pub(crate) fn into_parts(self) -> (String, u64, W) {
+        (
+            hex::encode(self.hasher.finalize()),
+            self.written,
+            self.inner,
+        )
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {

@@ -92,6 +92,9 @@ pub struct Build {
     pub built_at: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transforms: Vec<String>,
+    /// The network drivers of each kernel, for a two-stage boot's first stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage1: Vec<crate::stage1::ModulesArchive>,
 }
 
 /// Options for [`ImageStore::import`].
@@ -440,7 +443,8 @@ impl ImageStore {
         if let Ok(entries) = fs::read_dir(&dir) {
             for entry in entries.flatten() {
                 let n = entry.file_name().to_string_lossy().into_owned();
-                if n.starts_with("initramfs-") && n != file_name {
+                let current = n == file_name || build_meta_files(&meta).any(|f| f == n);
+                if (n.starts_with("initramfs-") || n.starts_with("stage1-")) && !current {
                     let _ = fs::remove_file(entry.path());
                 }
             }
@@ -670,6 +674,7 @@ fn pack_in(
     );
     let target = dir.join(&file_name);
     fs::rename(&tmp, &target).map_err(ImageError::at(&target))?;
+    let stage1 = modules_archives(dir, meta)?;
     Ok(Build {
         file: file_name,
         sha256: packed.sha256,
@@ -679,7 +684,55 @@ fn pack_in(
         entries: packed.entries,
         built_at: now(),
         transforms: transforms.iter().map(|t| t.name().to_owned()).collect(),
+        stage1,
     })
+}
+
+/// The files of `meta`'s build besides the initramfs.
+fn build_meta_files(meta: &ImageMeta) -> impl Iterator<Item = &str> {
+    meta.build
+        .iter()
+        .flat_map(|b| b.stage1.iter().map(|m| m.file.as_str()))
+}
+
+/// The network-driver archive of each of `meta`'s kernels, for stage one, written into `dir`.
+fn modules_archives(dir: &Path, meta: &ImageMeta) -> Result<Vec<crate::stage1::ModulesArchive>> {
+    if meta.kernels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rootfs_tar = dir.join(ROOTFS);
+    let entries = rootfs::scan(&rootfs_tar)?;
+    let by_path: std::collections::HashMap<&str, &TarEntry> =
+        entries.iter().map(|e| (e.entry.path.as_str(), e)).collect();
+    let mut data = DataReader::open(&rootfs_tar)?;
+    let mut archives = Vec::new();
+    for kernel in &meta.kernels {
+        let tmp = dir.join(format!(".stage1.tmp-{}", std::process::id()));
+        let written =
+            crate::stage1::write_modules_archive(&entries, &mut data, &by_path, kernel, &tmp);
+        let (sha256, size, modules) = match written {
+            Ok(Some(written)) => written,
+            Ok(None) => {
+                let _ = fs::remove_file(&tmp);
+                continue;
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let file = format!("stage1-{}-{}.cpio.gz", kernel.file, &sha256[..16]);
+        let target = dir.join(&file);
+        fs::rename(&tmp, &target).map_err(ImageError::at(&target))?;
+        archives.push(crate::stage1::ModulesArchive {
+            kernel: kernel.file.clone(),
+            file,
+            sha256,
+            size,
+            modules,
+        });
+    }
+    Ok(archives)
 }
 
 /// Removes `.initramfs.tmp-<pid>` files of builds whose process is gone (killed mid-build):
@@ -746,7 +799,7 @@ fn extract_kernels(rootfs_tar: &Path, into: &Path) -> Result<Vec<Kernel>> {
 }
 
 /// Follows symlinks and hard links (at most 16) to a regular file.
-fn resolve_file<'a>(
+pub(crate) fn resolve_file<'a>(
     by_path: &std::collections::HashMap<&str, &'a TarEntry>,
     path: &str,
 ) -> Option<&'a TarEntry> {

@@ -75,6 +75,8 @@ pub struct SiteOptions {
     pub embedded: &'static [EmbeddedPlugin],
     /// `wulf-agent` for nodes (a static binary), which the `agent` overlay ships.
     pub agent: &'static [u8],
+    /// `wulf-stage1`, the `/init` of a two-stage boot (a static binary).
+    pub stage1: &'static [u8],
 }
 
 /// One site: its state directory, configuration, stores and plugins. Shared by every thread of
@@ -84,6 +86,7 @@ pub struct Site {
     config_arg: Option<PathBuf>,
     embedded: &'static [EmbeddedPlugin],
     agent_binary: &'static [u8],
+    stage1_binary: &'static [u8],
     agent_key: agent::AgentKey,
     config: RwLock<Arc<Config>>,
     /// A stamp of the configuration file, the plugin directory and the host keys, as last
@@ -125,6 +128,7 @@ impl Site {
             config_arg: options.config,
             embedded: options.embedded,
             agent_binary: options.agent,
+            stage1_binary: options.stage1,
             agent_key: agent::AgentKey::default(),
             config: RwLock::new(Arc::new(config)),
             plugin_inputs: Mutex::new(0),

@@ -1,6 +1,7 @@
 //! The site as the boot server sees it ([`Provisioner`]): the served inventory, what a node
 //! gets at each boot stage, discovery and overlay builds.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use wulf_core::provision::{BoxError, BuildSummary, ServedInventory};
@@ -21,6 +22,8 @@ pub(crate) struct ProvisionCache {
     /// The last parsed overlay index and the file it was parsed from: with 10,000 nodes it is
     /// megabytes of JSON, too much to parse per request.
     archive_index: Mutex<Option<(IndexStamp, Arc<Index>)>>,
+    /// Stage one's `/init` archive in the cache directory, and its SHA-256, once written.
+    stage1_init: Mutex<Option<(PathBuf, String)>>,
 }
 
 fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
@@ -63,7 +66,7 @@ impl Site {
                 image: image.clone(),
                 source: boxed(e),
             })?;
-        if stage == BootStage::Kernel {
+        if stage == BootStage::Kernel || stage == BootStage::Stage1 {
             let wanted = node.kernel.version.as_deref();
             let kernel = wulf_image::kernel::select(&meta.kernels, wanted).ok_or_else(|| {
                 ProvisionError::NoKernel {
@@ -72,6 +75,9 @@ impl Site {
                     wanted: wanted.map(str::to_owned),
                 }
             })?;
+            if stage == BootStage::Stage1 {
+                return self.stage1_file(&meta, kernel);
+            }
             return Ok(BootFile {
                 parts: vec![self.images.kernel_path(&image, kernel)],
                 etag: if kernel.sha256.is_empty() {
@@ -92,6 +98,53 @@ impl Site {
             parts: vec![path],
             etag: meta.build.map(|b| b.sha256).unwrap_or_default(),
         })
+    }
+
+    /// Stage one for `kernel` of an image: its `/init` archive, then the kernel's network
+    /// drivers when the image's build gathered them.
+    fn stage1_file(
+        &self,
+        meta: &wulf_image::ImageMeta,
+        kernel: &wulf_image::Kernel,
+    ) -> Result<BootFile, ProvisionError> {
+        let (init, init_sha) = self.stage1_init()?;
+        let mut parts = vec![init];
+        let mut etag = format!("stage1-{}", &init_sha[..16]);
+        if let Some(modules) = meta
+            .build
+            .iter()
+            .flat_map(|b| &b.stage1)
+            .find(|m| m.kernel == kernel.file)
+        {
+            parts.push(self.images.path(&meta.name).join(&modules.file));
+            etag.push('-');
+            etag.push_str(&modules.sha256[..16]);
+        }
+        Ok(BootFile { parts, etag })
+    }
+
+    /// Stage one's `/init` archive, written to the cache directory on first use.
+    fn stage1_init(&self) -> Result<(PathBuf, String), ProvisionError> {
+        let mut cached = self
+            .provision
+            .stage1_init
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((path, sha)) = cached.as_ref()
+            && path.is_file()
+        {
+            return Ok((path.clone(), sha.clone()));
+        }
+        let err = |e: std::io::Error| ProvisionError::Stage1 { source: boxed(e) };
+        let (bytes, sha) = wulf_image::stage1::init_archive(self.stage1_binary).map_err(err)?;
+        let dir = self.state.cache_dir().join("stage1");
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let path = dir.join(format!("init-{}.cpio.gz", &sha[..16]));
+        if !path.is_file() {
+            wulf_core::atomic_file::write_atomic(&path, &bytes).map_err(err)?;
+        }
+        *cached = Some((path.clone(), sha.clone()));
+        Ok((path, sha))
     }
 
     fn overlay_archive(&self, node: &Node, stage: BootStage) -> Result<BootFile, ProvisionError> {
@@ -146,7 +199,9 @@ impl Provisioner for Site {
 
     fn boot_file(&self, node: &Node, stage: BootStage) -> Result<BootFile, ProvisionError> {
         match stage {
-            BootStage::Kernel | BootStage::Image => self.image_file(node, stage),
+            BootStage::Kernel | BootStage::Stage1 | BootStage::Image => {
+                self.image_file(node, stage)
+            }
             BootStage::System | BootStage::Runtime => self.overlay_archive(node, stage),
         }
     }

@@ -480,6 +480,7 @@ pub(crate) mod tests {
             config: None,
             embedded: &[],
             agent: b"",
+            stage1: b"",
         })
         .unwrap_or_else(|e| panic!("{e}"));
         (dir, site)

@@ -309,6 +309,7 @@ mod tests {
             config: None,
             embedded: &[],
             agent: &[],
+            stage1: &[],
         })
         .unwrap_or_else(|e| panic!("{e}"));
         (dir, site)

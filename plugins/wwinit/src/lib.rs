@@ -116,6 +116,8 @@ impl OverlayGenerator for Wwinit {
             ),
             ("WWCLUSTER", node.cluster.clone()),
             ("WWIPADDR", primary.and_then(|d| d.ipaddr.clone())),
+            ("WWNETMASK", primary.and_then(|d| d.netmask.clone())),
+            ("WWGATEWAY", primary.and_then(|d| d.gateway.clone())),
             ("WWHWADDR", primary.and_then(|d| d.hwaddr.clone())),
             (
                 "WWSERVER",
