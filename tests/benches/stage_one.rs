@@ -8,6 +8,9 @@
 //! `netem`, and a QEMU guest under TCG measures its emulated CPU, not the transfer (the suite's
 //! VM unpacks at 5-6 MiB/s). `WULF_BENCH_IMAGE_MIB` sets the image size (default 2048).
 
+// A benchmark stops at the first thing that goes wrong, as the suite's tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write as _;
 use std::process::Command;
 use std::sync::Arc;
