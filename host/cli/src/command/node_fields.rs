@@ -16,7 +16,7 @@ pub(crate) struct FieldArgs {
     /// Image to boot
     #[arg(long)]
     pub image: Option<String>,
-    /// iPXE template name
+    /// iPXE template: `default`, `stage-one` (a two-stage boot) or a site template in <state>/ipxe
     #[arg(long)]
     pub ipxe: Option<String>,
     /// System overlays (comma-separated)

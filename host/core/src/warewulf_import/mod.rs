@@ -249,6 +249,21 @@ struct Mapper<'a> {
 }
 
 impl Mapper<'_> {
+    /// Warewulf's `dracut` template boots through a dracut initramfs that fetches the image:
+    /// wulf's two-stage boot does that job.
+    fn ipxe_template(&mut self, name: Option<String>) -> Option<String> {
+        match name.as_deref() {
+            Some("dracut") => {
+                self.mapped.push(format!(
+                    "{}: ipxe template `dracut` -> `stage-one` (stage one fetches the image, no dracut needed in it)",
+                    self.record
+                ));
+                Some("stage-one".into())
+            }
+            _ => name,
+        }
+    }
+
     /// Overlay names: Warewulf's distribution overlays become the plugins that do their job
     /// (once each), those nothing does are left out and reported; site overlays stay.
     fn overlays(&mut self, key: &str, value: &Value) -> Vec<String> {
@@ -321,7 +336,7 @@ impl Mapper<'_> {
                 "comment" => node.comment = text(value),
                 "cluster name" => node.cluster = text(value),
                 "image name" | "container name" => node.image = text(value),
-                "ipxe template" => node.ipxe_template = text(value),
+                "ipxe template" => node.ipxe_template = self.ipxe_template(text(value)),
                 "runtime overlay" => node.runtime_overlays = self.overlays(key, value),
                 "system overlay" => node.system_overlays = self.overlays(key, value),
                 "init" => node.init = text(value),
@@ -585,6 +600,27 @@ mod tests {
                 .any(|l| l.contains("syncuser") && l.contains("wulf image syncuser")),
             "{:?}",
             imported.unmapped
+        );
+    }
+
+    #[test]
+    fn the_dracut_template_becomes_the_two_stage_boot() {
+        let imported = import(
+            "nodes:\n  gpu01:\n    ipxe template: dracut\n  n01:\n    ipxe template: mine\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            imported.nodes["gpu01"].ipxe_template.as_deref(),
+            Some("stage-one")
+        );
+        assert_eq!(imported.nodes["n01"].ipxe_template.as_deref(), Some("mine"));
+        assert!(
+            imported
+                .mapped
+                .iter()
+                .any(|l| l.contains("`dracut` -> `stage-one`")),
+            "{:?}",
+            imported.mapped
         );
     }
 }
