@@ -6,6 +6,7 @@
 //! | world               | trait                 | macro                           |
 //! |---------------------|-----------------------|---------------------------------|
 //! | `overlay-generator` | [`OverlayGenerator`]  | [`register_overlay_generator!`] |
+//! | `overlay-generator` | [`ClusterOverlayGenerator`] (shared files read the [`Cluster`] a page at a time, at any size) | [`register_cluster_overlay_generator!`] |
 //! | `inventory-backend` | [`InventoryBackend`]  | [`register_inventory_backend!`] |
 //! | `image-transform`   | [`ImageTransform`]    | [`register_image_transform!`]   |
 //!
@@ -20,6 +21,7 @@
 
 extern crate self as wulf_sdk;
 
+mod cluster;
 mod file;
 mod node;
 mod traits;
@@ -27,10 +29,14 @@ mod traits;
 pub mod log;
 pub mod testing;
 
+pub use cluster::Cluster;
 pub use file::File;
 #[doc(hidden)]
-pub use traits::{__InventoryAdapter, __OverlayAdapter, __TransformAdapter};
-pub use traits::{Action, Entry, EntryKind, ImageTransform, InventoryBackend, OverlayGenerator};
+pub use traits::{__ClusterAdapter, __InventoryAdapter, __OverlayAdapter, __TransformAdapter};
+pub use traits::{
+    Action, ClusterOverlayGenerator, Entry, EntryKind, ImageTransform, InventoryBackend,
+    OverlayGenerator,
+};
 
 /// The WIT API version this SDK builds plugins against.
 pub const API_VERSION: &str = "0.1.0";
@@ -49,6 +55,20 @@ pub mod bindings {
             default_bindings_module: "::wulf_sdk::bindings::overlay",
             runtime_path: "::wulf_sdk::__rt",
             additional_derives: [PartialEq, Eq],
+        });
+    }
+    pub mod cluster {
+        wit_bindgen::generate!({
+            world: "cluster-overlay-generator",
+            path: "../wit/v0.1",
+            pub_export_macro: true,
+            export_macro_name: "__export_cluster_overlay_generator",
+            default_bindings_module: "::wulf_sdk::bindings::cluster",
+            runtime_path: "::wulf_sdk::__rt",
+            with: {
+                "wulf:plugin/types@0.1.0": crate::bindings::overlay::wulf::plugin::types,
+                "wulf:plugin/host@0.1.0": crate::bindings::overlay::wulf::plugin::host,
+            },
         });
     }
     pub mod inventory {

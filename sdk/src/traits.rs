@@ -1,10 +1,10 @@
-//! The three plugin traits and the adapters their macros export.
+//! The plugin traits and the adapters their macros export.
 
 use std::any::Any;
 use std::cell::RefCell;
 
-use crate::bindings::{inventory, overlay, transform};
-use crate::{FileEntry, Node, PluginError, Server};
+use crate::bindings::{cluster, inventory, overlay, transform};
+use crate::{Cluster, FileEntry, Node, PluginError, Server};
 
 pub use crate::bindings::transform::exports::wulf::plugin::transform::{Action, Entry, EntryKind};
 
@@ -20,6 +20,19 @@ pub trait OverlayGenerator {
         let _ = (nodes, server);
         Ok(Vec::new())
     }
+}
+
+/// An overlay generator whose shared files need the whole cluster, at any size (a hosts file,
+/// a DNS zone, a scheduler's node list): [`generate_shared`](Self::generate_shared) reads the
+/// nodes from a [`Cluster`] a page at a time, so a plugin holds one page of records and what
+/// it makes of them, never every record. Register it with
+/// [`register_cluster_overlay_generator!`](crate::register_cluster_overlay_generator).
+pub trait ClusterOverlayGenerator {
+    /// Files for one node (merged with its profiles). Paths are absolute inside the node's root.
+    fn generate(node: &Node, server: &Server) -> Result<Vec<FileEntry>, PluginError>;
+
+    /// Files that are the same for every node, computed once per build from the cluster.
+    fn generate_shared(cluster: &Cluster, server: &Server) -> Result<Vec<FileEntry>, PluginError>;
 }
 
 /// An inventory backend: a source of nodes and profiles. Register it with
@@ -86,6 +99,21 @@ impl<T: OverlayGenerator> overlay::exports::wulf::plugin::generator::Guest for _
 
     fn generate_shared(nodes: Vec<Node>, server: Server) -> Result<Vec<FileEntry>, PluginError> {
         T::generate_shared(&nodes, &server)
+    }
+}
+
+#[doc(hidden)]
+pub struct __ClusterAdapter<T>(std::marker::PhantomData<T>);
+
+impl<T: ClusterOverlayGenerator> cluster::exports::wulf::plugin::cluster_generator::Guest
+    for __ClusterAdapter<T>
+{
+    fn generate(node: Node, server: Server) -> Result<Vec<FileEntry>, PluginError> {
+        T::generate(&node, &server)
+    }
+
+    fn generate_shared(server: Server) -> Result<Vec<FileEntry>, PluginError> {
+        T::generate_shared(&Cluster::of_host(), &server)
     }
 }
 
@@ -168,6 +196,21 @@ macro_rules! register_overlay_generator {
         // Native builds (unit tests, benchmarks) link no component exports.
         #[cfg(target_arch = "wasm32")]
         $crate::bindings::overlay::__export_overlay_generator!(__WulfOverlayGenerator);
+    };
+}
+
+/// Exports a type implementing [`ClusterOverlayGenerator`] as this component's
+/// `overlay-generator` (the `cluster-overlay-generator` world).
+#[macro_export]
+macro_rules! register_cluster_overlay_generator {
+    ($t:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        type __WulfClusterOverlayGenerator = $crate::__ClusterAdapter<$t>;
+        // Native builds (unit tests, benchmarks) link no component exports.
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::cluster::__export_cluster_overlay_generator!(
+            __WulfClusterOverlayGenerator
+        );
     };
 }
 

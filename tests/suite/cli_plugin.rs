@@ -305,3 +305,42 @@ fn host_keys_go_to_first_party_plugins_or_granted_ones() {
     wulf.ok(&["plugin", "install", &src.path().display().to_string()]);
     wulf.ok(&["plugin", "test", "site-keys", "--node", "n001"]);
 }
+
+/// `hosts` needs every node: it reads them from the host a page at a time (the
+/// cluster-overlay-generator world), so 100,000 nodes fit its default memory limit (64 MiB),
+/// which one list of every record overflowed.
+#[test]
+fn hosts_makes_the_file_of_100000_nodes_within_the_default_memory_limit() {
+    let wulf = Wulf::new();
+    let mut nodes = String::from(
+        "[profiles.default]\n[profiles.default.network-devices.default]\nnetmask = \"255.0.0.0\"\n",
+    );
+    for n in 0..100_000u32 {
+        let (a, b, c) = (n >> 16, (n >> 8) & 0xff, n & 0xff);
+        nodes.push_str(&format!(
+            "[nodes.n{n:06}]\nprofiles = [\"default\"]\n[nodes.n{n:06}.network-devices.default]\nipaddr = \"10.{a}.{b}.{c}\"\n[nodes.n{n:06}.ipmi]\nipaddr = \"12.{a}.{b}.{c}\"\n"
+        ));
+    }
+    wulf.write("nodes.toml", &nodes);
+    // The memory limit is what this is about: this debug build converts records ~6x slower
+    // than a release build, which makes the file in about 1 s.
+    wulf.write(
+        "wulf.toml",
+        "[plugin.hosts]\nlimits = { timeout-ms = 60000 }\n",
+    );
+    let out = wulf.ok(&["plugin", "test", "hosts", "--node", "n000007"]);
+    assert!(
+        out.starts_with("/etc/hosts 0644 0:0 "),
+        "{}",
+        &out[..out.len().min(500)]
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"    10.0.0.0 n000000 n000000-default"));
+    assert!(lines.contains(&"    10.1.134.159 n099999 n099999-default"));
+    assert!(lines.contains(&"    12.1.134.159 n099999-ipmi"));
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("-ipmi")).count(),
+        100_000,
+        "every node's BMC is named"
+    );
+}

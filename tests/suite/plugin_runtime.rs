@@ -438,6 +438,7 @@ fn released_wit_is_frozen() {
         listing.push_str(&format!("{name} {lines} lines {sum:016x}\n"));
     }
     insta::assert_snapshot!(listing, @"
+    cluster-generator.wit 37 lines 0d346be2f5cdfc1e
     node-generator.wit 20 lines 7a519fac7d73c597
     types.wit 177 lines 6bd6e8853e25901f
     worlds.wit 89 lines 050d4a71c80a3532

@@ -83,10 +83,11 @@ pub trait OverlayGenerator: Send + Sync {
     /// Files for one merged node.
     fn generate(&self, node: &Node, server: &Server) -> Result<Vec<OverlayFile>, ExtensionError>;
 
-    /// Files shared by every node, computed once from all merged nodes.
+    /// Files shared by every node, computed once from all merged nodes (in name order; shared,
+    /// so a plugin that reads them a page at a time needs no copy of its own).
     fn generate_shared(
         &self,
-        nodes: &[Node],
+        nodes: &std::sync::Arc<[Node]>,
         server: &Server,
     ) -> Result<Vec<OverlayFile>, ExtensionError>;
 

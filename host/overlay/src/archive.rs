@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -170,6 +170,7 @@ impl ArchiveStore {
             .flat_map(|n| Kind::ALL.into_iter().flat_map(move |k| k.list(n)))
             .collect();
         let all = renderer.cluster_nodes();
+        let none: Arc<[Node]> = Arc::new([]);
         let mut shared: BTreeMap<String, String> = BTreeMap::new();
         let mut shared_paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut shared_inputs: BTreeMap<String, Shared> = BTreeMap::new();
@@ -186,7 +187,7 @@ impl ArchiveStore {
             // Called only when what its shared files depend on changed (or never).
             let (cluster, cluster_hash) = match generator.shared() {
                 SharedDeps::None => continue,
-                SharedDeps::Config => (&[][..], ""),
+                SharedDeps::Config => (&none, ""),
                 SharedDeps::Cluster => (all, renderer.cluster_hash()),
             };
             let input = hex::encode(Sha256::digest(format!(

@@ -218,7 +218,7 @@ impl Renderer {
     }
 
     /// Every merged node of the cluster, as `generate-shared` sees them.
-    pub fn cluster_nodes(&self) -> &[Node] {
+    pub fn cluster_nodes(&self) -> &Arc<[Node]> {
         &self.cluster_nodes
     }
 

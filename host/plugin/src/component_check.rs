@@ -85,6 +85,18 @@ pub fn surface(wasm: &[u8]) -> Result<Surface, SurfaceError> {
 /// `generate`, no shared files.
 pub const NODE_GENERATOR: &str = "node-generator";
 
+/// The export of the `cluster-overlay-generator` world: shared files read the cluster a page
+/// at a time through the imported `cluster`.
+pub const CLUSTER_GENERATOR: &str = "cluster-generator";
+
+/// Whether an overlay generator exports `cluster-generator` rather than `generator`.
+pub fn exports_cluster_generator(surface: &Surface) -> bool {
+    surface
+        .exports
+        .iter()
+        .any(|e| wulf_interface(e).is_some_and(|(iface, _)| iface == CLUSTER_GENERATOR))
+}
+
 /// Whether an overlay generator exports `node-generator` (only `generate`) rather than
 /// `generator`.
 pub fn exports_node_generator(surface: &Surface) -> bool {
@@ -117,7 +129,9 @@ pub fn check(surface: &Surface, world: World) -> Result<(), SurfaceError> {
     }
     let exported = surface.exports.iter().any(|e| {
         wulf_interface(e).is_some_and(|(iface, _)| {
-            iface == world.export() || (world == World::OverlayGenerator && iface == NODE_GENERATOR)
+            iface == world.export()
+                || (world == World::OverlayGenerator
+                    && (iface == NODE_GENERATOR || iface == CLUSTER_GENERATOR))
         })
     });
     if !exported {
@@ -133,7 +147,7 @@ pub fn check(surface: &Surface, world: World) -> Result<(), SurfaceError> {
     }
     for import in &surface.imports {
         let known = match wulf_interface(import) {
-            Some((iface, _)) => matches!(iface, "host" | "types"),
+            Some((iface, _)) => matches!(iface, "host" | "types" | "cluster"),
             None => import.starts_with("wasi:"),
         };
         if !known {
@@ -182,6 +196,13 @@ mod tests {
         assert_eq!(check(&node_only, World::OverlayGenerator), Ok(()));
         assert!(exports_node_generator(&node_only));
         assert!(!exports_node_generator(&good));
+        let paged = surface_of(
+            &["wulf:plugin/host@0.1.0", "wulf:plugin/cluster@0.1.0"],
+            &["wulf:plugin/cluster-generator@0.1.0"],
+        );
+        assert_eq!(check(&paged, World::OverlayGenerator), Ok(()));
+        assert!(exports_cluster_generator(&paged));
+        assert!(!exports_cluster_generator(&good));
         let odd = surface_of(&["acme:db/query"], &["wulf:plugin/generator@0.1.0"]);
         assert!(matches!(
             check(&odd, World::OverlayGenerator),

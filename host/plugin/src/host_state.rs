@@ -37,6 +37,8 @@ pub(crate) struct HostState {
     /// stdout and stderr, interleaved as written.
     pub output: TailPipe,
     clock: VirtualClock,
+    /// The cluster a `generate-shared` of the cluster world reads, during that call only.
+    pub cluster: Option<Arc<[wulf_core::Node]>>,
 }
 
 impl HostState {
@@ -64,6 +66,7 @@ impl HostState {
             },
             output,
             clock,
+            cluster: None,
         })
     }
 
@@ -148,6 +151,32 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 impl wit::Host for HostState {}
+
+/// The most records one `cluster.nodes` call returns.
+const CLUSTER_PAGE: u32 = 1024;
+
+impl crate::bindings::cluster_overlay::wulf::plugin::cluster::Host for HostState {
+    fn size(&mut self) -> wasmtime::Result<u32> {
+        Ok(self
+            .cluster
+            .as_ref()
+            .map_or(0, |c| u32::try_from(c.len()).unwrap_or(u32::MAX)))
+    }
+
+    fn nodes(&mut self, start: u32, count: u32) -> wasmtime::Result<Vec<wit::Node>> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(Vec::new());
+        };
+        let start = (start as usize).min(cluster.len());
+        let end = start
+            .saturating_add(count.min(CLUSTER_PAGE) as usize)
+            .min(cluster.len());
+        Ok(cluster[start..end]
+            .iter()
+            .map(crate::conversion::node_to_wit)
+            .collect())
+    }
+}
 
 impl host::Host for HostState {
     fn log(

@@ -53,14 +53,13 @@ impl OverlayGenerator for WasmOverlayGenerator {
 
     fn generate_shared(
         &self,
-        nodes: &[Node],
+        nodes: &Arc<[Node]>,
         server: &Server,
     ) -> Result<Vec<OverlayFile>, ExtensionError> {
-        let nodes: Vec<_> = nodes.iter().map(node_to_wit).collect();
         let server = server_to_wit(server);
         let files = self.plugin.call("shared files", |store| {
             let instance = self.plugin.instantiate_generator(store)?;
-            instance.generate_shared(store, &nodes, &server)
+            instance.generate_shared(store, nodes, &server)
         })?;
         self.plugin.accept_files(files)
     }
@@ -224,7 +223,7 @@ impl OverlayGenerator for PooledOverlayGenerator {
 
     fn generate_shared(
         &self,
-        nodes: &[Node],
+        nodes: &Arc<[Node]>,
         server: &Server,
     ) -> Result<Vec<OverlayFile>, ExtensionError> {
         self.generator.generate_shared(nodes, server)

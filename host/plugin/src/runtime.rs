@@ -12,7 +12,7 @@ use wulf_core::config::{Limits, PluginsConfig};
 use wulf_core::{ExtensionError, OverlayFile, extension::Limit, overlay_file};
 
 use crate::bindings::wit;
-use crate::bindings::{inventory, node_overlay, overlay, transform};
+use crate::bindings::{cluster_overlay, inventory, node_overlay, overlay, transform};
 use crate::cache::{CompileCache, Origin};
 use crate::component_check::{self, SurfaceError};
 use crate::conversion::{error_message, file_from_wit};
@@ -62,6 +62,8 @@ pub struct PluginPackage {
 pub struct Runtime {
     engine: Engine,
     overlay: Linker<HostState>,
+    /// The overlay world with the `cluster` import (`cluster-overlay-generator`).
+    cluster_overlay: Linker<HostState>,
     inventory: Linker<HostState>,
     transform: Linker<HostState>,
     cache: CompileCache,
@@ -71,6 +73,8 @@ enum Pre {
     Overlay(overlay::OverlayGeneratorPre<HostState>),
     /// An overlay generator with only `generate` (world `node-overlay-generator`).
     NodeOverlay(node_overlay::NodeOverlayGeneratorPre<HostState>),
+    /// An overlay generator that reads the cluster a page at a time.
+    ClusterOverlay(cluster_overlay::ClusterOverlayGeneratorPre<HostState>),
     Inventory(inventory::InventoryBackendPre<HostState>),
     Transform(transform::ImageTransformPre<HostState>),
 }
@@ -102,6 +106,11 @@ impl Runtime {
         let build = || -> wasmtime::Result<_> {
             let mut overlay_linker = linker()?;
             overlay::OverlayGenerator::add_to_linker::<_, HasSelf<_>>(&mut overlay_linker, |s| s)?;
+            let mut cluster_linker = linker()?;
+            cluster_overlay::ClusterOverlayGenerator::add_to_linker::<_, HasSelf<_>>(
+                &mut cluster_linker,
+                |s| s,
+            )?;
             let mut inventory_linker = linker()?;
             inventory::InventoryBackend::add_to_linker::<_, HasSelf<_>>(
                 &mut inventory_linker,
@@ -112,14 +121,20 @@ impl Runtime {
                 &mut transform_linker,
                 |s| s,
             )?;
-            Ok((overlay_linker, inventory_linker, transform_linker))
+            Ok((
+                overlay_linker,
+                cluster_linker,
+                inventory_linker,
+                transform_linker,
+            ))
         };
-        let (overlay, inventory, transform) =
+        let (overlay, cluster_overlay, inventory, transform) =
             build().map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         wulf_core::plugin_stats::engine_created();
         Ok(Runtime {
             engine,
             overlay,
+            cluster_overlay,
             inventory,
             transform,
             cache: CompileCache::new(cache_dir),
@@ -190,7 +205,16 @@ impl Runtime {
                 shared: format!("{:?}", manifest.shared).to_lowercase(),
             });
         }
+        let paged = component_check::exports_cluster_generator(&surface);
         let pre = match manifest.world {
+            World::OverlayGenerator if paged => Pre::ClusterOverlay(
+                cluster_overlay::ClusterOverlayGeneratorPre::new(
+                    self.cluster_overlay
+                        .instantiate_pre(&component)
+                        .map_err(link)?,
+                )
+                .map_err(link)?,
+            ),
             World::OverlayGenerator if node_only => Pre::NodeOverlay(
                 node_overlay::NodeOverlayGeneratorPre::new(
                     self.overlay.instantiate_pre(&component).map_err(link)?,
@@ -235,10 +259,12 @@ impl Runtime {
     }
 }
 
-/// An instance of an overlay generator: the full world, or one with only `generate`.
+/// An instance of an overlay generator: the full world, one with only `generate`, or one
+/// that reads the cluster a page at a time.
 pub(crate) enum GeneratorInstance {
     Full(overlay::OverlayGenerator),
     NodeOnly(node_overlay::NodeOverlayGenerator),
+    Paged(cluster_overlay::ClusterOverlayGenerator),
 }
 
 type Generated = wasmtime::Result<Result<Vec<wit::FileEntry>, wit::PluginError>>;
@@ -257,21 +283,36 @@ impl GeneratorInstance {
             GeneratorInstance::NodeOnly(i) => i
                 .wulf_plugin_node_generator()
                 .call_generate(store, node, server),
+            GeneratorInstance::Paged(i) => i
+                .wulf_plugin_cluster_generator()
+                .call_generate(store, node, server),
         }
     }
 
-    /// Shared files; none from a generator without `generate-shared`.
+    /// Shared files; none from a generator without `generate-shared`. The full world gets
+    /// every record in one list; the paged one reads them from the store during the call.
     pub(crate) fn generate_shared(
         &self,
         store: &mut Store<HostState>,
-        nodes: &[wit::Node],
+        nodes: &std::sync::Arc<[wulf_core::Node]>,
         server: &wit::Server,
     ) -> Generated {
         match self {
-            GeneratorInstance::Full(i) => i
-                .wulf_plugin_generator()
-                .call_generate_shared(store, nodes, server),
+            GeneratorInstance::Full(i) => {
+                let nodes: Vec<wit::Node> =
+                    nodes.iter().map(crate::conversion::node_to_wit).collect();
+                i.wulf_plugin_generator()
+                    .call_generate_shared(store, &nodes, server)
+            }
             GeneratorInstance::NodeOnly(_) => Ok(Ok(Vec::new())),
+            GeneratorInstance::Paged(i) => {
+                store.data_mut().cluster = Some(std::sync::Arc::clone(nodes));
+                let result = i
+                    .wulf_plugin_cluster_generator()
+                    .call_generate_shared(&mut *store, server);
+                store.data_mut().cluster = None;
+                result
+            }
         }
     }
 }
@@ -441,7 +482,10 @@ impl LoadedPlugin {
 
     /// Whether this is an overlay generator (of either shape).
     pub(crate) fn is_overlay_generator(&self) -> bool {
-        matches!(self.pre, Pre::Overlay(_) | Pre::NodeOverlay(_))
+        matches!(
+            self.pre,
+            Pre::Overlay(_) | Pre::NodeOverlay(_) | Pre::ClusterOverlay(_)
+        )
     }
 
     /// A new instance of an overlay generator in `store`.
@@ -452,6 +496,7 @@ impl LoadedPlugin {
         match &self.pre {
             Pre::Overlay(pre) => pre.instantiate(store).map(GeneratorInstance::Full),
             Pre::NodeOverlay(pre) => pre.instantiate(store).map(GeneratorInstance::NodeOnly),
+            Pre::ClusterOverlay(pre) => pre.instantiate(store).map(GeneratorInstance::Paged),
             _ => wasmtime::bail!("plugin `{}` is not an overlay generator", self.name()),
         }
     }

@@ -263,7 +263,7 @@ impl OverlayGenerator for AgentOverlay {
 
     fn generate_shared(
         &self,
-        _nodes: &[Node],
+        _nodes: &std::sync::Arc<[Node]>,
         _server: &Server,
     ) -> Result<Vec<OverlayFile>, ExtensionError> {
         Ok(vec![

@@ -193,9 +193,11 @@ impl crate::Site {
         let server = self.server();
         let mut files = match generator.shared() {
             wulf_core::extension::Shared::None => Vec::new(),
-            wulf_core::extension::Shared::Config => generator.generate_shared(&[], &server)?,
+            wulf_core::extension::Shared::Config => {
+                generator.generate_shared(&Arc::from([]), &server)?
+            }
             wulf_core::extension::Shared::Cluster => {
-                generator.generate_shared(&inventory.merged_nodes(), &server)?
+                generator.generate_shared(&inventory.merged_nodes().into(), &server)?
             }
         };
         files.extend(generator.generate(&merged, &server)?);

@@ -2,9 +2,11 @@
 //! the server as `warewulf`, then per node and network `<ip> <node>-<network>`, the primary
 //! network also under the node's own name, and `<node>-<device>` when the device is named.
 //! It is the same file for every node, so it is made once (`generate-shared`) and sent as a
-//! shared segment.
+//! shared segment. The nodes are read from the host a page at a time (the
+//! `cluster-overlay-generator` world), so 100,000 nodes fit the default memory limit: the plugin
+//! holds one page of records and the file it writes.
 
-use wulf_sdk::{File, FileEntry, Node, OverlayGenerator, PluginError, Server};
+use wulf_sdk::{Cluster, ClusterOverlayGenerator, File, FileEntry, Node, PluginError, Server};
 
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -26,12 +28,12 @@ fn names(names: &[String], domain: Option<&str>) -> String {
     out.join(" ")
 }
 
-impl OverlayGenerator for Hosts {
+impl ClusterOverlayGenerator for Hosts {
     fn generate(_node: &Node, _server: &Server) -> Result<Vec<FileEntry>, PluginError> {
         Ok(Vec::new())
     }
 
-    fn generate_shared(nodes: &[Node], server: &Server) -> Result<Vec<FileEntry>, PluginError> {
+    fn generate_shared(cluster: &Cluster, server: &Server) -> Result<Vec<FileEntry>, PluginError> {
         let config: Config = wulf_sdk::config()?;
         let domain = config.domain.as_deref();
         let mut v4 = String::from("127.0.0.1 localhost localhost.localdomain\n");
@@ -48,9 +50,8 @@ impl OverlayGenerator for Hosts {
                 names(std::slice::from_ref(&server.hostname), domain)
             ));
         }
-        let mut sorted: Vec<&Node> = nodes.iter().collect();
-        sorted.sort_by(|a, b| a.id.cmp(&b.id));
-        for node in sorted {
+        // In name order, as the host sends them.
+        for node in cluster.nodes() {
             let primary = node.primary_device().map(|d| d.name.clone());
             for dev in &node.network_devices {
                 let mut aliases = Vec::new();
@@ -90,7 +91,7 @@ impl OverlayGenerator for Hosts {
     }
 }
 
-wulf_sdk::register_overlay_generator!(Hosts);
+wulf_sdk::register_cluster_overlay_generator!(Hosts);
 
 #[cfg(test)]
 mod tests {
@@ -112,7 +113,8 @@ mod tests {
         n.network_devices = vec![eth, ib];
         let mut server = Server::new("head", 9873);
         server.ipaddr = Some("10.0.0.254".into());
-        let files = Hosts::generate_shared(&[n], &server).unwrap_or_else(|e| panic!("{e:?}"));
+        let files = Hosts::generate_shared(&Cluster::from(vec![n]), &server)
+            .unwrap_or_else(|e| panic!("{e:?}"));
         let text = files[0].text().unwrap_or_default();
         assert!(
             text.contains("10.0.0.254 head.hpc head warewulf wulf\n"),
