@@ -35,6 +35,20 @@ pub struct Entry<'a> {
     pub mtime: u64,
 }
 
+impl<'a> Entry<'a> {
+    /// An entry owned by root, with time 0 (what wulf's own archives hold).
+    pub fn root(path: &'a str, kind: &'a EntryKind, mode: u32) -> Self {
+        Entry {
+            path,
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        }
+    }
+}
+
 /// A newc archive being written to `out`.
 #[derive(Debug)]
 pub struct CpioWriter<W: Write> {
@@ -241,14 +255,7 @@ mod tests {
     use super::*;
 
     fn entry<'a>(path: &'a str, kind: &'a EntryKind, mode: u32) -> Entry<'a> {
-        Entry {
-            path,
-            kind,
-            mode,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-        }
+        Entry::root(path, kind, mode)
     }
 
     #[test]

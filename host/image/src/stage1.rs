@@ -164,17 +164,7 @@ pub fn write_modules_archive(
         while let Some(i) = path[at..].find('/') {
             let parent = &path[..at + i];
             if made_dirs.insert(parent.to_owned()) {
-                cpio.append_bytes(
-                    &Entry {
-                        path: parent,
-                        kind: &dir_kind,
-                        mode: 0o755,
-                        uid: 0,
-                        gid: 0,
-                        mtime: 0,
-                    },
-                    b"",
-                )?;
+                cpio.append_bytes(&Entry::root(parent, &dir_kind, 0o755), b"")?;
             }
             at += i + 1;
         }
@@ -192,18 +182,8 @@ pub fn write_modules_archive(
         let plain = plain_path(module);
         let path = format!("{MODULES_DIR}/{plain}");
         add_dirs(&mut cpio, &path).map_err(io_err)?;
-        cpio.append_bytes(
-            &Entry {
-                path: &path,
-                kind: &file_kind,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                mtime: 0,
-            },
-            &bytes,
-        )
-        .map_err(io_err)?;
+        cpio.append_bytes(&Entry::root(&path, &file_kind, 0o644), &bytes)
+            .map_err(io_err)?;
         // modules.dep lists a module's dependencies last-loaded first.
         let load_first: Vec<String> = deps
             .get(module)
@@ -229,14 +209,7 @@ pub fn write_modules_archive(
     let index_path = format!("{MODULES_DIR}/modules.index");
     add_dirs(&mut cpio, &index_path).map_err(io_err)?;
     cpio.append_bytes(
-        &Entry {
-            path: &index_path,
-            kind: &file_kind,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-        },
+        &Entry::root(&index_path, &file_kind, 0o644),
         index.as_bytes(),
     )
     .map_err(io_err)?;
@@ -258,14 +231,7 @@ pub fn init_archive(binary: &[u8]) -> io::Result<(Vec<u8>, String)> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut cpio = CpioWriter::new(gz);
     let dir = EntryKind::Directory;
-    let entry = |path, kind, mode| Entry {
-        path,
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        mtime: 0,
-    };
+    let entry = Entry::root;
     for path in ["dev", "proc", "sys", "newroot", "wulf-stage1"] {
         cpio.append_bytes(&entry(path, &dir, 0o755), b"")?;
     }

@@ -298,15 +298,7 @@ impl Unpacker {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                     Err(e) => return Err(e.into()),
                 }
-                if self.chown {
-                    rustix::fs::chownat(
-                        &parent,
-                        base.as_str(),
-                        owner.0,
-                        owner.1,
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )?;
-                }
+                self.set_owner(&parent, &base, owner)?;
                 rustix::fs::chmodat(&parent, base.as_str(), mode, AtFlags::empty())?;
                 self.dirs.push((path, h.mtime));
                 data.skip(u64::from(h.size))
@@ -366,15 +358,7 @@ impl Unpacker {
                 replace(&parent, &base, false)?;
                 let target = String::from_utf8_lossy(&target).into_owned();
                 rustix::fs::symlinkat(target.as_str(), &parent, base.as_str())?;
-                if self.chown {
-                    rustix::fs::chownat(
-                        &parent,
-                        base.as_str(),
-                        owner.0,
-                        owner.1,
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )?;
-                }
+                self.set_owner(&parent, &base, owner)?;
                 rustix::fs::utimensat(&parent, base.as_str(), &mtime, AtFlags::SYMLINK_NOFOLLOW)?;
                 Ok(())
             }
@@ -393,15 +377,7 @@ impl Unpacker {
                     }
                     Err(e) => return Err(e.into()),
                 }
-                if self.chown {
-                    rustix::fs::chownat(
-                        &parent,
-                        base.as_str(),
-                        owner.0,
-                        owner.1,
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )?;
-                }
+                self.set_owner(&parent, &base, owner)?;
                 rustix::fs::chmodat(&parent, base.as_str(), mode, AtFlags::empty())?;
                 data.skip(u64::from(h.size))
             }
@@ -410,6 +386,19 @@ impl Unpacker {
                 data.skip(u64::from(h.size))
             }
         }
+    }
+
+    /// Gives `base` in `parent` the entry's owner (not following a symlink), when root.
+    fn set_owner(
+        &self,
+        parent: &OwnedFd,
+        base: &str,
+        (uid, gid): (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>),
+    ) -> io::Result<()> {
+        if self.chown {
+            rustix::fs::chownat(parent, base, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+        Ok(())
     }
 
     /// The directory `dir` (relative to the root, resolved inside it), made when missing.

@@ -19,12 +19,20 @@ const WIT: &[(&str, &str)] = &[
         "node-generator.wit",
         include_str!("../../../../wit/v0.1/node-generator.wit"),
     ),
+    (
+        "cluster-generator.wit",
+        include_str!("../../../../wit/v0.1/cluster-generator.wit"),
+    ),
 ];
 
 /// The Rust SDK this binary was built with, vendored into new Rust projects. Its bindings
 /// read the WIT from `../wit`, beside it in the project.
 const SDK: &[(&str, &str)] = &[
     ("src/lib.rs", include_str!("../../../../sdk/src/lib.rs")),
+    (
+        "src/cluster.rs",
+        include_str!("../../../../sdk/src/cluster.rs"),
+    ),
     ("src/file.rs", include_str!("../../../../sdk/src/file.rs")),
     ("src/node.rs", include_str!("../../../../sdk/src/node.rs")),
     (
@@ -283,4 +291,48 @@ fn set_executable(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("cannot make {} executable", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// New projects and `plugin wit` carry every file of the package: a world added in a new
+    /// file and not listed here would leave the vendored SDK unable to build.
+    #[test]
+    fn every_file_of_the_wit_package_is_carried() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit/v0.1");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        on_disk.sort();
+        let mut carried: Vec<String> = super::WIT.iter().map(|(n, _)| (*n).to_owned()).collect();
+        carried.sort();
+        assert_eq!(carried, on_disk);
+    }
+
+    /// The vendored SDK has every source file of `sdk/src`.
+    #[test]
+    fn every_file_of_the_sdk_is_vendored() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/src");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| format!("src/{}", e.file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        on_disk.sort();
+        let mut vendored: Vec<String> = super::SDK
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .filter(|n| n.starts_with("src/"))
+            .collect();
+        vendored.sort();
+        assert_eq!(vendored, on_disk);
+    }
 }
