@@ -5,8 +5,9 @@
 //!
 //! Run with `cargo bench -p wulf-tests --bench image_build`. The rootfs is a Debian bookworm
 //! `debootstrap --variant=minbase` with a kernel and its modules (about 750 MB), made once in
-//! `target/bench-rootfs` (needs root and the Debian mirror); `WULF_BENCH_ROOTFS=<dir>` uses
-//! another tree. Target (issue: images): gzip at least 1.5x faster than the pigz pipeline.
+//! `target/bench-rootfs` (needs root and the Debian mirror of this machine's apt sources);
+//! `WULF_BENCH_ROOTFS=<dir>` uses another tree. Target (issue: images): gzip at least 1.5x
+//! faster than the pigz pipeline.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,7 +40,7 @@ fn rootfs() -> PathBuf {
             "bookworm",
         ])
         .arg(&dir)
-        .arg("http://deb.debian.org/debian")
+        .arg(wulf_tests::debian::mirror())
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap_or_else(|e| panic!("debootstrap: {e}"));
