@@ -15,7 +15,6 @@
 
 use std::io::Write as _;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use wulf_stage1::fetch;
@@ -132,14 +131,13 @@ fn main() {
 
     for streams in [1, 4, 8] {
         let took = best_of(RUNS, || {
-            let download = fetch::Download::start(
+            let mut download = fetch::Download::start(
                 &authority,
                 &target,
                 fetch::Options {
                     streams,
                     ..fetch::Options::default()
                 },
-                Arc::new(fetch::Counters::default()),
             )
             .unwrap_or_else(|e| panic!("{e}"));
             assert!(
@@ -161,13 +159,8 @@ fn main() {
         let root = shm.path().join("root");
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
-        let mut download = fetch::Download::start(
-            &authority,
-            &target,
-            fetch::Options::default(),
-            Arc::new(fetch::Counters::default()),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut download = fetch::Download::start(&authority, &target, fetch::Options::default())
+            .unwrap_or_else(|e| panic!("{e}"));
         wulf_stage1::unpack::unpack(&mut download, &root).unwrap();
         assert!(download.verify().unwrap());
     });

@@ -38,6 +38,34 @@ pub fn get(
     timeout: Duration,
     privileged: bool,
 ) -> io::Result<Response> {
+    exchange("GET", server, target, headers, b"", timeout, privileged)
+}
+
+/// `POST target` to `server` with a plain-text `body`, waiting at most `timeout` for each
+/// read.
+pub fn post(server: &str, target: &str, body: &str, timeout: Duration) -> io::Result<Response> {
+    let headers = [("Content-Type", "text/plain; charset=utf-8".to_owned())];
+    exchange(
+        "POST",
+        server,
+        target,
+        &headers,
+        body.as_bytes(),
+        timeout,
+        false,
+    )
+}
+
+/// One request and its response.
+fn exchange(
+    method: &str,
+    server: &str,
+    target: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    timeout: Duration,
+    privileged: bool,
+) -> io::Result<Response> {
     let mut last = None;
     let mut stream = None;
     for addr in server.to_socket_addrs()? {
@@ -60,14 +88,18 @@ pub fn get(
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut request = format!(
-        "GET {target} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\nUser-Agent: wulf-agent/{}\r\n",
+        "{method} {target} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\nUser-Agent: wulf-agent/{}\r\n",
         env!("CARGO_PKG_VERSION")
     );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
     read_response(BufReader::new(stream))
 }
 

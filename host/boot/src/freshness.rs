@@ -126,6 +126,12 @@ mod tests {
         fn discover(&self, _: &HwAddr) -> Result<Option<String>, ProvisionError> {
             Ok(None)
         }
+        fn ipxe_template(&self, _: &Node) -> String {
+            "default".into()
+        }
+        fn ipxe_inputs_stamp(&self) -> u64 {
+            0
+        }
         fn boot_file(&self, node: &Node, stage: BootStage) -> Result<BootFile, ProvisionError> {
             Err(ProvisionError::NoOverlay {
                 node: node.id.clone(),

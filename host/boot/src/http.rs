@@ -165,9 +165,7 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: BootStage, req: Request) 
             format!("{hwaddr} is not a known node\n"),
         );
     };
-    if let Some(key) = node.asset_key.as_deref().filter(|k| !k.is_empty())
-        && req.query.get("assetkey").map(String::as_str) != Some(key)
-    {
+    if !node.accepts_asset_key(req.query.get("assetkey").map(String::as_str)) {
         tracing::warn!(node = %node.id, peer = %req.peer, stage = stage.as_str(), "asset key mismatch");
         app.status.failed(
             &node.id,
@@ -221,15 +219,6 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: BootStage, req: Request) 
     response
 }
 
-/// The size of the node's built image, if it has one.
-fn image_size(app: &AppState, node: &Node) -> Option<u64> {
-    let file = app.provisioner.boot_file(node, BootStage::Image).ok()?;
-    file.parts
-        .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).ok())
-        .sum()
-}
-
 /// A report from a node's stage one (`ok <step>` or `error <step>: <why>`), for `/status`.
 async fn stage1_report(
     State(app): State<Arc<AppState>>,
@@ -248,9 +237,7 @@ async fn stage1_report(
             format!("{hwaddr} is not a known node\n"),
         );
     };
-    if let Some(key) = node.asset_key.as_deref().filter(|k| !k.is_empty())
-        && query.get("assetkey").map(String::as_str) != Some(key)
-    {
+    if !node.accepts_asset_key(query.get("assetkey").map(String::as_str)) {
         return text(StatusCode::UNAUTHORIZED, "asset key mismatch\n".into());
     }
     let line: String = body
@@ -463,11 +450,13 @@ async fn ipxe(
     let authority = authority(&headers, app.local);
     let rendered = match find_node(&app, &hwaddr).await {
         Some((node, generation)) => {
-            let script =
-                app.scripts
-                    .cached_for_node(generation, &node, &hwaddr, &authority, || {
-                        image_size(&app, &node)
-                    });
+            let script = app.scripts.cached_for_node(
+                generation,
+                &node,
+                &hwaddr,
+                &authority,
+                &*app.provisioner,
+            );
             match &script {
                 Ok(script) => app.status.delivered(Delivery {
                     node: &node.id,

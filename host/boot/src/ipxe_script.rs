@@ -1,8 +1,8 @@
 //! Per-node iPXE scripts from templates: the built-in `default`, `stage-one` and
 //! `unconfigured`, or a site template `<state>/ipxe/<name>.ipxe` named by the node's
-//! `ipxe-template`. A node without one whose image is larger than the server's
-//! `stage-one-above` gets `stage-one`: iPXE loads the kernel, the system overlay and stage one,
-//! which fetches the image itself (see `wulf-stage1`).
+//! `ipxe-template`, or `stage-one` for a large image (the provisioner's choice:
+//! `wulf_core::provision::ipxe_template`): iPXE loads the kernel, the system overlay and stage
+//! one, which fetches the image itself (see `wulf-stage1`).
 //!
 //! A node's script changes only with its record, the templates and the address it was asked
 //! on, so scripts are rendered once and kept until the inventory is reloaded (a new
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use minijinja::{Environment, UndefinedBehavior, context};
-use wulf_core::{HwAddr, Node};
+use wulf_core::{HwAddr, Node, Provisioner};
 
 const DEFAULT: &str = include_str!("../templates/default.ipxe");
 const UNCONFIGURED: &str = include_str!("../templates/unconfigured.ipxe");
@@ -41,10 +41,6 @@ const MAX_CACHED: usize = 200_000;
 pub struct IpxeScripts {
     site_dir: PathBuf,
     secure: bool,
-    /// The images' directory, watched like the site templates: a rebuilt image may cross
-    /// the two-stage threshold.
-    images_dir: Option<PathBuf>,
-    stage_one_above: u64,
     cache: Mutex<Cache>,
 }
 
@@ -62,54 +58,20 @@ impl IpxeScripts {
         IpxeScripts {
             site_dir: site_dir.into(),
             secure,
-            images_dir: None,
-            stage_one_above: 0,
             cache: Mutex::default(),
         }
     }
 
-    /// Nodes without an `ipxe-template` whose image is larger than `above` bytes (0: never)
-    /// boot in two stages; `images_dir` is watched for rebuilt images.
-    pub fn with_stage_one(self, images_dir: PathBuf, above: u64) -> Self {
-        IpxeScripts {
-            images_dir: Some(images_dir),
-            stage_one_above: above,
-            ..self
-        }
-    }
-
-    /// A stamp of the site templates and of each image (its directory and `image.toml`,
-    /// which every build and import replace), not of their contents.
-    fn inputs_stamp(&self) -> u64 {
-        use std::hash::{Hash as _, Hasher as _};
-        use std::os::unix::fs::MetadataExt as _;
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        wulf_core::stamp::tree_stamp(std::slice::from_ref(&self.site_dir)).hash(&mut hasher);
-        if let Some(dir) = &self.images_dir
-            && let Ok(entries) = std::fs::read_dir(dir)
-        {
-            let mut seen: Vec<(std::ffi::OsString, u64, i64, i64)> = entries
-                .flatten()
-                .filter_map(|e| {
-                    let meta = std::fs::metadata(e.path().join("image.toml")).ok()?;
-                    Some((e.file_name(), meta.ino(), meta.mtime(), meta.mtime_nsec()))
-                })
-                .collect();
-            seen.sort();
-            seen.hash(&mut hasher);
-        }
-        hasher.finish()
-    }
-    /// The script for a known node from the cache, rendering it on a miss. `generation` is
-    /// the inventory snapshot's: a new one empties the cache. `image_size` is asked on a miss
-    /// only.
+    /// The script for a known node from the cache, rendering it on a miss with the template
+    /// `provisioner` picks. `generation` is the inventory snapshot's: a new one empties the
+    /// cache, as a change of the site templates or of what the template choice reads does.
     pub fn cached_for_node(
         &self,
         generation: u64,
         node: &Node,
         hwaddr: &HwAddr,
         authority: &str,
-        image_size: impl FnOnce() -> Option<u64>,
+        provisioner: &dyn Provisioner,
     ) -> Result<Arc<str>, ScriptError> {
         let key = (node.id.clone(), *hwaddr, authority.to_owned());
         {
@@ -118,7 +80,8 @@ impl IpxeScripts {
                 .templates
                 .is_some_and(|(at, _)| at.elapsed() < TEMPLATES_TTL);
             if !fresh {
-                let stamp = self.inputs_stamp();
+                let stamp = wulf_core::stamp::tree_stamp(std::slice::from_ref(&self.site_dir))
+                    ^ provisioner.ipxe_inputs_stamp();
                 if cache.templates.map(|(_, s)| s) != Some(stamp) {
                     cache.scripts.clear();
                 }
@@ -132,7 +95,8 @@ impl IpxeScripts {
                 return Ok(Arc::clone(script));
             }
         }
-        let script: Arc<str> = self.for_node(node, hwaddr, authority, image_size())?.into();
+        let template = provisioner.ipxe_template(node);
+        let script: Arc<str> = self.for_node(node, &template, hwaddr, authority)?.into();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.generation == generation {
             if cache.scripts.len() >= MAX_CACHED {
@@ -178,22 +142,15 @@ impl IpxeScripts {
         Ok(script)
     }
 
-    /// The script for a known node, as requested through `hwaddr` from `authority`, whose
-    /// built image has `image_size` bytes.
+    /// The script for a known node from template `name`, as requested through `hwaddr` from
+    /// `authority`.
     pub fn for_node(
         &self,
         node: &Node,
+        name: &str,
         hwaddr: &HwAddr,
         authority: &str,
-        image_size: Option<u64>,
     ) -> Result<String, ScriptError> {
-        let large =
-            self.stage_one_above > 0 && image_size.is_some_and(|s| s > self.stage_one_above);
-        let name = match node.ipxe_template.as_deref() {
-            Some(name) => name,
-            None if large => "stage-one",
-            None => "default",
-        };
         let ctx = context! {
             id => &node.id,
             hostname => &node.id,
@@ -237,7 +194,7 @@ mod tests {
         let scripts = IpxeScripts::new("/nonexistent", false);
         let mac = HwAddr::parse("AA-BB-CC-DD-EE-01").unwrap_or_else(|e| panic!("{e}"));
         let script = scripts
-            .for_node(&node(), &mac, "10.0.0.1:9873", None)
+            .for_node(&node(), "default", &mac, "10.0.0.1:9873")
             .unwrap_or_else(|e| panic!("{e}"));
         insta::assert_snapshot!(script);
         insta::assert_snapshot!(
@@ -248,40 +205,19 @@ mod tests {
         let mut no_image = node();
         no_image.image = None;
         let script = scripts
-            .for_node(&no_image, &mac, "10.0.0.1:9873", None)
+            .for_node(&no_image, "default", &mac, "10.0.0.1:9873")
             .unwrap_or_default();
         assert!(script.contains("has no image"), "{script}");
     }
 
     #[test]
-    fn large_images_boot_in_two_stages_unless_the_node_says_otherwise() {
-        let images = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let scripts = IpxeScripts::new("/nonexistent", false)
-            .with_stage_one(images.path().to_path_buf(), 1000);
+    fn the_two_stage_script_loads_stage_one_instead_of_the_image() {
+        let scripts = IpxeScripts::new("/nonexistent", false);
         let mac = HwAddr::parse("aa:bb:cc:dd:ee:01").unwrap_or_else(|e| panic!("{e}"));
-        let render = |node: &Node, size| {
-            scripts
-                .for_node(node, &mac, "10.0.0.1:9873", size)
-                .unwrap_or_else(|e| panic!("{e}"))
-        };
-        let small = render(&node(), Some(1000));
-        assert!(small.contains("initrd --name image"), "{small}");
-        let large = render(&node(), Some(1001));
+        let large = scripts
+            .for_node(&node(), "stage-one", &mac, "10.0.0.1:9873")
+            .unwrap_or_else(|e| panic!("{e}"));
         insta::assert_snapshot!(large);
-        let mut pinned = node();
-        pinned.ipxe_template = Some("default".into());
-        assert!(render(&pinned, Some(1 << 40)).contains("initrd --name image"));
-        pinned.ipxe_template = Some("stage-one".into());
-        assert!(render(&pinned, Some(1)).contains("initrd --name stage1"));
-        let never =
-            IpxeScripts::new("/nonexistent", false).with_stage_one(images.path().to_path_buf(), 0);
-        let script = never
-            .for_node(&node(), &mac, "h:1", Some(1 << 40))
-            .unwrap_or_default();
-        assert!(
-            script.contains("initrd --name image"),
-            "0 never chooses two stages"
-        );
     }
 
     #[test]
@@ -297,7 +233,7 @@ mod tests {
         let mut node = node();
         node.ipxe_template = Some("custom".into());
         let error = scripts
-            .for_node(&node, &mac, "h:1", None)
+            .for_node(&node, "custom", &mac, "h:1")
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -307,7 +243,7 @@ mod tests {
         );
         node.ipxe_template = Some("gone".into());
         let error = scripts
-            .for_node(&node, &mac, "h:1", None)
+            .for_node(&node, "gone", &mac, "h:1")
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

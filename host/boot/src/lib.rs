@@ -34,9 +34,6 @@ pub struct BootConfig {
     pub state: StateDir,
     /// Runtime overlays only to privileged source ports; scripts skip them.
     pub secure: bool,
-    /// Nodes with a default script and an image larger than this (bytes) get the two-stage
-    /// script; 0 never.
-    pub stage_one_above: u64,
     /// The application layer.
     pub provisioner: Arc<dyn Provisioner>,
     /// Build overlays when they are missing or their inputs changed.
@@ -125,8 +122,7 @@ impl BootServer {
             })??;
         let app = Arc::new(http::AppState {
             index,
-            scripts: ipxe_script::IpxeScripts::new(config.state.root().join("ipxe"), config.secure)
-                .with_stage_one(config.state.root().join("images"), config.stage_one_above),
+            scripts: ipxe_script::IpxeScripts::new(config.state.root().join("ipxe"), config.secure),
             secure: config.secure,
             status: config.status,
             local,

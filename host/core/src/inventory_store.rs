@@ -65,7 +65,7 @@ const HEADER: &str =
 pub struct InventoryStore {
     path: PathBuf,
     lock: PathBuf,
-    version_file: PathBuf,
+    state: StateDir,
 }
 
 impl InventoryStore {
@@ -73,7 +73,7 @@ impl InventoryStore {
         InventoryStore {
             path: state.nodes_file(),
             lock: state.lock_file(),
-            version_file: state.version_file(),
+            state: state.clone(),
         }
     }
 
@@ -145,14 +145,13 @@ impl InventoryStore {
             source,
         })?;
         // A state this wulf starts is in its layout.
-        if new_state && !self.version_file.exists() {
-            let version = format!("{STATE_VERSION}\n");
-            write_atomic(&self.version_file, version.as_bytes()).map_err(|source| {
-                StoreError::Write {
-                    path: self.version_file.clone(),
+        if new_state && !self.state.version_file().exists() {
+            self.state
+                .set_version(STATE_VERSION)
+                .map_err(|source| StoreError::Write {
+                    path: self.state.version_file(),
                     source,
-                }
-            })?;
+                })?;
         }
         Ok(result)
     }

@@ -264,6 +264,15 @@ pub struct Filesystem {
 }
 
 impl Node {
+    /// Whether a request that gave `given` (`?assetkey=`) may have this node's files: any
+    /// request when the node has no asset key, else only one that gives it.
+    pub fn accepts_asset_key(&self, given: Option<&str>) -> bool {
+        match self.asset_key.as_deref().filter(|k| !k.is_empty()) {
+            Some(key) => given == Some(key),
+            None => true,
+        }
+    }
+
     /// This record as it may be shown: secrets (the BMC password) replaced by a mask.
     pub fn redacted(mut self) -> Node {
         if self.ipmi.password.is_some() {

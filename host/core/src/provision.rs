@@ -202,6 +202,19 @@ impl ProvisionError {
     }
 }
 
+/// The iPXE template a node boots with: its own `ipxe-template`; else `stage-one` when its
+/// built image is larger than `stage_one_above` bytes (0: never), which iPXE and firmware do
+/// not load whole; else `default`.
+pub fn ipxe_template(node: &Node, image_size: Option<u64>, stage_one_above: u64) -> &str {
+    match node.ipxe_template.as_deref() {
+        Some(name) => name,
+        None if stage_one_above > 0 && image_size.is_some_and(|s| s > stage_one_above) => {
+            "stage-one"
+        }
+        None => "default",
+    }
+}
+
 /// The application layer as the node-facing edges use it. Every method may block (plugin
 /// calls, file I/O): async callers run them on a blocking thread.
 pub trait Provisioner: Send + Sync {
@@ -221,6 +234,15 @@ pub trait Provisioner: Send + Sync {
     /// Gives an unknown hardware address to a node waiting to be discovered; the id of the
     /// node that took it, if any.
     fn discover(&self, hwaddr: &HwAddr) -> Result<Option<String>, ProvisionError>;
+
+    /// The iPXE template `node` (merged) boots with ([`ipxe_template`]). Cheap (one small
+    /// file read): the script cache asks it inline, on a miss only.
+    fn ipxe_template(&self, node: &Node) -> String;
+
+    /// A stamp of what [`Provisioner::ipxe_template`] reads besides the node (the images'
+    /// builds, the site's threshold): scripts rendered before it changed may be stale.
+    /// Cheap (a directory listing); asked at most once a second.
+    fn ipxe_inputs_stamp(&self) -> u64;
 
     /// What `node` (merged) gets at a stage. An overlay stage answers with the archive last
     /// built ([`ProvisionError::NoOverlay`] when there is none); it never builds.
@@ -245,4 +267,31 @@ pub trait Provisioner: Send + Sync {
     /// Which of `booted`'s stages (kernel, image, system) `node` would now get differently
     /// from the ETag it booted; an empty ETag is unknown and never counts.
     fn changed_since_boot(&self, node: &Node, booted: &[(BootStage, String)]) -> Vec<BootStage>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_images_boot_in_two_stages_unless_the_node_says_otherwise() {
+        let node = Node::new("n001");
+        assert_eq!(ipxe_template(&node, Some(1000), 1000), "default");
+        assert_eq!(ipxe_template(&node, Some(1001), 1000), "stage-one");
+        assert_eq!(
+            ipxe_template(&node, None, 1000),
+            "default",
+            "an unbuilt image"
+        );
+        assert_eq!(
+            ipxe_template(&node, Some(1 << 40), 0),
+            "default",
+            "0 never chooses two stages"
+        );
+        let mut pinned = node.clone();
+        pinned.ipxe_template = Some("default".into());
+        assert_eq!(ipxe_template(&pinned, Some(1 << 40), 1000), "default");
+        pinned.ipxe_template = Some("stage-one".into());
+        assert_eq!(ipxe_template(&pinned, Some(1), 1000), "stage-one");
+    }
 }

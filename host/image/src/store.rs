@@ -208,6 +208,28 @@ impl ImageStore {
         self.path(image).join(KERNELS).join(&kernel.file)
     }
 
+    /// A stamp of every image's metadata file (which each import and build replaces), not of
+    /// their contents: it changes when any image is imported, built, renamed or deleted.
+    pub fn builds_stamp(&self) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        use std::os::unix::fs::MetadataExt as _;
+        let mut seen: Vec<(std::ffi::OsString, u64, i64, i64)> = fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| {
+                        let meta = fs::metadata(e.path().join(META)).ok()?;
+                        Some((e.file_name(), meta.ino(), meta.mtime(), meta.mtime_nsec()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        seen.sort();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        seen.hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// The built initramfs, if there is one.
     pub fn initramfs_path(&self, meta: &ImageMeta) -> Option<PathBuf> {
         meta.build

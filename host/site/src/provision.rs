@@ -197,6 +197,27 @@ impl Provisioner for Site {
         })
     }
 
+    fn ipxe_template(&self, node: &Node) -> String {
+        let image_size = node
+            .image
+            .as_deref()
+            .and_then(|image| self.images.get(image).ok())
+            .and_then(|meta| meta.build.map(|b| b.size));
+        let above = self.config().server.stage_one_above;
+        wulf_core::provision::ipxe_template(node, image_size, above).to_owned()
+    }
+
+    fn ipxe_inputs_stamp(&self) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (
+            self.images.builds_stamp(),
+            self.config().server.stage_one_above,
+        )
+            .hash(&mut hasher);
+        hasher.finish()
+    }
+
     fn boot_file(&self, node: &Node, stage: BootStage) -> Result<BootFile, ProvisionError> {
         match stage {
             BootStage::Kernel | BootStage::Stage1 | BootStage::Image => {

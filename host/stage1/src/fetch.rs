@@ -96,13 +96,6 @@ impl Probe {
     }
 }
 
-/// Counters a caller may watch while it reads (progress, retries).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub retries: std::sync::atomic::AtomicU64,
-    pub fetched: std::sync::atomic::AtomicU64,
-}
-
 struct State {
     /// The next chunk a worker takes.
     next_claim: u64,
@@ -125,7 +118,8 @@ struct Shared {
     arrived: Condvar,
     /// The reader moved on: room in the window.
     room: Condvar,
-    counters: Arc<Counters>,
+    /// Ranges asked again.
+    retries: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -250,7 +244,6 @@ fn fetch_with_retries(
             }
             Err(RangeError::Retry(reason)) => {
                 shared
-                    .counters
                     .retries
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 eprintln!(
@@ -297,10 +290,6 @@ fn worker(shared: Arc<Shared>) {
             Ok((bytes, probe))
                 if probe.etag == shared.probe.etag && probe.len == shared.probe.len =>
             {
-                shared
-                    .counters
-                    .fetched
-                    .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 state.done.insert(chunk, bytes);
             }
             Ok(_) => {
@@ -317,12 +306,7 @@ fn worker(shared: Arc<Shared>) {
 impl Download {
     /// Starts fetching `target` from `server`: the first range is asked here (its answer
     /// says how long the file is), the rest by `options.streams` workers.
-    pub fn start(
-        server: &str,
-        target: &str,
-        options: Options,
-        counters: Arc<Counters>,
-    ) -> Result<Download, FetchError> {
+    pub fn start(server: &str, target: &str, options: Options) -> Result<Download, FetchError> {
         let options = Options {
             streams: options.streams.max(1),
             chunk: options.chunk.max(64 << 10),
@@ -347,16 +331,12 @@ impl Download {
             }),
             arrived: Condvar::new(),
             room: Condvar::new(),
-            counters,
+            retries: Default::default(),
             options,
         };
         let (first, probe) = fetch_with_retries(&shared, (0, shared.options.chunk - 1), None)?;
         shared.chunks = probe.len.div_ceil(shared.options.chunk);
         shared.probe = probe;
-        shared
-            .counters
-            .fetched
-            .store(first.len() as u64, std::sync::atomic::Ordering::Relaxed);
         shared.lock().done.insert(0, first);
         let shared = Arc::new(shared);
         let workers = (0..shared.options.streams)
@@ -382,11 +362,18 @@ impl Download {
         &self.shared.probe
     }
 
+    /// How many ranges were asked again so far.
+    pub fn retries(&self) -> u64 {
+        self.shared
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Reads what is left (unread bytes still count), then checks the whole against the
     /// SHA-256 the ETag gave: `Ok(true)` when they match, `Ok(false)` when the server gave no
     /// hash to check against, an error on a mismatch.
-    pub fn verify(mut self) -> io::Result<bool> {
-        io::copy(&mut self, &mut io::sink())?;
+    pub fn verify(&mut self) -> io::Result<bool> {
+        io::copy(self, &mut io::sink())?;
         let Some(expected) = self.shared.probe.sha256() else {
             return Ok(false);
         };

@@ -4,8 +4,6 @@
 use std::io::{self, Read, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rustix::mount::{MountFlags, UnmountFlags};
@@ -33,25 +31,14 @@ fn report(params: &Params, step: &str, error: Option<&str>) {
         "/stage1/{}/report?assetkey={}",
         params.mac, params.asset_key
     );
-    let result = (|| -> io::Result<()> {
-        use std::net::ToSocketAddrs as _;
-        let addr = params
-            .server
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::other("no address"))?;
-        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-        write!(
-            stream,
-            "POST {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-            params.server,
-            body.len()
-        )?;
-        let mut answer = [0u8; 64];
-        let _ = stream.read(&mut answer)?;
-        Ok(())
-    })();
+    let result = wulf_agent::http::post(&params.server, &target, &body, Duration::from_secs(3))
+        .and_then(|r| match r.status {
+            200 => Ok(()),
+            status => Err(io::Error::other(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&r.body).trim()
+            ))),
+        });
     if let Err(e) = result {
         say(&format!("could not report to {}: {e}", params.server));
     }
@@ -148,19 +135,13 @@ impl<R: Read> Read for Progress<R> {
 
 /// The image unpacked into [`NEWROOT`] and checked against its hash.
 fn fetch_image(params: &Params) -> Result<(), String> {
-    let counters = Arc::new(fetch::Counters::default());
     let options = fetch::Options {
         streams: params.streams,
         ..fetch::Options::default()
     };
     let started = Instant::now();
-    let mut download = fetch::Download::start(
-        &params.server,
-        &params.target("image"),
-        options,
-        Arc::clone(&counters),
-    )
-    .map_err(|e| format!("fetching the image: {e}"))?;
+    let mut download = fetch::Download::start(&params.server, &params.target("image"), options)
+        .map_err(|e| format!("fetching the image: {e}"))?;
     let total = download.probe().len;
     say(&format!(
         "image: {} MiB in {} streams, sha256 {}",
@@ -191,7 +172,7 @@ fn fetch_image(params: &Params) -> Result<(), String> {
             "(the server gave no hash to verify)"
         },
         total as f64 / secs.max(0.001) / f64::from(1 << 20),
-        counters.retries.load(Ordering::Relaxed),
+        download.retries(),
         stats.entries,
         stats.bytes >> 20
     ));

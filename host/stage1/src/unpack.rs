@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write as _};
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::rc::Rc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 
@@ -93,7 +94,7 @@ pub fn unpack(reader: impl Read, root: &Path) -> io::Result<Stats> {
         at: 0,
     };
     unpacker.archives(&mut reader)?;
-    unpacker.finish()?;
+    unpacker.finish();
     Ok(unpacker.stats)
 }
 
@@ -195,7 +196,7 @@ struct Unpacker {
     /// change its time).
     dirs: Vec<(String, u32)>,
     /// The last parent directory opened.
-    parent: Option<(String, OwnedFd)>,
+    parent: Option<(String, Rc<OwnedFd>)>,
     /// Only root may give files away; anyone else unpacks them as their own.
     chown: bool,
     stats: Stats,
@@ -281,16 +282,7 @@ impl Unpacker {
             Some(rustix::fs::Uid::from_raw(h.uid)),
             Some(rustix::fs::Gid::from_raw(h.gid)),
         );
-        let mtime = Timestamps {
-            last_access: Timespec {
-                tv_sec: i64::from(h.mtime),
-                tv_nsec: 0,
-            },
-            last_modification: Timespec {
-                tv_sec: i64::from(h.mtime),
-                tv_nsec: 0,
-            },
-        };
+        let mtime = times(h.mtime);
         match FileType::from_raw_mode(h.mode) {
             FileType::Directory => {
                 replace(&parent, &base, true)?;
@@ -447,29 +439,22 @@ impl Unpacker {
         )?)
     }
 
-    fn parent_dir(&mut self, dir: &str) -> io::Result<OwnedFd> {
+    /// [`Unpacker::open_dir`], kept for the entries that follow in the same directory.
+    fn parent_dir(&mut self, dir: &str) -> io::Result<Rc<OwnedFd>> {
         if let Some((cached, fd)) = &self.parent
             && cached == dir
         {
-            return fd.try_clone();
+            return Ok(Rc::clone(fd));
         }
-        let fd = self.open_dir(dir)?;
-        self.parent = Some((dir.to_owned(), fd.try_clone()?));
+        let fd = Rc::new(self.open_dir(dir)?);
+        self.parent = Some((dir.to_owned(), Rc::clone(&fd)));
         Ok(fd)
     }
 
     /// Directory times, last (deepest first, so a parent's time is not changed after).
-    fn finish(&mut self) -> io::Result<()> {
+    fn finish(&mut self) {
         self.dirs.sort_by(|a, b| b.0.cmp(&a.0));
         for (path, mtime) in std::mem::take(&mut self.dirs) {
-            let time = Timespec {
-                tv_sec: i64::from(mtime),
-                tv_nsec: 0,
-            };
-            let times = Timestamps {
-                last_access: time,
-                last_modification: time,
-            };
             let fd = rustix::fs::openat2(
                 &self.root,
                 path.as_str(),
@@ -478,10 +463,21 @@ impl Unpacker {
                 ResolveFlags::IN_ROOT,
             );
             if let Ok(fd) = fd {
-                let _ = rustix::fs::futimens(&fd, &times);
+                let _ = rustix::fs::futimens(&fd, &times(mtime));
             }
         }
-        Ok(())
+    }
+}
+
+/// An entry's time as both access and modification time.
+fn times(mtime: u32) -> Timestamps {
+    let time = Timespec {
+        tv_sec: i64::from(mtime),
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: time,
+        last_modification: time,
     }
 }
 

@@ -295,44 +295,44 @@ fn set_executable(path: &Path) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// The names of the files in `dir` (relative to this crate), each after `prefix`, sorted.
+    fn files_in(dir: &str, prefix: &str) -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| format!("{prefix}{}", e.file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    fn sorted<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+        let mut names: Vec<String> = names.map(str::to_owned).collect();
+        names.sort();
+        names
+    }
+
     /// New projects and `plugin wit` carry every file of the package: a world added in a new
     /// file and not listed here would leave the vendored SDK unable to build.
     #[test]
     fn every_file_of_the_wit_package_is_carried() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit/v0.1");
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        on_disk.sort();
-        let mut carried: Vec<String> = super::WIT.iter().map(|(n, _)| (*n).to_owned()).collect();
-        carried.sort();
-        assert_eq!(carried, on_disk);
+        let carried = sorted(super::WIT.iter().map(|(n, _)| *n));
+        assert_eq!(carried, files_in("../../wit/v0.1", ""));
     }
 
     /// The vendored SDK has every source file of `sdk/src`.
     #[test]
     fn every_file_of_the_sdk_is_vendored() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/src");
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| format!("src/{}", e.file_name().to_string_lossy()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        on_disk.sort();
-        let mut vendored: Vec<String> = super::SDK
-            .iter()
-            .map(|(n, _)| (*n).to_owned())
-            .filter(|n| n.starts_with("src/"))
-            .collect();
-        vendored.sort();
-        assert_eq!(vendored, on_disk);
+        let vendored = sorted(
+            super::SDK
+                .iter()
+                .map(|(n, _)| *n)
+                .filter(|n| n.starts_with("src/")),
+        );
+        assert_eq!(vendored, files_in("../../sdk/src", "src/"));
     }
 }

@@ -50,7 +50,6 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         tftp_root: args.tftp_root.unwrap_or_else(|| server.tftp_root.clone()),
         state: site.state().clone(),
         secure: server.secure,
-        stage_one_above: server.stage_one_above,
         provisioner: Arc::clone(site) as Arc<dyn Provisioner>,
         build_on_demand: true,
         connections: conn::Limits {
