@@ -109,10 +109,26 @@ fn a_site_ready_to_boot_passes_and_a_running_server_holds_its_ports() {
         ]
     );
     for check in &checks {
-        // Whether the clock is synchronised depends on the machine, not on wulf.
-        if check["check"] != "clock" {
-            assert_eq!(check["health"], "ok", "{check:#}");
-            assert!(check["fix"].is_null(), "{check:#}");
+        match check["check"].as_str().unwrap() {
+            // Whether the clock is synchronised depends on the machine, not on wulf.
+            "clock" => {}
+            // So does the free space on the disk the state directory is on: a shared
+            // CI disk can be short of the 5 % the doctor asks for. The check still has
+            // to name the directory and its space, and must not fail.
+            "state" if check["health"] == "warn" => {
+                assert!(
+                    check["message"].as_str().unwrap().contains(" free of "),
+                    "{check:#}"
+                );
+                assert_eq!(
+                    check["fix"], "an image build needs about twice the image's size free",
+                    "{check:#}"
+                );
+            }
+            _ => {
+                assert_eq!(check["health"], "ok", "{check:#}");
+                assert!(check["fix"].is_null(), "{check:#}");
+            }
         }
     }
     assert!(
