@@ -139,7 +139,7 @@ fn render(source: &str, target: &BmcTarget, cmd: &str) -> Result<String, minijin
         has_password => target.password.is_some(),
         interface => target.interface.as_str(),
         escape_char => target.escape_char.as_str(),
-        tags => &target.tags,
+        tags => minijinja::Value::from(minijinja::value::Serde(&target.tags)),
         node => target.node.as_str(),
     };
     env.render_str(source, context)

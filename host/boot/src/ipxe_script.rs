@@ -162,7 +162,7 @@ impl IpxeScripts {
             kernel_version => &node.kernel.version,
             root => &node.root,
             init => &node.init,
-            tags => &node.tags,
+            tags => minijinja::Value::from(minijinja::value::Serde(&node.tags)),
             secure => self.secure,
         };
         self.render(name, &node.id, ctx)

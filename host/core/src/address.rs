@@ -63,16 +63,52 @@ impl<'de> Deserialize<'de> for Netmask {
 
 /// `deserialize_with` for `Option<Ipv4Addr>` fields: the message says what was expected.
 pub(crate) fn ipv4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::Error> {
-    let text = Option::<std::borrow::Cow<'de, str>>::deserialize(d)?;
-    text.map(|t| t.parse().map_err(|_| serde::de::Error::custom(IPV4_RULE)))
-        .transpose()
+    d.deserialize_option(Optional::<Ipv4Addr>::new(IPV4_RULE))
 }
 
 /// `deserialize_with` for `Option<Ipv6Addr>` fields.
 pub(crate) fn ipv6<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv6Addr>, D::Error> {
-    let text = Option::<std::borrow::Cow<'de, str>>::deserialize(d)?;
-    text.map(|t| t.parse().map_err(|_| serde::de::Error::custom(IPV6_RULE)))
-        .transpose()
+    d.deserialize_option(Optional::<Ipv6Addr>::new(IPV6_RULE))
+}
+
+/// An optional address written as a string, parsed from the borrowed text (no copy per
+/// address: an inventory holds tens of thousands); `rule` is the error for a bad one.
+struct Optional<T> {
+    rule: &'static str,
+    kind: std::marker::PhantomData<T>,
+}
+
+impl<T> Optional<T> {
+    fn new(rule: &'static str) -> Self {
+        Optional {
+            rule,
+            kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'de, T: std::str::FromStr> serde::de::Visitor<'de> for Optional<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an address as a string")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        text.parse().map(Some).map_err(|_| E::custom(self.rule))
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use crate::atomic_file::{WriteLock, write_atomic};
 use crate::inventory::{Inventory, ParseError, SerializeError};
+use crate::inventory_cache::{CacheKey, InventoryCache};
 use crate::state_dir::{STATE_VERSION, StateDir};
 use crate::validation::{ValidationError, validate};
 
@@ -66,6 +67,7 @@ pub struct InventoryStore {
     path: PathBuf,
     lock: PathBuf,
     state: StateDir,
+    cache: InventoryCache,
 }
 
 impl InventoryStore {
@@ -74,6 +76,7 @@ impl InventoryStore {
             path: state.nodes_file(),
             lock: state.lock_file(),
             state: state.clone(),
+            cache: InventoryCache::new(state.cache_dir().join("inventory.json")),
         }
     }
 
@@ -82,29 +85,55 @@ impl InventoryStore {
     }
 
     /// The current inventory, checked; the shipped one ([`Inventory::shipped`]) when nothing
-    /// was stored yet.
+    /// was stored yet. A checked copy of an unchanged file comes from the cache.
     pub fn load(&self) -> Result<Inventory, StoreError> {
-        let inventory = self.load_unchecked()?;
+        let Some(text) = self.read()? else {
+            return Ok(Inventory::shipped());
+        };
+        let key = CacheKey::of(&text);
+        if let Some(inventory) = self.cache.get(&key) {
+            return Ok(inventory);
+        }
+        let inventory = self.parse(&text)?;
         validate(&inventory).map_err(|source| StoreError::Invalid {
             path: self.path.clone(),
             source: Box::new(source),
         })?;
+        self.cache.put(&key, &inventory, &self.path);
         Ok(inventory)
+    }
+
+    /// The file's bytes (checked as UTF-8 only when parsed); `None` when nothing was stored
+    /// yet.
+    fn read(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match std::fs::read(&self.path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Read {
+                path: self.path.clone(),
+                source,
+            }),
+        }
     }
 
     /// The inventory as stored, parsed but not checked: what an edit starts from, so an
     /// edit can repair a file that a hand edit broke.
     fn load_unchecked(&self) -> Result<Inventory, StoreError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Inventory::shipped()),
-            Err(source) => {
-                return Err(StoreError::Read {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
+        let Some(text) = self.read()? else {
+            return Ok(Inventory::shipped());
         };
+        // A cached copy is of this very text, and checked too.
+        match self.cache.get(&CacheKey::of(&text)) {
+            Some(inventory) => Ok(inventory),
+            None => self.parse(&text),
+        }
+    }
+
+    fn parse(&self, text: &[u8]) -> Result<Inventory, StoreError> {
+        let text = std::str::from_utf8(text).map_err(|e| StoreError::Parse {
+            path: self.path.clone(),
+            message: format!("not UTF-8 text ({e})"),
+        })?;
         // wulf never writes an empty file (see [`HEADER`]): one is a truncated write or a
         // slip of the shell, not a wish to drop every node.
         if text.trim().is_empty() {
@@ -112,7 +141,7 @@ impl InventoryStore {
                 path: self.path.clone(),
             });
         }
-        Inventory::from_toml(&text).map_err(|e| match e {
+        Inventory::from_toml(text).map_err(|e| match e {
             ParseError::Syntax(message) => StoreError::Parse {
                 path: self.path.clone(),
                 message,
@@ -144,6 +173,8 @@ impl InventoryStore {
             path: self.path.clone(),
             source,
         })?;
+        self.cache
+            .put(&CacheKey::of(text.as_bytes()), &inventory, &self.path);
         // A state this wulf starts is in its layout.
         if new_state && !self.state.version_file().exists() {
             self.state
@@ -203,6 +234,43 @@ mod tests {
             before
         );
         assert_eq!(store.load().map(|i| i.nodes.len()).ok(), Some(1));
+    }
+
+    #[test]
+    fn the_checked_copy_follows_hand_edits_and_never_admits_a_bad_one() {
+        let (dir, store) = store();
+        let path = dir.path().join("nodes.toml");
+        let cached = dir.path().join("cache/inventory.json");
+        std::fs::write(&path, "[nodes.n1]\ncomment = \"one\"\n").unwrap_or_else(|e| panic!("{e}"));
+        let first = store.load().unwrap_or_else(|e| panic!("{e}"));
+        assert!(cached.exists());
+        // A hit gives what a parse gives.
+        assert_eq!(store.load().ok(), Some(first));
+        // Same length, new content: seen.
+        std::fs::write(&path, "[nodes.n1]\ncomment = \"two\"\n").unwrap_or_else(|e| panic!("{e}"));
+        let comment = store
+            .load()
+            .ok()
+            .and_then(|i| i.nodes["n1"].comment.clone());
+        assert_eq!(comment.as_deref(), Some("two"));
+        // A bad edit is refused although a checked copy of the last good file exists.
+        std::fs::write(&path, "[nodes.n1]\nprofiles = [\"missing\"]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.load().is_err());
+        // An edit through the store leaves a copy of what it wrote.
+        store
+            .update(|inv| {
+                inv.nodes.clear();
+                inv.nodes.insert("n2".into(), Node::default());
+                Ok::<_, StoreError>(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read(&path).unwrap_or_default();
+        let loaded = InventoryCache::new(cached).get(&CacheKey::of(&text));
+        assert_eq!(
+            loaded.map(|i| i.nodes.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["n2".to_string()])
+        );
     }
 
     #[test]

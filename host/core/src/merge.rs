@@ -212,11 +212,13 @@ fn overlay_record(dst: &mut Node, src: &Node) {
     set(&mut dst.root, &src.root);
     overlay_kernel(&mut dst.kernel, &src.kernel);
     set(&mut dst.primary_network, &src.primary_network);
-    merge_map(
-        &mut dst.network_devices,
-        &src.network_devices,
-        overlay_netdev,
-    );
+    for (name, device) in &src.network_devices {
+        overlay_netdev(
+            dst.network_devices
+                .get_or_insert_with(name.clone(), NetDevice::default),
+            device,
+        );
+    }
     overlay_ipmi(&mut dst.ipmi, &src.ipmi);
     dst.tags
         .extend(src.tags.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::address::{self, Netmask};
 use crate::hwaddr::HwAddr;
 use crate::secret::Secret;
+use crate::sorted_map::SortedMap;
 
-/// A string map (Warewulf's tags).
-pub type Tags = BTreeMap<String, String>;
+/// A string map (Warewulf's tags): a few entries, kept compactly.
+pub type Tags = SortedMap<String, String>;
 
 /// A node or profile record.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -45,11 +46,11 @@ pub struct Node {
     pub kernel: Kernel,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub primary_network: Option<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub network_devices: BTreeMap<String, NetDevice>,
+    #[serde(skip_serializing_if = "SortedMap::is_empty")]
+    pub network_devices: SortedMap<String, NetDevice>,
     #[serde(skip_serializing_if = "Ipmi::is_empty")]
     pub ipmi: Ipmi,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "SortedMap::is_empty")]
     pub tags: Tags,
     /// Free-form resources (fstab entries, users, ...), any JSON-compatible value.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -116,7 +117,7 @@ pub struct NetDevice {
     pub gateway6: Option<Ipv6Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "SortedMap::is_empty")]
     pub tags: Tags,
 }
 
@@ -162,7 +163,7 @@ pub struct Ipmi {
     /// Redfish only: the system's id under `/redfish/v1/Systems`, when the BMC has several.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system_id: Option<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "SortedMap::is_empty")]
     pub tags: Tags,
 }
 

@@ -179,7 +179,7 @@ pub(crate) fn node_from_wit(kind: RecordKind, node: wit::Node) -> Result<Node, V
         .iter()
         .find(|d| d.primary)
         .map(|d| d.name.clone());
-    let mut network_devices = BTreeMap::new();
+    let mut network_devices = wulf_core::sorted_map::SortedMap::new();
     for d in node.network_devices {
         let name = d.name;
         let field = |field: &'static str| {

@@ -128,8 +128,7 @@ impl Site {
                 .unwrap_or("default")
                 .to_owned();
             node.network_devices
-                .entry(device.clone())
-                .or_default()
+                .get_or_insert_with(device.clone(), Default::default)
                 .hwaddr = Some(*hwaddr);
             node.discoverable = None;
             Ok((id.clone(), device))

@@ -266,8 +266,7 @@ impl Patch {
         }
         let dev = node
             .network_devices
-            .entry(self.netname().to_owned())
-            .or_default();
+            .get_or_insert_with(self.netname().to_owned(), Default::default);
         text(&mut dev.device_type, &self.net_type);
         if let Some(onboot) = self.onboot {
             dev.onboot = Some(onboot);
