@@ -24,7 +24,7 @@ use wulf_core::{Node, StateDir};
 use wulf_image::cpio::{CpioWriter, Entry};
 
 use crate::error::{OverlayError, Result};
-use crate::render::{Prepared, Renderer, node_json};
+use crate::render::{Prepared, Renderer, node_digest, node_json};
 
 /// The two overlay lists of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -162,6 +162,8 @@ impl ArchiveStore {
     ) -> Result<Report> {
         fs::create_dir_all(self.dir.join("shared")).map_err(|e| OverlayError::io(&self.dir, e))?;
         fs::create_dir_all(self.dir.join("nodes")).map_err(|e| OverlayError::io(&self.dir, e))?;
+        // Taken before the read: a file replaced in between reads as changed below.
+        let old_stamp = wulf_core::stamp::tree_stamp(&[self.index_path()]);
         let old = self.index()?;
 
         // Shared segments: once per generator used by these nodes.
@@ -271,7 +273,13 @@ impl ArchiveStore {
         failed.sort_by(|a, b| a.0.cmp(&b.0));
 
         let _lock = WriteLock::acquire(&self.lock).map_err(|e| OverlayError::io(&self.lock, e))?;
-        let mut index = self.index()?;
+        // Another build may have written the index meanwhile; otherwise (it is replaced by
+        // rename, so a new file is a new inode) what was read is still current.
+        let mut index = if wulf_core::stamp::tree_stamp(&[self.index_path()]) == old_stamp {
+            old
+        } else {
+            self.index()?
+        };
         let mut report = Report {
             shared_segments: shared.len(),
             failed,
@@ -303,7 +311,7 @@ impl ArchiveStore {
         let text = serde_json::to_vec(&index).map_err(OverlayError::SerializeIndex)?;
         write_atomic(&self.index_path(), &text)
             .map_err(|e| OverlayError::io(&self.index_path(), e))?;
-        self.collect_garbage(&index);
+        self.collect_garbage(&index, &report.built);
         Ok(report)
     }
 
@@ -316,13 +324,15 @@ impl ArchiveStore {
         force: bool,
         results: &Mutex<Vec<(String, Kind, Archive, bool)>>,
     ) -> Result<()> {
-        let json = node_json(node);
+        let digest = node_digest(node);
+        // The template view is built only for a node that is rendered.
+        let mut json = None;
         for kind in Kind::ALL {
             let list = kind.list(node);
             let shared_segments: Vec<String> =
                 list.iter().filter_map(|n| shared.get(n).cloned()).collect();
             let input = renderer.input_hash(
-                &json,
+                &digest,
                 list,
                 &format!("{}:{}", kind.as_str(), shared_segments.join(",")),
             );
@@ -330,14 +340,20 @@ impl ArchiveStore {
             if !force
                 && let Some(previous) = previous
                 && previous.input == input
-                && previous.segments.iter().all(|s| self.dir.join(s).exists())
+                // Shared segments were checked once, above; a node's own are checked here.
+                && previous
+                    .segments
+                    .iter()
+                    .filter(|s| !shared.values().any(|v| v == *s))
+                    .all(|s| self.dir.join(s).exists())
             {
                 if let Ok(mut r) = results.lock() {
                     r.push((node.id.clone(), kind, previous.clone(), false));
                 }
                 continue;
             }
-            let mut files = renderer.render(node, &json, list)?;
+            let json = json.get_or_insert_with(|| node_json(node));
+            let mut files = renderer.render(node, json, list)?;
             if kind == Kind::Runtime {
                 let manifest = runtime_manifest(
                     list.iter()
@@ -419,7 +435,10 @@ impl ArchiveStore {
     }
 
     /// Removes segment files no node refers to any more.
-    fn collect_garbage(&self, index: &Index) {
+    /// Removes the segments no archive uses any more: the shared ones, and those of the nodes
+    /// this build wrote (no other node's directory changed, so a one-node build does not
+    /// walk ten thousand directories).
+    fn collect_garbage(&self, index: &Index, built: &[String]) {
         let live: BTreeSet<&str> = index
             .nodes
             .values()
@@ -438,7 +457,7 @@ impl ArchiveStore {
             }
         };
         sweep(&self.dir.join("shared"), "shared/");
-        for id in index.nodes.keys() {
+        for id in built {
             sweep(&self.dir.join("nodes").join(id), &format!("nodes/{id}/"));
         }
     }

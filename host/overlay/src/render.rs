@@ -42,6 +42,8 @@ pub struct Renderer {
     cluster: Value,
     cluster_nodes: Arc<[Node]>,
     cluster_hash: String,
+    /// The server as templates see it, serialised once for every node's input hash.
+    server_bytes: Vec<u8>,
     /// What image files read by templates depend on (see [`Renderer::set_image_reader`]).
     images_identity: String,
     build_time: u64,
@@ -85,6 +87,28 @@ pub fn node_json(node: &Node) -> Json {
             .or_insert_with(|| serde_json::json!({"args": []}));
     }
     json
+}
+
+/// What a node's archives are made from, as a digest: its id and merged record serialised
+/// straight into the hash (building the template view of every node only to hash it cost a
+/// no-change build of 10,000 nodes most of its time).
+pub fn node_digest(node: &Node) -> [u8; 32] {
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = Hashing(Sha256::new());
+    out.0.update(node.id.as_bytes());
+    out.0.update([0]);
+    // Serialising a record into a hash cannot fail: the writer takes every byte.
+    let _ = serde_json::to_writer(&mut out, node);
+    out.0.finalize().into()
 }
 
 fn server_json(server: &Server) -> Json {
@@ -159,15 +183,15 @@ impl Renderer {
             )
         });
         let mut hasher = Sha256::new();
-        let mut cluster_json = Vec::new();
         for node in cluster.iter() {
-            let json = node_json(node);
-            hasher.update(serde_json::to_vec(&json).unwrap_or_default());
-            if any_cluster {
-                cluster_json.push(json);
-            }
+            hasher.update(node_digest(node));
         }
         let cluster_hash = hex::encode(hasher.finalize());
+        let cluster_json: Vec<Json> = if any_cluster {
+            cluster.iter().map(node_json).collect()
+        } else {
+            Vec::new()
+        };
         Ok(Renderer {
             overlays,
             templates,
@@ -176,6 +200,7 @@ impl Renderer {
             cluster: Value::from(Serde(serde_json::json!({ "nodes": cluster_json }))),
             cluster_nodes: cluster,
             cluster_hash,
+            server_bytes: serde_json::to_vec(&server_json(server)).unwrap_or_default(),
             images_identity: String::new(),
             build_time,
         })
@@ -227,12 +252,14 @@ impl Renderer {
     }
 
     /// What decides whether a node's archive for `list` must be rebuilt.
-    pub fn input_hash(&self, node: &Json, list: &[String], extra: &str) -> String {
+    /// `node` is the node's [`node_digest`].
+    pub fn input_hash(&self, node: &[u8; 32], list: &[String], extra: &str) -> String {
         let mut h = Sha256::new();
-        // v2: runtime overlays carry their manifest; v3: /root as an implicit parent is 0700.
-        h.update(b"wulf-overlay-v3\0");
-        h.update(serde_json::to_vec(node).unwrap_or_default());
-        h.update(serde_json::to_vec(&server_json(&self.server)).unwrap_or_default());
+        // v2: runtime overlays carry their manifest; v3: /root as an implicit parent is 0700;
+        // v4: the node enters as its record's digest.
+        h.update(b"wulf-overlay-v4\0");
+        h.update(node);
+        h.update(&self.server_bytes);
         h.update(extra.as_bytes());
         for name in list {
             h.update(name.as_bytes());
