@@ -5,8 +5,10 @@
 //! Baseline, in the same run: how Warewulf packs overlays, one `find | cpio -o -H newc | gzip`
 //! per node over the same rendered files, timed on a sample of nodes and scaled.
 //!
-//! Run with `cargo bench -p wulf-tests --bench overlay_build`. Targets (issue: overlays): cold
-//! build under 10 s on 2 cores, no-change rebuild under 1 s.
+//! Run with `cargo bench -p wulf-tests --bench overlay_build`. Targets (issue: performance
+//! round two) at 10,000 nodes: cold build under 5 s with a peak RSS under 256 MiB, no-change
+//! rebuild under 100 ms, one changed node under 50 ms (wall, through the CLI); at 100,000
+//! (`WULF_BENCH_NODES=100000`): cold under 30 s, peak RSS under 1 GiB.
 
 use std::process::Command;
 use std::time::Instant;
@@ -86,7 +88,7 @@ fn main() {
     // The host keys are made once per host, as `wulf configure ssh` does at installation.
     wulf.ok(&["configure", "ssh"]);
 
-    // The cold build runs under GNU time for its peak RSS (target: under 256 MiB).
+    // The cold build runs under GNU time for its peak RSS.
     let started = Instant::now();
     let (out, peak_kib) = wulf.ok_with_peak_rss(&["overlay", "build", "--json"]);
     let cold_wall = started.elapsed().as_secs_f64();
@@ -168,21 +170,21 @@ fn main() {
     );
     println!(
         "{:<52} {:>9.2} {:>9.2} {:>11.0}",
-        "cold build (target < 10 s)",
+        "cold build (target < 5 s; 30 s at 100,000)",
         cold,
         cold_wall,
         count as f64 / cold
     );
     println!(
         "{:<52} {:>9.3} {:>9.2} {:>11.0}",
-        "no-change rebuild (target < 1 s)",
+        "no-change rebuild (target < 0.1 s at 10,000)",
         warm,
         warm_wall,
         count as f64 / warm
     );
     println!(
         "{:<52} {:>9.3} {:>9.2}",
-        "one node changed, `wulf overlay build n04242`", one, one_wall
+        "one node changed, `wulf overlay build n04242` (< 0.05 s)", one, one_wall
     );
     println!(
         "{:<52} {:>9.2} {:>9} {:>11.0}",
@@ -192,7 +194,9 @@ fn main() {
         1.0 / per_node
     );
     println!();
-    println!("cold build peak RSS: {peak_mib:.0} MiB (target < 256 MiB)");
+    println!(
+        "cold build peak RSS: {peak_mib:.0} MiB (target < 256 MiB at 10,000, < 1,024 MiB at 100,000)"
+    );
     println!(
         "cold build vs the per-node cpio|gzip pipeline: {:.1}x faster (and it renders too)",
         baseline / cold

@@ -25,6 +25,7 @@ use wulf_image::cpio::{CpioWriter, Entry};
 
 use crate::error::{OverlayError, Result};
 use crate::render::{Prepared, Renderer, node_digest, node_json};
+use wulf_core::sorted_map::SortedMap;
 
 /// The two overlay lists of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -66,7 +67,8 @@ pub struct Archive {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Index {
-    pub nodes: BTreeMap<String, BTreeMap<Kind, Archive>>,
+    /// Each node's two archives (a sorted pair, not an eleven-slot tree leaf per node).
+    pub nodes: BTreeMap<String, SortedMap<Kind, Archive>>,
     /// Shared segments by generator: made again only when their input changes.
     #[serde(default)]
     pub shared: BTreeMap<String, Shared>,
