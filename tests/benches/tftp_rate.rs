@@ -269,6 +269,16 @@ fn best_of(runs: usize, server: SocketAddr, file: &str, size: usize, windowsize:
         .fold(0.0, f64::max)
 }
 
+/// A table's title and column names.
+fn table_header(title: &str) {
+    println!("{title}");
+    println!();
+    println!(
+        "{:>10}  {:>10}  {:>12}  {:>16}  {:>8}",
+        "file", "windowsize", "wulf MiB/s", "tftpd-hpa MiB/s", "ratio"
+    );
+}
+
 fn main() {
     require_file("/usr/sbin/in.tftpd", "tftpd-hpa");
     let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -315,14 +325,9 @@ fn main() {
         .unwrap_or_else(|e| panic!("{e}"));
     std::thread::sleep(Duration::from_millis(300));
 
-    println!(
+    table_header(&format!(
         "blksize {BLKSIZE}, loopback, best of 3; tftpd-hpa does not do windowsize (lock-step)"
-    );
-    println!();
-    println!(
-        "{:>10}  {:>10}  {:>12}  {:>16}  {:>8}",
-        "file", "windowsize", "wulf MiB/s", "tftpd-hpa MiB/s", "ratio"
-    );
+    ));
     for (name, size) in files {
         let baseline = speed(hpa_addr, name, size, 1);
         for windowsize in [1, 4, 16] {
@@ -340,14 +345,9 @@ fn main() {
     let delay = Duration::from_micros(500);
     let loss = 0.001;
     println!();
-    println!(
+    table_header(&format!(
         "blksize {BLKSIZE}, userspace delay line: 0.5 ms each way, 0.1 % loss each way (no netem in this kernel), one run each"
-    );
-    println!();
-    println!(
-        "{:>10}  {:>10}  {:>12}  {:>16}  {:>8}",
-        "file", "windowsize", "wulf MiB/s", "tftpd-hpa MiB/s", "ratio"
-    );
+    ));
     for (name, size) in files {
         let line = DelayLine::start(hpa_addr, delay, loss);
         let baseline = best_of(1, line.listen, name, size, 1);
