@@ -24,7 +24,7 @@ use wulf_core::{Node, StateDir};
 use wulf_image::cpio::{CpioWriter, Entry};
 
 use crate::error::{OverlayError, Result};
-use crate::render::{Prepared, Renderer, node_digest, node_json};
+use crate::render::{Prepared, Renderer, node_json};
 use wulf_core::sorted_map::SortedMap;
 
 /// The two overlay lists of a node.
@@ -326,7 +326,7 @@ impl ArchiveStore {
         force: bool,
         results: &Mutex<Vec<(String, Kind, Archive, bool)>>,
     ) -> Result<()> {
-        let digest = node_digest(node);
+        let digest = renderer.digest_of(node);
         // The template view is built only for a node that is rendered.
         let mut json = None;
         for kind in Kind::ALL {

@@ -42,6 +42,8 @@ pub struct Renderer {
     cluster: Value,
     cluster_nodes: Arc<[Node]>,
     cluster_hash: String,
+    /// Each cluster record's [`node_digest`], in cluster order.
+    digests: Vec<[u8; 32]>,
     /// The server as templates see it, serialised once for every node's input hash.
     server_bytes: Vec<u8>,
     /// What image files read by templates depend on (see [`Renderer::set_image_reader`]).
@@ -182,9 +184,10 @@ impl Renderer {
                 }
             )
         });
+        let digests: Vec<[u8; 32]> = cluster.iter().map(node_digest).collect();
         let mut hasher = Sha256::new();
-        for node in cluster.iter() {
-            hasher.update(node_digest(node));
+        for digest in &digests {
+            hasher.update(digest);
         }
         let cluster_hash = hex::encode(hasher.finalize());
         let cluster_json: Vec<Json> = if any_cluster {
@@ -200,6 +203,7 @@ impl Renderer {
             cluster: Value::from(Serde(serde_json::json!({ "nodes": cluster_json }))),
             cluster_nodes: cluster,
             cluster_hash,
+            digests,
             server_bytes: serde_json::to_vec(&server_json(server)).unwrap_or_default(),
             images_identity: String::new(),
             build_time,
@@ -240,6 +244,20 @@ impl Renderer {
     /// A hash of every merged node: what `generate-shared` output depends on.
     pub fn cluster_hash(&self) -> &str {
         &self.cluster_hash
+    }
+
+    /// `node`'s [`node_digest`]: the one made for the cluster when `node` is one of the
+    /// cluster's own records (a build of every node), else made now (a copy may differ).
+    pub fn digest_of(&self, node: &Node) -> [u8; 32] {
+        let size = std::mem::size_of::<Node>().max(1);
+        let offset =
+            (node as *const Node as usize).wrapping_sub(self.cluster_nodes.as_ptr() as usize);
+        match self.cluster_nodes.get(offset / size) {
+            Some(member) if offset.is_multiple_of(size) && std::ptr::eq(member, node) => {
+                self.digests[offset / size]
+            }
+            _ => node_digest(node),
+        }
     }
 
     /// Every merged node of the cluster, as `generate-shared` sees them.
@@ -394,4 +412,33 @@ impl Renderer {
 
 fn template_key(overlay: &str, source: &str) -> String {
     format!("{overlay}/{source}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_records_digest_is_reused_and_a_copys_is_made() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = OverlayStore::new(&wulf_core::StateDir::new(dir.path()));
+        let cluster: Arc<[Node]> = (0..3).map(|n| Node::new(format!("n{n}"))).collect();
+        let renderer = Renderer::new(
+            &store,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+            Arc::clone(&cluster),
+            &Server::default(),
+            0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for node in cluster.iter() {
+            assert_eq!(renderer.digest_of(node), node_digest(node));
+        }
+        let mut copy = cluster[1].clone();
+        assert_eq!(renderer.digest_of(&copy), node_digest(&cluster[1]));
+        copy.comment = Some("changed".into());
+        assert_ne!(renderer.digest_of(&copy), node_digest(&cluster[1]));
+        assert_eq!(renderer.digest_of(&copy), node_digest(&copy));
+    }
 }
