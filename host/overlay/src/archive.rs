@@ -333,24 +333,41 @@ impl ArchiveStore {
             let list = kind.list(node);
             let shared_segments: Vec<String> =
                 list.iter().filter_map(|n| shared.get(n).cloned()).collect();
-            let input = renderer.input_hash(
-                &digest,
-                list,
-                &format!("{}:{}", kind.as_str(), shared_segments.join(",")),
-            );
+            // What the node's own segment is made from. Not which shared segments go before
+            // it: when one changes (a node added changes every hosts file), each node's
+            // archive is put together again from its own segment, not rendered again. The
+            // runtime overlay's manifest lists the shared paths, so they are its input.
+            let mut extra = kind.as_str().to_owned();
+            if kind == Kind::Runtime {
+                for path in list.iter().filter_map(|n| shared_paths.get(n)).flatten() {
+                    extra.push('\n');
+                    extra.push_str(path);
+                }
+            }
+            let input = renderer.input_hash(&digest, list, &extra);
             let previous = old.nodes.get(&node.id).and_then(|k| k.get(&kind));
             if !force
                 && let Some(previous) = previous
                 && previous.input == input
-                // Shared segments were checked once, above; a node's own are checked here.
-                && previous
-                    .segments
-                    .iter()
-                    .filter(|s| !shared.values().any(|v| v == *s))
-                    .all(|s| self.dir.join(s).exists())
+                && let Some(own) = previous.segments.last()
+                && self.dir.join(own).exists()
             {
+                let archive =
+                    if previous.segments[..previous.segments.len() - 1] == shared_segments[..] {
+                        None
+                    } else {
+                        let mut segments = shared_segments;
+                        segments.push(own.clone());
+                        Some(self.assemble(input, segments, previous.files))
+                    };
                 if let Ok(mut r) = results.lock() {
-                    r.push((node.id.clone(), kind, previous.clone(), false));
+                    let rebuilt = archive.is_some();
+                    r.push((
+                        node.id.clone(),
+                        kind,
+                        archive.unwrap_or_else(|| previous.clone()),
+                        rebuilt,
+                    ));
                 }
                 continue;
             }
@@ -374,24 +391,29 @@ impl ArchiveStore {
             drop(files);
             let mut segments = shared_segments;
             segments.push(rel);
-            let mut whole = Sha256::new();
-            let mut size = 0;
-            for s in &segments {
-                whole.update(s.as_bytes());
-                size += fs::metadata(self.dir.join(s)).map_or(0, |m| m.len());
-            }
-            let archive = Archive {
-                input,
-                sha256: hex::encode(whole.finalize()),
-                segments,
-                size,
-                files: count,
-            };
+            let archive = self.assemble(input, segments, count);
             if let Ok(mut r) = results.lock() {
                 r.push((node.id.clone(), kind, archive, true));
             }
         }
         Ok(())
+    }
+
+    /// A node's archive of `segments` (shared ones first, its own last), which exist.
+    fn assemble(&self, input: String, segments: Vec<String>, files: usize) -> Archive {
+        let mut whole = Sha256::new();
+        let mut size = 0;
+        for s in &segments {
+            whole.update(s.as_bytes());
+            size += fs::metadata(self.dir.join(s)).map_or(0, |m| m.len());
+        }
+        Archive {
+            input,
+            sha256: hex::encode(whole.finalize()),
+            segments,
+            size,
+            files,
+        }
     }
 
     /// Packs `files` into `<dir>/<prefix><sha>.img.gz`, streamed to disk as it is compressed
