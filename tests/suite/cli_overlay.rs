@@ -377,3 +377,52 @@ fn templates_read_files_of_the_node_image() {
     error: the overlays of 1 node(s) could not be built (the others were); their last built archives, if any, are still served
     "#);
 }
+
+#[test]
+fn a_changed_shared_file_reassembles_archives_without_rendering_them_again() {
+    let wulf = Wulf::new();
+    let node = |n: u32| {
+        format!(
+            "[nodes.n{n}]\nprofiles = [\"default\"]\n[nodes.n{n}.network-devices.default]\n\
+             hwaddr = \"aa:00:00:00:00:0{n}\"\nipaddr = \"10.0.0.{n}\"\n"
+        )
+    };
+    let profile = "[profiles.default]\nsystem-overlays = [\"hostname\", \"hosts\"]\n\
+                   [profiles.default.network-devices.default]\nnetmask = \"255.255.255.0\"\n";
+    wulf.write("nodes.toml", &format!("{profile}{}{}", node(1), node(2)));
+    build(&wulf, &[]);
+    let before = index(&wulf)["nodes"]["n2"]["system"].clone();
+
+    // A node added changes every hosts file: the shared segment is made again, and each
+    // node's archive is that segment and its own, which is not rendered again.
+    wulf.write(
+        "nodes.toml",
+        &format!("{profile}{}{}{}", node(1), node(2), node(3)),
+    );
+    let report = build(&wulf, &[]);
+    assert_eq!(report["built"], serde_json::json!(["n1", "n2", "n3"]));
+    let after = index(&wulf)["nodes"]["n2"]["system"].clone();
+    let segments = |archive: &serde_json::Value| -> Vec<String> {
+        archive["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (old, new) = (segments(&before), segments(&after));
+    assert_eq!(old.len(), 2, "{old:?}");
+    assert_eq!(old.last(), new.last(), "n2's own segment is kept");
+    assert_ne!(old[0], new[0], "the shared hosts segment is new");
+    assert_ne!(before["sha256"], after["sha256"]);
+    let root = tempfile::tempdir().unwrap();
+    unpack(&wulf, "n2", "system", root.path());
+    let hosts = std::fs::read_to_string(root.path().join("etc/hosts")).unwrap();
+    assert!(hosts.contains("10.0.0.3"), "{hosts}");
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("etc/hostname"))
+            .unwrap()
+            .trim(),
+        "n2"
+    );
+}
