@@ -144,15 +144,18 @@ impl Renderer {
                 let (mut uses_cluster, mut uses_images) = (false, false);
                 for f in &files {
                     if let SourceKind::Template(text) = &f.kind {
-                        uses_cluster |= text.contains("cluster");
+                        let key = template_key(name, &f.source);
                         uses_images |= text.contains("include_from");
-                        templates
-                            .add(&template_key(name, &f.source), text.clone())
-                            .map_err(|message| OverlayError::Template {
+                        templates.add(&key, text.clone()).map_err(|message| {
+                            OverlayError::Template {
                                 overlay: name.clone(),
                                 file: f.source.clone(),
                                 message,
-                            })?;
+                            }
+                        })?;
+                        // A template that reads the cluster makes every node's archive
+                        // follow every node; `node.cluster` (the cluster's name) does not.
+                        uses_cluster |= templates.reads(&key, text, "cluster");
                     }
                 }
                 Prepared::Tree {

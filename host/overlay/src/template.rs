@@ -194,6 +194,25 @@ impl Templates {
             .map_err(|e| describe(&e))
     }
 
+    /// Whether template `name` (compiled from `source`) reads the top-level `variable`
+    /// (`cluster`, not `node.cluster`). A template that includes or imports others may read
+    /// it through them: then any mention counts.
+    pub fn reads(&self, name: &str, source: &str, variable: &str) -> bool {
+        if ["include", "import", "extends"]
+            .iter()
+            .any(|tag| source.contains(tag))
+        {
+            return source.contains(variable);
+        }
+        let env = if self.compat_names.contains(name) {
+            &self.compat
+        } else {
+            &self.strict
+        };
+        env.get_template(name)
+            .map_or(true, |t| t.undeclared_variables(false).contains(variable))
+    }
+
     /// Renders `name` for the file `path` (its output path, without `.ww`).
     pub fn render(&self, name: &str, path: &str, ctx: &Value) -> Result<Vec<Rendered>, String> {
         let env = if self.compat_names.contains(name) {
@@ -322,6 +341,32 @@ pub fn systemd_escape(s: String) -> String {
 mod tests {
     use super::*;
     use minijinja::context;
+
+    #[test]
+    fn reading_the_cluster_is_told_from_reading_the_nodes_cluster_name() {
+        let mut t = Templates::new();
+        let cases = [
+            ("name", "{{ node.cluster | default('hpc') }}\n", false),
+            (
+                "loop",
+                "{% for n in cluster.nodes %}{{ n.id }}\n{% endfor %}",
+                true,
+            ),
+            (
+                "local",
+                "{% set cluster = node.cluster %}{{ cluster }}\n",
+                false,
+            ),
+            ("include", "{% include 'other' %}{{ node.cluster }}\n", true),
+        ];
+        for (name, source, _) in cases {
+            t.add(name, source.to_owned())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for (name, source, reads) in cases {
+            assert_eq!(t.reads(name, source, "cluster"), reads, "{source}");
+        }
+    }
 
     fn render(source: &str, ctx: Value) -> Result<Vec<Rendered>, String> {
         let mut t = Templates::new();
