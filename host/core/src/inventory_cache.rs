@@ -39,7 +39,13 @@ impl CacheKey {
 }
 
 /// This binary, as the file system knows it: a rebuilt or upgraded wulf is a new reader.
-fn build_identity() -> String {
+/// Asked once per process (a write reads and then stores).
+fn build_identity() -> &'static str {
+    static IDENTITY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IDENTITY.get_or_init(identify)
+}
+
+fn identify() -> String {
     let version = env!("CARGO_PKG_VERSION");
     match std::fs::metadata("/proc/self/exe") {
         Ok(meta) => format!(

@@ -20,12 +20,12 @@ use sha2::{Digest, Sha256};
 use wulf_core::atomic_file::{WriteLock, write_atomic};
 use wulf_core::extension::{EntryKind, Shared as SharedDeps};
 use wulf_core::overlay_file::{FileContent, OverlayFile};
+use wulf_core::sorted_map::SortedMap;
 use wulf_core::{Node, StateDir};
 use wulf_image::cpio::{CpioWriter, Entry};
 
 use crate::error::{OverlayError, Result};
 use crate::render::{Prepared, Renderer, node_json};
-use wulf_core::sorted_map::SortedMap;
 
 /// The two overlay lists of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -458,7 +458,6 @@ impl ArchiveStore {
         Ok(rel)
     }
 
-    /// Removes segment files no node refers to any more.
     /// Removes the segments no archive uses any more: the shared ones, and those of the nodes
     /// this build wrote (no other node's directory changed, so a one-node build does not
     /// walk ten thousand directories).
@@ -500,13 +499,13 @@ fn unbuildable(node: &Node, shared_failed: &BTreeMap<String, String>) -> Option<
 }
 
 /// A writer that hashes what passes through it.
-struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     sha: Sha256,
 }
 
 impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         HashingWriter {
             inner,
             sha: Sha256::new(),
@@ -515,7 +514,13 @@ impl<W: Write> HashingWriter<W> {
 
     /// The writer and the hex sha256 of everything written.
     fn finish(self) -> (W, String) {
-        (self.inner, hex::encode(self.sha.finalize()))
+        let (inner, digest) = self.into_digest();
+        (inner, hex::encode(digest))
+    }
+
+    /// The writer and the sha256 of everything written.
+    pub(crate) fn into_digest(self) -> (W, [u8; 32]) {
+        (self.inner, self.sha.finalize().into())
     }
 }
 

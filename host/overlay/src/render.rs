@@ -95,22 +95,13 @@ pub fn node_json(node: &Node) -> Json {
 /// straight into the hash (building the template view of every node only to hash it cost a
 /// no-change build of 10,000 nodes most of its time).
 pub fn node_digest(node: &Node) -> [u8; 32] {
-    struct Hashing(Sha256);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.update(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut out = Hashing(Sha256::new());
-    out.0.update(node.id.as_bytes());
-    out.0.update([0]);
-    // Serialising a record into a hash cannot fail: the writer takes every byte.
+    use std::io::Write as _;
+    let mut out = crate::archive::HashingWriter::new(std::io::sink());
+    // Writing into a hash over a sink cannot fail.
+    let _ = out.write_all(node.id.as_bytes());
+    let _ = out.write_all(&[0]);
     let _ = serde_json::to_writer(&mut out, node);
-    out.0.finalize().into()
+    out.into_digest().1
 }
 
 fn server_json(server: &Server) -> Json {
