@@ -381,12 +381,10 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn transfers_in_flight_survive_reloads_and_builds_follow_the_config() {
-    require_command("curl", "curl");
-    // An image whose initramfs is about 8 MiB (incompressible data).
-    let scratch = tempfile::tempdir().unwrap();
-    let root = scratch.path().join("rootfs");
+/// A state with an image whose initramfs is about 8 MiB (incompressible data) and a node
+/// `n1` booting it.
+fn big_image_node(scratch: &std::path::Path) -> Wulf {
+    let root = scratch.join("rootfs");
     for dir in ["bin", "boot", "data"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
@@ -416,6 +414,14 @@ fn transfers_in_flight_survive_reloads_and_builds_follow_the_config() {
         "hosts",
     ]);
     wulf.ok(&["node", "add", "n1", "--hwaddr", MAC]);
+    wulf
+}
+
+#[test]
+fn transfers_in_flight_survive_reloads_and_builds_follow_the_config() {
+    require_command("curl", "curl");
+    let scratch = tempfile::tempdir().unwrap();
+    let wulf = big_image_node(scratch.path());
     let log = scratch.path().join("serve.log");
     let served = wulf.serve_logged(&["-v", "--http-addr", "127.0.0.1:0", "--no-tftp"], &log);
     let image = format!("http://{}/image/{MAC}", served.http);
@@ -455,6 +461,88 @@ fn transfers_in_flight_survive_reloads_and_builds_follow_the_config() {
             format!("the server said:\n{log}")
         },
     );
+}
+
+/// Under `max-image-streams = 1`, a second image request waits (counted in `/metrics`) until
+/// the first image is sent, while scripts, kernels and `HEAD`s are answered at once.
+#[test]
+fn images_past_max_image_streams_wait_their_turn_and_nothing_else_does() {
+    use std::io::{Read as _, Write as _};
+    require_command("curl", "curl");
+    let scratch = tempfile::tempdir().unwrap();
+    let wulf = big_image_node(scratch.path());
+    wulf.write("wulf.toml", "[server]\nmax-image-streams = 1\n");
+    let served = wulf.serve(&["--http-addr", "127.0.0.1:0", "--no-tftp"]);
+    let base = format!("http://{}", served.http);
+    let whole = curl(&[&format!("{base}/image/{MAC}")]).2;
+    assert!(whole.len() > 8 << 20, "{}", whole.len());
+    let metrics = || String::from_utf8(curl(&[&format!("{base}/metrics")]).2).unwrap();
+    assert_eq!(
+        wulf_tests::metric(&metrics(), "wulf_image_streams_limit"),
+        1
+    );
+
+    // The first node's image: a reader with a small window that stops after the headers, so
+    // its stream stays open with most of the image unsent.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&served.http.into()).unwrap();
+    let mut first = std::net::TcpStream::from(socket);
+    write!(first, "GET /image/{MAC} HTTP/1.0\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    first.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    // The second waits for its turn.
+    let second_out = scratch.path().join("second");
+    let mut second = Command::new("curl")
+        .args(["-s", "--fail", "-o"])
+        .arg(&second_out)
+        .arg(format!("{base}/image/{MAC}"))
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while wulf_tests::metric(&metrics(), "wulf_image_streams_waiting") < 1 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the second image request is not queued:\n{}",
+            metrics()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(wulf_tests::metric(&metrics(), "wulf_image_streams"), 1);
+    // Everything else is answered meanwhile.
+    for stage in ["ipxe", "kernel", "system", "runtime"] {
+        let (code, _, _) = curl(&[&format!("{base}/{stage}/{MAC}")]);
+        assert_eq!(code, 200, "{stage} while an image waits");
+    }
+    let (code, headers, _) = curl(&["-I", &format!("{base}/image/{MAC}")]);
+    assert_eq!(code, 200, "HEAD of the image while one waits");
+    assert_eq!(header(&headers, "content-length"), whole.len().to_string());
+    assert!(
+        second.try_wait().unwrap().is_none(),
+        "the second image was sent while the first still held the only place"
+    );
+
+    // The first is read to its end; then the second goes out, whole.
+    let mut rest = Vec::new();
+    first.read_to_end(&mut rest).unwrap();
+    let body = rest
+        .split_at(rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4)
+        .1;
+    assert!(body == whole.as_slice(), "the first image is whole");
+    assert!(second.wait().unwrap().success());
+    assert!(
+        std::fs::read(&second_out).unwrap() == whole,
+        "the second image is whole"
+    );
+    let text = metrics();
+    assert_eq!(
+        wulf_tests::metric(&text, "wulf_image_stream_waits_total"),
+        1
+    );
+    assert_eq!(wulf_tests::metric(&text, "wulf_image_streams_waiting"), 0);
+    assert_eq!(wulf_tests::metric(&text, "wulf_image_streams"), 0);
 }
 
 fn run_kill_hup(pid: u32) {

@@ -439,6 +439,8 @@ async fn write_response(
 ) -> io::Result<()> {
     let (mut parts, body) = response.into_parts();
     let sendfile = parts.extensions.remove::<Arc<SendFile>>();
+    // An image's place under `max-image-streams`, given back when its body is out.
+    let _admitted = parts.extensions.remove::<Arc<crate::admission::Admitted>>();
     let collected = match &sendfile {
         Some(_) => None,
         None => Some(

@@ -40,6 +40,8 @@ pub struct AppState {
     pub waiting: crate::agent::Waiting,
     /// Files being sent, shared by their transfers.
     pub open_files: files::OpenFiles,
+    /// Image responses being sent, and those waiting for their turn.
+    pub image_streams: Arc<crate::admission::ImageStreams>,
     /// The open HTTP connections, for `/metrics`.
     pub connections: Arc<crate::conn::Connections>,
     /// DHCP packets answered and ignored, for `/metrics`.
@@ -197,7 +199,17 @@ async fn serve_stage_inner(app: &Arc<AppState>, stage: BootStage, req: Request) 
             return text(status, format!("{message}\n"));
         }
     };
-    let response = files::serve(&app.open_files, &file, &req.headers, req.head);
+    let mut response = files::serve(&app.open_files, &file, &req.headers, req.head);
+    if stage == BootStage::Image
+        && response
+            .extensions()
+            .get::<Arc<files::SendFile>>()
+            .is_some()
+    {
+        // Held by the connection until the body is sent (or the client leaves).
+        let admitted = app.image_streams.admit().await;
+        response.extensions_mut().insert(Arc::new(admitted));
+    }
     if response.status().is_success() && !req.head {
         let sent = file
             .parts
@@ -508,6 +520,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         app.waiting.count.load(std::sync::atomic::Ordering::Relaxed),
     ));
     text.push_str(&app.connections.render_metrics());
+    text.push_str(&app.image_streams.render_metrics());
     text.push_str(&app.dhcp.render());
     (
         StatusCode::OK,

@@ -3,6 +3,7 @@
 //! application layer through `wulf-core`'s [`Provisioner`] trait; this crate knows nothing of
 //! wasm, stores or rules.
 
+pub mod admission;
 pub mod agent;
 pub mod conn;
 pub mod dhcp;
@@ -40,6 +41,8 @@ pub struct BootConfig {
     pub build_on_demand: bool,
     /// How many HTTP connections are kept at once.
     pub connections: conn::Limits,
+    /// Image responses sent at once (`None`: no limit); see [`admission`].
+    pub max_image_streams: Option<usize>,
     /// What each node fetched; shared with the admin-facing edges.
     pub status: Arc<StatusBoard>,
     /// The built-in DHCP service; `None` when off.
@@ -133,6 +136,7 @@ impl BootServer {
             metrics: Default::default(),
             waiting: Default::default(),
             open_files: Default::default(),
+            image_streams: admission::ImageStreams::new(config.max_image_streams),
             connections: Arc::new(conn::Connections::new(config.connections)),
             dhcp: dhcp::DhcpCounters::default(),
         });

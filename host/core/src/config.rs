@@ -73,6 +73,7 @@ struct RawServer {
     secure: Option<bool>,
     max_connections: Option<u64>,
     max_connections_per_peer: Option<u64>,
+    max_image_streams: Option<u64>,
     stage_one_above_mib: Option<u64>,
 }
 
@@ -297,6 +298,9 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// HTTP connections at once from one address.
     pub max_connections_per_peer: usize,
+    /// Image responses sent at once; the rest wait their turn before their headers. `None`:
+    /// every one at once.
+    pub max_image_streams: Option<usize>,
     /// Nodes whose built image is larger than this (bytes, compressed) boot in two stages
     /// unless their `ipxe-template` says otherwise; 0 never chooses it.
     pub stage_one_above: u64,
@@ -324,6 +328,7 @@ impl Default for ServerConfig {
             secure: false,
             max_connections: None,
             max_connections_per_peer: 512,
+            max_image_streams: None,
             stage_one_above: 1 << 30,
         }
     }
@@ -574,6 +579,15 @@ impl Config {
         )? {
             defaults.server.max_connections_per_peer = n as usize;
         }
+        if let Some(n) = within(
+            "server.max-image-streams",
+            raw.server.max_image_streams,
+            1,
+            1_000_000,
+            &invalid,
+        )? {
+            defaults.server.max_image_streams = Some(n as usize);
+        }
         if let Some(mib) = within(
             "server.stage-one-above-mib",
             raw.server.stage_one_above_mib,
@@ -787,6 +801,14 @@ limits = { memory-mib = 16 }
         insta::assert_snapshot!(parse("[plugin.x.limits]\ntimeout-ms = 0\n").err().unwrap_or_default(), @"/etc/wulf.toml: `plugin.x.limits.timeout-ms` = 0: must be between 1 and 600000");
         insta::assert_snapshot!(parse("[server]\nhttp-addr = \"localhost\"\n").err().unwrap_or_default(), @r#"/etc/wulf.toml: `server.http-addr` = "localhost": expected IP:PORT, e.g. 0.0.0.0:9873 or [::]:9873"#);
         insta::assert_snapshot!(parse("[plugin.x]\ngrant-read-dirs = [\"srv\"]\n").err().unwrap_or_default(), @r#"/etc/wulf.toml: `plugin.x.grant-read-dirs` = "srv": must be an absolute path"#);
+    }
+
+    #[test]
+    fn image_streams_are_unlimited_unless_a_limit_is_set() {
+        let shown = |text: &str| parse(text).map(|c| c.server.max_image_streams);
+        assert_eq!(shown(""), Ok(None));
+        assert_eq!(shown("[server]\nmax-image-streams = 64\n"), Ok(Some(64)));
+        insta::assert_snapshot!(shown("[server]\nmax-image-streams = 0\n").err().unwrap_or_default(), @"/etc/wulf.toml: `server.max-image-streams` = 0: must be between 1 and 1000000");
     }
 
     #[test]

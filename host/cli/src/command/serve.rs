@@ -56,6 +56,7 @@ pub(crate) fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             total: server.connections_for(open_files),
             per_peer: server.max_connections_per_peer,
         },
+        max_image_streams: server.max_image_streams,
         status: Arc::default(),
         dhcp: dhcp_settings(site),
     };
