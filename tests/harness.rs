@@ -83,6 +83,22 @@ pub fn plugin_dir(manifest_from: &Path, crate_name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// One row of the README's benchmark table, printed for `tests/benches/report` to collect:
+/// what was measured, wulf's figure, the baseline's from the same run, their ratio and the
+/// target. Tab-separated after a `report` tag, so the human-readable output stays as it is.
+pub fn report(bench: &str, measure: &str, wulf: &str, baseline: &str, ratio: &str, target: &str) {
+    let cell = |text: &str| text.replace(['\t', '\n', '|'], " ");
+    println!(
+        "report\t{}\t{}\t{}\t{}\t{}\t{}",
+        cell(bench),
+        cell(measure),
+        cell(wulf),
+        cell(baseline),
+        cell(ratio),
+        cell(target)
+    );
+}
+
 /// The counter or gauge `name` in a Prometheus exposition `text`.
 pub fn metric(text: &str, name: &str) -> u64 {
     text.lines()

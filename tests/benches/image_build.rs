@@ -179,6 +179,30 @@ fn main() {
         pigz.as_secs_f64() / ours_zstd.as_secs_f64()
     );
 
+    for (measure, ours, theirs, baseline) in [
+        (
+            "image build, gzip -6",
+            ours_gzip,
+            pigz,
+            "find | cpio | pigz -6",
+        ),
+        (
+            "image build, zstd -3",
+            ours_zstd,
+            zstd,
+            "find | cpio | zstd -T0",
+        ),
+    ] {
+        wulf_tests::report(
+            "image_build",
+            &format!("{measure}, debootstrap rootfs"),
+            &format!("{:.2} s", ours.as_secs_f64()),
+            &format!("{:.2} s `{baseline}`", theirs.as_secs_f64()),
+            &format!("{:.2}x faster", theirs.as_secs_f64() / ours.as_secs_f64()),
+            ">= 2x",
+        );
+    }
+
     // What the strip-docs transform saves on this image.
     wulf.ok(&[
         "image",

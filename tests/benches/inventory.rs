@@ -130,4 +130,27 @@ fn main() {
         ms(floor),
         uncached.as_secs_f64() / floor.as_secs_f64()
     );
+    wulf_tests::report(
+        "inventory",
+        &format!("load + merge + MAC index, {nodes} nodes"),
+        &format!("{:.1} ms", ms(load_merge)),
+        &format!("{:.1} ms (TOML parse alone)", ms(baseline)),
+        &format!("{:.2}x", load_merge.as_secs_f64() / baseline.as_secs_f64()),
+        "< 200 ms",
+    );
+    wulf_tests::report(
+        "inventory",
+        &format!("`wulf node show` on {nodes} nodes (the CLI's floor)"),
+        &format!("{:.1} ms", ms(floor)),
+        &format!(
+            "{:.1} ms uncached; {:.1} ms `wulf --version`",
+            ms(uncached),
+            ms(start)
+        ),
+        &format!(
+            "{:.1}x faster",
+            uncached.as_secs_f64() / floor.as_secs_f64()
+        ),
+        "< 20 ms",
+    );
 }

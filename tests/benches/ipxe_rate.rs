@@ -28,8 +28,15 @@ fn mac(n: usize) -> String {
     )
 }
 
-/// Keep-alive GETs of `/ipxe/<mac>` for different nodes until `stop`; counts responses.
-fn client(addr: SocketAddr, first: usize, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) {
+/// Keep-alive GETs of `/ipxe/<mac>` for different nodes until `stop`; counts responses, and
+/// returns the latency of each one asked while `measuring`.
+fn client(
+    addr: SocketAddr,
+    first: usize,
+    [stop, measuring]: [Arc<AtomicBool>; 2],
+    done: Arc<AtomicU64>,
+) -> Vec<Duration> {
+    let mut latencies = Vec::new();
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     let _ = stream.set_nodelay(true);
     let mut writer = stream.try_clone().unwrap_or_else(|e| panic!("{e}"));
@@ -38,6 +45,7 @@ fn client(addr: SocketAddr, first: usize, stop: Arc<AtomicBool>, done: Arc<Atomi
     let mut line = String::new();
     let mut body = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        let asked = Instant::now();
         write!(
             writer,
             "GET /ipxe/{} HTTP/1.1\r\nHost: 10.0.0.1:9873\r\n\r\n",
@@ -67,30 +75,45 @@ fn client(addr: SocketAddr, first: usize, stop: Arc<AtomicBool>, done: Arc<Atomi
             .read_exact(&mut body)
             .unwrap_or_else(|e| panic!("{e}"));
         done.fetch_add(1, Ordering::Relaxed);
+        if measuring.load(Ordering::Relaxed) {
+            latencies.push(asked.elapsed());
+        }
         n += 7919;
     }
+    latencies
 }
 
-/// Requests a second from `CLIENTS` keep-alive connections over `SECONDS`.
-fn rate(addr: SocketAddr) -> f64 {
+/// Requests a second from `CLIENTS` keep-alive connections over `SECONDS`, and the 99th
+/// percentile of their latency.
+fn rate(addr: SocketAddr) -> (f64, Duration) {
     let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
-            std::thread::spawn(move || client(addr, c * 131, stop, done))
+            let flags = [Arc::clone(&stop), Arc::clone(&measuring)];
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || client(addr, c * 131, flags, done))
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
+    measuring.store(true, Ordering::Relaxed);
     let (start_count, started) = (done.load(Ordering::Relaxed), Instant::now());
     std::thread::sleep(Duration::from_secs_f64(SECONDS));
     let count = done.load(Ordering::Relaxed) - start_count;
     let elapsed = started.elapsed().as_secs_f64();
+    measuring.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        let _ = h.join();
-    }
-    count as f64 / elapsed
+    let mut latencies: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap_or_else(|_| panic!("a client failed")))
+        .collect();
+    latencies.sort_unstable();
+    let p99 = latencies
+        .get((latencies.len() * 99).div_ceil(100).saturating_sub(1))
+        .copied()
+        .unwrap_or_default();
+    (count as f64 / elapsed, p99)
 }
 
 fn main() {
@@ -144,12 +167,28 @@ fn main() {
     println!(
         "{NODES} nodes; {CLIENTS} keep-alive clients, each asking for another node every time; best of 2 runs of {SECONDS} s; 2 cores shared by server and clients"
     );
-    let best = |addr| (0..2).map(|_| rate(addr)).fold(0.0, f64::max);
-    let w = best(wulf_addr);
-    let x = best(nginx_addr);
+    let best = |addr| {
+        (0..2)
+            .map(|_| rate(addr))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap_or_default()
+    };
+    let (w, wp) = best(wulf_addr);
+    let (x, xp) = best(nginx_addr);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "wulf {w:>9.0} req/s   nginx {x:>9.0} req/s   wulf/nginx {:>4.0}%   (target >= 20,000 req/s)",
+        "wulf {w:>9.0} req/s (p99 {:.2} ms)   nginx {x:>9.0} req/s (p99 {:.2} ms)   wulf/nginx {:>4.0}%   (target >= 100%)",
+        ms(wp),
+        ms(xp),
         100.0 * w / x
+    );
+    wulf_tests::report(
+        "ipxe_rate",
+        &format!("`/ipxe/<mac>` requests a second, {NODES} nodes, {CLIENTS} keep-alive clients"),
+        &format!("{w:.0}/s, p99 {:.2} ms", ms(wp)),
+        &format!("nginx {x:.0}/s, p99 {:.2} ms (static files)", ms(xp)),
+        &format!("{:.0}%", 100.0 * w / x),
+        ">= 100%",
     );
     drop(nginx);
 }

@@ -202,6 +202,42 @@ fn main() {
         baseline / cold
     );
 
+    let report = |measure: &str, wulf: String, seconds: Option<f64>, target: &str| {
+        wulf_tests::report(
+            "overlay_build",
+            &format!("{measure}, {count} nodes"),
+            &wulf,
+            &format!("{baseline:.1} s per-node `find | cpio | gzip`"),
+            &seconds.map_or(String::new(), |s| format!("{:.0}x faster", baseline / s)),
+            target,
+        )
+    };
+    let big = count > 10_000;
+    report(
+        "cold overlay build (wall)",
+        format!("{cold_wall:.2} s"),
+        Some(cold_wall),
+        if big { "< 30 s" } else { "< 5 s" },
+    );
+    report(
+        "cold overlay build, peak RSS",
+        format!("{peak_mib:.0} MiB"),
+        None,
+        if big { "< 1,024 MiB" } else { "< 256 MiB" },
+    );
+    report(
+        "no-change overlay build (wall)",
+        format!("{warm_wall:.3} s"),
+        Some(warm_wall),
+        if big { "" } else { "< 0.1 s" },
+    );
+    report(
+        "one node changed, `wulf overlay build <node>` (wall)",
+        format!("{one_wall:.3} s"),
+        Some(one_wall),
+        if big { "" } else { "< 0.05 s" },
+    );
+
     // A Python generator (from `wulf plugin new --lang python`) added to every node, against
     // the same forced build without it (at the default size only: it adds minutes).
     if count > 10_000 {

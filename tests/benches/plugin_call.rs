@@ -201,7 +201,38 @@ fn main() {
         "  {:<30} {:>9} {:>14} {:>14} {:>16} {:>8}",
         "per call, one thread", "size MiB", "fresh µs", "build µs", "instantiate µs", "ratio"
     );
+    wulf_tests::report(
+        "plugin_call",
+        "warm plugin call through the runtime (Rust hostname generator)",
+        &format!("{:.2} µs", micros(wasm_call)),
+        &format!("{:.3} µs native", micros(native_call)),
+        &format!(
+            "{:.2} µs host overhead",
+            micros(wasm_call.saturating_sub(native_call))
+        ),
+        "< 50 µs overhead",
+    );
+    wulf_tests::report(
+        "plugin_call",
+        "plugin load from the disk cache",
+        &format!("{:.3} ms", millis(cached)),
+        &format!("{:.1} ms cold compile", millis(cold)),
+        &format!("{:.0}x faster", cold.as_secs_f64() / cached.as_secs_f64()),
+        "< 1 ms",
+    );
     for (label, size, fresh, warm) in rows {
+        wulf_tests::report(
+            "plugin_call",
+            &format!("{label} generator call in a build (warm instance)"),
+            &format!("{:.1} µs", micros(warm)),
+            &format!("{:.1} µs with a fresh instance per call", micros(fresh)),
+            &format!("{:.1}x faster", fresh.as_secs_f64() / warm.as_secs_f64()),
+            if label.starts_with("Python") {
+                "< 1,000 µs"
+            } else {
+                ""
+            },
+        );
         println!(
             "  {:<30} {:>9.1} {:>14.1} {:>14.1} {:>16.1} {:>7.1}x",
             label,

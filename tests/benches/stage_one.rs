@@ -152,6 +152,17 @@ fn main() {
             rate(size, took),
             single.as_secs_f64() / took.as_secs_f64()
         );
+        wulf_tests::report(
+            "stage_one",
+            &format!(
+                "a {} MiB image fetched by stage one, {streams} stream(s), verified",
+                size >> 20
+            ),
+            &format!("{:.2} s", took.as_secs_f64()),
+            &format!("{:.2} s one unchecked GET (as iPXE)", single.as_secs_f64()),
+            &format!("{:.2}x", single.as_secs_f64() / took.as_secs_f64()),
+            "",
+        );
     }
 
     let shm = tempfile::tempdir_in("/dev/shm").unwrap();

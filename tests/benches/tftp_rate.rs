@@ -365,6 +365,21 @@ fn main() {
                 TIMEOUTS.swap(0, Ordering::Relaxed),
             );
             OUT_OF_ORDER.store(0, Ordering::Relaxed);
+            let target = match windowsize {
+                1 => ">= 1x",
+                32 => ">= 8x",
+                _ => "",
+            };
+            wulf_tests::report(
+                "tftp_rate",
+                &format!(
+                    "TFTP {name}, windowsize {windowsize}, 1 ms RTT link with 0.1 % loss each way"
+                ),
+                &format!("{ours:.2} MiB/s"),
+                &format!("tftpd-hpa {baseline:.2} MiB/s (lock-step)"),
+                &format!("{:.1}x", ours / baseline),
+                target,
+            );
         }
     }
 
