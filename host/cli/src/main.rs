@@ -16,8 +16,58 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 /// with allocations of a few hundred KiB. glibc's malloc raises its mmap threshold after the
 /// first of them are freed and from then on keeps that memory in its arenas: measured, a
 /// 10,000-node build held 2.9 GB. mimalloc gives freed pages back: the same build stays flat.
+/// (`--features system-allocator` keeps the system's, for heap profilers such as heaptrack.)
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc 3 keeps freed pages committed for a second before giving them back, and commits
+/// arena memory eagerly; a build's short bursts then leave the process holding memory it will
+/// not use again until the next burst. Freed pages given back at once, and arenas committed as
+/// they are used: measured on 10,000 nodes, a no-change overlay build peaks at 59 MiB instead of
+/// 94-100 MiB, `wulf serve` starts at 44 MiB instead of 96 MiB and holds 73 MiB instead of
+/// 99 MiB after an on-demand build, at the same speed. (The same as the environment's
+/// `MIMALLOC_PURGE_DELAY=0 MIMALLOC_ARENA_EAGER_COMMIT=0`, which still win when set.)
+#[cfg(not(feature = "system-allocator"))]
+#[allow(unsafe_code)]
+fn give_memory_back() {
+    // mimalloc 3's `mi_option_e` values (libmimalloc-sys names only some of them).
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    for (option, variable) in [
+        (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT"),
+        (PURGE_DELAY, "MIMALLOC_PURGE_DELAY"),
+    ] {
+        if std::env::var_os(variable).is_none() {
+            // SAFETY: mi_option_set stores an integer in mimalloc's option table; the options
+            // are read on each commit and purge, and both take 0.
+            unsafe { libmimalloc_sys::mi_option_set(option, 0) };
+        }
+    }
+}
+
+#[cfg(feature = "system-allocator")]
+fn give_memory_back() {}
+
+/// The option numbers above name the options meant: their documented defaults read back.
+#[cfg(all(test, not(feature = "system-allocator")))]
+#[allow(unsafe_code)]
+#[test]
+fn the_allocator_options_are_the_ones_meant() {
+    // SAFETY: mi_option_get reads mimalloc's option table.
+    let get = |option| unsafe { libmimalloc_sys::mi_option_get(option) };
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        assert_eq!(get(15), 1000, "purge_delay defaults to 1,000 ms");
+    }
+    if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
+        assert_eq!(
+            get(4),
+            2,
+            "arena_eager_commit defaults to 2 (on overcommit systems)"
+        );
+    }
+    assert_eq!(get(libmimalloc_sys::mi_option_show_errors), 0);
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -132,6 +182,7 @@ fn end_quietly_on_a_closed_stdout() {
 }
 
 fn main() -> ExitCode {
+    give_memory_back();
     end_quietly_on_a_closed_stdout();
     let cli = Cli::parse();
     let plugin_logs = matches!(
