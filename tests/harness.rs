@@ -3,6 +3,7 @@
 
 pub mod chromium;
 pub mod debian;
+pub mod netns;
 pub mod nginx;
 pub mod oci;
 pub mod polyglot;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 use wulf_tests::{Serving, Wulf, require_command, require_file, wait_for};
 
-use crate::netboot::{Killed, MAC, Netns, add_node, boot, expect_marker, prepare};
+use crate::netboot::{Killed, MAC, add_node, boot, expect_marker, prepare};
+use wulf_tests::netns::Netns;
 
 /// A namespace with `tap0` at 10.99.0.1/24, as the PXE test has it.
 fn namespace() -> Netns {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use wulf_tests::netns::Netns;
 use wulf_tests::oci::{Item, LayerCompression, Layout, Registry, run};
 use wulf_tests::{Wulf, require_command, require_file, workspace};
 
@@ -451,43 +452,6 @@ fn a_virtual_machine_netboots_from_wulf_over_http_and_tftp() {
         .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["nodes"]["n0001"]["stage"], "runtime", "{status}");
-}
-
-/// A network namespace with a tap device, deleted when dropped.
-pub(crate) struct Netns {
-    pub(crate) name: String,
-}
-
-impl Netns {
-    /// A new namespace with `tap0` up at 10.99.0.1/24, for a VM's NIC.
-    pub(crate) fn with_tap(prefix: &str) -> Netns {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let ns = Netns {
-            name: format!("{prefix}-{}-{nanos}", std::process::id()),
-        };
-        run(Command::new("ip").args(["netns", "add", &ns.name]));
-        for args in [
-            &["ip", "link", "set", "lo", "up"][..],
-            &["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"],
-            &["ip", "addr", "add", "10.99.0.1/24", "dev", "tap0"],
-            &["ip", "link", "set", "tap0", "up"],
-        ] {
-            run(Command::new("ip")
-                .args(["netns", "exec", &ns.name])
-                .args(args));
-        }
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-    }
 }
 
 /// A child process killed when dropped.
