@@ -88,7 +88,7 @@ pub fn plugin_dir(manifest_from: &Path, crate_name: &str) -> tempfile::TempDir {
 /// what was measured, wulf's figure, the baseline's from the same run, their ratio and the
 /// target. Tab-separated after a `report` tag, so the human-readable output stays as it is.
 pub fn report(bench: &str, measure: &str, wulf: &str, baseline: &str, ratio: &str, target: &str) {
-    let cell = |text: &str| text.replace(['\t', '\n', '|'], " ");
+    let cell = |text: &str| text.replace(['\t', '\n'], " ").replace('|', "\\|");
     println!(
         "report\t{}\t{}\t{}\t{}\t{}\t{}",
         cell(bench),
