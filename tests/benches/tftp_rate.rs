@@ -284,6 +284,31 @@ fn table_header(title: &str) {
     );
 }
 
+/// Debian's tftpd-hpa serving `root` at `addr`, run under `prefix` (e.g. `ip netns exec NS`).
+fn tftpd_hpa(prefix: &[&str], addr: SocketAddr, root: &std::path::Path) -> std::process::Child {
+    let mut command = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg("/usr/sbin/in.tftpd");
+            command
+        }
+        None => Command::new("/usr/sbin/in.tftpd"),
+    };
+    command
+        .args([
+            "--foreground",
+            "--listen",
+            "--address",
+            &addr.to_string(),
+            "--secure",
+        ])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("in.tftpd: {e}"))
+}
+
 fn main() {
     require_file("/usr/sbin/in.tftpd", "tftpd-hpa");
     require_command("ip", "iproute2");
@@ -312,23 +337,8 @@ fn main() {
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let hpa_port = free_udp_port();
-    let mut hpa = Command::new("/usr/sbin/in.tftpd")
-        .args([
-            "--foreground",
-            "--listen",
-            "--address",
-            &format!("127.0.0.1:{hpa_port}"),
-            "--secure",
-            root.path().to_str().unwrap_or_default(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("in.tftpd: {e}"));
-    let hpa_addr: SocketAddr = format!("127.0.0.1:{hpa_port}")
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let hpa_addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let mut hpa = tftpd_hpa(&[], hpa_addr, root.path());
     std::thread::sleep(Duration::from_millis(300));
 
     table_header(&format!(
@@ -368,21 +378,7 @@ fn main() {
             root.path().to_str().unwrap_or_default(),
         ],
     );
-    let mut hpa = Command::new("ip")
-        .args(&far.exec()[1..])
-        .args([
-            "/usr/sbin/in.tftpd",
-            "--foreground",
-            "--listen",
-            "--address",
-            &hpa_addr.to_string(),
-            "--secure",
-            root.path().to_str().unwrap_or_default(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("in.tftpd: {e}"));
+    let mut hpa = tftpd_hpa(&far.exec(), hpa_addr, root.path());
     std::thread::sleep(Duration::from_millis(300));
     let delay = Duration::from_micros(500);
     let loss = 0.001;

@@ -100,6 +100,13 @@ fn finish(node: &Node, base: &Merged) -> Merged {
     negate(&mut merged.system_overlays);
     negate(&mut merged.runtime_overlays);
     negate(&mut merged.kernel.args);
+    // Merged records are held for as long as a server runs: no room grown by the merge (a
+    // node's own device added to its profile's doubles the vector; 6.7 MB at 10,000 nodes).
+    merged.network_devices.shrink_to_fit();
+    for device in merged.network_devices.values_mut() {
+        device.tags.shrink_to_fit();
+    }
+    merged.tags.shrink_to_fit();
     Merged {
         node: merged,
         applied: base.applied.clone(),
