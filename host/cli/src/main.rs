@@ -21,19 +21,23 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc 3's `mi_option_e` values for the two options set below (libmimalloc-sys names
+/// only some of them; a unit test checks these by their documented defaults).
+#[cfg(not(feature = "system-allocator"))]
+const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+#[cfg(not(feature = "system-allocator"))]
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 /// mimalloc 3 keeps freed pages committed for a second before giving them back, and commits
 /// arena memory eagerly; a build's short bursts then leave the process holding memory it will
 /// not use again until the next burst. Freed pages given back at once, and arenas committed as
-/// they are used: measured on 10,000 nodes, a no-change overlay build peaks at 59 MiB instead of
-/// 94-100 MiB, `wulf serve` starts at 44 MiB instead of 96 MiB and holds 73 MiB instead of
-/// 99 MiB after an on-demand build, at the same speed. (The same as the environment's
-/// `MIMALLOC_PURGE_DELAY=0 MIMALLOC_ARENA_EAGER_COMMIT=0`, which still win when set.)
+/// they are used: measured on 10,000 nodes, a cold overlay build peaks at 71 MiB instead of
+/// 99-104 MiB and a no-change one at 68 MiB instead of 94, `wulf serve` starts at 53 MiB instead
+/// of 96 MiB, at the same speed. (The environment's `MIMALLOC_PURGE_DELAY` and
+/// `MIMALLOC_ARENA_EAGER_COMMIT` still win when set.)
 #[cfg(not(feature = "system-allocator"))]
 #[allow(unsafe_code)]
 fn give_memory_back() {
-    // mimalloc 3's `mi_option_e` values (libmimalloc-sys names only some of them).
-    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     for (option, variable) in [
         (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT"),
         (PURGE_DELAY, "MIMALLOC_PURGE_DELAY"),
@@ -57,11 +61,11 @@ fn the_allocator_options_are_the_ones_meant() {
     // SAFETY: mi_option_get reads mimalloc's option table.
     let get = |option| unsafe { libmimalloc_sys::mi_option_get(option) };
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        assert_eq!(get(15), 1000, "purge_delay defaults to 1,000 ms");
+        assert_eq!(get(PURGE_DELAY), 1000, "purge_delay defaults to 1,000 ms");
     }
     if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
         assert_eq!(
-            get(4),
+            get(ARENA_EAGER_COMMIT),
             2,
             "arena_eager_commit defaults to 2 (on overcommit systems)"
         );
