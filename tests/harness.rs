@@ -100,6 +100,17 @@ pub fn report(bench: &str, measure: &str, wulf: &str, baseline: &str, ratio: &st
     );
 }
 
+/// The `p` quantile (0 < p <= 1) of `samples` (sorted here): the smallest sample that at least
+/// that share of them do not exceed; zero for none.
+pub fn percentile(samples: &mut [std::time::Duration], p: f64) -> std::time::Duration {
+    if samples.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let i = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
+    samples[i]
+}
+
 /// The counter or gauge `name` in a Prometheus exposition `text`.
 pub fn metric(text: &str, name: &str) -> u64 {
     text.lines()

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use wulf_tests::{Wulf, metric, require_command};
+use wulf_tests::{Wulf, metric, percentile, require_command};
 
 const NODES: usize = 10_000;
 const IMAGE_MIB: usize = 8;
@@ -170,15 +170,6 @@ async fn storm(addr: SocketAddr, nodes: usize) -> Storm {
     }
     result.seconds = started.elapsed().as_secs_f64();
     result
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    samples.sort_unstable();
-    let i = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
-    samples[i]
 }
 
 fn ms(d: Duration) -> f64 {

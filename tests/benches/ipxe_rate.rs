@@ -108,12 +108,10 @@ fn rate(addr: SocketAddr) -> (f64, Duration) {
         .into_iter()
         .flat_map(|h| h.join().unwrap_or_else(|_| panic!("a client failed")))
         .collect();
-    latencies.sort_unstable();
-    let p99 = latencies
-        .get((latencies.len() * 99).div_ceil(100).saturating_sub(1))
-        .copied()
-        .unwrap_or_default();
-    (count as f64 / elapsed, p99)
+    (
+        count as f64 / elapsed,
+        wulf_tests::percentile(&mut latencies, 0.99),
+    )
 }
 
 fn main() {
