@@ -350,6 +350,7 @@ impl Raw {
 
     /// Reads a whole file after the request was sent; ACKs every `window`-th block (and the
     /// last), and acknowledges the first block twice to check duplicates cause no resend storm.
+    /// Blocks resent after a timeout are dropped; a skipped block fails the test.
     fn download(&self, window: usize, first: Option<(Vec<u8>, SocketAddr)>) -> Vec<u8> {
         let mut data = Vec::new();
         let mut expected: u16 = 1;
@@ -371,7 +372,15 @@ impl Raw {
                 }
                 3 => {
                     let block = u16::from_be_bytes([packet[2], packet[3]]);
-                    assert_eq!(block, expected, "blocks arrive in order on loopback");
+                    // A window the server sent again because our ACK came after its timeout
+                    // (a busy machine can hold this thread past the 20 ms floor): we have
+                    // those blocks, so we drop them, as RFC 7440 clients do. A block past
+                    // the one expected would be a gap, which loopback never makes.
+                    let behind = expected.wrapping_sub(block);
+                    if (1..=window.max(1) as u16 * 2).contains(&behind) {
+                        continue;
+                    }
+                    assert_eq!(block, expected, "no block is skipped on loopback");
                     data.extend_from_slice(&packet[4..]);
                     let last = packet.len() - 4 < blksize;
                     since_ack += 1;
