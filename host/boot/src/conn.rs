@@ -26,7 +26,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
 
@@ -36,6 +36,9 @@ use crate::files::SendFile;
 const MAX_HEAD: usize = 16 * 1024;
 /// Request bodies are not used; small ones are read and dropped.
 const MAX_BODY: u64 = 64 * 1024;
+/// Room taken for a request head once its first bytes are there (iPXE's are ~150 bytes; a
+/// longer head grows the buffer).
+const HEAD_BUFFER: usize = 1024;
 /// Bodies the router builds (scripts, status, metrics) are collected up to this size.
 const MAX_RESPONSE: usize = 64 << 20;
 /// How long a client may take to send a request, or to take the next part of a response.
@@ -274,7 +277,9 @@ async fn connection(
     slot: &Slot,
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    // Holds memory only while a request is arriving: a connection that waits for its next
+    // request or sends a file holds none (10,000 connections in a storm, 20 MiB).
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         if !slot.set_idle(true) {
             return Ok(());
@@ -299,7 +304,7 @@ async fn connection(
             // Straight into the buffer: a chunk array here would sit in every connection's
             // task for its whole life (10,000 connections, 20 MiB).
             let read = tokio::select! {
-                read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
+                read = tokio::time::timeout_at(deadline, read_some(&stream, &mut buf)) => read,
                 () = slot.shed() => {
                     tracing::debug!(%peer, "idle connection closed to make room");
                     return Ok(());
@@ -329,7 +334,7 @@ async fn connection(
         while left > 0 {
             if buf.is_empty() {
                 let read = tokio::select! {
-                    read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
+                    read = tokio::time::timeout_at(deadline, read_some(&stream, &mut buf)) => read,
                     () = slot.shed() => return Ok(()),
                 };
                 let n = read.map_err(|_| {
@@ -349,6 +354,9 @@ async fn connection(
         if !slot.set_idle(false) {
             return Ok(()); // shed as the request completed: another took its place
         }
+        if buf.is_empty() {
+            buf = Vec::new(); // nothing pipelined behind this request
+        }
 
         let is_head = head.request.method() == axum::http::Method::HEAD;
         // Boxed: the handlers' futures are large and live only while a request is answered,
@@ -362,6 +370,21 @@ async fn connection(
         if !keep_alive {
             let _ = stream.shutdown().await;
             return Ok(());
+        }
+    }
+}
+
+/// Reads what has arrived into `buf`, taking [`HEAD_BUFFER`] for it only once the first
+/// bytes are there.
+async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        if buf.capacity() == buf.len() {
+            stream.readable().await?;
+            buf.reserve(HEAD_BUFFER);
+        }
+        match stream.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable().await?,
+            read => return read,
         }
     }
 }
@@ -441,7 +464,10 @@ async fn write_response(
     // An image's place under `max-image-streams`, given back when its body is out.
     let _admitted = parts.extensions.remove::<Arc<crate::admission::Admitted>>();
     let collected = match &sendfile {
-        Some(_) => None,
+        Some(_) => {
+            drop(body);
+            None
+        }
         None => Some(
             axum::body::to_bytes(body, MAX_RESPONSE)
                 .await
@@ -471,6 +497,8 @@ async fn write_response(
         .as_bytes(),
     );
     write_headers(&mut head, &parts.headers, keep_alive);
+    // A file can take minutes to send: what is left of the response goes before it does.
+    drop(parts);
     match collected {
         Some(bytes) if !is_head => {
             head.extend_from_slice(&bytes);
@@ -478,6 +506,7 @@ async fn write_response(
         }
         _ => {
             timeout(stream.write_all(&head)).await?;
+            drop(head);
             match sendfile {
                 Some(body) if !is_head => {
                     let mut pace = Pace::new();
