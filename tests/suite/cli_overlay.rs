@@ -170,6 +170,17 @@ fn rebuilds_follow_content_not_time() {
         before["nodes"]["n2"]["system"],
         after["nodes"]["n2"]["system"]
     );
+    // A whole build that finds nothing to do knows it from a note of the last whole build's
+    // inputs; a change built for one node, then undone, must not make the note true again.
+    build(&wulf, &[]);
+    wulf.ok(&["node", "set", "n1", "--ipaddr", "10.0.0.12"]);
+    build(&wulf, &["n1"]);
+    wulf.ok(&["node", "set", "n1", "--ipaddr", "10.0.0.11"]);
+    let report = build(&wulf, &[]);
+    assert_eq!(report["built"], serde_json::json!(["n1"]));
+    let report = build(&wulf, &[]);
+    assert_eq!(report["built"], serde_json::json!([]));
+    assert_eq!(report["unchanged"], 4);
 
     // An overlay source changes: every node using it is rebuilt, even with old mtimes.
     wulf.write("overlays/motd/etc/issue", "changed\n");

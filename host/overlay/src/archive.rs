@@ -74,6 +74,14 @@ pub struct Index {
     pub shared: BTreeMap<String, Shared>,
 }
 
+/// What the last whole-cluster build was made from, and the index it left (its stamp).
+#[derive(Serialize, Deserialize)]
+struct LastBuild {
+    identity: String,
+    index: u64,
+    shared_segments: usize,
+}
+
 /// A generator's shared segment and what it was made from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shared {
@@ -164,6 +172,16 @@ impl ArchiveStore {
     ) -> Result<Report> {
         fs::create_dir_all(self.dir.join("shared")).map_err(|e| OverlayError::io(&self.dir, e))?;
         fs::create_dir_all(self.dir.join("nodes")).map_err(|e| OverlayError::io(&self.dir, e))?;
+        // A build of the whole cluster from what the last one was made from changes nothing:
+        // known from one hash, without reading the index or looking at any node.
+        let whole =
+            std::ptr::eq(nodes, &**renderer.cluster_nodes()).then(|| renderer.build_identity());
+        if !force
+            && let Some(identity) = &whole
+            && let Some(report) = self.unchanged_since_last(identity, nodes.len())
+        {
+            return Ok(report);
+        }
         // Taken before the read: a file replaced in between reads as changed below.
         let old_stamp = wulf_core::stamp::tree_stamp(&[self.index_path()]);
         let old = self.index()?;
@@ -307,14 +325,54 @@ impl ArchiveStore {
             .iter()
             .any(|(k, v)| index.shared.get(k) != Some(v));
         index.shared.extend(shared_inputs);
-        if report.built.is_empty() && !shared_changed && self.index_path().exists() {
-            return Ok(report);
+        if !(report.built.is_empty() && !shared_changed && self.index_path().exists()) {
+            let text = serde_json::to_vec(&index).map_err(OverlayError::SerializeIndex)?;
+            write_atomic(&self.index_path(), &text)
+                .map_err(|e| OverlayError::io(&self.index_path(), e))?;
+            self.collect_garbage(&index, &report.built);
         }
-        let text = serde_json::to_vec(&index).map_err(OverlayError::SerializeIndex)?;
-        write_atomic(&self.index_path(), &text)
-            .map_err(|e| OverlayError::io(&self.index_path(), e))?;
-        self.collect_garbage(&index, &report.built);
+        if let Some(identity) = whole
+            && report.failed.is_empty()
+        {
+            self.remember_build(identity, report.shared_segments);
+        }
         Ok(report)
+    }
+
+    fn last_build_path(&self) -> PathBuf {
+        self.dir.join("last-build.json")
+    }
+
+    /// The report of a build that has nothing to do: the last whole build was made from
+    /// `identity`, and the index is the one it left. (An archive deleted by hand since is
+    /// made again by `overlay build --force`.)
+    fn unchanged_since_last(&self, identity: &str, nodes: usize) -> Option<Report> {
+        let text = fs::read(self.last_build_path()).ok()?;
+        let last: LastBuild = serde_json::from_slice(&text).ok()?;
+        let index = wulf_core::stamp::tree_stamp(&[self.index_path()]);
+        (last.identity == identity && last.index == index && self.index_path().exists()).then(
+            || Report {
+                unchanged: nodes * Kind::ALL.len(),
+                shared_segments: last.shared_segments,
+                ..Report::default()
+            },
+        )
+    }
+
+    /// Notes that the index now holds every node's archives made from `identity`; called
+    /// under the write lock, after the index is written. Best effort: without the note the
+    /// next build only takes the longer way to the same answer.
+    fn remember_build(&self, identity: String, shared_segments: usize) {
+        let last = LastBuild {
+            identity,
+            index: wulf_core::stamp::tree_stamp(&[self.index_path()]),
+            shared_segments,
+        };
+        if let Ok(text) = serde_json::to_vec(&last)
+            && let Err(error) = write_atomic(&self.last_build_path(), &text)
+        {
+            tracing::debug!(%error, "the last build's note was not written");
+        }
     }
 
     fn build_node(

@@ -298,6 +298,36 @@ impl Renderer {
         hex::encode(h.finalize())
     }
 
+    /// Everything a whole-cluster build is made from, in one hash: the records, the server,
+    /// the images and each overlay's sources or plugin. When it equals the last whole build's,
+    /// every node's [`input_hash`](Self::input_hash) and every shared segment's input does too.
+    pub fn build_identity(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"wulf-overlay-v4\0");
+        h.update(self.cluster_hash.as_bytes());
+        h.update(&self.server_bytes);
+        h.update(format!("{:?}", self.server).as_bytes());
+        h.update(self.images_identity.as_bytes());
+        for (name, prepared) in &self.overlays {
+            h.update(name.as_bytes());
+            h.update([0]);
+            match prepared {
+                Prepared::Tree {
+                    hash,
+                    uses_cluster,
+                    uses_images,
+                    ..
+                } => {
+                    h.update(hash.as_bytes());
+                    h.update([u8::from(*uses_cluster), u8::from(*uses_images)]);
+                }
+                Prepared::Generator { identity, .. } => h.update(identity.as_bytes()),
+            }
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
+    }
+
     /// The files of `list` for one node, merged in order: a later overlay's file wins.
     pub fn render(
         &self,
