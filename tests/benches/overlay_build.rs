@@ -97,10 +97,17 @@ fn main() {
     let built: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     assert_eq!(built["built"].as_array().map_or(0, Vec::len), count);
 
-    let started = Instant::now();
-    let out = wulf.ok(&["overlay", "build", "--json"]);
-    let warm_wall = started.elapsed().as_secs_f64();
-    let warm = seconds(&out);
+    // The median of five: the first comes while the cold build's 20,000 files are still
+    // being written back to disk.
+    let mut warm_runs: Vec<(f64, f64)> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let out = wulf.ok(&["overlay", "build", "--json"]);
+            (started.elapsed().as_secs_f64(), seconds(&out))
+        })
+        .collect();
+    warm_runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (warm_wall, warm) = warm_runs[warm_runs.len() / 2];
 
     wulf.ok(&["node", "set", "n04242", "--comment", "moved to rack 7"]);
     let started = Instant::now();
@@ -177,7 +184,7 @@ fn main() {
     );
     println!(
         "{:<52} {:>9.3} {:>9.2} {:>11.0}",
-        "no-change rebuild (target < 0.1 s at 10,000)",
+        "no-change rebuild, median of 5 (target < 0.1 s)",
         warm,
         warm_wall,
         count as f64 / warm
