@@ -172,18 +172,18 @@ impl ArchiveStore {
     ) -> Result<Report> {
         fs::create_dir_all(self.dir.join("shared")).map_err(|e| OverlayError::io(&self.dir, e))?;
         fs::create_dir_all(self.dir.join("nodes")).map_err(|e| OverlayError::io(&self.dir, e))?;
+        // Taken before the read: a file replaced in between reads as changed below.
+        let old_stamp = wulf_core::stamp::tree_stamp(&[self.index_path()]);
         // A build of the whole cluster from what the last one was made from changes nothing:
         // known from one hash, without reading the index or looking at any node.
         let whole =
             std::ptr::eq(nodes, &**renderer.cluster_nodes()).then(|| renderer.build_identity());
         if !force
             && let Some(identity) = &whole
-            && let Some(report) = self.unchanged_since_last(identity, nodes.len())
+            && let Some(report) = self.unchanged_since_last(identity, old_stamp, nodes.len())
         {
             return Ok(report);
         }
-        // Taken before the read: a file replaced in between reads as changed below.
-        let old_stamp = wulf_core::stamp::tree_stamp(&[self.index_path()]);
         let old = self.index()?;
 
         // Shared segments: once per generator used by these nodes.
@@ -325,7 +325,8 @@ impl ArchiveStore {
             .iter()
             .any(|(k, v)| index.shared.get(k) != Some(v));
         index.shared.extend(shared_inputs);
-        if !(report.built.is_empty() && !shared_changed && self.index_path().exists()) {
+        let nothing_new = report.built.is_empty() && !shared_changed && self.index_path().exists();
+        if !nothing_new {
             let text = serde_json::to_vec(&index).map_err(OverlayError::SerializeIndex)?;
             write_atomic(&self.index_path(), &text)
                 .map_err(|e| OverlayError::io(&self.index_path(), e))?;
@@ -345,18 +346,16 @@ impl ArchiveStore {
 
     /// The report of a build that has nothing to do: the last whole build was made from
     /// `identity`, and the index is the one it left. (An archive deleted by hand since is
-    /// made again by `overlay build --force`.)
-    fn unchanged_since_last(&self, identity: &str, nodes: usize) -> Option<Report> {
+    /// made again by `overlay build --force`.) `index` is the index's stamp now; a missing
+    /// index stamps differently from any written one.
+    fn unchanged_since_last(&self, identity: &str, index: u64, nodes: usize) -> Option<Report> {
         let text = fs::read(self.last_build_path()).ok()?;
         let last: LastBuild = serde_json::from_slice(&text).ok()?;
-        let index = wulf_core::stamp::tree_stamp(&[self.index_path()]);
-        (last.identity == identity && last.index == index && self.index_path().exists()).then(
-            || Report {
-                unchanged: nodes * Kind::ALL.len(),
-                shared_segments: last.shared_segments,
-                ..Report::default()
-            },
-        )
+        (last.identity == identity && last.index == index).then(|| Report {
+            unchanged: nodes * Kind::ALL.len(),
+            shared_segments: last.shared_segments,
+            ..Report::default()
+        })
     }
 
     /// Notes that the index now holds every node's archives made from `identity`; called

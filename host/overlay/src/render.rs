@@ -15,6 +15,10 @@ use crate::error::{OverlayError, Result};
 use crate::source::{self, OverlayStore, SourceFile, SourceKind};
 use crate::template::{Rendered, Templates};
 
+/// Leads every input hash. v2: runtime overlays carry their manifest; v3: /root as an
+/// implicit parent is 0700; v4: the node enters as its record's digest.
+const INPUT_VERSION: &[u8] = b"wulf-overlay-v4\0";
+
 /// An overlay ready to render for many nodes.
 pub enum Prepared {
     /// A site overlay; its templates are compiled once.
@@ -267,33 +271,12 @@ impl Renderer {
     /// `node` is the node's [`node_digest`].
     pub fn input_hash(&self, node: &[u8; 32], list: &[String], extra: &str) -> String {
         let mut h = Sha256::new();
-        // v2: runtime overlays carry their manifest; v3: /root as an implicit parent is 0700;
-        // v4: the node enters as its record's digest.
-        h.update(b"wulf-overlay-v4\0");
+        h.update(INPUT_VERSION);
         h.update(node);
         h.update(&self.server_bytes);
         h.update(extra.as_bytes());
         for name in list {
-            h.update(name.as_bytes());
-            h.update([0]);
-            match self.overlays.get(name) {
-                Some(Prepared::Tree {
-                    hash,
-                    uses_cluster,
-                    uses_images,
-                    ..
-                }) => {
-                    h.update(hash.as_bytes());
-                    if *uses_cluster {
-                        h.update(self.cluster_hash.as_bytes());
-                    }
-                    if *uses_images {
-                        h.update(self.images_identity.as_bytes());
-                    }
-                }
-                Some(Prepared::Generator { identity, .. }) => h.update(identity.as_bytes()),
-                None => h.update(b"missing"),
-            }
+            self.hash_overlay(&mut h, name);
         }
         hex::encode(h.finalize())
     }
@@ -303,29 +286,40 @@ impl Renderer {
     /// every node's [`input_hash`](Self::input_hash) and every shared segment's input does too.
     pub fn build_identity(&self) -> String {
         let mut h = Sha256::new();
-        h.update(b"wulf-overlay-v4\0");
+        h.update(INPUT_VERSION);
         h.update(self.cluster_hash.as_bytes());
         h.update(&self.server_bytes);
         h.update(format!("{:?}", self.server).as_bytes());
         h.update(self.images_identity.as_bytes());
-        for (name, prepared) in &self.overlays {
-            h.update(name.as_bytes());
-            h.update([0]);
-            match prepared {
-                Prepared::Tree {
-                    hash,
-                    uses_cluster,
-                    uses_images,
-                    ..
-                } => {
-                    h.update(hash.as_bytes());
-                    h.update([u8::from(*uses_cluster), u8::from(*uses_images)]);
-                }
-                Prepared::Generator { identity, .. } => h.update(identity.as_bytes()),
-            }
-            h.update([0]);
+        for name in self.overlays.keys() {
+            self.hash_overlay(&mut h, name);
         }
         hex::encode(h.finalize())
+    }
+
+    /// What overlay `name` brings to an input: its sources (and the cluster or the images,
+    /// when its templates read them) or its plugin's identity.
+    fn hash_overlay(&self, h: &mut Sha256, name: &str) {
+        h.update(name.as_bytes());
+        h.update([0]);
+        match self.overlays.get(name) {
+            Some(Prepared::Tree {
+                hash,
+                uses_cluster,
+                uses_images,
+                ..
+            }) => {
+                h.update(hash.as_bytes());
+                if *uses_cluster {
+                    h.update(self.cluster_hash.as_bytes());
+                }
+                if *uses_images {
+                    h.update(self.images_identity.as_bytes());
+                }
+            }
+            Some(Prepared::Generator { identity, .. }) => h.update(identity.as_bytes()),
+            None => h.update(b"missing"),
+        }
     }
 
     /// The files of `list` for one node, merged in order: a later overlay's file wins.
