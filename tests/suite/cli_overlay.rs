@@ -390,6 +390,59 @@ fn templates_read_files_of_the_node_image() {
 }
 
 #[test]
+fn a_shared_file_follows_only_the_fields_its_plugin_reads() {
+    let wulf = Wulf::new();
+    let profile = "[profiles.default]\nsystem-overlays = [\"hostname\", \"hosts\"]\n\
+                   [profiles.default.network-devices.default]\nnetmask = \"255.255.255.0\"\n";
+    let nodes = |comment: &str, ip1: u8| {
+        format!(
+            "{profile}[nodes.n1]\nprofiles = [\"default\"]\ncomment = \"{comment}\"\n\
+             [nodes.n1.network-devices.default]\nipaddr = \"10.0.0.{ip1}\"\n\
+             [nodes.n2]\nprofiles = [\"default\"]\n\
+             [nodes.n2.network-devices.default]\nipaddr = \"10.0.0.2\"\n"
+        )
+    };
+    let hosts_segment = |node: &str| {
+        index(&wulf)["nodes"][node]["system"]["segments"][0]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let show: serde_json::Value =
+        serde_json::from_str(&wulf.ok(&["plugin", "show", "hosts", "--json"])).unwrap();
+    assert_eq!(
+        show["shared_files"],
+        "cluster (fields: primary-network, network-devices, ipmi)"
+    );
+    wulf.write("nodes.toml", &nodes("rack 1", 1));
+    build(&wulf, &[]);
+    let first = hosts_segment("n2");
+    let hosts_input = index(&wulf)["shared"]["hosts"]["input"].clone();
+
+    // `hosts` reads the networks and the IPMI address: a comment changes n1's own archive only.
+    wulf.write("nodes.toml", &nodes("rack 7", 1));
+    assert_eq!(build(&wulf, &[])["built"], serde_json::json!(["n1"]));
+    assert_eq!(index(&wulf)["shared"]["hosts"]["input"], hosts_input);
+    assert_eq!(hosts_segment("n1"), first);
+
+    // An address is read: the hosts file is made again. Built for n1 alone, n2 keeps naming
+    // the segment it was built with, which stays on disk until no archive names it.
+    wulf.write("nodes.toml", &nodes("rack 7", 11));
+    assert_eq!(build(&wulf, &["n1"])["built"], serde_json::json!(["n1"]));
+    let second = hosts_segment("n1");
+    assert_ne!(second, first);
+    assert_eq!(hosts_segment("n2"), first);
+    assert!(wulf.path().join("provision").join(&first).is_file());
+    assert_eq!(build(&wulf, &[])["built"], serde_json::json!(["n2"]));
+    assert_eq!(hosts_segment("n2"), second);
+    assert!(!wulf.path().join("provision").join(&first).exists());
+    let root = tempfile::tempdir().unwrap();
+    unpack(&wulf, "n2", "system", root.path());
+    let hosts = std::fs::read_to_string(root.path().join("etc/hosts")).unwrap();
+    assert!(hosts.contains("10.0.0.11 n1 n1-default"), "{hosts}");
+}
+
+#[test]
 fn a_changed_shared_file_reassembles_archives_without_rendering_them_again() {
     let wulf = Wulf::new();
     let node = |n: u32| {

@@ -157,7 +157,7 @@ fn bad_installs_change_nothing() {
       |
     9 | colour = "red"
       | ^^^^^^
-    unknown field `colour`, expected one of `name`, `version`, `world`, `api-version`, `description`, `capabilities`, `shared`, `config`
+    unknown field `colour`, expected one of `name`, `version`, `world`, `api-version`, `description`, `capabilities`, `shared`, `shared-fields`, `config`
     "#);
 
     let not_wasm = unknown_key.path().join("notes.wasm");

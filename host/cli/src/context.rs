@@ -32,6 +32,8 @@ pub(crate) fn init_tracing(verbose: u8, format: LogFormat, plugin_logs: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // How long each step took (`overlay build -vv`), as the steps' spans close.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

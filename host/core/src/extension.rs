@@ -103,16 +103,32 @@ pub trait OverlayGenerator: Send + Sync {
     }
 }
 
-/// What an overlay generator's shared files depend on (its manifest's `shared` key).
+/// What an overlay generator's shared files depend on (its manifest's `shared` and
+/// `shared-fields` keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Shared {
     /// Every node: called again whenever any node changes (the default).
     #[default]
     Cluster,
+    /// These fields of every node (and its id): called with records holding only them, again
+    /// only when one of them changes on some node.
+    Fields(crate::node_fields::NodeFields),
     /// Only the plugin and its config: called with no nodes, again only when those change.
     Config,
     /// The plugin makes no shared files: never called.
     None,
+}
+
+/// As a manifest says it: `cluster`, `cluster (fields: network-devices, ipmi)`, `config`, `none`.
+impl std::fmt::Display for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shared::Cluster => f.write_str("cluster"),
+            Shared::Fields(fields) => write!(f, "cluster (fields: {fields})"),
+            Shared::Config => f.write_str("config"),
+            Shared::None => f.write_str("none"),
+        }
+    }
 }
 
 /// One record a backend returned: typed, or refused with the field that did not read (a MAC

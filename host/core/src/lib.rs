@@ -17,6 +17,7 @@ mod inventory_cache;
 pub mod inventory_store;
 pub mod merge;
 pub mod node;
+pub mod node_fields;
 pub mod overlay_file;
 pub mod plugin_stats;
 pub mod provision;

@@ -9,6 +9,7 @@
 //! decided by a hash of the node's merged record, its overlay sources, the plugins and the
 //! server, never by mtimes; a node whose inputs did not change is not touched.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use wulf_core::atomic_file::{WriteLock, write_atomic};
 use wulf_core::extension::{EntryKind, Shared as SharedDeps};
@@ -72,6 +74,49 @@ pub struct Index {
     /// Shared segments by generator: made again only when their input changes.
     #[serde(default)]
     pub shared: BTreeMap<String, Shared>,
+}
+
+/// A node's two archives.
+type NodeArchives = SortedMap<Kind, Archive>;
+
+/// The index as a build reads it: each node's entry stays the JSON text it was read as until
+/// the build looks at that node, and is written back as it was read unless the node changed.
+/// A build of one node among 10,000 parses one entry, not 20,000 archives.
+#[derive(Deserialize)]
+struct RawIndex<'a> {
+    #[serde(borrow)]
+    nodes: BTreeMap<Cow<'a, str>, &'a RawValue>,
+    #[serde(default)]
+    shared: BTreeMap<String, Shared>,
+}
+
+impl RawIndex<'_> {
+    /// The archives of `node` it holds; none when it holds none, or an entry that does not
+    /// read (the node is built again).
+    fn archives(&self, node: &str) -> Option<NodeArchives> {
+        serde_json::from_str(self.nodes.get(node)?.get()).ok()
+    }
+}
+
+/// A node's entry in the index a build writes: as read, or made by the build.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum IndexEntry<'a> {
+    Read(&'a RawValue),
+    Built(NodeArchives),
+}
+
+#[derive(Serialize)]
+struct IndexOut<'a> {
+    nodes: &'a BTreeMap<Cow<'a, str>, IndexEntry<'a>>,
+    shared: &'a BTreeMap<String, Shared>,
+}
+
+/// What a build did with one node: its archives when any changed, and how many were kept.
+struct NodeOutcome {
+    id: String,
+    changed: Option<NodeArchives>,
+    unchanged: usize,
 }
 
 /// What the last whole-cluster build was made from, and the index it left (its stamp).
@@ -184,7 +229,11 @@ impl ArchiveStore {
         {
             return Ok(report);
         }
-        let old = self.index()?;
+        let old_bytes = self.index_bytes()?;
+        let old = {
+            let _span = tracing::debug_span!("index read").entered();
+            self.parse_index(&old_bytes)?
+        };
 
         // Shared segments: once per generator used by these nodes.
         let used: BTreeSet<&String> = nodes
@@ -207,10 +256,12 @@ impl ArchiveStore {
                 continue;
             };
             // Called only when what its shared files depend on changed (or never).
-            let (cluster, cluster_hash) = match generator.shared() {
+            let deps = generator.shared();
+            let cluster_hash = match deps {
                 SharedDeps::None => continue,
-                SharedDeps::Config => (&none, ""),
-                SharedDeps::Cluster => (all, renderer.cluster_hash()),
+                SharedDeps::Config => String::new(),
+                SharedDeps::Cluster => renderer.cluster_hash().to_owned(),
+                SharedDeps::Fields(fields) => renderer.fields_hash(fields),
             };
             let input = hex::encode(Sha256::digest(format!(
                 "{identity}\0{cluster_hash}\0{:?}",
@@ -231,7 +282,13 @@ impl ArchiveStore {
                 shared_inputs.insert(name.clone(), previous.clone());
                 continue;
             }
-            let files = match generator.generate_shared(cluster, renderer.server()) {
+            let _span = tracing::debug_span!("shared", overlay = %name).entered();
+            let cluster: Arc<[Node]> = match deps {
+                SharedDeps::Fields(fields) => all.iter().map(|n| fields.project(n)).collect(),
+                SharedDeps::Cluster => Arc::clone(all),
+                _ => Arc::clone(&none),
+            };
+            let files = match generator.generate_shared(&cluster, renderer.server()) {
                 Ok(files) => files,
                 Err(source) => {
                     shared_failed.insert(name.clone(), source.to_string());
@@ -265,9 +322,10 @@ impl ArchiveStore {
             );
         }
 
-        let results: Mutex<Vec<(String, Kind, Archive, bool)>> = Mutex::new(Vec::new());
+        let results: Mutex<Vec<NodeOutcome>> = Mutex::new(Vec::new());
         let failed: Mutex<Vec<(String, OverlayError)>> = Mutex::new(Vec::new());
         let threads = threads.clamp(1, nodes.len().max(1));
+        let span = tracing::debug_span!("nodes", count = nodes.len()).entered();
         let chunk = nodes.len().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
             for part in nodes.chunks(chunk) {
@@ -276,49 +334,58 @@ impl ArchiveStore {
                 let shared_failed = &shared_failed;
                 scope.spawn(move || {
                     for node in part {
+                        // A node fails whole: its other kind's archive, built meanwhile, is
+                        // not taken either, so both kinds come from one build.
                         let built = match unbuildable(node, shared_failed) {
                             Some(error) => Err(error),
-                            None => self.build_node(renderer, node, old, shared, force, results),
+                            None => self.build_node(renderer, node, old, shared, force),
                         };
-                        if let Err(error) = built
-                            && let Ok(mut failed) = failed.lock()
-                        {
-                            failed.push((node.id.clone(), error));
+                        match built {
+                            Ok(outcome) => {
+                                if let Ok(mut results) = results.lock() {
+                                    results.push(outcome);
+                                }
+                            }
+                            Err(error) => {
+                                if let Ok(mut failed) = failed.lock() {
+                                    failed.push((node.id.clone(), error));
+                                }
+                            }
                         }
                     }
                 });
             }
         });
+        drop(span);
         let mut failed = failed.into_inner().unwrap_or_default();
         failed.sort_by(|a, b| a.0.cmp(&b.0));
 
         let _lock = WriteLock::acquire(&self.lock).map_err(|e| OverlayError::io(&self.lock, e))?;
         // Another build may have written the index meanwhile; otherwise (it is replaced by
         // rename, so a new file is a new inode) what was read is still current.
+        let reread;
         let mut index = if wulf_core::stamp::tree_stamp(&[self.index_path()]) == old_stamp {
             old
         } else {
-            self.index()?
+            reread = self.index_bytes()?;
+            self.parse_index(&reread)?
         };
         let mut report = Report {
             shared_segments: shared.len(),
             failed,
             ..Report::default()
         };
+        let mut entries: BTreeMap<Cow<str>, IndexEntry> = std::mem::take(&mut index.nodes)
+            .into_iter()
+            .map(|(id, raw)| (id, IndexEntry::Read(raw)))
+            .collect();
         let mut built = BTreeSet::new();
-        // A node fails whole: its other kind's archive, built meanwhile, is not taken either,
-        // so both kinds come from one build.
-        let failed: BTreeSet<&str> = report.failed.iter().map(|(n, _)| n.as_str()).collect();
-        for (node, kind, archive, rebuilt) in results.into_inner().unwrap_or_default() {
-            if failed.contains(node.as_str()) {
-                continue;
+        for outcome in results.into_inner().unwrap_or_default() {
+            report.unchanged += outcome.unchanged;
+            if let Some(archives) = outcome.changed {
+                entries.insert(Cow::Owned(outcome.id.clone()), IndexEntry::Built(archives));
+                built.insert(outcome.id);
             }
-            if rebuilt {
-                built.insert(node.clone());
-            } else {
-                report.unchanged += 1;
-            }
-            index.nodes.entry(node).or_default().insert(kind, archive);
         }
         report.built = built.into_iter().collect();
         let shared_changed = shared_inputs
@@ -327,10 +394,15 @@ impl ArchiveStore {
         index.shared.extend(shared_inputs);
         let nothing_new = report.built.is_empty() && !shared_changed && self.index_path().exists();
         if !nothing_new {
-            let text = serde_json::to_vec(&index).map_err(OverlayError::SerializeIndex)?;
+            let _span = tracing::debug_span!("index write").entered();
+            let out = IndexOut {
+                nodes: &entries,
+                shared: &index.shared,
+            };
+            let text = serde_json::to_vec(&out).map_err(OverlayError::SerializeIndex)?;
             write_atomic(&self.index_path(), &text)
                 .map_err(|e| OverlayError::io(&self.index_path(), e))?;
-            self.collect_garbage(&index, &report.built);
+            self.collect_garbage(&entries, &index.shared, &report.built);
         }
         if let Some(identity) = whole
             && report.failed.is_empty()
@@ -338,6 +410,23 @@ impl ArchiveStore {
             self.remember_build(identity, report.shared_segments);
         }
         Ok(report)
+    }
+
+    /// The index file as it is; an empty index when there is none yet.
+    fn index_bytes(&self) -> Result<Vec<u8>> {
+        let path = self.index_path();
+        match fs::read(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(b"{\"nodes\":{}}".to_vec()),
+            Err(e) => Err(OverlayError::io(&path, e)),
+        }
+    }
+
+    fn parse_index<'a>(&self, bytes: &'a [u8]) -> Result<RawIndex<'a>> {
+        serde_json::from_slice(bytes).map_err(|source| OverlayError::BadIndex {
+            path: self.index_path(),
+            source,
+        })
     }
 
     fn last_build_path(&self) -> PathBuf {
@@ -378,12 +467,14 @@ impl ArchiveStore {
         &self,
         renderer: &Renderer,
         node: &Node,
-        old: &Index,
+        old: &RawIndex,
         (shared, shared_paths): (&BTreeMap<String, String>, &BTreeMap<String, Vec<String>>),
         force: bool,
-        results: &Mutex<Vec<(String, Kind, Archive, bool)>>,
-    ) -> Result<()> {
+    ) -> Result<NodeOutcome> {
         let digest = renderer.digest_of(node);
+        let previous = old.archives(&node.id);
+        let mut archives = NodeArchives::default();
+        let mut unchanged = 0;
         // The template view is built only for a node that is rendered.
         let mut json = None;
         for kind in Kind::ALL {
@@ -402,7 +493,7 @@ impl ArchiveStore {
                 }
             }
             let input = renderer.input_hash(&digest, list, &extra);
-            let previous = old.nodes.get(&node.id).and_then(|k| k.get(&kind));
+            let previous = previous.as_ref().and_then(|k| k.get(&kind));
             if !force
                 && let Some(previous) = previous
                 && previous.input == input
@@ -411,21 +502,14 @@ impl ArchiveStore {
             {
                 let archive =
                     if previous.segments[..previous.segments.len() - 1] == shared_segments[..] {
-                        None
+                        unchanged += 1;
+                        previous.clone()
                     } else {
                         let mut segments = shared_segments;
                         segments.push(own.clone());
-                        Some(self.assemble(input, segments, previous.files))
+                        self.assemble(input, segments, previous.files)
                     };
-                if let Ok(mut r) = results.lock() {
-                    let rebuilt = archive.is_some();
-                    r.push((
-                        node.id.clone(),
-                        kind,
-                        archive.unwrap_or_else(|| previous.clone()),
-                        rebuilt,
-                    ));
-                }
+                archives.insert(kind, archive);
                 continue;
             }
             let json = json.get_or_insert_with(|| node_json(node));
@@ -448,12 +532,13 @@ impl ArchiveStore {
             drop(files);
             let mut segments = shared_segments;
             segments.push(rel);
-            let archive = self.assemble(input, segments, count);
-            if let Ok(mut r) = results.lock() {
-                r.push((node.id.clone(), kind, archive, true));
-            }
+            archives.insert(kind, self.assemble(input, segments, count));
         }
-        Ok(())
+        Ok(NodeOutcome {
+            id: node.id.clone(),
+            changed: (unchanged < Kind::ALL.len()).then_some(archives),
+            unchanged,
+        })
     }
 
     /// A node's archive of `segments` (shared ones first, its own last), which exist.
@@ -518,27 +603,44 @@ impl ArchiveStore {
     /// Removes the segments no archive uses any more: the shared ones, and those of the nodes
     /// this build wrote (no other node's directory changed, so a one-node build does not
     /// walk ten thousand directories).
-    fn collect_garbage(&self, index: &Index, built: &[String]) {
-        let live: BTreeSet<&str> = index
-            .nodes
-            .values()
-            .flat_map(|k| k.values())
-            .flat_map(|a| a.segments.iter().map(String::as_str))
-            .collect();
-        let sweep = |dir: &Path, prefix: &str| {
+    fn collect_garbage(
+        &self,
+        entries: &BTreeMap<Cow<str>, IndexEntry>,
+        shared: &BTreeMap<String, Shared>,
+        built: &[String],
+    ) {
+        let names = |entry: &IndexEntry, segment: &str| match entry {
+            // A segment's name (its directory and content hash) cannot occur in an entry's
+            // text but as that segment.
+            IndexEntry::Read(raw) => raw.get().contains(segment),
+            IndexEntry::Built(archives) => archives
+                .values()
+                .any(|a| a.segments.iter().any(|s| s == segment)),
+        };
+        let sweep = |dir: &Path, prefix: &str, used: &dyn Fn(&str) -> bool| {
             let Ok(entries) = fs::read_dir(dir) else {
                 return;
             };
             for e in entries.flatten() {
                 let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
-                if e.path().is_file() && !live.contains(rel.as_str()) {
+                if e.path().is_file() && !used(&rel) {
                     let _ = fs::remove_file(e.path());
                 }
             }
         };
-        sweep(&self.dir.join("shared"), "shared/");
+        // The generators' current segments are used; an older one while some node's archive
+        // still names it.
+        sweep(&self.dir.join("shared"), "shared/", &|rel| {
+            shared.values().any(|s| s.segment.as_deref() == Some(rel))
+                || entries.values().any(|e| names(e, rel))
+        });
         for id in built {
-            sweep(&self.dir.join("nodes").join(id), &format!("nodes/{id}/"));
+            let entry = entries.get(id.as_str());
+            sweep(
+                &self.dir.join("nodes").join(id),
+                &format!("nodes/{id}/"),
+                &|rel| entry.is_some_and(|e| names(e, rel)),
+            );
         }
     }
 }

@@ -2,12 +2,13 @@
 //! generator plugins, merged in list order (a later overlay's file wins), as Warewulf does.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use minijinja::Value;
 use minijinja::value::Serde;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
+use wulf_core::node_fields::NodeFields;
 use wulf_core::overlay_file::{FileContent, OverlayFile};
 use wulf_core::{Node, OverlayGenerator, Server};
 
@@ -45,9 +46,10 @@ pub struct Renderer {
     server_value: Value,
     cluster: Value,
     cluster_nodes: Arc<[Node]>,
-    cluster_hash: String,
+    /// Made when first asked for: a build of one node often needs neither.
+    cluster_hash: OnceLock<String>,
     /// Each cluster record's [`node_digest`], in cluster order.
-    digests: Vec<[u8; 32]>,
+    digests: OnceLock<Vec<[u8; 32]>>,
     /// The server as templates see it, serialised once for every node's input hash.
     server_bytes: Vec<u8>,
     /// What image files read by templates depend on (see [`Renderer::set_image_reader`]).
@@ -182,12 +184,6 @@ impl Renderer {
                 }
             )
         });
-        let digests: Vec<[u8; 32]> = cluster.iter().map(node_digest).collect();
-        let mut hasher = Sha256::new();
-        for digest in &digests {
-            hasher.update(digest);
-        }
-        let cluster_hash = hex::encode(hasher.finalize());
         let cluster_json: Vec<Json> = if any_cluster {
             cluster.iter().map(node_json).collect()
         } else {
@@ -200,8 +196,8 @@ impl Renderer {
             server_value: Value::from(Serde(server_json(server))),
             cluster: Value::from(Serde(serde_json::json!({ "nodes": cluster_json }))),
             cluster_nodes: cluster,
-            cluster_hash,
-            digests,
+            cluster_hash: OnceLock::new(),
+            digests: OnceLock::new(),
             server_bytes: serde_json::to_vec(&server_json(server)).unwrap_or_default(),
             images_identity: String::new(),
             build_time,
@@ -241,7 +237,43 @@ impl Renderer {
 
     /// A hash of every merged node: what `generate-shared` output depends on.
     pub fn cluster_hash(&self) -> &str {
-        &self.cluster_hash
+        self.cluster_hash.get_or_init(|| {
+            let mut hasher = Sha256::new();
+            for digest in self.digests() {
+                hasher.update(digest);
+            }
+            hex::encode(hasher.finalize())
+        })
+    }
+
+    /// A hash of `fields` of every merged node (and the ids): what the shared files of a
+    /// generator that declares its fields depend on.
+    pub fn fields_hash(&self, fields: NodeFields) -> String {
+        let _span = tracing::debug_span!("fields hash", %fields).entered();
+        let digest = |node: &Node| {
+            use std::io::Write as _;
+            let mut out = crate::archive::HashingWriter::new(std::io::sink());
+            // Writing into a hash over a sink cannot fail.
+            let _ = out.write_all(node.id.as_bytes());
+            let _ = out.write_all(&[0]);
+            let _ = fields.write_json(node, &mut out);
+            out.into_digest().1
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(fields.to_string().as_bytes());
+        for digest in on_every_core(&self.cluster_nodes, digest) {
+            hasher.update(digest);
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    /// Each cluster record's [`node_digest`], made the first time it is asked for.
+    fn digests(&self) -> &[[u8; 32]] {
+        self.digests.get_or_init(|| {
+            let _span =
+                tracing::debug_span!("cluster digests", nodes = self.cluster_nodes.len()).entered();
+            on_every_core(&self.cluster_nodes, node_digest)
+        })
     }
 
     /// `node`'s [`node_digest`]: the one made for the cluster when `node` is one of the
@@ -252,7 +284,7 @@ impl Renderer {
             (node as *const Node as usize).wrapping_sub(self.cluster_nodes.as_ptr() as usize);
         match self.cluster_nodes.get(offset / size) {
             Some(member) if offset.is_multiple_of(size) && std::ptr::eq(member, node) => {
-                self.digests[offset / size]
+                self.digests()[offset / size]
             }
             _ => node_digest(node),
         }
@@ -287,7 +319,7 @@ impl Renderer {
     pub fn build_identity(&self) -> String {
         let mut h = Sha256::new();
         h.update(INPUT_VERSION);
-        h.update(self.cluster_hash.as_bytes());
+        h.update(self.cluster_hash().as_bytes());
         h.update(&self.server_bytes);
         h.update(format!("{:?}", self.server).as_bytes());
         h.update(self.images_identity.as_bytes());
@@ -311,7 +343,7 @@ impl Renderer {
             }) => {
                 h.update(hash.as_bytes());
                 if *uses_cluster {
-                    h.update(self.cluster_hash.as_bytes());
+                    h.update(self.cluster_hash().as_bytes());
                 }
                 if *uses_images {
                     h.update(self.images_identity.as_bytes());
@@ -426,6 +458,23 @@ impl Renderer {
         }
         Ok(merged)
     }
+}
+
+/// `f` of each node, in order, the nodes split across the machine's cores.
+fn on_every_core(nodes: &[Node], f: impl Fn(&Node) -> [u8; 32] + Sync) -> Vec<[u8; 32]> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = nodes.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = nodes
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|part| part.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 fn template_key(overlay: &str, source: &str) -> String {

@@ -122,6 +122,8 @@ struct RawManifest {
     #[serde(default)]
     shared: Option<String>,
     #[serde(default)]
+    shared_fields: Option<Vec<String>>,
+    #[serde(default)]
     config: toml::Table,
 }
 
@@ -234,6 +236,33 @@ impl Manifest {
                 ));
             }
         };
+        let shared = match (shared, &raw.shared_fields) {
+            (shared, None) => shared,
+            (Shared::Cluster, Some(names)) => {
+                let fields =
+                    wulf_core::node_fields::NodeFields::parse(names.iter().map(String::as_str))
+                        .map_err(|name| {
+                            invalid(
+                                "shared-fields",
+                                &name,
+                                &format!(
+                                    "not a field of a node record; expected some of: {}",
+                                    wulf_core::node_fields::NodeFields::names().join(", ")
+                                ),
+                            )
+                        })?;
+                Shared::Fields(fields)
+            }
+            (other, Some(names)) => {
+                return Err(invalid(
+                    "shared-fields",
+                    &names.join(", "),
+                    &format!(
+                        "only a plugin whose shared files read the cluster (shared = \"cluster\") names fields; this one says shared = \"{other}\""
+                    ),
+                ));
+            }
+        };
         let config = serde_json::to_value(&raw.config)
             .ok()
             .and_then(|v| v.as_object().cloned())
@@ -333,6 +362,22 @@ file = "nodes.csv"
             Some(Shared::Cluster)
         );
         insta::assert_snapshot!(error(&GOOD.replace("[capabilities]", "shared = \"sometimes\"\n[capabilities]")), @r#"plugins/x/plugin.toml: `shared` = "sometimes": expected cluster (the default), config or none"#);
+        let fields = |lines: &str| {
+            Manifest::parse(
+                &GOOD.replace("[capabilities]", &format!("{lines}\n[capabilities]")),
+                Path::new("plugin.toml"),
+            )
+            .map(|m| m.shared)
+        };
+        assert_eq!(
+            fields("shared-fields = [\"network-devices\", \"ipmi\"]").ok(),
+            Some(Shared::Fields(
+                wulf_core::node_fields::NodeFields::parse(["network-devices", "ipmi"])
+                    .unwrap_or_default()
+            ))
+        );
+        insta::assert_snapshot!(error(&GOOD.replace("[capabilities]", "shared-fields = [\"ipmi\", \"hostname\"]\n[capabilities]")), @r#"plugins/x/plugin.toml: `shared-fields` = "hostname": not a field of a node record; expected some of: profiles, comment, cluster, image, ipxe-template, system-overlays, runtime-overlays, init, root, kernel, primary-network, network-devices, ipmi, tags, resources, disks, filesystems, asset-key, discoverable"#);
+        insta::assert_snapshot!(error(&GOOD.replace("[capabilities]", "shared = \"config\"\nshared-fields = [\"ipmi\"]\n[capabilities]")), @r#"plugins/x/plugin.toml: `shared-fields` = "ipmi": only a plugin whose shared files read the cluster (shared = "cluster") names fields; this one says shared = "config""#);
         insta::assert_snapshot!(error(&GOOD.replace("[config]", "colour = 1\n[config]")), @"
         plugins/x/plugin.toml: TOML parse error at line 8, column 1
           |

@@ -202,7 +202,10 @@ impl Runtime {
         if node_only && manifest.shared != wulf_core::extension::Shared::None {
             return Err(LoadError::NoSharedFiles {
                 plugin,
-                shared: format!("{:?}", manifest.shared).to_lowercase(),
+                shared: match manifest.shared {
+                    wulf_core::extension::Shared::Fields(_) => "cluster".to_owned(),
+                    other => other.to_string(),
+                },
             });
         }
         let paged = component_check::exports_cluster_generator(&surface);

@@ -61,7 +61,11 @@ impl Site {
     /// other node is built.
     pub fn build_overlays(&self, selection: &Selection, force: bool) -> Result<BuildReport> {
         let started = Instant::now();
-        let cluster: Arc<[Node]> = self.inventory()?.merged_nodes().into();
+        let _span = tracing::debug_span!("overlay build").entered();
+        let cluster: Arc<[Node]> = {
+            let _span = tracing::debug_span!("inventory").entered();
+            self.inventory()?.merged_nodes().into()
+        };
         // A selection is a copy of its nodes; "all" is the cluster itself, not a second copy.
         let chosen: Option<Vec<Node>> = match selection {
             Selection::All => None,
@@ -134,6 +138,7 @@ impl Site {
 
     /// A renderer for the overlays `names`, with the generators among them loaded.
     fn renderer(&self, names: &BTreeSet<String>, cluster: Arc<[Node]>) -> Result<Renderer> {
+        let _span = tracing::debug_span!("renderer").entered();
         self.refresh();
         let mut generators: BTreeMap<String, Arc<dyn OverlayGenerator>> = BTreeMap::new();
         let mut identities = Vec::new();

@@ -199,6 +199,11 @@ impl crate::Site {
             wulf_core::extension::Shared::Cluster => {
                 generator.generate_shared(&inventory.merged_nodes().into(), &server)?
             }
+            wulf_core::extension::Shared::Fields(fields) => {
+                let merged = inventory.merged_nodes();
+                let nodes = merged.iter().map(|n| fields.project(n)).collect();
+                generator.generate_shared(&nodes, &server)?
+            }
         };
         files.extend(generator.generate(&merged, &server)?);
         Ok(files)

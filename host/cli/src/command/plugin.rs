@@ -233,6 +233,10 @@ fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
         if let Some(site) = site {
             config.extend(site.config.clone());
         }
+        if manifest.world == World::OverlayGenerator {
+            // What the shared files are made again for: `cluster (fields: ...)`, `none`.
+            value["shared_files"] = json!(manifest.shared.to_string());
+        }
         value["read_dirs"] = json!(manifest.read_dirs);
         value["granted_read_dirs"] =
             json!(site.map(|s| s.grant_read_dirs.clone()).unwrap_or_default());
@@ -261,6 +265,7 @@ fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<()> {
         "description",
         "source",
         "error",
+        "shared_files",
         "read_dirs",
         "granted_read_dirs",
         "config",
