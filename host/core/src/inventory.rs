@@ -235,6 +235,7 @@ impl Inventory {
 
     /// Every node merged with its profiles, in id order (merged once per profile list).
     pub fn merged_nodes(&self) -> Vec<Node> {
+        let _span = tracing::debug_span!("merge", nodes = self.nodes.len()).entered();
         crate::merge::merge_all(self.nodes.values(), &self.profiles)
             .into_iter()
             .map(|m| m.node)

@@ -91,7 +91,10 @@ impl InventoryStore {
             return Ok(Inventory::shipped());
         };
         let key = CacheKey::of(&text);
-        if let Some(inventory) = self.cache.get(&key) {
+        if let Some(inventory) = {
+            let _span = tracing::debug_span!("inventory cache").entered();
+            self.cache.get(&key)
+        } {
             return Ok(inventory);
         }
         let inventory = self.parse(&text)?;
