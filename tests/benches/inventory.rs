@@ -3,7 +3,9 @@
 //!
 //! Then the floor every command pays on that inventory, through the real binary: `wulf node
 //! show` when `nodes.toml` must be parsed and checked, and when its checked copy under
-//! `cache/` is current, against `wulf --version` (process start alone) in the same run.
+//! `cache/` is current (it then reads only that node's record), and `wulf node list` of one
+//! node (which reads every record), against `wulf --version` (process start alone) in the
+//! same run.
 //!
 //! Run with `cargo bench -p wulf-tests --bench inventory`. Targets (issue: inventory): full
 //! load and merge under 200 ms, MAC lookup under 1 µs after load; (issue: performance round
@@ -88,6 +90,11 @@ fn main() {
     });
     show();
     let floor = best_of(20, show);
+    // A command that reads every record (the list is filtered so that printing costs nothing).
+    let every = best_of(20, || {
+        let out = wulf.run(&["node", "list", "n05000"]);
+        assert!(out.status.success(), "{out:?}");
+    });
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
@@ -137,6 +144,18 @@ fn main() {
         &format!("{:.1} ms (TOML parse alone)", ms(baseline)),
         &format!("{:.2}x", load_merge.as_secs_f64() / baseline.as_secs_f64()),
         "< 200 ms",
+    );
+    println!(
+        "  `wulf node list n05000`, every record    {:>8.1} ms",
+        ms(every)
+    );
+    wulf_tests::report(
+        "inventory",
+        &format!("`wulf node list n05000` on {nodes} nodes (reads every record)"),
+        &format!("{:.1} ms", ms(every)),
+        &format!("{:.1} ms `wulf --version`", ms(start)),
+        "",
+        "",
     );
     wulf_tests::report(
         "inventory",

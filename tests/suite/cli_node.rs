@@ -2,6 +2,7 @@
 
 use std::process::Stdio;
 
+use serde_json::json;
 use wulf_tests::Wulf;
 
 #[test]
@@ -700,4 +701,39 @@ fn wwctl_habits_carry_over() {
     assert!(error.contains("no image named `nope`"), "{error}");
     wulf.ok(&["node", "delete", "-y", "n1"]);
     wulf.ok(&["profile", "delete", "-y", "p1"]);
+}
+
+#[test]
+fn one_record_reads_from_the_checked_copy_and_never_a_stale_one() {
+    let wulf = Wulf::new();
+    let nodes = |comment: &str| {
+        format!(
+            "[profiles.default]\nimage = \"rocky-9\"\n\
+             [nodes.n1]\nprofiles = [\"default\"]\ncomment = \"{comment}\"\n\
+             [nodes.n2]\nprofiles = [\"default\"]\n"
+        )
+    };
+    let comment = |node: &str| {
+        let shown: serde_json::Value =
+            serde_json::from_str(&wulf.ok(&["node", "show", node, "--json"])).unwrap();
+        (shown["comment"].clone(), shown["image"].clone())
+    };
+    wulf.write("nodes.toml", &nodes("first"));
+    assert_eq!(comment("n1"), (json!("first"), json!("rocky-9")));
+    let cache = wulf.path().join("cache/inventory.json");
+    assert!(cache.is_file(), "the checked copy is written");
+
+    // A hand edit is read, not the copy of the text before it.
+    wulf.write("nodes.toml", &nodes("second"));
+    assert_eq!(comment("n1"), (json!("second"), json!("rocky-9")));
+    // A torn copy is a miss, not an error.
+    let text = std::fs::read(&cache).unwrap();
+    std::fs::write(&cache, &text[..text.len() / 2]).unwrap();
+    assert_eq!(comment("n1"), (json!("second"), json!("rocky-9")));
+    assert_eq!(comment("n2").1, json!("rocky-9"));
+    insta::assert_snapshot!(wulf.fails(&["node", "show", "n3"]), @"error: node `n3` does not exist (add it with `wulf node add`)");
+    insta::assert_snapshot!(wulf.ok(&["profile", "show", "default"]), @r#"
+    # profile default
+    image = "rocky-9"
+    "#);
 }

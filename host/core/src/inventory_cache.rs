@@ -9,10 +9,13 @@
 //! copy) is a miss, and the caller parses the text as before: the cache can make wulf faster,
 //! never wrong.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
+use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
 
 use crate::inventory::Inventory;
@@ -74,6 +77,48 @@ impl InventoryCache {
             return None;
         }
         match serde_json::from_slice::<Inventory>(&bytes[newline + 1..]) {
+            Ok(mut inventory) => {
+                inventory.assign_ids();
+                Some(inventory)
+            }
+            Err(error) => {
+                tracing::debug!(path = %self.path.display(), %error, "inventory cache unreadable; parsing the inventory");
+                None
+            }
+        }
+    }
+
+    /// The cached inventory's profiles and the nodes of `nodes` it holds, when it was stored
+    /// for `key`; the other nodes are skipped over, not read.
+    pub(crate) fn get_some(&self, key: &CacheKey, nodes: &[&str]) -> Option<Inventory> {
+        /// The stored inventory with each node left as its text.
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Partial<'a> {
+            profiles: BTreeMap<String, crate::Node>,
+            #[serde(borrow)]
+            nodes: BTreeMap<Cow<'a, str>, &'a RawValue>,
+        }
+        let bytes = std::fs::read(&self.path).ok()?;
+        let newline = bytes.iter().position(|&b| b == b'\n')?;
+        if &bytes[..newline] != key.0.as_bytes() {
+            return None;
+        }
+        let read = serde_json::from_slice::<Partial>(&bytes[newline + 1..]).and_then(|partial| {
+            let mut inventory = Inventory {
+                profiles: partial.profiles,
+                nodes: BTreeMap::new(),
+            };
+            for id in nodes {
+                if let Some(raw) = partial.nodes.get(*id) {
+                    inventory
+                        .nodes
+                        .insert((*id).to_owned(), serde_json::from_str(raw.get())?);
+                }
+            }
+            Ok(inventory)
+        });
+        match read {
             Ok(mut inventory) => {
                 inventory.assign_ids();
                 Some(inventory)
@@ -157,6 +202,34 @@ mod tests {
     }
 
     #[test]
+    fn some_nodes_read_back_with_every_profile() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let source = dir.path().join("nodes.toml");
+        std::fs::write(&source, "x").unwrap_or_else(|e| panic!("{e}"));
+        let cache = InventoryCache::new(dir.path().join("inventory.json"));
+        let key = CacheKey::of(b"text");
+        let mut inventory = inventory();
+        let mut n2 = inventory.nodes["n1"].clone();
+        n2.id = "n2".into();
+        n2.comment = Some("the other".into());
+        inventory.nodes.insert("n2".into(), n2);
+        cache.put(&key, &inventory, &source);
+
+        let some = cache
+            .get_some(&key, &["n2", "n9"])
+            .unwrap_or_else(|| panic!("a hit"));
+        assert_eq!(some.profiles, inventory.profiles);
+        assert_eq!(some.nodes.keys().collect::<Vec<_>>(), ["n2"]);
+        assert_eq!(some.nodes["n2"], inventory.nodes["n2"]);
+        assert!(
+            cache
+                .get_some(&key, &[])
+                .is_some_and(|i| i.nodes.is_empty())
+        );
+        assert!(cache.get_some(&CacheKey::of(b"other"), &["n2"]).is_none());
+    }
+
+    #[test]
     fn a_torn_copy_is_a_miss_and_the_copy_keeps_the_sources_readers() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let source = dir.path().join("nodes.toml");
@@ -172,5 +245,6 @@ mod tests {
         let full = std::fs::read(&path).unwrap_or_default();
         std::fs::write(&path, &full[..full.len() - 10]).unwrap_or_else(|e| panic!("{e}"));
         assert!(cache.get(&key).is_none());
+        assert!(cache.get_some(&key, &["n1"]).is_none());
     }
 }

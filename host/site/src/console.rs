@@ -52,7 +52,7 @@ impl Site {
 
     /// A node's console log files, oldest first; the node must exist.
     pub fn console_logs(&self, node: &str) -> Result<Vec<PathBuf>> {
-        if !self.inventory()?.nodes.contains_key(node) {
+        if !self.inventory_of(&[node])?.nodes.contains_key(node) {
             return Err(SiteError::RecordNotFound {
                 kind: Kind::Node,
                 name: node.to_owned(),

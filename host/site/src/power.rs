@@ -117,7 +117,7 @@ impl Site {
         if names.is_empty() {
             return Err(SiteError::NothingSelected { kind: Kind::Node });
         }
-        let inventory = self.inventory()?;
+        let inventory = self.inventory_of(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
         names
             .into_iter()
             .map(|name| {

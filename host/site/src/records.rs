@@ -354,7 +354,7 @@ impl Site {
 
     /// One record, secrets masked: a node merged with its profiles, a profile as it is.
     pub fn show_record(&self, kind: Kind, name: &str) -> Result<RecordView> {
-        let inventory = self.inventory()?;
+        let inventory = self.inventory_of(&[name])?;
         let record =
             records(kind, &inventory)
                 .get(name)
@@ -381,7 +381,7 @@ impl Site {
 
     /// Every field of a node with where its value comes from.
     pub fn field_sources(&self, name: &str) -> Result<Vec<FieldSource>> {
-        let inventory = self.inventory()?;
+        let inventory = self.inventory_of(&[name])?;
         let node = inventory
             .nodes
             .get(name)
