@@ -15,16 +15,33 @@ pub(crate) enum LogFormat {
 /// `plugin_logs`: show everything plugins log and print (`wulf plugin test`), whatever the
 /// verbosity.
 pub(crate) fn init_tracing(verbose: u8, format: LogFormat, plugin_logs: bool) {
+    // -vv is wulf's own debug output (with each step's time); the libraries' (wasmtime,
+    // cranelift: thousands of lines per plugin compiled) only at -vvv or by RUST_LOG.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
+        0 => "warn".to_owned(),
+        1 => "info".to_owned(),
+        2 => {
+            let ours = [
+                "wulf",
+                "wulf_core",
+                "wulf_site",
+                "wulf_overlay",
+                "wulf_plugin",
+                "wulf_image",
+                "wulf_boot",
+                "wulf_api",
+                "wulf_bmc",
+            ];
+            ours.iter().fold("info".to_owned(), |filter, krate| {
+                format!("{filter},{krate}=debug")
+            })
+        }
+        _ => "trace".to_owned(),
     };
     let default = if plugin_logs {
         format!("{default},plugin=trace")
     } else {
-        default.to_owned()
+        default
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

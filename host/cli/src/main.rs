@@ -89,7 +89,7 @@ struct Cli {
     #[arg(long, global = true, env = "WULF_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    /// More log output (-v info, -vv wulf's debug and step times, -vvv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
