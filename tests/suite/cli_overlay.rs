@@ -54,6 +54,23 @@ fn index(wulf: &Wulf) -> serde_json::Value {
         .unwrap()
 }
 
+/// The files of `node`'s own segments under `provision/nodes/` (in one of its 256 directories).
+fn own_segments(wulf: &Wulf, node: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(shards) = std::fs::read_dir(wulf.path().join("provision/nodes")) else {
+        return found;
+    };
+    for shard in shards {
+        for file in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            let name = file.unwrap().file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{node}.")) {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
 fn build(wulf: &Wulf, args: &[&str]) -> serde_json::Value {
     let mut full = vec!["overlay", "build", "--json"];
     full.extend_from_slice(args);
@@ -198,10 +215,11 @@ fn rebuilds_follow_content_not_time() {
         "the runtime lists do not use hostname"
     );
     // Old segments are removed once nothing refers to them.
-    let files = std::fs::read_dir(wulf.path().join("provision/nodes/n1"))
-        .unwrap()
-        .count();
-    assert_eq!(files, 2, "one system and one runtime archive");
+    assert_eq!(
+        own_segments(&wulf, "n1").len(),
+        2,
+        "one system and one runtime archive"
+    );
 }
 
 #[test]
@@ -218,7 +236,7 @@ fn template_and_plugin_failures_are_named_and_build_nothing() {
         "{err}"
     );
     assert!(
-        !wulf.path().join("provision/nodes/n1").exists(),
+        own_segments(&wulf, "n1").is_empty(),
         "nothing of a failed node is built"
     );
     std::fs::remove_file(wulf.path().join("overlays/motd/etc/broken.ww")).unwrap();
@@ -489,4 +507,54 @@ fn a_changed_shared_file_reassembles_archives_without_rendering_them_again() {
             .trim(),
         "n2"
     );
+}
+
+#[test]
+fn archives_of_the_per_node_directory_layout_move_as_their_nodes_are_rebuilt() {
+    let wulf = setup();
+    build(&wulf, &[]);
+    // Lay n1's archives out as wulf did before the 256 directories: `nodes/<id>/<kind>-...`.
+    let provision = wulf.path().join("provision");
+    let mut index = index(&wulf);
+    let old_dir = provision.join("nodes/n1");
+    std::fs::create_dir_all(&old_dir).unwrap();
+    for kind in ["system", "runtime"] {
+        let segments = index["nodes"]["n1"][kind]["segments"]
+            .as_array_mut()
+            .unwrap();
+        let own = segments.last_mut().unwrap();
+        let name = own.as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+        let legacy = format!("nodes/n1/{}", name.trim_start_matches("n1."));
+        std::fs::rename(
+            provision.join(own.as_str().unwrap()),
+            provision.join(&legacy),
+        )
+        .unwrap();
+        *own = serde_json::json!(legacy);
+    }
+    std::fs::write(
+        provision.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    // Served as they are until n1 changes; then its new archives go where every node's do,
+    // and the old directory is gone.
+    assert_eq!(
+        build(&wulf, &["--force", "n2"])["built"],
+        serde_json::json!(["n2"])
+    );
+    assert_eq!(std::fs::read_dir(&old_dir).unwrap().count(), 2);
+    wulf.ok(&["node", "set", "n1", "--comment", "moved", "-y"]);
+    let built = build(&wulf, &[]);
+    assert!(
+        built["built"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("n1")),
+        "{built}"
+    );
+    assert!(!old_dir.exists());
+    assert_eq!(own_segments(&wulf, "n1").len(), 2);
+    let root = tempfile::tempdir().unwrap();
+    unpack(&wulf, "n1", "runtime", root.path());
 }

@@ -1,5 +1,7 @@
 //! Per-node overlay archives under `<state>/provision/`:
-//! - `nodes/<id>/<kind>-<sha>.img.gz`: the node's own files for `system` or `runtime`;
+//! - `nodes/<xx>/<id>.<kind>-<sha>.img.gz`: the node's own files for `system` or `runtime`, in
+//!   one of 256 directories (`xx`, from a hash of the id): a directory per node made a cold
+//!   build of 100,000 nodes spend most of its time allocating directory inodes;
 //! - `shared/<sha>.img.gz`: files a generator computes once for every node (`generate-shared`,
 //!   e.g. a 10,000-line hosts file), compressed once;
 //! - `index.json`: for each node and kind, the input hash and the segments to send, in order.
@@ -117,6 +119,9 @@ struct NodeOutcome {
     id: String,
     changed: Option<NodeArchives>,
     unchanged: usize,
+    /// Its own segments the index named before and its new archives do not, to remove once
+    /// the new index is written (own segments are named by their node's entry only).
+    replaced: Vec<String>,
 }
 
 /// What the last whole-cluster build was made from, and the index it left (its stamp).
@@ -380,8 +385,11 @@ impl ArchiveStore {
             .map(|(id, raw)| (id, IndexEntry::Read(raw)))
             .collect();
         let mut built = BTreeSet::new();
+        let mut replaced = Vec::new();
         for outcome in results.into_inner().unwrap_or_default() {
             report.unchanged += outcome.unchanged;
+            let id = &outcome.id;
+            replaced.extend(outcome.replaced.into_iter().map(|r| (id.clone(), r)));
             if let Some(archives) = outcome.changed {
                 entries.insert(Cow::Owned(outcome.id.clone()), IndexEntry::Built(archives));
                 built.insert(outcome.id);
@@ -402,7 +410,7 @@ impl ArchiveStore {
             let text = serde_json::to_vec(&out).map_err(OverlayError::SerializeIndex)?;
             write_atomic(&self.index_path(), &text)
                 .map_err(|e| OverlayError::io(&self.index_path(), e))?;
-            self.collect_garbage(&entries, &index.shared, &report.built);
+            self.collect_garbage(&entries, &index.shared, &replaced);
         }
         if let Some(identity) = whole
             && report.failed.is_empty()
@@ -524,8 +532,8 @@ impl ArchiveStore {
                 files.insert(RUNTIME_MANIFEST.to_owned(), manifest);
             }
             let rel = self.write_archive(
-                &format!("nodes/{}", node.id),
-                &format!("{}-", kind.as_str()),
+                &format!("nodes/{}", shard(&node.id)),
+                &format!("{}.{}-", node.id, kind.as_str()),
                 &files,
             )?;
             let count = files.len();
@@ -534,7 +542,15 @@ impl ArchiveStore {
             segments.push(rel);
             archives.insert(kind, self.assemble(input, segments, count));
         }
+        let replaced = previous
+            .iter()
+            .flat_map(|p| p.values())
+            .filter_map(|a| a.segments.last())
+            .filter(|own| !archives.values().any(|a| a.segments.last() == Some(*own)))
+            .cloned()
+            .collect();
         Ok(NodeOutcome {
+            replaced,
             id: node.id.clone(),
             changed: (unchanged < Kind::ALL.len()).then_some(archives),
             unchanged,
@@ -600,14 +616,13 @@ impl ArchiveStore {
         Ok(rel)
     }
 
-    /// Removes the segments no archive uses any more: the shared ones, and those of the nodes
-    /// this build wrote (no other node's directory changed, so a one-node build does not
-    /// walk ten thousand directories).
+    /// Removes the segments no archive uses any more: the shared ones, and the nodes' own
+    /// segments this build replaced (named, so no directory of 100,000 files is listed).
     fn collect_garbage(
         &self,
         entries: &BTreeMap<Cow<str>, IndexEntry>,
         shared: &BTreeMap<String, Shared>,
-        built: &[String],
+        replaced: &[(String, String)],
     ) {
         let names = |entry: &IndexEntry, segment: &str| match entry {
             // A segment's name (its directory and content hash) cannot occur in an entry's
@@ -617,32 +632,47 @@ impl ArchiveStore {
                 .values()
                 .any(|a| a.segments.iter().any(|s| s == segment)),
         };
-        let sweep = |dir: &Path, prefix: &str, used: &dyn Fn(&str) -> bool| {
-            let Ok(entries) = fs::read_dir(dir) else {
-                return;
-            };
-            for e in entries.flatten() {
-                let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
-                if e.path().is_file() && !used(&rel) {
+        // The generators' current segments are used; an older one while some node's archive
+        // still names it.
+        if let Ok(files) = fs::read_dir(self.dir.join("shared")) {
+            for e in files.flatten() {
+                let rel = format!("shared/{}", e.file_name().to_string_lossy());
+                let used = shared.values().any(|s| s.segment.as_deref() == Some(&rel))
+                    || entries.values().any(|e| names(e, &rel));
+                if e.path().is_file() && !used {
                     let _ = fs::remove_file(e.path());
                 }
             }
-        };
-        // The generators' current segments are used; an older one while some node's archive
-        // still names it.
-        sweep(&self.dir.join("shared"), "shared/", &|rel| {
-            shared.values().any(|s| s.segment.as_deref() == Some(rel))
-                || entries.values().any(|e| names(e, rel))
-        });
-        for id in built {
-            let entry = entries.get(id.as_str());
-            sweep(
-                &self.dir.join("nodes").join(id),
-                &format!("nodes/{id}/"),
-                &|rel| entry.is_some_and(|e| names(e, rel)),
-            );
+        }
+        // A node's own segment is named by its entry only (and the same content makes the
+        // same name, so a node changed back names its old segment again).
+        for (id, rel) in replaced {
+            if !entries.get(id.as_str()).is_some_and(|e| names(e, rel)) {
+                let path = self.dir.join(rel);
+                let _ = fs::remove_file(&path);
+                // The layout before the 256 directories had one directory per node: it goes
+                // when its last segment does.
+                if let Some(parent) = path.parent()
+                    && parent.parent() == Some(&*self.dir.join("nodes"))
+                    && !is_shard(parent)
+                {
+                    let _ = fs::remove_dir(parent);
+                }
+            }
         }
     }
+}
+
+/// The directory under `nodes/` of a node's own segments: one of 256, by a hash of its id.
+fn shard(id: &str) -> String {
+    format!("{:02x}", Sha256::digest(id.as_bytes())[0])
+}
+
+/// Whether `dir` is one of the 256 directories of [`shard`].
+fn is_shard(dir: &Path) -> bool {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.len() == 2 && n.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Why `node` cannot be built before trying: a generator it lists failed its shared files.
