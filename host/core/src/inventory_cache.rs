@@ -71,21 +71,7 @@ impl InventoryCache {
 
     /// The cached inventory, when it was stored for `key`.
     pub(crate) fn get(&self, key: &CacheKey) -> Option<Inventory> {
-        let bytes = std::fs::read(&self.path).ok()?;
-        let newline = bytes.iter().position(|&b| b == b'\n')?;
-        if &bytes[..newline] != key.0.as_bytes() {
-            return None;
-        }
-        match serde_json::from_slice::<Inventory>(&bytes[newline + 1..]) {
-            Ok(mut inventory) => {
-                inventory.assign_ids();
-                Some(inventory)
-            }
-            Err(error) => {
-                tracing::debug!(path = %self.path.display(), %error, "inventory cache unreadable; parsing the inventory");
-                None
-            }
-        }
+        self.read(key, |json| serde_json::from_slice(json))
     }
 
     /// The cached inventory's profiles and the nodes of `nodes` it holds, when it was stored
@@ -99,26 +85,35 @@ impl InventoryCache {
             #[serde(borrow)]
             nodes: BTreeMap<Cow<'a, str>, &'a RawValue>,
         }
-        let bytes = std::fs::read(&self.path).ok()?;
-        let newline = bytes.iter().position(|&b| b == b'\n')?;
-        if &bytes[..newline] != key.0.as_bytes() {
-            return None;
-        }
-        let read = serde_json::from_slice::<Partial>(&bytes[newline + 1..]).and_then(|partial| {
+        self.read(key, |json| {
+            let partial: Partial = serde_json::from_slice(json)?;
             let mut inventory = Inventory {
                 profiles: partial.profiles,
                 nodes: BTreeMap::new(),
             };
             for id in nodes {
                 if let Some(raw) = partial.nodes.get(*id) {
-                    inventory
-                        .nodes
-                        .insert((*id).to_owned(), serde_json::from_str(raw.get())?);
+                    let node = serde_json::from_str(raw.get())?;
+                    inventory.nodes.insert((*id).to_owned(), node);
                 }
             }
             Ok(inventory)
-        });
-        match read {
+        })
+    }
+
+    /// The copy's inventory as `parse` reads it from the JSON after the key line, when the
+    /// copy was stored for `key`.
+    fn read(
+        &self,
+        key: &CacheKey,
+        parse: impl FnOnce(&[u8]) -> serde_json::Result<Inventory>,
+    ) -> Option<Inventory> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        let newline = bytes.iter().position(|&b| b == b'\n')?;
+        if &bytes[..newline] != key.0.as_bytes() {
+            return None;
+        }
+        match parse(&bytes[newline + 1..]) {
             Ok(mut inventory) => {
                 inventory.assign_ids();
                 Some(inventory)
