@@ -110,9 +110,10 @@ impl InventoryStore {
     /// ones that exist): what a command about a node or two needs. From the cache, only these
     /// records are read; 10,000 other nodes cost a scan, not a parse.
     pub fn load_some(&self, nodes: &[&str]) -> Result<Inventory, StoreError> {
+        let wanted: std::collections::HashSet<&str> = nodes.iter().copied().collect();
         let Some(text) = self.read()? else {
             let mut shipped = Inventory::shipped();
-            shipped.nodes.retain(|id, _| nodes.contains(&id.as_str()));
+            shipped.nodes.retain(|id, _| wanted.contains(id.as_str()));
             return Ok(shipped);
         };
         let key = CacheKey::of(&text);
@@ -123,7 +124,7 @@ impl InventoryStore {
             return Ok(inventory);
         }
         let mut inventory = self.load()?;
-        inventory.nodes.retain(|id, _| nodes.contains(&id.as_str()));
+        inventory.nodes.retain(|id, _| wanted.contains(id.as_str()));
         Ok(inventory)
     }
 

@@ -369,11 +369,12 @@ impl ArchiveStore {
         // Another build may have written the index meanwhile; otherwise (it is replaced by
         // rename, so a new file is a new inode) what was read is still current.
         let reread;
-        let mut index = if wulf_core::stamp::tree_stamp(&[self.index_path()]) == old_stamp {
-            old
+        // `ours`: the index this build read, when another one replaced it meanwhile.
+        let (mut index, ours) = if wulf_core::stamp::tree_stamp(&[self.index_path()]) == old_stamp {
+            (old, None)
         } else {
             reread = self.index_bytes()?;
-            self.parse_index(&reread)?
+            (self.parse_index(&reread)?, Some(old))
         };
         let mut report = Report {
             shared_segments: shared.len(),
@@ -393,6 +394,12 @@ impl ArchiveStore {
             if let Some(archives) = outcome.changed {
                 entries.insert(Cow::Owned(outcome.id.clone()), IndexEntry::Built(archives));
                 built.insert(outcome.id);
+            } else if let Some(ours) = &ours
+                && let Some((read_id, raw)) = ours.nodes.get_key_value(outcome.id.as_str())
+            {
+                // Found unchanged in the entry this build read: that entry goes back, whatever
+                // the other build wrote (it may be gone, or made from another inventory).
+                entries.insert(read_id.clone(), IndexEntry::Read(raw));
             }
         }
         report.built = built.into_iter().collect();
