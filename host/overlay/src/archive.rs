@@ -487,9 +487,10 @@ impl ArchiveStore {
         force: bool,
     ) -> Result<NodeOutcome> {
         let digest = renderer.digest_of(node);
-        let previous = old.archives(&node.id);
+        let mut previous = old.archives(&node.id).unwrap_or_default();
         let mut archives = NodeArchives::default();
         let mut unchanged = 0;
+        let mut replaced = Vec::new();
         // The template view is built only for a node that is rendered.
         let mut json = None;
         for kind in Kind::ALL {
@@ -508,24 +509,29 @@ impl ArchiveStore {
                 }
             }
             let input = renderer.input_hash(&digest, list, &extra);
-            let previous = previous.as_ref().and_then(|k| k.get(&kind));
-            if !force
-                && let Some(previous) = previous
-                && previous.input == input
-                && let Some(own) = previous.segments.last()
-                && self.dir.join(own).exists()
-            {
-                let archive =
-                    if previous.segments[..previous.segments.len() - 1] == shared_segments[..] {
+            match previous.remove(&kind) {
+                Some(mut previous)
+                    if !force
+                        && previous.input == input
+                        && previous
+                            .segments
+                            .last()
+                            .is_some_and(|own| self.dir.join(own).exists()) =>
+                {
+                    let own_at = previous.segments.len() - 1;
+                    if previous.segments[..own_at] == shared_segments[..] {
                         unchanged += 1;
-                        previous.clone()
                     } else {
                         let mut segments = shared_segments;
-                        segments.push(own.clone());
-                        self.assemble(input, segments, previous.files)
-                    };
-                archives.insert(kind, archive);
-                continue;
+                        segments.push(previous.segments.swap_remove(own_at));
+                        previous = self.assemble(input, segments, previous.files);
+                    }
+                    archives.insert(kind, previous);
+                    continue;
+                }
+                // Rendered again: its previous own segment goes, unless the same content
+                // makes the same name.
+                stale => replaced.extend(stale.and_then(|mut p| p.segments.pop())),
             }
             let json = json.get_or_insert_with(|| node_json(node));
             let mut files = renderer.render(node, json, list)?;
@@ -549,13 +555,7 @@ impl ArchiveStore {
             segments.push(rel);
             archives.insert(kind, self.assemble(input, segments, count));
         }
-        let replaced = previous
-            .iter()
-            .flat_map(|p| p.values())
-            .filter_map(|a| a.segments.last())
-            .filter(|own| !archives.values().any(|a| a.segments.last() == Some(*own)))
-            .cloned()
-            .collect();
+        replaced.retain(|own| !archives.values().any(|a| a.segments.last() == Some(own)));
         Ok(NodeOutcome {
             replaced,
             id: node.id.clone(),

@@ -101,12 +101,20 @@ pub fn node_json(node: &Node) -> Json {
 /// straight into the hash (building the template view of every node only to hash it cost a
 /// no-change build of 10,000 nodes most of its time).
 pub fn node_digest(node: &Node) -> [u8; 32] {
+    record_digest(node, |out| Ok(serde_json::to_writer(out, node)?))
+}
+
+/// A digest of `node`'s id and of what `body` writes of it.
+fn record_digest(
+    node: &Node,
+    body: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> [u8; 32] {
     use std::io::Write as _;
     let mut out = crate::archive::HashingWriter::new(std::io::sink());
     // Writing into a hash over a sink cannot fail.
     let _ = out.write_all(node.id.as_bytes());
     let _ = out.write_all(&[0]);
-    let _ = serde_json::to_writer(&mut out, node);
+    let _ = body(&mut out);
     out.into_digest().1
 }
 
@@ -250,15 +258,7 @@ impl Renderer {
     /// generator that declares its fields depend on.
     pub fn fields_hash(&self, fields: NodeFields) -> String {
         let _span = tracing::debug_span!("fields hash", %fields).entered();
-        let digest = |node: &Node| {
-            use std::io::Write as _;
-            let mut out = crate::archive::HashingWriter::new(std::io::sink());
-            // Writing into a hash over a sink cannot fail.
-            let _ = out.write_all(node.id.as_bytes());
-            let _ = out.write_all(&[0]);
-            let _ = fields.write_json(node, &mut out);
-            out.into_digest().1
-        };
+        let digest = |node: &Node| record_digest(node, |out| fields.write_json(node, out));
         let mut hasher = Sha256::new();
         hasher.update(fields.to_string().as_bytes());
         for digest in on_every_core(&self.cluster_nodes, digest) {
